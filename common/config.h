@@ -1,0 +1,99 @@
+/* config: the daemon's configuration, read from a YAML file with libyaml into
+ * an immutable, reference-counted snapshot.  Pure code: no I/O but reading the
+ * file, no libuv. */
+#ifndef IMAPMUX_COMMON_CONFIG_H
+#define IMAPMUX_COMMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum config_listener_tls {
+    CONFIG_LISTENER_IMPLICIT, /* TLS from the first byte (993) */
+    CONFIG_LISTENER_STARTTLS, /* cleartext greeting, STARTTLS required before login (143) */
+};
+
+enum config_backend_tls {
+    CONFIG_BACKEND_TLS_NONE,
+    CONFIG_BACKEND_TLS_STARTTLS,
+    CONFIG_BACKEND_TLS_IMPLICIT,
+};
+
+enum config_log_target {
+    CONFIG_LOG_STDERR,
+    CONFIG_LOG_SYSLOG,
+};
+
+struct config_listener {
+    char *address;  /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1" or "::1" */
+    uint16_t port;
+    enum config_listener_tls tls;
+};
+
+struct config_backend {
+    char *name;        /* unique name routes refer to */
+    char *host;        /* host name or numeric address to connect to */
+    uint16_t port;
+    enum config_backend_tls tls;
+    int tls_verify;    /* 1: verify certificate chain and host name (default) */
+    char *ca_file;     /* CA bundle for verification; NULL: system default */
+    char *server_name; /* name to verify and send as SNI; NULL: host */
+    int forward_id;    /* 1: send ID with x-originating-ip etc. before login */
+};
+
+struct config_route {
+    char *key;                            /* lowercased domain or login */
+    const struct config_backend *backend; /* points into config.backends */
+};
+
+struct config {
+    int refs;                 /* reference count; see config_ref/config_unref */
+    char *path;               /* file this snapshot was read from */
+    char *instance;           /* instance name for logs (default: host name) */
+    unsigned num_workers;     /* worker threads; 0 in the file means number of CPUs,
+                                 resolved by the daemon, not here */
+    int log_level;            /* LOG_ERR..LOG_DEBUG from <syslog.h> (default LOG_INFO) */
+    enum config_log_target log_target;
+
+    struct config_listener *listeners;
+    size_t num_listeners;
+
+    char *tls_cert_file;      /* PEM chain, leaf first; required if any listener */
+    char *tls_key_file;       /* PEM private key (ECDSA or RSA) */
+
+    struct config_backend *backends;
+    size_t num_backends;
+    const struct config_backend *default_backend; /* NULL if no default route */
+    struct config_route *domain_routes;
+    size_t num_domain_routes;
+    struct config_route *user_routes;
+    size_t num_user_routes;
+
+    /* limits (all > 0 after loading) */
+    size_t max_line_len;           /* pre-auth command line bytes (default 8192) */
+    size_t max_preauth_literal_len;/* literal bytes before login (default 4096... see .c) */
+    unsigned max_auth_failures;    /* failed logins before BYE (default 3) */
+    unsigned preauth_timeout_ms;   /* default 60000 */
+    unsigned idle_timeout_ms;      /* authenticated inactivity, default 1860000 (31 min) */
+    unsigned drain_timeout_ms;     /* SIGTERM grace for logged-in sessions (default 30000) */
+    unsigned backend_connect_timeout_ms;  /* default 10000 */
+    unsigned backend_greeting_timeout_ms; /* greeting, STARTTLS, login (default 15000) */
+    size_t relay_buffer_len;       /* per-direction high-water mark in bytes (default 65536) */
+};
+
+/* config_load reads and validates the YAML file at path.  It returns a new
+ * snapshot with one reference, or NULL with a message "path:line: reason"
+ * written to err (at most err_len bytes, NUL-terminated). */
+struct config *config_load(char *err, size_t err_len, const char *path);
+
+/* config_ref adds a reference and returns c.  config_unref drops one, frees on
+ * the last, and sets *pc to NULL (NULL or *pc == NULL accepted).  The counter is
+ * atomic: snapshots are shared by worker threads. */
+struct config *config_ref(struct config *c);
+void config_unref(struct config **pc);
+
+/* config_route_lookup returns the backend for a login: the user route for the
+ * whole login, else the domain route for the part after the last '@', else the
+ * default backend; NULL when none applies.  Matching is case-insensitive. */
+const struct config_backend *config_route_lookup(const struct config *c, const char *login);
+
+#endif

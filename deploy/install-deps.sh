@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything imapmux needs to build, test, run its demo and its
+# benchmark on Debian 12.  Used by .ci/run, docker/Dockerfile and
+# deploy/demo.sh, so all three stay in step.
+#   deploy/install-deps.sh          build + test + demo dependencies
+#   deploy/install-deps.sh --runtime only what the daemon needs at run time
+set -euo pipefail
+
+runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 ca-certificates)
+build=(build-essential cmake pkg-config libuv1-dev android-libboringssl-dev libhiredis-dev
+       libcriterion-dev libyaml-dev)
+test=(python3 dovecot-imapd redis-server curl isync openssl procps)
+
+if [ "${1:-}" = "--runtime" ]; then
+    pkgs=("${runtime[@]}")
+else
+    pkgs=("${runtime[@]}" "${build[@]}" "${test[@]}")
+fi
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+# policy-rc.d keeps the packaged services (dovecot, redis) from starting:
+# tests start their own on free loopback ports.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+$sudo apt-get install -y -q --no-install-recommends "${pkgs[@]}"

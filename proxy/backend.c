@@ -1,0 +1,779 @@
+#include "proxy/backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include <openssl/mem.h>
+
+#include "common/capa.h"
+#include "common/log.h"
+#include "common/sasl_plain.h"
+#include "proxy/conn.h"
+
+#define BACKEND_MAX_LINE_LEN 65536 /* bytes of one backend line during login */
+#define BACKEND_MAX_CAPA_LEN 4096  /* bytes of a capability list we keep */
+
+enum backend_state {
+    BS_RESOLVE,       /* getaddrinfo running */
+    BS_CONNECT,       /* TCP connect running */
+    BS_TLS,           /* implicit TLS handshake */
+    BS_GREETING,      /* waiting for "* OK" */
+    BS_STARTTLS,      /* "S STARTTLS" sent, waiting for its completion */
+    BS_STARTTLS_TLS,  /* handshake after STARTTLS */
+    BS_CAPABILITY,    /* "C CAPABILITY" sent */
+    BS_ID,            /* "I ID (...)" sent */
+    BS_AUTH_CONTINUE, /* a command waits for "+" before its next part */
+    BS_LOGIN,         /* login sent, waiting for its completion */
+    BS_POST_CAPA,     /* "P CAPABILITY" after login (no capabilities in the OK) */
+    BS_DONE,          /* reported; nothing more happens */
+};
+
+#define BACKEND_F_FREED   (1u << 0) /* backend_free called */
+#define BACKEND_F_TAKEN   (1u << 1) /* conn handed to the caller */
+#define BACKEND_F_GAI     (1u << 2) /* getaddrinfo outstanding */
+#define BACKEND_F_LITERAL (1u << 3) /* skipping a server literal */
+
+struct backend {
+    uv_loop_t *loop;
+    uv_timer_t timer;               /* phase timeout and deferred reports; timer.data = this */
+    uv_getaddrinfo_t gai;           /* gai.data = this */
+    struct conn *conn;              /* owned until taken; NULL once closed */
+    backend_done_cb cb;
+    void *ctx;
+    const struct config_backend *cfg;
+    SSL_CTX *tls_ctx;
+    enum backend_state state;
+    uint32_t flags;                 /* BACKEND_F_* */
+    int pending;                    /* handles not yet closed (timer, conn) */
+    unsigned greeting_timeout_ms;
+
+    char *authzid, *user, *password;/* owned, wiped in backend_release */
+    char *client_ip, *local_ip;
+    uint16_t client_port, local_port;
+
+    char *line;                     /* current backend line; bounded */
+    size_t line_len, line_cap;
+    size_t literal_left;            /* bytes of a server literal to skip */
+    char capa[BACKEND_MAX_CAPA_LEN];/* last capability list seen; "" if none */
+    int capa_known;                 /* capa holds the list valid now */
+    char *next_part;                /* sent after a "+" (wiped), or NULL */
+    uint8_t *rest;                  /* bytes after the tagged OK of the login */
+    size_t rest_len;
+
+    enum backend_status result;     /* for a deferred report */
+    const char *result_code;
+    const char *result_reason;
+};
+
+static void backend_on_timer(uv_timer_t *t);
+static void backend_send_login(struct backend *b);
+
+static void backend_release(struct backend *b)
+{
+    if (b->password != NULL) {
+        OPENSSL_cleanse(b->password, strlen(b->password));
+    }
+    if (b->next_part != NULL) {
+        OPENSSL_cleanse(b->next_part, strlen(b->next_part));
+    }
+    free(b->authzid);
+    free(b->user);
+    free(b->password);
+    free(b->next_part);
+    free(b->client_ip);
+    free(b->local_ip);
+    free(b->line);
+    free(b->rest);
+    free(b);
+}
+
+static void backend_maybe_release(struct backend *b)
+{
+    if ((b->flags & BACKEND_F_FREED) && b->pending == 0 && !(b->flags & BACKEND_F_GAI)) {
+        backend_release(b);
+    }
+}
+
+static void backend_on_timer_close(uv_handle_t *h)
+{
+    struct backend *b = h->data;
+    b->pending--;
+    backend_maybe_release(b);
+}
+
+/* backend_report ends the login: calls back unless freed already. */
+static void backend_report(struct backend *b, enum backend_status st, const char *code,
+                           const char *reason)
+{
+    if (b->state == BS_DONE) {
+        return;
+    }
+    b->state = BS_DONE;
+    uv_timer_stop(&b->timer);
+    if (st != BACKEND_OK && b->conn != NULL) {
+        conn_close(b->conn, 0);
+    }
+    if (!(b->flags & BACKEND_F_FREED)) {
+        b->cb(b->ctx, st, code, reason);
+    }
+}
+
+static void backend_fail(struct backend *b, const char *reason)
+{
+    backend_report(b, BACKEND_UNAVAILABLE, NULL, reason);
+}
+
+/* backend_defer_fail reports on the next loop turn: the callback must not
+ * run inside backend_login. */
+static void backend_defer_fail(struct backend *b, const char *reason)
+{
+    b->result = BACKEND_UNAVAILABLE;
+    b->result_reason = reason;
+    b->state = BS_RESOLVE;
+    uv_timer_start(&b->timer, backend_on_timer, 0, 0);
+    b->result_code = "deferred";
+}
+
+static void backend_on_timer(uv_timer_t *t)
+{
+    struct backend *b = t->data;
+    if (b->result_code != NULL && strcmp(b->result_code, "deferred") == 0) {
+        backend_fail(b, b->result_reason);
+        return;
+    }
+    switch (b->state) {
+    case BS_RESOLVE:
+    case BS_CONNECT:
+        backend_fail(b, "connect timeout");
+        break;
+    case BS_TLS:
+    case BS_STARTTLS_TLS:
+        backend_fail(b, "TLS handshake timeout");
+        break;
+    case BS_GREETING:
+        backend_fail(b, "greeting timeout");
+        break;
+    default:
+        backend_fail(b, "response timeout");
+        break;
+    }
+}
+
+static void backend_send(struct backend *b, const char *text)
+{
+    (void)conn_write(b->conn, text, strlen(text)); /* failures come as on_eof */
+}
+
+static void backend_set_capa(struct backend *b, const char *list, size_t len)
+{
+    if (len >= sizeof(b->capa)) {
+        len = sizeof(b->capa) - 1; /* a longer list is cut; login only needs the start */
+    }
+    memcpy(b->capa, list, len);
+    b->capa[len] = '\0';
+    b->capa_known = 1;
+}
+
+static int backend_has(const struct backend *b, const char *name)
+{
+    return capa_has(b->capa, strlen(b->capa), name);
+}
+
+/* backend_after_capa runs once the capability list is known. */
+static void backend_after_capa(struct backend *b)
+{
+    char line[512];
+    if (b->cfg->forward_id) {
+        if (!backend_has(b, "ID")) {
+            log_msg(LOG_DEBUG, "backend %s: no ID capability, not forwarding the client address",
+                    b->cfg->name);
+        } else {
+            snprintf(line, sizeof(line),
+                     "I ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
+                     "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\")\r\n",
+                     b->client_ip, (unsigned)b->client_port, b->local_ip,
+                     (unsigned)b->local_port);
+            b->state = BS_ID;
+            backend_send(b, line);
+            return;
+        }
+    }
+    backend_send_login(b);
+}
+
+/* backend_quote_needs_literal: IMAP quoted strings carry 7-bit text without
+ * CR, LF or NUL only. */
+static int backend_needs_literal(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x80 || ch == '\r' || ch == '\n') {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void backend_append_quoted(char *out, size_t *off, const char *s)
+{
+    out[(*off)++] = '"';
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\') {
+            out[(*off)++] = '\\';
+        }
+        out[(*off)++] = *s;
+    }
+    out[(*off)++] = '"';
+}
+
+static void backend_send_login(struct backend *b)
+{
+    b->state = BS_LOGIN;
+    if (backend_has(b, "AUTH=PLAIN")) {
+        size_t b64_len = 0;
+        char *b64 = sasl_plain_encode(&b64_len, b->authzid != NULL ? b->authzid : "", b->user,
+                                      b->password);
+        if (b64 == NULL) {
+            backend_fail(b, "out of memory");
+            return;
+        }
+        if (backend_has(b, "SASL-IR")) {
+            size_t n = b64_len + 32;
+            char *cmd = malloc(n);
+            if (cmd == NULL) {
+                OPENSSL_cleanse(b64, b64_len);
+                free(b64);
+                backend_fail(b, "out of memory");
+                return;
+            }
+            snprintf(cmd, n, "L AUTHENTICATE PLAIN %s\r\n", b64);
+            backend_send(b, cmd);
+            OPENSSL_cleanse(cmd, n);
+            free(cmd);
+            OPENSSL_cleanse(b64, b64_len);
+            free(b64);
+        } else {
+            b->next_part = malloc(b64_len + 3);
+            if (b->next_part == NULL) {
+                OPENSSL_cleanse(b64, b64_len);
+                free(b64);
+                backend_fail(b, "out of memory");
+                return;
+            }
+            snprintf(b->next_part, b64_len + 3, "%s\r\n", b64);
+            OPENSSL_cleanse(b64, b64_len);
+            free(b64);
+            b->state = BS_AUTH_CONTINUE;
+            backend_send(b, "L AUTHENTICATE PLAIN\r\n");
+        }
+        return;
+    }
+    if (backend_has(b, "LOGINDISABLED")) {
+        backend_fail(b, "backend offers neither AUTH=PLAIN nor LOGIN");
+        return;
+    }
+    if (b->authzid != NULL && b->authzid[0] != '\0') {
+        backend_fail(b, "master-user login needs AUTH=PLAIN on the backend");
+        return;
+    }
+    /* LOGIN user password: quoted strings, or a literal for 8-bit text. */
+    size_t ulen = strlen(b->user), plen = strlen(b->password);
+    size_t n = 2 * (ulen + plen) + 64;
+    char *cmd = malloc(n);
+    size_t off = 0;
+    if (cmd == NULL) {
+        backend_fail(b, "out of memory");
+        return;
+    }
+    off += (size_t)snprintf(cmd, n, "L LOGIN ");
+    if (backend_needs_literal(b->user)) {
+        /* user literal then password: keep it simple, LITERAL+ or fail */
+        if (!backend_has(b, "LITERAL+")) {
+            free(cmd);
+            backend_fail(b, "8-bit login name needs AUTH=PLAIN or LITERAL+ on the backend");
+            return;
+        }
+        off += (size_t)snprintf(cmd + off, n - off, "{%zu+}\r\n%s", ulen, b->user);
+    } else {
+        backend_append_quoted(cmd, &off, b->user);
+    }
+    cmd[off++] = ' ';
+    if (backend_needs_literal(b->password)) {
+        if (backend_has(b, "LITERAL+") || backend_has(b, "LITERAL-")) {
+            off += (size_t)snprintf(cmd + off, n - off, "{%zu+}\r\n%s\r\n", plen, b->password);
+            cmd[off] = '\0';
+            backend_send(b, cmd);
+        } else {
+            off += (size_t)snprintf(cmd + off, n - off, "{%zu}\r\n", plen);
+            cmd[off] = '\0';
+            b->next_part = malloc(plen + 3);
+            if (b->next_part == NULL) {
+                OPENSSL_cleanse(cmd, n);
+                free(cmd);
+                backend_fail(b, "out of memory");
+                return;
+            }
+            snprintf(b->next_part, plen + 3, "%s\r\n", b->password);
+            b->state = BS_AUTH_CONTINUE;
+            backend_send(b, cmd);
+        }
+    } else {
+        backend_append_quoted(cmd, &off, b->password);
+        cmd[off++] = '\r';
+        cmd[off++] = '\n';
+        cmd[off] = '\0';
+        backend_send(b, cmd);
+    }
+    OPENSSL_cleanse(cmd, n);
+    free(cmd);
+}
+
+static void backend_query_capa(struct backend *b, enum backend_state st)
+{
+    b->state = st;
+    b->capa_known = 0;
+    b->capa[0] = '\0';
+    backend_send(b, st == BS_POST_CAPA ? "P CAPABILITY\r\n" : "C CAPABILITY\r\n");
+}
+
+/* backend_tagged parses "<tag> <status> [<code> ...] text"; returns the
+ * status word (OK, NO, BAD) or NULL if the line is not tagged with tag. */
+static const char *backend_tagged(const char *line, const char *tag, const char **out_text)
+{
+    size_t tl = strlen(tag);
+    if (strncmp(line, tag, tl) != 0 || line[tl] != ' ') {
+        return NULL;
+    }
+    const char *st = line + tl + 1;
+    if (strncasecmp(st, "OK", 2) == 0 && (st[2] == ' ' || st[2] == '\0')) {
+        *out_text = st[2] == ' ' ? st + 3 : st + 2;
+        return "OK";
+    }
+    if (strncasecmp(st, "NO", 2) == 0 && (st[2] == ' ' || st[2] == '\0')) {
+        *out_text = st[2] == ' ' ? st + 3 : st + 2;
+        return "NO";
+    }
+    *out_text = st;
+    return "BAD";
+}
+
+/* backend_refusal_code picks a known response code from a refusal text. */
+static const char *backend_refusal_code(const char *text)
+{
+    static const char *const codes[] = {
+        "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED", "PRIVACYREQUIRED",
+        "CONTACTADMIN", "LIMIT", "UNAVAILABLE", "SERVERBUG", "INUSE",
+    };
+    if (text[0] != '[') {
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        size_t n = strlen(codes[i]);
+        if (strncasecmp(text + 1, codes[i], n) == 0 && (text[1 + n] == ']' || text[1 + n] == ' ')) {
+            return codes[i];
+        }
+    }
+    return NULL;
+}
+
+static void backend_capa_from_text(struct backend *b, const char *text)
+{
+    size_t n = 0;
+    const char *list = capa_find_in_text(&n, text, strlen(text));
+    if (list != NULL) {
+        backend_set_capa(b, list, n);
+    }
+}
+
+/* backend_on_line handles one complete line (without CRLF). Returns 1 when
+ * the login finished successfully (the rest of the input is kept). */
+static int backend_on_line(struct backend *b, const char *line)
+{
+    const char *text = NULL;
+    const char *st;
+
+    if (strncmp(line, "* ", 2) == 0) {
+        if (strncasecmp(line + 2, "CAPABILITY ", 11) == 0) {
+            backend_set_capa(b, line + 13, strlen(line + 13));
+        } else if (strncasecmp(line + 2, "BYE", 3) == 0) {
+            backend_fail(b, "backend said BYE");
+            return 0;
+        } else if (b->state == BS_GREETING) {
+            if (strncasecmp(line + 2, "OK", 2) != 0) {
+                backend_fail(b, "unexpected backend greeting");
+                return 0;
+            }
+            backend_capa_from_text(b, line + 4 + (line[4] == ' '));
+            uv_timer_start(&b->timer, backend_on_timer, b->greeting_timeout_ms, 0);
+            if (b->cfg->tls == CONFIG_BACKEND_TLS_STARTTLS) {
+                b->state = BS_STARTTLS;
+                backend_send(b, "S STARTTLS\r\n");
+            } else if (b->capa_known) {
+                backend_after_capa(b);
+            } else {
+                backend_query_capa(b, BS_CAPABILITY);
+            }
+        }
+        return 0;
+    }
+    if (line[0] == '+') {
+        if (b->state == BS_AUTH_CONTINUE && b->next_part != NULL) {
+            b->state = BS_LOGIN;
+            backend_send(b, b->next_part);
+            OPENSSL_cleanse(b->next_part, strlen(b->next_part));
+            free(b->next_part);
+            b->next_part = NULL;
+        } else {
+            backend_send(b, "*\r\n"); /* a challenge we did not expect: cancel */
+        }
+        return 0;
+    }
+    switch (b->state) {
+    case BS_STARTTLS:
+        if ((st = backend_tagged(line, "S", &text)) == NULL) {
+            break;
+        }
+        if (strcmp(st, "OK") != 0) {
+            backend_fail(b, "backend refused STARTTLS");
+            return 0;
+        }
+        b->state = BS_STARTTLS_TLS;
+        b->capa_known = 0;
+        b->capa[0] = '\0';
+        if (conn_start_tls(b->conn, b->tls_ctx, 0,
+                           b->cfg->server_name != NULL ? b->cfg->server_name : b->cfg->host) != 0) {
+            backend_fail(b, "out of memory");
+        }
+        return 0;
+    case BS_CAPABILITY:
+    case BS_POST_CAPA:
+        st = backend_tagged(line, b->state == BS_CAPABILITY ? "C" : "P", &text);
+        if (st == NULL) {
+            break;
+        }
+        if (strcmp(st, "OK") != 0 || !b->capa_known) {
+            backend_fail(b, "backend CAPABILITY failed");
+            return 0;
+        }
+        if (b->state == BS_POST_CAPA) {
+            return 1;
+        }
+        backend_after_capa(b);
+        return 0;
+    case BS_ID:
+        if ((st = backend_tagged(line, "I", &text)) == NULL) {
+            break;
+        }
+        backend_send_login(b); /* an ID refusal does not stop the login */
+        return 0;
+    case BS_LOGIN:
+    case BS_AUTH_CONTINUE:
+        if ((st = backend_tagged(line, "L", &text)) == NULL) {
+            break;
+        }
+        if (strcmp(st, "OK") == 0) {
+            b->capa_known = 0;
+            b->capa[0] = '\0';
+            backend_capa_from_text(b, text);
+            if (b->capa_known) {
+                return 1;
+            }
+            backend_query_capa(b, BS_POST_CAPA);
+            return 0;
+        }
+        {
+            const char *code = backend_refusal_code(text);
+            if (code != NULL && strcmp(code, "UNAVAILABLE") == 0) {
+                backend_fail(b, "backend answered UNAVAILABLE");
+            } else {
+                backend_report(b, BACKEND_AUTH_FAILED,
+                               code != NULL ? code : "AUTHENTICATIONFAILED",
+                               strcmp(st, "NO") == 0 ? "backend refused the login"
+                                                     : "backend rejected the login command");
+            }
+        }
+        return 0;
+    default:
+        break;
+    }
+    log_msg(LOG_DEBUG, "backend %s: unexpected line in login phase", b->cfg->name);
+    return 0;
+}
+
+/* backend_line_literal returns n if line ends with "{n}" or "{n+}", else -1. */
+static long backend_line_literal(const char *line, size_t len)
+{
+    if (len < 3 || line[len - 1] != '}') {
+        return -1;
+    }
+    size_t i = len - 1;
+    if (i > 0 && line[i - 1] == '+') {
+        i--;
+    }
+    size_t end = i;
+    while (i > 0 && line[i - 1] >= '0' && line[i - 1] <= '9') {
+        i--;
+    }
+    if (i == end || i == 0 || line[i - 1] != '{' || end - i > 9) {
+        return -1;
+    }
+    return strtol(line + i, NULL, 10);
+}
+
+static void backend_on_read(void *ctx, const uint8_t *data, size_t len)
+{
+    struct backend *b = ctx;
+    size_t i = 0;
+
+    while (i < len && b->state != BS_DONE) {
+        if (b->flags & BACKEND_F_LITERAL) {
+            size_t n = len - i < b->literal_left ? len - i : b->literal_left;
+            i += n;
+            b->literal_left -= n;
+            if (b->literal_left == 0) {
+                b->flags &= ~BACKEND_F_LITERAL;
+            }
+            continue;
+        }
+        uint8_t ch = data[i++];
+        if (ch != '\n') {
+            if (b->line_len + 1 >= BACKEND_MAX_LINE_LEN) {
+                backend_fail(b, "backend line too long");
+                return;
+            }
+            if (b->line_len + 1 >= b->line_cap) {
+                size_t cap = b->line_cap == 0 ? 256 : b->line_cap * 2;
+                char *nl = realloc(b->line, cap);
+                if (nl == NULL) {
+                    backend_fail(b, "out of memory");
+                    return;
+                }
+                b->line = nl;
+                b->line_cap = cap;
+            }
+            b->line[b->line_len++] = (char)ch;
+            continue;
+        }
+        size_t l = b->line_len;
+        if (l > 0 && b->line[l - 1] == '\r') {
+            l--;
+        }
+        if (b->line == NULL) {
+            continue; /* an empty line; ignore */
+        }
+        b->line[l] = '\0';
+        b->line_len = 0;
+        long lit = backend_line_literal(b->line, l);
+        if (lit > 0) {
+            /* a literal inside an untagged response: skip it, the rest of the
+               response follows on its own line */
+            b->literal_left = (size_t)lit;
+            b->flags |= BACKEND_F_LITERAL;
+            continue;
+        }
+        if (backend_on_line(b, b->line)) {
+            if (i < len) {
+                b->rest = malloc(len - i);
+                if (b->rest == NULL) {
+                    backend_fail(b, "out of memory");
+                    return;
+                }
+                memcpy(b->rest, data + i, len - i);
+                b->rest_len = len - i;
+            }
+            conn_read_stop(b->conn);
+            backend_report(b, BACKEND_OK, NULL, "logged in");
+            return;
+        }
+    }
+}
+
+static void backend_on_handshake(void *ctx, int status)
+{
+    struct backend *b = ctx;
+    if (status != 0) {
+        log_msg(LOG_WARNING, "backend %s: TLS handshake failed: %s", b->cfg->name,
+                conn_tls_error(b->conn));
+        backend_fail(b, "backend TLS handshake failed");
+        return;
+    }
+    if (b->state == BS_TLS) {
+        b->state = BS_GREETING;
+    } else {
+        backend_query_capa(b, BS_CAPABILITY);
+    }
+}
+
+static void backend_on_eof(void *ctx, int status)
+{
+    struct backend *b = ctx;
+    (void)status;
+    backend_fail(b, "backend closed the connection");
+}
+
+static void backend_on_drain(void *ctx)
+{
+    (void)ctx;
+}
+
+static void backend_on_conn_close(void *ctx)
+{
+    struct backend *b = ctx;
+    b->conn = NULL;
+    b->pending--;
+    backend_maybe_release(b);
+}
+
+static void backend_on_connect(void *ctx, int status)
+{
+    struct backend *b = ctx;
+    if (status != 0) {
+        log_msg(LOG_WARNING, "backend %s: connect to %s:%u failed: %s", b->cfg->name,
+                b->cfg->host, (unsigned)b->cfg->port, uv_strerror(status));
+        backend_fail(b, "backend connect failed");
+        return;
+    }
+    uv_timer_start(&b->timer, backend_on_timer, b->greeting_timeout_ms, 0);
+    if (conn_read_start(b->conn) != 0) {
+        backend_fail(b, "backend read failed");
+        return;
+    }
+    if (b->cfg->tls == CONFIG_BACKEND_TLS_IMPLICIT) {
+        b->state = BS_TLS;
+        if (conn_start_tls(b->conn, b->tls_ctx, 0,
+                           b->cfg->server_name != NULL ? b->cfg->server_name : b->cfg->host) != 0) {
+            backend_fail(b, "out of memory");
+        }
+    } else {
+        b->state = BS_GREETING;
+    }
+}
+
+static const struct conn_ops backend_conn_ops = {
+    .on_connect = backend_on_connect,
+    .on_handshake = backend_on_handshake,
+    .on_read = backend_on_read,
+    .on_eof = backend_on_eof,
+    .on_drain = backend_on_drain,
+    .on_close = backend_on_conn_close,
+};
+
+static void backend_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct backend *b = req->data;
+    b->flags &= ~BACKEND_F_GAI;
+    if (b->flags & BACKEND_F_FREED) {
+        uv_freeaddrinfo(res);
+        backend_maybe_release(b);
+        return;
+    }
+    if (status != 0 || res == NULL) {
+        log_msg(LOG_WARNING, "backend %s: cannot resolve %s: %s", b->cfg->name, b->cfg->host,
+                uv_strerror(status));
+        uv_freeaddrinfo(res);
+        backend_fail(b, "backend host not resolved");
+        return;
+    }
+    b->conn = conn_new(b->loop, &backend_conn_ops, b);
+    if (b->conn == NULL) {
+        uv_freeaddrinfo(res);
+        backend_fail(b, "out of memory");
+        return;
+    }
+    b->pending++;
+    b->state = BS_CONNECT;
+    int r = conn_connect(b->conn, res->ai_addr);
+    uv_freeaddrinfo(res);
+    if (r != 0) {
+        log_msg(LOG_WARNING, "backend %s: connect failed: %s", b->cfg->name, uv_strerror(r));
+        backend_fail(b, "backend connect failed");
+    }
+}
+
+static char *backend_strdup(const char *s)
+{
+    return strdup(s != NULL ? s : "");
+}
+
+struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params *p,
+                              backend_done_cb cb, void *ctx)
+{
+    struct backend *b = calloc(1, sizeof(*b));
+    char port[8];
+    struct addrinfo hints;
+
+    if (b == NULL) {
+        return NULL;
+    }
+    b->loop = loop;
+    b->cb = cb;
+    b->ctx = ctx;
+    b->cfg = p->cfg;
+    b->tls_ctx = p->tls_ctx;
+    b->greeting_timeout_ms = p->greeting_timeout_ms;
+    b->client_port = p->client_port;
+    b->local_port = p->local_port;
+    b->authzid = p->authzid != NULL && p->authzid[0] != '\0' ? strdup(p->authzid) : NULL;
+    b->user = backend_strdup(p->user);
+    b->password = backend_strdup(p->password);
+    b->client_ip = backend_strdup(p->client_ip);
+    b->local_ip = backend_strdup(p->local_ip);
+    if (b->user == NULL || b->password == NULL || b->client_ip == NULL || b->local_ip == NULL ||
+        (p->authzid != NULL && p->authzid[0] != '\0' && b->authzid == NULL)) {
+        backend_release(b);
+        return NULL;
+    }
+    uv_timer_init(loop, &b->timer);
+    b->timer.data = b;
+    b->pending = 1;
+    b->gai.data = b;
+    b->state = BS_RESOLVE;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%u", (unsigned)p->cfg->port);
+    int r = uv_getaddrinfo(loop, &b->gai, backend_on_resolved, p->cfg->host, port, &hints);
+    if (r != 0) {
+        backend_defer_fail(b, "backend host not resolved");
+        return b;
+    }
+    b->flags |= BACKEND_F_GAI;
+    uv_timer_start(&b->timer, backend_on_timer, p->connect_timeout_ms, 0);
+    return b;
+}
+
+struct conn *backend_take_conn(struct backend *b, const char **out_capa,
+                               const uint8_t **out_rest, size_t *out_rest_len)
+{
+    struct conn *c = b->conn;
+    b->flags |= BACKEND_F_TAKEN;
+    b->conn = NULL;
+    b->pending--;
+    *out_capa = b->capa;
+    *out_rest = b->rest;
+    *out_rest_len = b->rest_len;
+    return c;
+}
+
+void backend_free(struct backend *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    b->flags |= BACKEND_F_FREED;
+    b->state = BS_DONE;
+    if (b->flags & BACKEND_F_GAI) {
+        uv_cancel((uv_req_t *)&b->gai);
+    }
+    if (b->conn != NULL) {
+        conn_close(b->conn, 0);
+    }
+    if (!uv_is_closing((uv_handle_t *)&b->timer)) {
+        uv_close((uv_handle_t *)&b->timer, backend_on_timer_close);
+    }
+}

@@ -1,0 +1,62 @@
+/* backend: one backend IMAP connection from connect to a finished login:
+ * resolve, connect, TLS or STARTTLS, greeting, CAPABILITY, optional ID with
+ * the client's address, then AUTHENTICATE PLAIN or LOGIN.  It reports once
+ * through its callback; on success the caller takes the conn over. */
+#ifndef IMAPMUX_PROXY_BACKEND_H
+#define IMAPMUX_PROXY_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include <openssl/ssl.h>
+
+#include "common/config.h"
+
+struct backend;
+struct conn;
+
+enum backend_status {
+    BACKEND_OK,          /* logged in; take the conn with backend_take_conn */
+    BACKEND_AUTH_FAILED, /* the backend refused the credentials (tagged NO) */
+    BACKEND_UNAVAILABLE, /* resolve, connect, TLS, greeting, protocol or timeout */
+};
+
+struct backend_login_params {
+    const struct config_backend *cfg; /* borrowed; outlives the login */
+    SSL_CTX *tls_ctx;                 /* client context for cfg (NULL: cfg->tls none) */
+    const char *authzid;              /* NULL or "" for none */
+    const char *user;                 /* login to send */
+    const char *password;             /* copied, wiped when the backend is freed */
+    const char *client_ip;            /* for ID forwarding */
+    uint16_t client_port;
+    const char *local_ip;
+    uint16_t local_port;
+    unsigned connect_timeout_ms;
+    unsigned greeting_timeout_ms;     /* for everything after connect */
+};
+
+/* code: the response code of a refusal ("AUTHENTICATIONFAILED", ...) or NULL;
+ * reason: a fixed text for the log.  Both borrowed for the call. */
+typedef void (*backend_done_cb)(void *ctx, enum backend_status status, const char *code,
+                                const char *reason);
+
+/* backend_login starts a login and returns its handle, or NULL on OOM.  cb is
+ * called once (never from within backend_login) unless backend_abort comes
+ * first. */
+struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params *p,
+                              backend_done_cb cb, void *ctx);
+
+/* backend_take_conn, after BACKEND_OK, hands over the logged-in conn (the
+ * caller must conn_set_ops it at once) and the capability list of the
+ * backend (NUL-terminated, owned by the backend until backend_free).  Bytes
+ * the backend sent after its tagged OK are in *out_rest (owned likewise). */
+struct conn *backend_take_conn(struct backend *b, const char **out_capa,
+                               const uint8_t **out_rest, size_t *out_rest_len);
+
+/* backend_free releases the login (closing its conn unless taken); no
+ * callback comes after it.  NULL accepted. */
+void backend_free(struct backend *b);
+
+#endif

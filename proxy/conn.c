@@ -1,0 +1,423 @@
+#include "proxy/conn.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "proxy/tls.h"
+
+#define CONN_SCRATCH_LEN 65536      /* bytes of the per-thread read buffer */
+#define CONN_TLS_PLAIN_LEN 16384    /* bytes decrypted per tls_read call */
+
+/* Read scratch: one per worker thread, so idle conns hold no read buffer. */
+static _Thread_local uint8_t conn_scratch[CONN_SCRATCH_LEN];
+static _Thread_local uint8_t conn_plain[CONN_TLS_PLAIN_LEN];
+/* Ciphertext on its way out; apart from the two above because an owner may
+ * still be reading those while it writes to another conn. */
+static _Thread_local uint8_t conn_cipher_out[CONN_SCRATCH_LEN];
+
+#define CONN_F_READING   (1u << 0) /* the owner wants reads */
+#define CONN_F_CLOSING   (1u << 1) /* conn_close called */
+#define CONN_F_CLOSED    (1u << 2) /* uv_close called */
+#define CONN_F_EOF       (1u << 3) /* on_eof delivered (or due) */
+#define CONN_F_HANDSHAKE (1u << 4) /* TLS handshake in progress */
+#define CONN_F_IN_READ   (1u << 5) /* inside conn_deliver (no re-entry) */
+#define CONN_F_DRAIN     (1u << 6) /* on_drain wanted */
+#define CONN_F_SHUTDOWN  (1u << 7) /* uv_shutdown pending */
+
+struct conn {
+    uv_tcp_t tcp;                /* tcp.data = this; freed in conn_on_close */
+    uv_connect_t connect_req;    /* embedded: one connect per conn */
+    uv_shutdown_t shutdown_req;  /* embedded: one shutdown per conn */
+    const struct conn_ops *ops;
+    void *ctx;
+    struct tls *tls;             /* NULL for cleartext; owned */
+    size_t drain_mark;           /* bytes; see conn_want_drain */
+    uint32_t flags;              /* CONN_F_* */
+};
+
+struct conn_write_req {
+    uv_write_t req;
+    struct conn *c;
+    uv_buf_t buf;
+    uint8_t data[];              /* buf.base points here */
+};
+
+static void conn_on_close(uv_handle_t *h);
+static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void conn_deliver_tls(struct conn *c);
+
+struct conn *conn_new(uv_loop_t *loop, const struct conn_ops *ops, void *ctx)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return NULL;
+    }
+    if (uv_tcp_init(loop, &c->tcp) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->tcp.data = c;
+    c->ops = ops;
+    c->ctx = ctx;
+    return c;
+}
+
+void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *ctx)
+{
+    c->ops = ops;
+    c->ctx = ctx;
+}
+
+static void conn_tune(struct conn *c)
+{
+    /* Nagle would stall each login behind a delayed ACK (DESIGN lessons). */
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_keepalive(&c->tcp, 1, 300);
+}
+
+int conn_accept(struct conn *c, uv_stream_t *server)
+{
+    int r = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (r == 0) {
+        conn_tune(c);
+    }
+    return r;
+}
+
+static void conn_on_connect(uv_connect_t *req, int status)
+{
+    struct conn *c = req->handle->data;
+    if (c->flags & CONN_F_CLOSING) {
+        return;
+    }
+    if (status == 0) {
+        conn_tune(c);
+    }
+    c->ops->on_connect(c->ctx, status);
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *addr)
+{
+    return uv_tcp_connect(&c->connect_req, &c->tcp, addr, conn_on_connect);
+}
+
+static void conn_report_eof(struct conn *c, int status)
+{
+    if (c->flags & (CONN_F_EOF | CONN_F_CLOSING)) {
+        return;
+    }
+    c->flags |= CONN_F_EOF;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->ops->on_eof(c->ctx, status);
+}
+
+static void conn_on_write(uv_write_t *req, int status)
+{
+    struct conn_write_req *w = (struct conn_write_req *)req;
+    struct conn *c = w->c;
+    free(w);
+    if (status < 0) {
+        if (status != UV_ECANCELED) {
+            conn_report_eof(c, status);
+        }
+        return;
+    }
+    if ((c->flags & CONN_F_DRAIN) && !(c->flags & CONN_F_CLOSING) &&
+        conn_write_queue_len(c) <= c->drain_mark) {
+        c->flags &= ~CONN_F_DRAIN;
+        c->ops->on_drain(c->ctx);
+    }
+}
+
+/* conn_send_raw hands bytes to libuv: tries a direct write first so that the
+ * usual case costs no allocation, and queues the rest. */
+static int conn_send_raw(struct conn *c, const uint8_t *data, size_t len)
+{
+    uv_buf_t b;
+    int r;
+
+    if (len == 0) {
+        return 0;
+    }
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        b = uv_buf_init((char *)data, (unsigned)len);
+        r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r > 0) {
+            data += r;
+            len -= (size_t)r;
+            if (len == 0) {
+                return 0;
+            }
+        } else if (r != UV_EAGAIN) {
+            return r;
+        }
+    }
+    struct conn_write_req *w = malloc(sizeof(*w) + len);
+    if (w == NULL) {
+        return UV_ENOMEM;
+    }
+    memcpy(w->data, data, len);
+    w->c = c;
+    w->buf = uv_buf_init((char *)w->data, (unsigned)len);
+    r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, conn_on_write);
+    if (r != 0) {
+        free(w);
+    }
+    return r;
+}
+
+/* conn_flush_tls moves the engine's pending ciphertext to the socket. */
+static int conn_flush_tls(struct conn *c)
+{
+    while (tls_out_len(c->tls) > 0) {
+        size_t n = tls_take_out(c->tls, conn_cipher_out, sizeof(conn_cipher_out));
+        int r = conn_send_raw(c, conn_cipher_out, n);
+        if (r != 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init((char *)conn_scratch, sizeof(conn_scratch));
+}
+
+static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+
+    if (nread == 0 || (c->flags & CONN_F_CLOSING)) {
+        return; /* 0 is neither EOF nor error (libuv) */
+    }
+    if (nread < 0) {
+        conn_report_eof(c, (int)nread);
+        return;
+    }
+    if (c->tls == NULL) {
+        c->ops->on_read(c->ctx, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
+    if (tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) != 0) {
+        conn_report_eof(c, UV_ENOMEM);
+        return;
+    }
+    conn_deliver_tls(c);
+}
+
+/* conn_deliver_tls runs the handshake or decrypts buffered records for the
+ * owner, as long as the owner keeps reading. */
+static void conn_deliver_tls(struct conn *c)
+{
+    if (c->flags & CONN_F_IN_READ) {
+        return; /* the running loop below picks it up */
+    }
+    c->flags |= CONN_F_IN_READ;
+    while (!(c->flags & (CONN_F_CLOSING | CONN_F_EOF))) {
+        if (c->flags & CONN_F_HANDSHAKE) {
+            enum tls_result hr = tls_handshake(c->tls);
+            int fr = conn_flush_tls(c);
+            if (hr == TLS_WANT && fr == 0) {
+                break;
+            }
+            c->flags &= ~CONN_F_HANDSHAKE;
+            if (fr != 0) {
+                conn_report_eof(c, fr);
+                break;
+            }
+            c->ops->on_handshake(c->ctx, hr == TLS_DONE ? 0 : -1);
+            continue;
+        }
+        if (!(c->flags & CONN_F_READING)) {
+            break; /* the rest waits in the engine until conn_read_start */
+        }
+        size_t n = 0;
+        enum tls_result rr = tls_read(c->tls, &n, conn_plain, sizeof(conn_plain));
+        /* reads can produce output: session tickets, key updates, alerts */
+        int fr = conn_flush_tls(c);
+        if (fr != 0) {
+            conn_report_eof(c, fr);
+            break;
+        }
+        if (rr == TLS_WANT) {
+            break;
+        }
+        if (rr == TLS_CLOSED) {
+            conn_report_eof(c, UV_EOF);
+            break;
+        }
+        if (rr == TLS_ERROR) {
+            conn_report_eof(c, -1);
+            break;
+        }
+        c->ops->on_read(c->ctx, conn_plain, n);
+    }
+    c->flags &= ~CONN_F_IN_READ;
+}
+
+int conn_start_tls(struct conn *c, SSL_CTX *ctx, int is_server, const char *server_name)
+{
+    assert(c->tls == NULL);
+    c->tls = tls_new(ctx, is_server, server_name);
+    if (c->tls == NULL) {
+        return -1;
+    }
+    c->flags |= CONN_F_HANDSHAKE;
+    if (!is_server) {
+        /* the client speaks first: produce the ClientHello now */
+        conn_deliver_tls(c);
+    }
+    return 0;
+}
+
+int conn_read_start(struct conn *c)
+{
+    int r;
+    if (c->flags & (CONN_F_CLOSING | CONN_F_EOF)) {
+        return 0;
+    }
+    c->flags |= CONN_F_READING;
+    r = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
+    if (r != 0 && r != UV_EALREADY) {
+        return r;
+    }
+    if (c->tls != NULL && tls_has_buffered(c->tls)) {
+        conn_deliver_tls(c);
+    }
+    return 0;
+}
+
+void conn_read_stop(struct conn *c)
+{
+    c->flags &= ~CONN_F_READING;
+    /* During a handshake the engine must keep reading. */
+    if (!(c->flags & CONN_F_HANDSHAKE)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+int conn_is_reading(const struct conn *c)
+{
+    return (c->flags & CONN_F_READING) != 0;
+}
+
+int conn_write(struct conn *c, const void *data, size_t len)
+{
+    int r;
+    if (c->flags & (CONN_F_CLOSING | CONN_F_EOF)) {
+        return UV_EPIPE;
+    }
+    if (c->tls == NULL) {
+        r = conn_send_raw(c, data, len);
+    } else {
+        r = tls_write(c->tls, data, len) == 0 ? conn_flush_tls(c) : UV_EPROTO;
+    }
+    if (r != 0) {
+        conn_report_eof(c, r);
+    }
+    return r;
+}
+
+size_t conn_write_queue_len(const struct conn *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
+void conn_want_drain(struct conn *c, size_t low_mark)
+{
+    c->drain_mark = low_mark;
+    c->flags |= CONN_F_DRAIN;
+}
+
+static void conn_on_close(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    c->ops->on_close(c->ctx);
+    tls_free(c->tls);
+    free(c);
+}
+
+static void conn_on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->handle->data;
+    (void)status;
+    c->flags &= ~CONN_F_SHUTDOWN;
+    if (!(c->flags & CONN_F_CLOSED)) {
+        c->flags |= CONN_F_CLOSED;
+        uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+    }
+}
+
+void conn_close(struct conn *c, int graceful)
+{
+    if (c->flags & CONN_F_CLOSED) {
+        return;
+    }
+    if (c->flags & CONN_F_CLOSING) {
+        if (!graceful) {
+            c->flags |= CONN_F_CLOSED;
+            uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+        }
+        return;
+    }
+    c->flags |= CONN_F_CLOSING;
+    c->flags &= ~(CONN_F_READING | CONN_F_DRAIN);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (graceful && !(c->flags & CONN_F_EOF)) {
+        if (c->tls != NULL && !(c->flags & CONN_F_HANDSHAKE)) {
+            tls_shutdown(c->tls);
+            (void)conn_flush_tls(c);
+        }
+        if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_on_shutdown) == 0) {
+            c->flags |= CONN_F_SHUTDOWN;
+            return;
+        }
+    }
+    c->flags |= CONN_F_CLOSED;
+    uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+int conn_is_tls(const struct conn *c)
+{
+    return c->tls != NULL && !(c->flags & CONN_F_HANDSHAKE);
+}
+
+const char *conn_tls_version(const struct conn *c)
+{
+    return c->tls != NULL ? tls_version(c->tls) : "";
+}
+
+const char *conn_tls_cipher(const struct conn *c)
+{
+    return c->tls != NULL ? tls_cipher(c->tls) : "";
+}
+
+const char *conn_tls_error(const struct conn *c)
+{
+    return c->tls != NULL ? tls_error(c->tls) : "no TLS";
+}
+
+int conn_addr(const struct conn *c, int peer, char *ip, size_t ip_len, uint16_t *out_port)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    int r = peer ? uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len)
+                 : uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len);
+    if (r != 0) {
+        return r;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        *out_port = ntohs(a->sin6_port);
+        return uv_ip6_name(a, ip, ip_len);
+    }
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+    *out_port = ntohs(a->sin_port);
+    return uv_ip4_name(a, ip, ip_len);
+}

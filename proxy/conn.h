@@ -1,0 +1,82 @@
+/* conn: one network endpoint (a TCP handle, optionally TLS) with write
+ * accounting.  It delivers plaintext to its owner through callbacks and keeps
+ * no read buffer of its own: bytes arrive in a per-thread scratch buffer and
+ * the owner consumes them during the callback. */
+#ifndef IMAPMUX_PROXY_CONN_H
+#define IMAPMUX_PROXY_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include <openssl/ssl.h>
+
+struct conn;
+
+/* Callbacks; ctx is what conn_new was given.  Any of them may call
+ * conn_close() on this conn. */
+struct conn_ops {
+    /* connect finished: status 0 or a UV_E* code (not called once closing) */
+    void (*on_connect)(void *ctx, int status);
+    /* TLS handshake finished: status 0, or -1 (reason in conn_tls_error) */
+    void (*on_handshake)(void *ctx, int status);
+    /* plaintext from the peer; borrowed for the call; all of it is consumed */
+    void (*on_read)(void *ctx, const uint8_t *data, size_t len);
+    /* the peer is gone: UV_EOF for a clean end, else a UV_E* code or -1 for a
+       TLS failure; called at most once, never after conn_close */
+    void (*on_eof)(void *ctx, int status);
+    /* the write queue fell to the mark given to conn_want_drain */
+    void (*on_drain)(void *ctx);
+    /* the handle is closed; the conn is freed right after this returns */
+    void (*on_close)(void *ctx);
+};
+
+/* conn_new returns a conn on loop with its TCP handle initialised, or NULL.
+ * It is freed after on_close, once conn_close was called. */
+struct conn *conn_new(uv_loop_t *loop, const struct conn_ops *ops, void *ctx);
+
+/* conn_set_ops hands the conn to a new owner (e.g. from the backend login
+ * to the session). */
+void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *ctx);
+
+/* conn_accept accepts a pending connection of server. Returns 0 or UV_E*. */
+int conn_accept(struct conn *c, uv_stream_t *server);
+
+/* conn_connect starts connecting to addr; on_connect reports. 0 or UV_E*. */
+int conn_connect(struct conn *c, const struct sockaddr *addr);
+
+/* conn_start_tls begins a TLS handshake as server or client on this conn;
+ * reads must be (or be started) on.  Returns 0, or -1 on OOM. */
+int conn_start_tls(struct conn *c, SSL_CTX *ctx, int is_server, const char *server_name);
+
+int conn_read_start(struct conn *c);
+void conn_read_stop(struct conn *c);
+int conn_is_reading(const struct conn *c);
+
+/* conn_write queues len bytes of plaintext (copied).  Returns 0 or UV_E*;
+ * after a failure the conn reports on_eof. */
+int conn_write(struct conn *c, const void *data, size_t len);
+
+/* conn_write_queue_len returns the bytes queued but not yet given to the
+ * kernel. */
+size_t conn_write_queue_len(const struct conn *c);
+
+/* conn_want_drain asks for one on_drain when the queue is at or below mark. */
+void conn_want_drain(struct conn *c, size_t low_mark);
+
+/* conn_close closes the conn (idempotent).  graceful: send what is queued
+ * and a TLS close_notify first; a second call with graceful 0 cuts a graceful
+ * close short (e.g. on a timeout). */
+void conn_close(struct conn *c, int graceful);
+
+/* Facts about the connection. */
+int conn_is_tls(const struct conn *c);
+const char *conn_tls_version(const struct conn *c);
+const char *conn_tls_cipher(const struct conn *c);
+const char *conn_tls_error(const struct conn *c);
+/* conn_addr writes the peer's (peer 1) or local (peer 0) address as text and
+ * port. Returns 0 or UV_E*. */
+int conn_addr(const struct conn *c, int peer, char *ip, size_t ip_len, uint16_t *out_port);
+
+#endif

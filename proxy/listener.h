@@ -1,0 +1,27 @@
+/* listener: one listening socket of one worker, bound with SO_REUSEPORT so
+ * that every worker accepts on its own socket and the kernel spreads
+ * connections. */
+#ifndef IMAPMUX_PROXY_LISTENER_H
+#define IMAPMUX_PROXY_LISTENER_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "common/config.h"
+
+struct listener;
+
+/* listener_open binds and listens on cfg's address on loop; each accepted
+ * connection is passed to on_accept(ctx, server, cfg).  Returns the listener,
+ * or NULL with a reason in err. */
+struct listener *listener_open(char *err, size_t err_len, uv_loop_t *loop,
+                               const struct config_listener *cfg,
+                               void (*on_accept)(void *ctx, uv_stream_t *server,
+                                                 const struct config_listener *cfg),
+                               void *ctx);
+
+/* listener_close stops listening and frees the listener once closed. */
+void listener_close(struct listener *l);
+
+#endif

@@ -1,0 +1,925 @@
+#include "proxy/session.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include <openssl/mem.h>
+
+#include "common/capa.h"
+#include "common/imap_parser.h"
+#include "common/log.h"
+#include "common/sasl_plain.h"
+#include "proxy/backend.h"
+#include "proxy/conn.h"
+
+#define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
+#define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
+#define SESSION_CLOSE_TIMEOUT_MS 5000   /* a graceful close may take this long */
+#define SESSION_MAX_TAG_LEN 64
+#define SESSION_MAX_ARGS 32
+#define SESSION_MAX_DEPTH 4
+#define SESSION_LOGIN_MAX_LEN 256       /* bytes of a login name we accept */
+
+#define SESSION_CAPA_CLEAR "IMAP4rev1 ID LITERAL+ STARTTLS LOGINDISABLED"
+#define SESSION_CAPA_TLS "IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN"
+
+enum session_state {
+    SESSION_TLS_ACCEPT, /* implicit TLS: handshake running, nothing sent yet */
+    SESSION_PREAUTH,    /* greeting sent; commands answered here */
+    SESSION_STARTTLS,   /* STARTTLS accepted; handshake running, input discarded */
+    SESSION_LOGIN,      /* backend login running; client reads stopped */
+    SESSION_RELAY,      /* logged in; bytes copied both ways */
+    SESSION_CLOSING,    /* session_close called; waiting for handles */
+};
+
+static const char *const session_state_names[] = {
+    "tls-accept", "preauth", "starttls", "login", "relay", "closing",
+};
+_Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == SESSION_CLOSING + 1,
+               "a name per state");
+
+#define SESSION_F_TLS          (1u << 0) /* client side is TLS now */
+#define SESSION_F_STARTTLS     (1u << 1) /* listener is cleartext + STARTTLS */
+#define SESSION_F_AUTH_CONT    (1u << 2) /* AUTHENTICATE waits for the client's line */
+#define SESSION_F_BACKEND_BYE  (1u << 3) /* the backend sent "* BYE" (LOGOUT, shutdown) */
+#define SESSION_F_BOL          (1u << 4) /* backend stream is at a line start */
+#define SESSION_F_CLIENT_PAUSE (1u << 5) /* client reads stopped by backpressure */
+#define SESSION_F_BACK_PAUSE   (1u << 6) /* backend reads stopped by backpressure */
+#define SESSION_F_FREED        (1u << 7) /* session_maybe_free ran the free */
+
+struct session {
+    struct session_env *env;     /* borrowed; the worker outlives us */
+    struct session *next, *prev; /* in env->sessions */
+    struct config *cfg;          /* our own reference */
+    const struct config_listener *listener; /* in cfg */
+    char id[32];                 /* "w<worker>-<n>" for logs */
+    enum session_state state;
+    uint32_t flags;              /* SESSION_F_* */
+    int pending;                 /* handles and work not yet closed/finished */
+
+    struct conn *client;         /* owned; NULL once closed */
+    struct conn *backend;        /* owned after login; NULL before and once closed */
+    struct backend *login;       /* running backend login, or NULL */
+    uv_timer_t timer;            /* one per session; re-armed per state */
+    uint64_t last_activity;      /* loop time of the last client read (ms) */
+
+    struct imap_parser *parser;  /* pre-auth only; freed at login */
+    uint8_t *inbuf;              /* pre-auth input not yet parsed; NULL when empty */
+    size_t inbuf_len;            /* bytes in inbuf */
+
+    char tag[SESSION_MAX_TAG_LEN + 1];  /* tag of the LOGIN/AUTHENTICATE in flight */
+    char user[SESSION_LOGIN_MAX_LEN + 1]; /* login of the session ("" before) */
+    const struct config_backend *route; /* chosen backend, in cfg */
+    unsigned auth_failures;
+    unsigned bad_commands;
+
+    char client_ip[64];
+    uint16_t client_port;
+    char local_ip[64];
+    uint16_t local_port;
+    uint64_t bytes_in, bytes_out;   /* relayed client->backend, backend->client */
+};
+
+static void session_close(struct session *s, const char *reason);
+static void session_process(struct session *s);
+static void session_on_timer(uv_timer_t *t);
+
+/* session_log writes one line with the session's context appended first. */
+static void session_log(struct session *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void session_log(struct session *s, int level, const char *fmt, ...)
+{
+    char prefix[512];
+    va_list ap;
+    if (!log_enabled(level)) {
+        return;
+    }
+    snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s%s state=%s: ",
+             s->id, s->client_ip, (unsigned)s->client_port, s->listener->address,
+             (unsigned)s->listener->port, s->user[0] ? " user=" : "", s->user,
+             s->route != NULL ? " backend=" : "", s->route != NULL ? s->route->name : "",
+             session_state_names[s->state]);
+    va_start(ap, fmt);
+    log_vmsg(level, prefix, fmt, ap);
+    va_end(ap);
+}
+
+static void session_set_state(struct session *s, enum session_state st)
+{
+    if (log_enabled(LOG_DEBUG)) {
+        session_log(s, LOG_DEBUG, "-> %s", session_state_names[st]);
+    }
+    s->state = st;
+}
+
+static void session_arm(struct session *s, uint64_t ms)
+{
+    uv_timer_start(&s->timer, session_on_timer, ms, 0);
+}
+
+/* --- lifetime -------------------------------------------------------------- */
+
+static void session_maybe_free(struct session *s)
+{
+    if (s->state != SESSION_CLOSING || s->pending > 0 || (s->flags & SESSION_F_FREED)) {
+        return;
+    }
+    s->flags |= SESSION_F_FREED;
+    if (s->prev != NULL) {
+        s->prev->next = s->next;
+    } else {
+        s->env->sessions = s->next;
+    }
+    if (s->next != NULL) {
+        s->next->prev = s->prev;
+    }
+    s->env->num_sessions--;
+    imap_parser_free(s->parser);
+    if (s->inbuf != NULL) {
+        OPENSSL_cleanse(s->inbuf, s->inbuf_len);
+        free(s->inbuf);
+    }
+    config_unref(&s->cfg);
+    free(s);
+}
+
+static void session_on_timer_close(uv_handle_t *h)
+{
+    struct session *s = h->data;
+    s->pending--;
+    session_maybe_free(s);
+}
+
+static void session_on_client_close(void *ctx)
+{
+    struct session *s = ctx;
+    s->client = NULL;
+    s->pending--;
+    if (s->state != SESSION_CLOSING) {
+        session_close(s, NULL);
+    }
+    if (s->client == NULL && s->backend == NULL && s->login == NULL &&
+        !uv_is_closing((uv_handle_t *)&s->timer)) {
+        uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
+    }
+    session_maybe_free(s);
+}
+
+static void session_on_backend_close(void *ctx)
+{
+    struct session *s = ctx;
+    s->backend = NULL;
+    s->pending--;
+    if (s->client == NULL && !uv_is_closing((uv_handle_t *)&s->timer)) {
+        uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
+    }
+    session_maybe_free(s);
+}
+
+/* session_close ends the session (idempotent): the client gets what was
+ * queued (a BYE, say) within SESSION_CLOSE_TIMEOUT_MS, the backend is cut. */
+static void session_close(struct session *s, const char *reason)
+{
+    if (s->state == SESSION_CLOSING) {
+        return;
+    }
+    if (reason != NULL) {
+        session_log(s, s->state == SESSION_RELAY ? LOG_INFO : LOG_INFO,
+                    "closed: %s (in %" PRIu64 " bytes, out %" PRIu64 " bytes)", reason, s->bytes_in,
+                    s->bytes_out);
+    }
+    session_set_state(s, SESSION_CLOSING);
+    s->flags &= ~SESSION_F_AUTH_CONT;
+    if (s->login != NULL) {
+        backend_free(s->login);
+        s->login = NULL;
+    }
+    if (s->backend != NULL) {
+        conn_close(s->backend, 0);
+    }
+    if (s->client != NULL) {
+        conn_close(s->client, 1);
+        session_arm(s, SESSION_CLOSE_TIMEOUT_MS);
+    } else if (!uv_is_closing((uv_handle_t *)&s->timer)) {
+        uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
+    }
+}
+
+/* --- writing to the client ------------------------------------------------- */
+
+static void session_send(struct session *s, const char *text)
+{
+    if (s->client != NULL) {
+        (void)conn_write(s->client, text, strlen(text)); /* failures come as on_eof */
+    }
+}
+
+static void session_sendf(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void session_sendf(struct session *s, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return;
+    }
+    if ((size_t)n >= sizeof(line)) {
+        n = sizeof(line) - 1; /* our own lines are short; a cut one still ends below */
+        line[n - 2] = '\r';
+        line[n - 1] = '\n';
+    }
+    if (s->client != NULL) {
+        (void)conn_write(s->client, line, (size_t)n);
+    }
+}
+
+static void session_bye(struct session *s, const char *code_and_text, const char *reason)
+{
+    session_sendf(s, "* BYE %s\r\n", code_and_text);
+    session_close(s, reason);
+}
+
+static const char *session_capa(const struct session *s)
+{
+    return (s->flags & SESSION_F_TLS) ? SESSION_CAPA_TLS : SESSION_CAPA_CLEAR;
+}
+
+static void session_greet(struct session *s)
+{
+    session_set_state(s, SESSION_PREAUTH);
+    session_sendf(s, "* OK [CAPABILITY %s] imapmux ready\r\n", session_capa(s));
+}
+
+/* --- pre-auth commands ---------------------------------------------------- */
+
+static int session_arg_is_string(const struct imap_arg *a)
+{
+    return a->type == IMAP_ARG_ATOM || a->type == IMAP_ARG_QUOTED || a->type == IMAP_ARG_LITERAL;
+}
+
+static void session_on_login_done(void *ctx, enum backend_status st, const char *code,
+                                  const char *reason);
+
+/* session_start_login routes the user and starts the backend login; the
+ * client's command is answered when the backend has answered. */
+static void session_start_login(struct session *s, const char *tag, const char *authzid,
+                                const char *user, size_t user_len, const char *password)
+{
+    size_t idx;
+
+    if (user_len == 0 || user_len > SESSION_LOGIN_MAX_LEN || memchr(user, '\0', user_len) != NULL) {
+        s->auth_failures++;
+        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+        session_log(s, LOG_INFO, "login refused: unusable login name");
+        return;
+    }
+    snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    memcpy(s->user, user, user_len);
+    s->user[user_len] = '\0';
+    s->route = config_route_lookup(s->cfg, s->user);
+    if (s->route == NULL) {
+        s->auth_failures++;
+        session_log(s, LOG_INFO, "login failed: no route for this login");
+        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+        s->user[0] = '\0';
+        return;
+    }
+    idx = (size_t)(s->route - s->cfg->backends);
+    struct backend_login_params p = {
+        .cfg = s->route,
+        .tls_ctx = s->env->backend_ctx[idx],
+        .authzid = authzid,
+        .user = s->user,
+        .password = password,
+        .client_ip = s->client_ip,
+        .client_port = s->client_port,
+        .local_ip = s->local_ip,
+        .local_port = s->local_port,
+        .connect_timeout_ms = s->cfg->backend_connect_timeout_ms,
+        .greeting_timeout_ms = s->cfg->backend_greeting_timeout_ms,
+    };
+    s->login = backend_login(s->env->loop, &p, session_on_login_done, s);
+    if (s->login == NULL) {
+        session_sendf(s, "%s NO [UNAVAILABLE] Temporary failure, try again later\r\n", tag);
+        session_log(s, LOG_ERR, "login: out of memory");
+        return;
+    }
+    session_set_state(s, SESSION_LOGIN);
+    conn_read_stop(s->client);
+}
+
+static void session_cmd_login(struct session *s, const char *tag, const struct imap_arg *args,
+                              size_t num_args)
+{
+    if (!(s->flags & SESSION_F_TLS)) {
+        session_sendf(s, "%s NO [PRIVACYREQUIRED] Use STARTTLS first\r\n", tag);
+        return;
+    }
+    if (num_args != 2 || !session_arg_is_string(&args[0]) || !session_arg_is_string(&args[1])) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD LOGIN expects a user name and a password\r\n", tag);
+        return;
+    }
+    if (memchr(args[1].data, '\0', args[1].len) != NULL) {
+        s->auth_failures++;
+        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+        return;
+    }
+    session_start_login(s, tag, NULL, args[0].data, args[0].len, args[1].data);
+}
+
+/* session_auth_plain handles the base64 PLAIN message (initial response or
+ * continuation line) of an AUTHENTICATE in flight. */
+static void session_auth_plain(struct session *s, const char *b64, size_t len)
+{
+    struct sasl_plain sp;
+    int r;
+
+    if (len == 1 && b64[0] == '=') {
+        len = 0; /* RFC 4959: "=" is an empty initial response */
+    }
+    r = sasl_plain_decode(&sp, b64, len);
+    if (r != 0) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD Invalid SASL PLAIN message: %s\r\n", s->tag, sasl_plain_strerror(r));
+        return;
+    }
+    session_start_login(s, s->tag, sp.authzid, sp.authcid, strlen(sp.authcid), sp.passwd);
+    sasl_plain_cleanup(&sp);
+}
+
+static void session_cmd_authenticate(struct session *s, const char *tag,
+                                     const struct imap_arg *args, size_t num_args)
+{
+    if (!(s->flags & SESSION_F_TLS)) {
+        session_sendf(s, "%s NO [PRIVACYREQUIRED] Use STARTTLS first\r\n", tag);
+        return;
+    }
+    if (num_args < 1 || num_args > 2 || args[0].type != IMAP_ARG_ATOM ||
+        (num_args == 2 && args[1].type != IMAP_ARG_ATOM)) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD AUTHENTICATE expects a mechanism and an optional response\r\n",
+                      tag);
+        return;
+    }
+    if (strcasecmp(args[0].data, "PLAIN") != 0) {
+        session_sendf(s, "%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag);
+        return;
+    }
+    snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    if (num_args == 2) {
+        session_auth_plain(s, args[1].data, args[1].len);
+        return;
+    }
+    s->flags |= SESSION_F_AUTH_CONT;
+    imap_parser_set_line_mode(s->parser);
+    session_send(s, "+ \r\n");
+}
+
+static void session_cmd_id(struct session *s, const char *tag, const struct imap_arg *args,
+                           size_t num_args)
+{
+    if (num_args == 0 || !((num_args == 1 && imap_arg_is_nil(&args[0])) ||
+                           (args[0].type == IMAP_ARG_LIST_BEGIN &&
+                            args[num_args - 1].type == IMAP_ARG_LIST_END))) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD ID expects NIL or a parenthesized list\r\n", tag);
+        return;
+    }
+    session_sendf(s, "* ID (\"name\" \"imapmux\" \"version\" \"%s\")\r\n%s OK ID completed\r\n",
+                  IMAPMUX_VERSION, tag);
+}
+
+static void session_on_client_handshake(void *ctx, int status);
+
+static void session_cmd_starttls(struct session *s, const char *tag, size_t num_args)
+{
+    if (num_args != 0) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD STARTTLS takes no arguments\r\n", tag);
+        return;
+    }
+    if (!(s->flags & SESSION_F_STARTTLS) || (s->flags & SESSION_F_TLS)) {
+        session_sendf(s, "%s BAD TLS is already active\r\n", tag);
+        return;
+    }
+    session_sendf(s, "%s OK Begin TLS negotiation now\r\n", tag);
+    /* Whatever the client sent after STARTTLS in cleartext is dropped, never
+     * run after the handshake (command injection, RFC 9051 section 11.1). */
+    if (s->inbuf != NULL) {
+        OPENSSL_cleanse(s->inbuf, s->inbuf_len);
+        free(s->inbuf);
+        s->inbuf = NULL;
+        s->inbuf_len = 0;
+    }
+    session_set_state(s, SESSION_STARTTLS);
+    if (conn_start_tls(s->client, s->env->server_ctx, 1, NULL) != 0) {
+        session_close(s, "out of memory");
+    }
+}
+
+static void session_command(struct session *s)
+{
+    size_t num_args = 0;
+    const struct imap_arg *args = imap_parser_get_args(s->parser, &num_args);
+    const char *tag = imap_parser_get_tag(s->parser);
+    const char *name = imap_parser_get_name(s->parser);
+
+    if (strcasecmp(name, "CAPABILITY") == 0 && num_args == 0) {
+        session_sendf(s, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", session_capa(s), tag);
+    } else if (strcasecmp(name, "NOOP") == 0 && num_args == 0) {
+        session_sendf(s, "%s OK NOOP completed\r\n", tag);
+    } else if (strcasecmp(name, "LOGOUT") == 0 && num_args == 0) {
+        session_sendf(s, "* BYE Logging out\r\n%s OK LOGOUT completed\r\n", tag);
+        session_close(s, "logout before login");
+    } else if (strcasecmp(name, "ID") == 0) {
+        session_cmd_id(s, tag, args, num_args);
+    } else if (strcasecmp(name, "STARTTLS") == 0) {
+        session_cmd_starttls(s, tag, num_args);
+    } else if (strcasecmp(name, "LOGIN") == 0) {
+        session_cmd_login(s, tag, args, num_args);
+    } else if (strcasecmp(name, "AUTHENTICATE") == 0) {
+        session_cmd_authenticate(s, tag, args, num_args);
+    } else {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD Command unknown or not valid before login\r\n", tag);
+    }
+    /* Credentials were copied where needed; wipe the parser's copy. */
+    for (size_t i = 0; i < num_args; i++) {
+        OPENSSL_cleanse((void *)args[i].data, args[i].len);
+    }
+}
+
+/* session_process runs pre-auth commands from inbuf while the session is in
+ * a state that takes commands; stops when input runs out or a step waits. */
+static void session_process(struct session *s)
+{
+    size_t off = 0;
+
+    while (s->state == SESSION_PREAUTH && off < s->inbuf_len) {
+        size_t used = 0;
+        enum imap_parse_result r =
+            imap_parser_feed(s->parser, &used, s->inbuf + off, s->inbuf_len - off);
+        off += used;
+        switch (r) {
+        case IMAP_PARSE_MORE:
+            break;
+        case IMAP_PARSE_LITERAL_WAIT:
+            session_send(s, "+ Ready for literal data\r\n");
+            break;
+        case IMAP_PARSE_COMMAND:
+            session_command(s);
+            if (s->parser != NULL) {
+                imap_parser_reset(s->parser);
+            }
+            break;
+        case IMAP_PARSE_LINE: {
+            size_t n = 0;
+            const struct imap_arg *a = imap_parser_get_args(s->parser, &n);
+            s->flags &= ~SESSION_F_AUTH_CONT;
+            if (n == 1 && a[0].len == 1 && a[0].data[0] == '*') {
+                session_sendf(s, "%s BAD Authentication cancelled\r\n", s->tag);
+            } else if (n == 1) {
+                session_auth_plain(s, a[0].data, a[0].len);
+                OPENSSL_cleanse((void *)a[0].data, a[0].len);
+            }
+            imap_parser_reset(s->parser);
+            break;
+        }
+        case IMAP_PARSE_ERROR: {
+            const char *tag = imap_parser_get_tag(s->parser);
+            const char *why = imap_parser_get_error(s->parser);
+            if (s->flags & SESSION_F_AUTH_CONT) {
+                s->flags &= ~SESSION_F_AUTH_CONT;
+                tag = s->tag;
+            }
+            s->bad_commands++;
+            session_sendf(s, "%s BAD %s\r\n", tag != NULL ? tag : "*",
+                          why != NULL ? why : "Invalid command");
+            session_log(s, LOG_INFO, "bad command: %s", why != NULL ? why : "invalid");
+            imap_parser_reset(s->parser);
+            break;
+        }
+        case IMAP_PARSE_FATAL: {
+            const char *why = imap_parser_get_error(s->parser);
+            session_sendf(s, "* BYE %s\r\n", why != NULL ? why : "Protocol error");
+            session_close(s, why != NULL ? why : "protocol error");
+            break;
+        }
+        }
+        if (s->state == SESSION_PREAUTH && s->bad_commands >= SESSION_MAX_BAD_COMMANDS) {
+            session_bye(s, "Too many invalid commands", "too many invalid commands");
+        } else if (s->state == SESSION_PREAUTH && s->auth_failures >= s->cfg->max_auth_failures) {
+            session_bye(s, "Too many failed logins", "too many failed logins");
+        }
+    }
+    if (s->inbuf == NULL) {
+        return; /* STARTTLS dropped the buffer */
+    }
+    /* keep what was not parsed (pipelined input waiting for a login); wipe the rest */
+    OPENSSL_cleanse(s->inbuf, off);
+    if (off >= s->inbuf_len || s->state == SESSION_CLOSING) {
+        OPENSSL_cleanse(s->inbuf, s->inbuf_len);
+        free(s->inbuf);
+        s->inbuf = NULL;
+        s->inbuf_len = 0;
+    } else if (off > 0) {
+        memmove(s->inbuf, s->inbuf + off, s->inbuf_len - off);
+        s->inbuf_len -= off;
+        OPENSSL_cleanse(s->inbuf + s->inbuf_len, off);
+    }
+}
+
+/* --- relay ------------------------------------------------------------------ */
+
+static void session_track_backend_bye(struct session *s, const uint8_t *data, size_t len)
+{
+    /* A cheap look at line starts for "* BYE": it decides whether the client
+     * already heard why the backend went away.  A literal that happens to hold
+     * such a line only costs our own BYE. */
+    for (size_t i = 0; i < len; i++) {
+        if ((s->flags & SESSION_F_BOL) && len - i >= 5 && memcmp(data + i, "* BYE", 5) == 0) {
+            s->flags |= SESSION_F_BACKEND_BYE;
+            return;
+        }
+        if (data[i] == '\n') {
+            s->flags |= SESSION_F_BOL;
+        } else {
+            s->flags &= ~SESSION_F_BOL;
+        }
+    }
+}
+
+static void session_relay(struct session *s, struct conn *dst, struct conn *src,
+                          const uint8_t *data, size_t len, uint32_t pause_flag)
+{
+    if (conn_write(dst, data, len) != 0) {
+        return; /* dst reports on_eof */
+    }
+    if (conn_write_queue_len(dst) > s->cfg->relay_buffer_len && !(s->flags & pause_flag)) {
+        s->flags |= pause_flag;
+        conn_read_stop(src);
+        conn_want_drain(dst, s->cfg->relay_buffer_len / 4);
+    }
+}
+
+static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
+{
+    struct session *s = ctx;
+    if (s->state != SESSION_RELAY) {
+        return;
+    }
+    s->bytes_out += len;
+    if (!(s->flags & SESSION_F_BACKEND_BYE)) {
+        session_track_backend_bye(s, data, len);
+    }
+    session_relay(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
+}
+
+static void session_on_backend_eof(void *ctx, int status)
+{
+    struct session *s = ctx;
+    if (s->state != SESSION_RELAY) {
+        return;
+    }
+    if (s->flags & SESSION_F_BACKEND_BYE) {
+        session_close(s, "backend closed after BYE");
+        return;
+    }
+    session_log(s, LOG_WARNING, "backend connection lost: %s",
+                status == UV_EOF ? "closed by the backend" : uv_strerror(status));
+    session_bye(s, "[UNAVAILABLE] Backend connection lost", "backend connection lost");
+}
+
+/* session_on_backend_drain: the backend took what we queued; read the client again */
+static void session_on_backend_drain(void *ctx)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_RELAY && (s->flags & SESSION_F_CLIENT_PAUSE)) {
+        s->flags &= ~SESSION_F_CLIENT_PAUSE;
+        conn_read_start(s->client);
+    }
+}
+
+static void session_on_client_drain(void *ctx)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_RELAY && (s->flags & SESSION_F_BACK_PAUSE)) {
+        s->flags &= ~SESSION_F_BACK_PAUSE;
+        conn_read_start(s->backend);
+    }
+}
+
+static void session_on_unused_connect(void *ctx, int status)
+{
+    (void)ctx;
+    (void)status;
+}
+
+static void session_on_unused_handshake(void *ctx, int status)
+{
+    (void)ctx;
+    (void)status;
+}
+
+static const struct conn_ops session_backend_ops = {
+    .on_connect = session_on_unused_connect,
+    .on_handshake = session_on_unused_handshake,
+    .on_read = session_on_backend_read,
+    .on_eof = session_on_backend_eof,
+    .on_drain = session_on_backend_drain,
+    .on_close = session_on_backend_close,
+};
+
+static void session_on_login_done(void *ctx, enum backend_status st, const char *code,
+                                  const char *reason)
+{
+    struct session *s = ctx;
+    const char *capa = NULL;
+    const uint8_t *rest = NULL;
+    size_t rest_len = 0;
+
+    if (st != BACKEND_OK) {
+        backend_free(s->login);
+        s->login = NULL;
+        if (st == BACKEND_AUTH_FAILED) {
+            s->auth_failures++;
+            session_log(s, LOG_INFO, "login failed: %s", reason);
+            session_sendf(s, "%s NO [%s] Authentication failed.\r\n", s->tag, code);
+        } else {
+            session_log(s, LOG_WARNING, "login failed: backend unavailable: %s", reason);
+            session_sendf(s, "%s NO [UNAVAILABLE] Backend unavailable, try again later\r\n",
+                          s->tag);
+        }
+        s->user[0] = '\0';
+        s->route = NULL;
+        session_set_state(s, SESSION_PREAUTH);
+        if (s->auth_failures >= s->cfg->max_auth_failures) {
+            session_bye(s, "Too many failed logins", "too many failed logins");
+            return;
+        }
+        session_process(s);
+        if (s->state == SESSION_PREAUTH) {
+            conn_read_start(s->client);
+        }
+        return;
+    }
+
+    s->backend = backend_take_conn(s->login, &capa, &rest, &rest_len);
+    conn_set_ops(s->backend, &session_backend_ops, s);
+    s->pending++;
+    size_t flen = 0;
+    char *filtered = capa_filter(&flen, capa, strlen(capa));
+    if (filtered == NULL) {
+        backend_free(s->login);
+        s->login = NULL;
+        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
+        return;
+    }
+    session_set_state(s, SESSION_RELAY);
+    s->flags |= SESSION_F_BOL;
+    session_log(s, LOG_INFO, "login ok (%s)", s->client != NULL && conn_is_tls(s->client)
+                                                  ? conn_tls_version(s->client) : "cleartext");
+    /* the tagged OK and anything the backend already sent go out together */
+    size_t n = strlen(s->tag) + flen + 64;
+    char *ok = malloc(n);
+    if (ok == NULL) {
+        free(filtered);
+        backend_free(s->login);
+        s->login = NULL;
+        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
+        return;
+    }
+    snprintf(ok, n, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
+    session_send(s, ok);
+    free(ok);
+    free(filtered);
+    if (rest_len > 0) {
+        session_on_backend_read(s, rest, rest_len);
+    }
+    backend_free(s->login);
+    s->login = NULL;
+
+    /* pre-auth state is gone for good */
+    imap_parser_free(s->parser);
+    s->parser = NULL;
+    if (s->inbuf != NULL) {
+        /* commands the client pipelined after its login go to the backend */
+        s->bytes_in += s->inbuf_len;
+        (void)conn_write(s->backend, s->inbuf, s->inbuf_len);
+        free(s->inbuf);
+        s->inbuf = NULL;
+        s->inbuf_len = 0;
+    }
+    s->last_activity = uv_now(s->env->loop);
+    session_arm(s, s->cfg->idle_timeout_ms);
+    conn_read_start(s->backend);
+    if (s->state == SESSION_RELAY) {
+        conn_read_start(s->client);
+    }
+}
+
+/* --- client callbacks ------------------------------------------------------- */
+
+static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
+{
+    struct session *s = ctx;
+
+    switch (s->state) {
+    case SESSION_RELAY:
+        s->bytes_in += len;
+        s->last_activity = uv_now(s->env->loop);
+        session_relay(s, s->backend, s->client, data, len, SESSION_F_CLIENT_PAUSE);
+        return;
+    case SESSION_PREAUTH:
+        break;
+    default:
+        return; /* closing, or input we must not act on */
+    }
+    if (s->inbuf_len + len > SESSION_MAX_INBUF_LEN) {
+        /* cannot happen while reads stop during a login; a guard all the same */
+        session_bye(s, "Too much input", "input buffer full");
+        return;
+    }
+    uint8_t *nb = realloc(s->inbuf, s->inbuf_len + len);
+    if (nb == NULL) {
+        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
+        return;
+    }
+    s->inbuf = nb;
+    memcpy(s->inbuf + s->inbuf_len, data, len);
+    s->inbuf_len += len;
+    session_process(s);
+}
+
+static void session_on_client_handshake(void *ctx, int status)
+{
+    struct session *s = ctx;
+    if (status != 0) {
+        session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
+        session_close(s, NULL);
+        return;
+    }
+    s->flags |= SESSION_F_TLS;
+    if (log_enabled(LOG_DEBUG)) {
+        session_log(s, LOG_DEBUG, "TLS established: %s %s", conn_tls_version(s->client),
+                    conn_tls_cipher(s->client));
+    }
+    if (s->state == SESSION_TLS_ACCEPT) {
+        session_greet(s);
+    } else if (s->state == SESSION_STARTTLS) {
+        session_set_state(s, SESSION_PREAUTH);
+    }
+}
+
+static void session_on_client_eof(void *ctx, int status)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_TLS_ACCEPT && status == -1) {
+        session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
+        session_close(s, NULL);
+        return;
+    }
+    if (status == UV_EOF) {
+        session_close(s, "client closed the connection");
+    } else if (status == -1) {
+        session_log(s, LOG_INFO, "client TLS error: %s", conn_tls_error(s->client));
+        session_close(s, "client TLS error");
+    } else {
+        session_close(s, uv_strerror(status));
+    }
+}
+
+static void session_on_client_drain(void *ctx);
+
+static const struct conn_ops session_client_ops = {
+    .on_connect = session_on_unused_connect,
+    .on_handshake = session_on_client_handshake,
+    .on_read = session_on_client_read,
+    .on_eof = session_on_client_eof,
+    .on_drain = session_on_client_drain,
+    .on_close = session_on_client_close,
+};
+
+static void session_on_timer(uv_timer_t *t)
+{
+    struct session *s = t->data;
+    switch (s->state) {
+    case SESSION_CLOSING:
+        /* the client did not take our last words in time: cut */
+        if (s->client != NULL) {
+            conn_close(s->client, 0);
+        }
+        return;
+    case SESSION_RELAY: {
+        uint64_t idle = uv_now(s->env->loop) - s->last_activity;
+        if (idle < s->cfg->idle_timeout_ms) {
+            session_arm(s, s->cfg->idle_timeout_ms - idle);
+            return;
+        }
+        session_bye(s, "Autologout; idle for too long", "idle timeout");
+        return;
+    }
+    case SESSION_TLS_ACCEPT:
+    case SESSION_STARTTLS:
+        session_close(s, "pre-auth timeout during TLS handshake");
+        return;
+    default:
+        session_bye(s, "Pre-authentication timeout", "pre-auth timeout");
+        return;
+    }
+}
+
+int session_accept(struct session_env *env, uv_stream_t *server,
+                   const struct config_listener *listener)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    struct imap_parser_limits lim;
+    int r;
+
+    if (s == NULL) {
+        return UV_ENOMEM;
+    }
+    s->env = env;
+    s->cfg = config_ref(env->cfg);
+    s->listener = listener;
+    snprintf(s->id, sizeof(s->id), "w%u-%" PRIu64, env->worker_id, ++env->next_id);
+    s->client = conn_new(env->loop, &session_client_ops, s);
+    if (s->client == NULL) {
+        config_unref(&s->cfg);
+        free(s);
+        return UV_ENOMEM;
+    }
+    s->pending = 2; /* client conn, timer */
+    uv_timer_init(env->loop, &s->timer);
+    s->timer.data = s;
+    s->next = env->sessions;
+    if (env->sessions != NULL) {
+        env->sessions->prev = s;
+    }
+    env->sessions = s;
+    env->num_sessions++;
+    s->state = SESSION_TLS_ACCEPT;
+
+    r = conn_accept(s->client, server);
+    if (r != 0) {
+        session_close(s, NULL);
+        return r;
+    }
+    conn_addr(s->client, 1, s->client_ip, sizeof(s->client_ip), &s->client_port);
+    conn_addr(s->client, 0, s->local_ip, sizeof(s->local_ip), &s->local_port);
+
+    memset(&lim, 0, sizeof(lim));
+    lim.max_line_len = s->cfg->max_line_len;
+    lim.max_literal_len = s->cfg->max_preauth_literal_len;
+    lim.max_command_len = s->cfg->max_line_len + 2 * s->cfg->max_preauth_literal_len;
+    lim.max_args = SESSION_MAX_ARGS;
+    lim.max_depth = SESSION_MAX_DEPTH;
+    lim.max_tag_len = SESSION_MAX_TAG_LEN;
+    s->parser = imap_parser_new(&lim);
+    if (s->parser == NULL) {
+        session_close(s, "out of memory");
+        return UV_ENOMEM;
+    }
+    /* pre-auth is bounded from accept, whatever the client trickles in */
+    session_arm(s, s->cfg->preauth_timeout_ms);
+    session_log(s, LOG_DEBUG, "accepted");
+    if (listener->tls == CONFIG_LISTENER_IMPLICIT) {
+        if (conn_start_tls(s->client, env->server_ctx, 1, NULL) != 0) {
+            session_close(s, "out of memory");
+            return UV_ENOMEM;
+        }
+    } else {
+        s->flags |= SESSION_F_STARTTLS;
+        session_greet(s);
+    }
+    r = conn_read_start(s->client);
+    if (r != 0) {
+        session_close(s, uv_strerror(r));
+    }
+    return 0;
+}
+
+void session_drain_all(struct session_env *env, int final)
+{
+    struct session *s = env->sessions;
+    while (s != NULL) {
+        struct session *next = s->next; /* session_close never frees at once */
+        if (s->state == SESSION_TLS_ACCEPT || s->state == SESSION_STARTTLS) {
+            session_close(s, "server shutting down");
+        } else if (s->state == SESSION_PREAUTH || s->state == SESSION_LOGIN ||
+                   (final && s->state == SESSION_RELAY)) {
+            session_bye(s, "[UNAVAILABLE] Server shutting down", "server shutting down");
+        }
+        s = next;
+    }
+}

@@ -1,0 +1,264 @@
+#include "proxy/tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <arpa/inet.h>
+
+struct tls {
+    SSL *ssl;       /* owns both memory BIOs */
+    BIO *rbio;      /* ciphertext from the peer (borrowed from ssl) */
+    BIO *wbio;      /* ciphertext to the peer (borrowed from ssl) */
+    char err[160];  /* reason of the last TLS_ERROR */
+};
+
+static void tls_errstr(char *err, size_t err_len, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[120];
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(err, err_len, "%s: %s", what, buf);
+    } else {
+        snprintf(err, err_len, "%s", what);
+    }
+    ERR_clear_error();
+}
+
+static int tls_ctx_common(SSL_CTX *ctx)
+{
+    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)) {
+        return -1;
+    }
+    /* Idle connections must not keep record buffers (DESIGN: memory per idle
+     * connection is the capacity limit). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    return 0;
+}
+
+SSL_CTX *tls_server_ctx_new(char *err, size_t err_len, const char *cert_file,
+                            const char *key_file)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    char what[512];
+
+    if (ctx == NULL || tls_ctx_common(ctx) != 0) {
+        tls_errstr(err, err_len, "cannot create TLS context");
+        goto fail;
+    }
+    if (!SSL_CTX_use_certificate_chain_file(ctx, cert_file)) {
+        snprintf(what, sizeof(what), "%s: cannot load certificate chain", cert_file);
+        tls_errstr(err, err_len, what);
+        goto fail;
+    }
+    if (!SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM)) {
+        snprintf(what, sizeof(what), "%s: cannot load private key", key_file);
+        tls_errstr(err, err_len, what);
+        goto fail;
+    }
+    if (!SSL_CTX_check_private_key(ctx)) {
+        snprintf(what, sizeof(what), "%s: key does not match the certificate", key_file);
+        tls_errstr(err, err_len, what);
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+SSL_CTX *tls_client_ctx_new(char *err, size_t err_len, const char *ca_file, int verify)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    char what[512];
+
+    if (ctx == NULL || tls_ctx_common(ctx) != 0) {
+        tls_errstr(err, err_len, "cannot create TLS context");
+        goto fail;
+    }
+    if (verify) {
+        int ok = ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+        if (!ok) {
+            snprintf(what, sizeof(what), "%s: cannot load CA file",
+                     ca_file != NULL ? ca_file : "default CA paths");
+            tls_errstr(err, err_len, what);
+            goto fail;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+struct tls *tls_new(SSL_CTX *ctx, int is_server, const char *server_name)
+{
+    struct tls *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return NULL;
+    }
+    t->ssl = SSL_new(ctx);
+    t->rbio = BIO_new(BIO_s_mem());
+    t->wbio = BIO_new(BIO_s_mem());
+    if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
+        goto fail;
+    }
+    /* An empty read BIO must mean "want read", not EOF. */
+    BIO_set_mem_eof_return(t->rbio, -1);
+    SSL_set0_rbio(t->ssl, t->rbio);
+    SSL_set0_wbio(t->ssl, t->wbio);
+    if (is_server) {
+        SSL_set_accept_state(t->ssl);
+    } else {
+        SSL_set_connect_state(t->ssl);
+        if (server_name != NULL && server_name[0] != '\0') {
+            unsigned char ip[16];
+            int is_ip = inet_pton(AF_INET, server_name, ip) == 1 ||
+                        inet_pton(AF_INET6, server_name, ip) == 1;
+            X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
+            if (is_ip) {
+                if (!X509_VERIFY_PARAM_set1_ip_asc(param, server_name)) {
+                    tls_free(t);
+                    return NULL;
+                }
+            } else {
+                if (!SSL_set_tlsext_host_name(t->ssl, server_name) ||
+                    !X509_VERIFY_PARAM_set1_host(param, server_name, strlen(server_name))) {
+                    tls_free(t);
+                    return NULL;
+                }
+            }
+        }
+    }
+    return t;
+fail:
+    /* the BIOs are not yet given to the SSL here */
+    BIO_free(t->rbio);
+    BIO_free(t->wbio);
+    SSL_free(t->ssl);
+    free(t);
+    return NULL;
+}
+
+void tls_free(struct tls *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    SSL_free(t->ssl); /* frees both BIOs */
+    free(t);
+}
+
+int tls_feed(struct tls *t, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
+        int n = BIO_write(t->rbio, data, chunk);
+        if (n <= 0) {
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static enum tls_result tls_map(struct tls *t, int ret, const char *what)
+{
+    int e = SSL_get_error(t->ssl, ret);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        return TLS_WANT;
+    case SSL_ERROR_ZERO_RETURN:
+        return TLS_CLOSED;
+    default:
+        tls_errstr(t->err, sizeof(t->err), what);
+        return TLS_ERROR;
+    }
+}
+
+enum tls_result tls_handshake(struct tls *t)
+{
+    int ret = SSL_do_handshake(t->ssl);
+    if (ret == 1) {
+        return TLS_DONE;
+    }
+    return tls_map(t, ret, "handshake failed");
+}
+
+enum tls_result tls_read(struct tls *t, size_t *out_len, uint8_t *out, size_t cap)
+{
+    int n = SSL_read(t->ssl, out, cap > (1u << 30) ? (1 << 30) : (int)cap);
+    if (n > 0) {
+        *out_len = (size_t)n;
+        return TLS_DONE;
+    }
+    return tls_map(t, n, "read failed");
+}
+
+int tls_write(struct tls *t, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
+        int n = SSL_write(t->ssl, data, chunk);
+        if (n <= 0) {
+            tls_errstr(t->err, sizeof(t->err), "write failed");
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+void tls_shutdown(struct tls *t)
+{
+    if (SSL_is_init_finished(t->ssl)) {
+        SSL_shutdown(t->ssl);
+    }
+}
+
+size_t tls_out_len(const struct tls *t)
+{
+    return BIO_pending(t->wbio);
+}
+
+size_t tls_take_out(struct tls *t, uint8_t *out, size_t cap)
+{
+    int n = BIO_read(t->wbio, out, cap > (1u << 30) ? (1 << 30) : (int)cap);
+    return n > 0 ? (size_t)n : 0;
+}
+
+int tls_has_buffered(const struct tls *t)
+{
+    return BIO_pending(t->rbio) > 0 || SSL_pending(t->ssl) > 0;
+}
+
+const char *tls_version(const struct tls *t)
+{
+    return SSL_is_init_finished(t->ssl) ? SSL_get_version(t->ssl) : "";
+}
+
+const char *tls_cipher(const struct tls *t)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+    return c != NULL ? SSL_CIPHER_get_name(c) : "";
+}
+
+const char *tls_error(struct tls *t)
+{
+    return t->err[0] != '\0' ? t->err : "TLS error";
+}

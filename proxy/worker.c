@@ -1,0 +1,172 @@
+#include "proxy/worker.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "common/log.h"
+#include "proxy/listener.h"
+#include "proxy/session.h"
+
+#define WORKER_DRAIN_POLL_MS 100 /* how often a draining worker looks for the end */
+
+struct worker {
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t async;            /* wakes the loop for worker_drain */
+    uv_timer_t drain_timer;      /* polls for the end of a drain */
+    uv_sem_t ready;              /* posted once listeners are bound (or failed) */
+    struct session_env env;
+    struct listener **listeners; /* num = cfg->num_listeners */
+    atomic_int drain_requested;
+    int draining;                /* drain started on the loop */
+    int final_sent;              /* logged-in sessions were told BYE */
+    uint64_t drain_deadline;     /* loop time (ms) */
+    char err[256];               /* start failure */
+    int failed;
+};
+
+static void worker_on_accept(void *ctx, uv_stream_t *server, const struct config_listener *l)
+{
+    struct worker *w = ctx;
+    int r = session_accept(&w->env, server, l);
+    if (r != 0) {
+        log_msg(LOG_WARNING, "worker %u: session not started: %s", w->env.worker_id,
+                uv_strerror(r));
+    }
+}
+
+static void worker_on_handle_close(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void worker_on_drain_timer(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    if (w->env.num_sessions == 0) {
+        uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
+        uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
+        return;
+    }
+    if (!w->final_sent && uv_now(&w->loop) >= w->drain_deadline) {
+        w->final_sent = 1;
+        log_msg(LOG_INFO, "worker %u: drain timeout, closing %zu sessions", w->env.worker_id,
+                w->env.num_sessions);
+        session_drain_all(&w->env, 1);
+    }
+}
+
+static void worker_on_async(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    if (w->draining || !atomic_load(&w->drain_requested)) {
+        return;
+    }
+    w->draining = 1;
+    for (size_t i = 0; i < w->env.cfg->num_listeners; i++) {
+        listener_close(w->listeners[i]);
+        w->listeners[i] = NULL;
+    }
+    session_drain_all(&w->env, 0);
+    w->drain_deadline = uv_now(&w->loop) + w->env.cfg->drain_timeout_ms;
+    uv_timer_start(&w->drain_timer, worker_on_drain_timer, 0, WORKER_DRAIN_POLL_MS);
+}
+
+static void worker_main(void *arg)
+{
+    struct worker *w = arg;
+    size_t i;
+
+    for (i = 0; i < w->env.cfg->num_listeners; i++) {
+        w->listeners[i] = listener_open(w->err, sizeof(w->err), &w->loop,
+                                        &w->env.cfg->listeners[i], worker_on_accept, w);
+        if (w->listeners[i] == NULL) {
+            w->failed = 1;
+            break;
+        }
+    }
+    if (w->failed) {
+        for (size_t j = 0; j < i; j++) {
+            listener_close(w->listeners[j]);
+        }
+        uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
+        uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_sem_post(&w->ready);
+        return;
+    }
+    uv_sem_post(&w->ready);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    log_msg(LOG_DEBUG, "worker %u: loop ended", w->env.worker_id);
+}
+
+static void worker_free(struct worker *w)
+{
+    if (uv_loop_close(&w->loop) != 0) {
+        log_msg(LOG_ERR, "worker %u: handles left open at exit", w->env.worker_id);
+    }
+    uv_sem_destroy(&w->ready);
+    config_unref(&w->env.cfg);
+    free(w->listeners);
+    free(w);
+}
+
+struct worker *worker_start(char *err, size_t err_len, unsigned id, struct config *cfg,
+                            SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    w->listeners = calloc(cfg->num_listeners + 1, sizeof(*w->listeners));
+    if (w->listeners == NULL || uv_loop_init(&w->loop) != 0) {
+        free(w->listeners);
+        free(w);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    uv_sem_init(&w->ready, 0);
+    w->env.loop = &w->loop;
+    w->env.worker_id = id;
+    w->env.cfg = config_ref(cfg);
+    w->env.server_ctx = server_ctx;
+    w->env.backend_ctx = backend_ctx;
+    uv_async_init(&w->loop, &w->async, worker_on_async);
+    w->async.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+
+    if (uv_thread_create(&w->thread, worker_main, w) != 0) {
+        snprintf(err, err_len, "cannot create worker thread");
+        uv_close((uv_handle_t *)&w->async, NULL);
+        uv_close((uv_handle_t *)&w->drain_timer, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        worker_free(w);
+        return NULL;
+    }
+    uv_sem_wait(&w->ready);
+    if (w->failed) {
+        snprintf(err, err_len, "%s", w->err);
+        uv_thread_join(&w->thread);
+        worker_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void worker_drain(struct worker *w)
+{
+    atomic_store(&w->drain_requested, 1);
+    uv_async_send(&w->async);
+}
+
+void worker_join(struct worker *w)
+{
+    uv_thread_join(&w->thread);
+    worker_free(w);
+}

@@ -1,0 +1,28 @@
+/* worker: one thread, one uv loop, its own listeners and sessions.  Nothing
+ * on the data path is shared between workers. */
+#ifndef IMAPMUX_PROXY_WORKER_H
+#define IMAPMUX_PROXY_WORKER_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#include "common/config.h"
+
+struct worker;
+
+/* worker_start starts worker id on its own thread with the shared TLS
+ * contexts (borrowed; they outlive the worker) and a reference to cfg.  It
+ * returns once the worker's listeners are bound: the worker, or NULL with the
+ * reason in err. */
+struct worker *worker_start(char *err, size_t err_len, unsigned id, struct config *cfg,
+                            SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx);
+
+/* worker_drain asks the worker to stop (thread-safe): stop accepting, BYE to
+ * pre-auth sessions, BYE to the rest after cfg->drain_timeout_ms. */
+void worker_drain(struct worker *w);
+
+/* worker_join waits for the worker's thread to end and frees the worker. */
+void worker_join(struct worker *w);
+
+#endif

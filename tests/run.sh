@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds imapmux from scratch (normal and ASan+UBSan) and runs every test:
+# Criterion unit tests and the integration tests against real dovecot and
+# redis-server on loopback.  Exit status 0 only if everything passed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== build (RelWithDebInfo)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+
+echo "== build (ASan + UBSan)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DIMAPMUX_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+
+echo "== unit tests under ASan + UBSan"
+(cd build-asan && ctest --output-on-failure -E '^integration/' -j"$jobs")
+
+echo "== integration tests (daemon built with ASan + UBSan)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+(cd build-asan && ctest --output-on-failure -L integration)
+
+echo "== demo self-check"
+python3 tests/integration/harness.py demo --for 3 --selfcheck --bin build/imapmux
