@@ -36,6 +36,7 @@ enum backend_state {
 #define BACKEND_F_TAKEN   (1u << 1) /* conn handed to the caller */
 #define BACKEND_F_GAI     (1u << 2) /* getaddrinfo outstanding */
 #define BACKEND_F_LITERAL (1u << 3) /* skipping a server literal */
+#define BACKEND_F_DEFER   (1u << 4) /* the timer reports a failure found in backend_login */
 
 struct backend {
     uv_loop_t *loop;
@@ -64,9 +65,7 @@ struct backend {
     uint8_t *rest;                  /* bytes after the tagged OK of the login */
     size_t rest_len;
 
-    enum backend_status result;     /* for a deferred report */
-    const char *result_code;
-    const char *result_reason;
+    const char *deferred_reason;    /* with BACKEND_F_DEFER */
 };
 
 static void backend_on_timer(uv_timer_t *t);
@@ -131,18 +130,16 @@ static void backend_fail(struct backend *b, const char *reason)
  * run inside backend_login. */
 static void backend_defer_fail(struct backend *b, const char *reason)
 {
-    b->result = BACKEND_UNAVAILABLE;
-    b->result_reason = reason;
-    b->state = BS_RESOLVE;
+    b->flags |= BACKEND_F_DEFER;
+    b->deferred_reason = reason;
     uv_timer_start(&b->timer, backend_on_timer, 0, 0);
-    b->result_code = "deferred";
 }
 
 static void backend_on_timer(uv_timer_t *t)
 {
     struct backend *b = t->data;
-    if (b->result_code != NULL && strcmp(b->result_code, "deferred") == 0) {
-        backend_fail(b, b->result_reason);
+    if (b->flags & BACKEND_F_DEFER) {
+        backend_fail(b, b->deferred_reason);
         return;
     }
     switch (b->state) {
