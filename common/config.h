@@ -5,6 +5,7 @@
 #define IMAPMUX_COMMON_CONFIG_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 enum config_listener_tls {
@@ -46,7 +47,7 @@ struct config_route {
 };
 
 struct config {
-    int refs;                 /* reference count; see config_ref/config_unref */
+    atomic_int refs;          /* reference count; see config_ref/config_unref */
     char *path;               /* file this snapshot was read from */
     char *instance;           /* instance name for logs (default: host name) */
     unsigned num_workers;     /* worker threads; 0 in the file means number of CPUs,

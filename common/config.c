@@ -1,0 +1,697 @@
+#include "common/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+/* A loader walks the libyaml document; the first error wins and stops it. */
+struct config_loader {
+    yaml_document_t doc;
+    const char *path;
+    char *err;
+    size_t err_len;
+    int failed;
+};
+
+static void config_fail(struct config_loader *ld, const yaml_node_t *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void config_fail(struct config_loader *ld, const yaml_node_t *node, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    if (ld->failed) {
+        return;
+    }
+    ld->failed = 1;
+    n = snprintf(ld->err, ld->err_len, "%s:%lu: ", ld->path,
+                 node != NULL ? (unsigned long)node->start_mark.line + 1 : 1ul);
+    if (n < 0 || (size_t)n >= ld->err_len) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(ld->err + n, ld->err_len - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+static yaml_node_t *config_node(struct config_loader *ld, int id)
+{
+    return yaml_document_get_node(&ld->doc, id);
+}
+
+static const char *config_scalar(struct config_loader *ld, const yaml_node_t *n, const char *key)
+{
+    if (n->type != YAML_SCALAR_NODE) {
+        config_fail(ld, n, "%s: expected a single value", key);
+        return NULL;
+    }
+    return (const char *)n->data.scalar.value;
+}
+
+static char *config_string(struct config_loader *ld, const yaml_node_t *n, const char *key)
+{
+    const char *s = config_scalar(ld, n, key);
+    if (s == NULL) {
+        return NULL;
+    }
+    if (s[0] == '\0') {
+        config_fail(ld, n, "%s: must not be empty", key);
+        return NULL;
+    }
+    char *d = strdup(s);
+    if (d == NULL) {
+        config_fail(ld, n, "out of memory");
+    }
+    return d;
+}
+
+static int config_uint(struct config_loader *ld, const yaml_node_t *n, const char *key,
+                       unsigned long min, unsigned long max, unsigned long *out)
+{
+    const char *s = config_scalar(ld, n, key);
+    char *end;
+    if (s == NULL) {
+        return -1;
+    }
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v < min || v > max) {
+        config_fail(ld, n, "%s: expected an integer %lu-%lu", key, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int config_bool(struct config_loader *ld, const yaml_node_t *n, const char *key, int *out)
+{
+    const char *s = config_scalar(ld, n, key);
+    if (s == NULL) {
+        return -1;
+    }
+    if (strcasecmp(s, "true") == 0 || strcasecmp(s, "yes") == 0) {
+        *out = 1;
+    } else if (strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0) {
+        *out = 0;
+    } else {
+        config_fail(ld, n, "%s: expected true or false", key);
+        return -1;
+    }
+    return 0;
+}
+
+struct config_enum {
+    const char *name;
+    int value;
+};
+
+static int config_enum(struct config_loader *ld, const yaml_node_t *n, const char *key,
+                       const struct config_enum *table, size_t num, int *out)
+{
+    const char *s = config_scalar(ld, n, key);
+    char choices[256] = "";
+    if (s == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < num; i++) {
+        if (strcasecmp(s, table[i].name) == 0) {
+            *out = table[i].value;
+            return 0;
+        }
+        strncat(choices, i == 0 ? "" : " | ", sizeof(choices) - strlen(choices) - 1);
+        strncat(choices, table[i].name, sizeof(choices) - strlen(choices) - 1);
+    }
+    config_fail(ld, n, "%s: expected one of %s", key, choices);
+    return -1;
+}
+
+#define CONFIG_ENUM(ld, n, key, table, out) \
+    config_enum(ld, n, key, table, sizeof(table) / sizeof(table[0]), out)
+
+/* config_each_pair calls fn for each key of a mapping node. */
+typedef void (*config_pair_cb)(struct config_loader *ld, struct config *c, const char *prefix,
+                               const char *key, yaml_node_t *knode, yaml_node_t *value,
+                               void *arg);
+
+static void config_each_pair(struct config_loader *ld, struct config *c, yaml_node_t *map,
+                             const char *prefix, config_pair_cb fn, void *arg)
+{
+    if (map->type != YAML_MAPPING_NODE) {
+        config_fail(ld, map, "%s: expected a mapping (key: value)", prefix[0] ? prefix : "top level");
+        return;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top && !ld->failed; p++) {
+        yaml_node_t *k = config_node(ld, p->key);
+        yaml_node_t *v = config_node(ld, p->value);
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE) {
+            config_fail(ld, k, "%s: keys must be plain names", prefix);
+            return;
+        }
+        fn(ld, c, prefix, (const char *)k->data.scalar.value, k, v, arg);
+    }
+}
+
+static void config_key_path(char *out, size_t len, const char *prefix, const char *key)
+{
+    snprintf(out, len, "%s%s%s", prefix, prefix[0] ? "." : "", key);
+}
+
+/* --- sections -------------------------------------------------------------- */
+
+static const struct config_enum config_log_levels[] = {
+    {"error", LOG_ERR}, {"warning", LOG_WARNING}, {"info", LOG_INFO}, {"debug", LOG_DEBUG},
+};
+static const struct config_enum config_log_targets[] = {
+    {"stderr", CONFIG_LOG_STDERR}, {"syslog", CONFIG_LOG_SYSLOG},
+};
+static const struct config_enum config_listener_modes[] = {
+    {"implicit", CONFIG_LISTENER_IMPLICIT}, {"starttls", CONFIG_LISTENER_STARTTLS},
+};
+static const struct config_enum config_backend_modes[] = {
+    {"none", CONFIG_BACKEND_TLS_NONE},
+    {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
+    {"implicit", CONFIG_BACKEND_TLS_IMPLICIT},
+};
+
+static void config_log_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                            const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    char kp[128];
+    int e;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "level") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_log_levels, &e) == 0) {
+            c->log_level = e;
+        }
+    } else if (strcmp(key, "target") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_log_targets, &e) == 0) {
+            c->log_target = (enum config_log_target)e;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+static void config_tls_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                            const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    char kp[128];
+    char **dst;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "cert") == 0) {
+        dst = &c->tls_cert_file;
+    } else if (strcmp(key, "key") == 0) {
+        dst = &c->tls_key_file;
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+        return;
+    }
+    free(*dst);
+    *dst = config_string(ld, v, kp);
+    if (*dst != NULL && access(*dst, R_OK) != 0) {
+        config_fail(ld, v, "%s: cannot read %s: %s", kp, *dst, strerror(errno));
+    }
+}
+
+struct config_limit {
+    const char *name;
+    size_t offset;       /* in struct config */
+    int is_size;         /* size_t, else unsigned */
+    unsigned long min;
+};
+
+static const struct config_limit config_limits[] = {
+    {"max_line_len", offsetof(struct config, max_line_len), 1, 1024},
+    {"max_preauth_literal_len", offsetof(struct config, max_preauth_literal_len), 1, 1},
+    {"max_auth_failures", offsetof(struct config, max_auth_failures), 0, 1},
+    {"preauth_timeout_ms", offsetof(struct config, preauth_timeout_ms), 0, 100},
+    {"idle_timeout_ms", offsetof(struct config, idle_timeout_ms), 0, 1000},
+    {"drain_timeout_ms", offsetof(struct config, drain_timeout_ms), 0, 1},
+    {"backend_connect_timeout_ms", offsetof(struct config, backend_connect_timeout_ms), 0, 100},
+    {"backend_greeting_timeout_ms", offsetof(struct config, backend_greeting_timeout_ms), 0, 100},
+    {"relay_buffer_len", offsetof(struct config, relay_buffer_len), 1, 4096},
+};
+
+static void config_limits_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                               const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    char kp[128];
+    unsigned long val;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    for (size_t i = 0; i < sizeof(config_limits) / sizeof(config_limits[0]); i++) {
+        const struct config_limit *l = &config_limits[i];
+        if (strcmp(key, l->name) != 0) {
+            continue;
+        }
+        unsigned long max = l->is_size ? 1ul << 30 : UINT_MAX;
+        if (config_uint(ld, v, kp, l->min, max, &val) != 0) {
+            return;
+        }
+        if (l->is_size) {
+            *(size_t *)((char *)c + l->offset) = val;
+        } else {
+            *(unsigned *)((char *)c + l->offset) = (unsigned)val;
+        }
+        return;
+    }
+    config_fail(ld, k, "unknown key %s", kp);
+}
+
+static void config_listener_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                                 const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_listener *l = arg;
+    char kp[128];
+    unsigned long port;
+    int e;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "address") == 0) {
+        unsigned char buf[16];
+        free(l->address);
+        l->address = config_string(ld, v, kp);
+        if (l->address != NULL && inet_pton(AF_INET, l->address, buf) != 1 &&
+            inet_pton(AF_INET6, l->address, buf) != 1) {
+            config_fail(ld, v, "%s: expected a numeric IPv4 or IPv6 address", kp);
+        }
+    } else if (strcmp(key, "port") == 0) {
+        if (config_uint(ld, v, kp, 1, 65535, &port) == 0) {
+            l->port = (uint16_t)port;
+        }
+    } else if (strcmp(key, "tls") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_listener_modes, &e) == 0) {
+            l->tls = (enum config_listener_tls)e;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+static void config_backend_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                                const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_backend *b = arg;
+    char kp[128];
+    unsigned long port;
+    int e;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "name") == 0) {
+        free(b->name);
+        b->name = config_string(ld, v, kp);
+    } else if (strcmp(key, "host") == 0) {
+        free(b->host);
+        b->host = config_string(ld, v, kp);
+    } else if (strcmp(key, "port") == 0) {
+        if (config_uint(ld, v, kp, 1, 65535, &port) == 0) {
+            b->port = (uint16_t)port;
+        }
+    } else if (strcmp(key, "tls") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_backend_modes, &e) == 0) {
+            b->tls = (enum config_backend_tls)e;
+        }
+    } else if (strcmp(key, "verify") == 0) {
+        config_bool(ld, v, kp, &b->tls_verify);
+    } else if (strcmp(key, "forward_id") == 0) {
+        config_bool(ld, v, kp, &b->forward_id);
+    } else if (strcmp(key, "ca_file") == 0) {
+        free(b->ca_file);
+        b->ca_file = config_string(ld, v, kp);
+        if (b->ca_file != NULL && access(b->ca_file, R_OK) != 0) {
+            config_fail(ld, v, "%s: cannot read %s: %s", kp, b->ca_file, strerror(errno));
+        }
+    } else if (strcmp(key, "server_name") == 0) {
+        free(b->server_name);
+        b->server_name = config_string(ld, v, kp);
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+/* config_sequence checks n is a sequence and returns its length. */
+static size_t config_sequence(struct config_loader *ld, yaml_node_t *n, const char *key)
+{
+    if (n->type != YAML_SEQUENCE_NODE) {
+        config_fail(ld, n, "%s: expected a list", key);
+        return 0;
+    }
+    return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+static void config_listeners(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    size_t num = config_sequence(ld, v, "listeners");
+    if (ld->failed || num == 0) {
+        return;
+    }
+    c->listeners = calloc(num, sizeof(*c->listeners));
+    if (c->listeners == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        struct config_listener *l = &c->listeners[i];
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), "listeners[%zu]", i);
+        c->num_listeners = i + 1;
+        l->tls = (enum config_listener_tls)-1;
+        config_each_pair(ld, c, item, prefix, config_listener_pair, l);
+        if (ld->failed) {
+            return;
+        }
+        if (l->address == NULL || l->port == 0 || (int)l->tls == -1) {
+            config_fail(ld, item, "%s: address, port and tls are required", prefix);
+        }
+    }
+}
+
+static void config_backends(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    size_t num = config_sequence(ld, v, "backends");
+    if (ld->failed || num == 0) {
+        return;
+    }
+    c->backends = calloc(num, sizeof(*c->backends));
+    if (c->backends == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        struct config_backend *b = &c->backends[i];
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), "backends[%zu]", i);
+        c->num_backends = i + 1;
+        b->tls_verify = 1;
+        config_each_pair(ld, c, item, prefix, config_backend_pair, b);
+        if (ld->failed) {
+            return;
+        }
+        if (b->name == NULL || b->host == NULL || b->port == 0) {
+            config_fail(ld, item, "%s: name, host and port are required", prefix);
+            return;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(c->backends[j].name, b->name) == 0) {
+                config_fail(ld, item, "%s: duplicate backend name %s", prefix, b->name);
+                return;
+            }
+        }
+    }
+}
+
+static const struct config_backend *config_find_backend(const struct config *c, const char *name)
+{
+    for (size_t i = 0; i < c->num_backends; i++) {
+        if (strcmp(c->backends[i].name, name) == 0) {
+            return &c->backends[i];
+        }
+    }
+    return NULL;
+}
+
+struct config_route_table {
+    struct config_route **routes;
+    size_t *num;
+};
+
+static void config_route_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_route_table *t = arg;
+    char kp[300];
+    config_key_path(kp, sizeof(kp), prefix, key);
+    const char *target = config_scalar(ld, v, kp);
+    if (target == NULL) {
+        return;
+    }
+    const struct config_backend *b = config_find_backend(c, target);
+    if (b == NULL) {
+        config_fail(ld, v, "%s: unknown backend %s", kp, target);
+        return;
+    }
+    for (size_t i = 0; i < *t->num; i++) {
+        if (strcasecmp((*t->routes)[i].key, key) == 0) {
+            config_fail(ld, k, "%s: duplicate route", kp);
+            return;
+        }
+    }
+    struct config_route *nr = realloc(*t->routes, (*t->num + 1) * sizeof(**t->routes));
+    char *lk = strdup(key);
+    if (nr == NULL || lk == NULL) {
+        free(lk);
+        if (nr != NULL) {
+            *t->routes = nr;
+        }
+        config_fail(ld, k, "out of memory");
+        return;
+    }
+    for (char *p = lk; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            *p = (char)(*p - 'A' + 'a');
+        }
+    }
+    *t->routes = nr;
+    nr[*t->num].key = lk;
+    nr[*t->num].backend = b;
+    (*t->num)++;
+}
+
+static void config_routes_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                               const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    char kp[128];
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "default") == 0) {
+        const char *name = config_scalar(ld, v, kp);
+        if (name == NULL) {
+            return;
+        }
+        c->default_backend = config_find_backend(c, name);
+        if (c->default_backend == NULL) {
+            config_fail(ld, v, "%s: unknown backend %s", kp, name);
+        }
+    } else if (strcmp(key, "domains") == 0) {
+        struct config_route_table t = {&c->domain_routes, &c->num_domain_routes};
+        config_each_pair(ld, c, v, kp, config_route_pair, &t);
+    } else if (strcmp(key, "users") == 0) {
+        struct config_route_table t = {&c->user_routes, &c->num_user_routes};
+        config_each_pair(ld, c, v, kp, config_route_pair, &t);
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+/* Top level: sections that others refer to (backends) are read first. */
+static void config_top_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                            const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    int backends_pass = arg != NULL;
+    unsigned long n;
+
+    if (backends_pass) {
+        if (strcmp(key, "backends") == 0) {
+            config_backends(ld, c, v);
+        }
+        return;
+    }
+    if (strcmp(key, "backends") == 0) {
+        return;
+    } else if (strcmp(key, "instance") == 0) {
+        free(c->instance);
+        c->instance = config_string(ld, v, key);
+    } else if (strcmp(key, "workers") == 0) {
+        if (config_uint(ld, v, key, 0, 256, &n) == 0) {
+            c->num_workers = (unsigned)n;
+        }
+    } else if (strcmp(key, "log") == 0) {
+        config_each_pair(ld, c, v, key, config_log_pair, NULL);
+    } else if (strcmp(key, "listeners") == 0) {
+        config_listeners(ld, c, v);
+    } else if (strcmp(key, "tls") == 0) {
+        config_each_pair(ld, c, v, key, config_tls_pair, NULL);
+    } else if (strcmp(key, "routes") == 0) {
+        config_each_pair(ld, c, v, key, config_routes_pair, NULL);
+    } else if (strcmp(key, "limits") == 0) {
+        config_each_pair(ld, c, v, key, config_limits_pair, NULL);
+    } else {
+        config_fail(ld, k, "unknown key %s", key);
+    }
+}
+
+static void config_defaults(struct config *c)
+{
+    atomic_init(&c->refs, 1);
+    c->log_level = LOG_INFO;
+    c->log_target = CONFIG_LOG_STDERR;
+    c->max_line_len = 8192;
+    c->max_preauth_literal_len = 8192;
+    c->max_auth_failures = 3;
+    c->preauth_timeout_ms = 60000;
+    c->idle_timeout_ms = 1860000;
+    c->drain_timeout_ms = 30000;
+    c->backend_connect_timeout_ms = 10000;
+    c->backend_greeting_timeout_ms = 15000;
+    c->relay_buffer_len = 65536;
+}
+
+static void config_free(struct config *c)
+{
+    free(c->path);
+    free(c->instance);
+    for (size_t i = 0; i < c->num_listeners; i++) {
+        free(c->listeners[i].address);
+    }
+    free(c->listeners);
+    free(c->tls_cert_file);
+    free(c->tls_key_file);
+    for (size_t i = 0; i < c->num_backends; i++) {
+        struct config_backend *b = &c->backends[i];
+        free(b->name);
+        free(b->host);
+        free(b->ca_file);
+        free(b->server_name);
+    }
+    free(c->backends);
+    for (size_t i = 0; i < c->num_domain_routes; i++) {
+        free(c->domain_routes[i].key);
+    }
+    free(c->domain_routes);
+    for (size_t i = 0; i < c->num_user_routes; i++) {
+        free(c->user_routes[i].key);
+    }
+    free(c->user_routes);
+    free(c);
+}
+
+struct config *config_load(char *err, size_t err_len, const char *path)
+{
+    struct config_loader ld;
+    yaml_parser_t parser;
+    struct config *c;
+    FILE *f;
+
+    memset(&ld, 0, sizeof(ld));
+    ld.path = path;
+    ld.err = err;
+    ld.err_len = err_len;
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL || !yaml_parser_initialize(&parser)) {
+        fclose(f);
+        free(c);
+        snprintf(err, err_len, "%s: out of memory", path);
+        return NULL;
+    }
+    config_defaults(c);
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &ld.doc)) {
+        snprintf(err, err_len, "%s:%lu: %s", path, (unsigned long)parser.problem_mark.line + 1,
+                 parser.problem != NULL ? parser.problem : "YAML syntax error");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        config_free(c);
+        return NULL;
+    }
+    yaml_parser_delete(&parser);
+    fclose(f);
+
+    yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
+    if (root == NULL) {
+        snprintf(err, err_len, "%s:1: the file is empty", path);
+        goto fail;
+    }
+    config_each_pair(&ld, c, root, "", config_top_pair, (void *)1);
+    config_each_pair(&ld, c, root, "", config_top_pair, NULL);
+    if (ld.failed) {
+        goto fail;
+    }
+    if (c->num_backends == 0) {
+        config_fail(&ld, root, "backends: at least one backend is required");
+        goto fail;
+    }
+    if (c->num_listeners > 0 && (c->tls_cert_file == NULL || c->tls_key_file == NULL)) {
+        config_fail(&ld, root, "tls: cert and key are required when listeners are configured");
+        goto fail;
+    }
+    if (c->default_backend == NULL && c->num_backends == 1) {
+        c->default_backend = &c->backends[0];
+    }
+    if (c->instance == NULL) {
+        char host[256];
+        if (gethostname(host, sizeof(host)) != 0) {
+            strcpy(host, "imapmux");
+        }
+        host[sizeof(host) - 1] = '\0';
+        c->instance = strdup(host);
+    }
+    c->path = strdup(path);
+    if (c->instance == NULL || c->path == NULL) {
+        snprintf(err, err_len, "%s: out of memory", path);
+        goto fail;
+    }
+    yaml_document_delete(&ld.doc);
+    return c;
+fail:
+    yaml_document_delete(&ld.doc);
+    config_free(c);
+    return NULL;
+}
+
+struct config *config_ref(struct config *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void config_unref(struct config **pc)
+{
+    if (pc == NULL || *pc == NULL) {
+        return;
+    }
+    if (atomic_fetch_sub(&(*pc)->refs, 1) == 1) {
+        config_free(*pc);
+    }
+    *pc = NULL;
+}
+
+static const struct config_backend *config_route_find(const struct config_route *routes,
+                                                      size_t num, const char *key)
+{
+    for (size_t i = 0; i < num; i++) {
+        if (strcasecmp(routes[i].key, key) == 0) {
+            return routes[i].backend;
+        }
+    }
+    return NULL;
+}
+
+const struct config_backend *config_route_lookup(const struct config *c, const char *login)
+{
+    const struct config_backend *b = config_route_find(c->user_routes, c->num_user_routes, login);
+    if (b != NULL) {
+        return b;
+    }
+    const char *at = strrchr(login, '@');
+    if (at != NULL) {
+        b = config_route_find(c->domain_routes, c->num_domain_routes, at + 1);
+        if (b != NULL) {
+            return b;
+        }
+    }
+    return c->default_backend;
+}
