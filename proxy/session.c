@@ -282,7 +282,9 @@ static void session_start_login(struct session *s, const char *tag, const char *
         session_log(s, LOG_INFO, "login refused: unusable login name");
         return;
     }
-    snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    if (tag != s->tag) {
+        snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    }
     memcpy(s->user, user, user_len);
     s->user[user_len] = '\0';
     s->route = config_route_lookup(s->cfg, s->user);
