@@ -1,80 +1,120 @@
 #include "common/imap_parser.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#define IMAP_PARSER_INITIAL_STORE 256 /* bytes; the store doubles up to its limit */
-#define IMAP_PARSER_MAX_LITERAL_DIGITS 10
+/* Fixed reason texts handed to the session (sent to the client in BAD/BYE). */
+#define IMAP_PARSER_E_EMPTY "Empty command"
+#define IMAP_PARSER_E_TAG "Invalid tag"
+#define IMAP_PARSER_E_NO_NAME "Missing command name"
+#define IMAP_PARSER_E_NAME "Invalid command name"
+#define IMAP_PARSER_E_CHARS "Invalid characters in command"
+#define IMAP_PARSER_E_QUOTED "Invalid characters in quoted string"
+#define IMAP_PARSER_E_ESCAPE "Invalid escape in quoted string"
+#define IMAP_PARSER_E_LITERAL "Invalid literal"
+#define IMAP_PARSER_E_LINE_TOO_LONG "Line too long"
+#define IMAP_PARSER_E_LITERAL_TOO_LARGE "Literal too large"
+#define IMAP_PARSER_E_NONSYNC_TOO_LARGE "Non-synchronizing literal too large"
+#define IMAP_PARSER_E_COMMAND_TOO_LONG "Command too long"
+#define IMAP_PARSER_E_TOO_MANY_ARGS "Too many arguments"
+#define IMAP_PARSER_E_TOO_DEEP "Lists nested too deeply"
+#define IMAP_PARSER_E_UNBALANCED "Unbalanced ')'"
+#define IMAP_PARSER_E_MISSING_PAREN "Missing ')'"
+#define IMAP_PARSER_E_SPACE "Missing space between arguments"
+#define IMAP_PARSER_E_NOMEM "Out of memory"
+
+/* First allocation of the command storage; it doubles up to the bound. */
+#define IMAP_PARSER_INITIAL_BUF_LEN 256
+#define IMAP_PARSER_INITIAL_NUM_ARGS 8
 
 enum imap_parser_state {
-    P_START,      /* nothing of this command yet */
-    P_TAG,        /* in the tag */
-    P_NAME,       /* in the command name */
-    P_ARG_START,  /* where an argument may start */
-    P_ARG_SEP,    /* after an argument: SP, ')' or the line end */
-    P_ATOM,       /* in an atom */
-    P_QUOTED,     /* in a quoted string */
-    P_QUOTED_ESC, /* after a backslash in a quoted string */
-    P_LIT8,       /* after '~': '{' must follow */
-    P_LIT_LEN,    /* in the digits of {n} */
-    P_LIT_PLUS,   /* after {n+ : '}' must follow */
-    P_LIT_CR,     /* after '}': CRLF must follow */
-    P_LIT_LF,     /* after '}' CR: LF must follow */
-    P_LIT_DATA,   /* in literal data */
-    P_CR,         /* CR seen at the line end: LF must follow */
-    P_LINE,       /* line mode: any byte up to the LF */
-    P_SKIP,       /* a bad line: discarding up to its LF */
-    P_DONE,       /* a result was returned; waiting for reset */
-    P_FATAL,      /* cannot resync */
+    IMAP_PARSER_ST_TAG,        /* start of a command, reading the tag */
+    IMAP_PARSER_ST_NAME,       /* after "tag SP", reading the command name */
+    IMAP_PARSER_ST_ARG_START,  /* expecting an argument, SP, ')' or the line end */
+    IMAP_PARSER_ST_AFTER_ARG,  /* after a quoted, literal or ')': SP, ')' or line end */
+    IMAP_PARSER_ST_ATOM,       /* inside an atom */
+    IMAP_PARSER_ST_QUOTED,     /* inside a quoted string */
+    IMAP_PARSER_ST_QUOTED_ESC, /* after a backslash inside a quoted string */
+    IMAP_PARSER_ST_LIT_DIGITS, /* after '{': digits */
+    IMAP_PARSER_ST_LIT_PLUS,   /* after "{n+": expecting '}' */
+    IMAP_PARSER_ST_LIT_END,    /* after "{n}": expecting CRLF or LF */
+    IMAP_PARSER_ST_LIT_DATA,   /* reading literal contents */
+    IMAP_PARSER_ST_LINE,       /* line mode: raw line */
+    IMAP_PARSER_ST_SKIP,       /* bad line: discarding up to its LF */
+    IMAP_PARSER_ST_DONE,       /* result returned, waiting for reset */
+    IMAP_PARSER_ST_FATAL,      /* cannot resync */
 };
 
-/* Where a bad line's tail stands against "{digits+}" (a non-synchronizing
- * literal announced by a line we reject: its data would pass for commands). */
-enum imap_parser_skip_tail { ST_NONE, ST_BRACE, ST_DIGITS, ST_PLUS, ST_CLOSED };
-
-struct imap_parser_slot {
-    enum imap_arg_type type;
-    size_t off; /* in store */
-    size_t len;
+/* What the end of a skipped line looked like: a literal announcement there
+ * means literal data follows, which matters for a non-synchronizing one. */
+enum imap_parser_tail {
+    IMAP_PARSER_TAIL_NONE,
+    IMAP_PARSER_TAIL_LBRACE,  /* "{" */
+    IMAP_PARSER_TAIL_DIGITS,  /* "{n" */
+    IMAP_PARSER_TAIL_PLUS,    /* "{n+" */
+    IMAP_PARSER_TAIL_SYNC,    /* "{n}" */
+    IMAP_PARSER_TAIL_NONSYNC, /* "{n+}" */
 };
 
 struct imap_parser {
-    struct imap_parser_limits lim;
+    struct imap_parser_limits limits;
     enum imap_parser_state state;
-    int line_mode;               /* the next line is returned raw */
+    enum imap_parser_tail tail; /* only meaningful in IMAP_PARSER_ST_SKIP */
+    int line_mode;              /* next command is a raw line (set_line_mode) */
+    int cr;                     /* a CR was consumed; the next byte must be LF */
+    int lit_plus;               /* current literal is non-synchronizing */
+    int lit_big;                /* current literal's size passed the limit */
+    const char *error;          /* fixed reason, NULL if none */
 
-    char *store;                 /* tag, name and argument bytes, NUL-separated */
-    size_t store_len, store_cap; /* bytes used / allocated */
-    struct imap_parser_slot *slots; /* max_args entries, allocated with the store */
-    struct imap_arg *args;          /* built at the end of a command */
-    size_t num_args;
+    uint8_t *buf;      /* command storage: tag, name, args, each NUL-terminated */
+    size_t buf_used;   /* bytes used in buf */
+    size_t buf_size;   /* bytes allocated in buf */
+    size_t buf_max;    /* bound of buf_size derived from the limits */
+    size_t line_len;   /* bytes of the command outside literals, CR/LF excluded */
+    size_t cmd_len;    /* bytes of argument contents */
+    size_t tag_len;    /* bytes of the tag, stored at offset 0 */
+    int has_tag;       /* tag complete and NUL-terminated */
+    size_t name_off;   /* offset of the name in buf */
+    size_t name_len;   /* bytes of the name so far */
+    int has_name;      /* name complete and NUL-terminated */
+    size_t depth;      /* open parenthesized lists */
+    size_t lit_len;    /* announced size of the current literal */
+    size_t lit_digits; /* digits of the current literal's size so far */
+    size_t lit_left;   /* literal bytes still to read */
 
-    size_t tag_off, tag_len;     /* tag in store; tag_len 0: none */
-    size_t name_off, name_len;   /* name in store; name_len 0: none */
-    size_t cur_off;              /* start of the token being read */
-    size_t line_len;             /* bytes of the command outside literal data */
-    size_t depth;                /* open parentheses */
-    uint64_t lit_len;            /* announced literal size */
-    size_t lit_digits;
-    int lit_plus;                /* the literal is non-synchronizing */
-    int lit_too_large;           /* announced size over the limit */
-    uint64_t lit_left;           /* literal bytes still to read */
-    enum imap_parser_skip_tail skip_tail;
-    const char *error;           /* fixed reason, or NULL */
+    struct imap_arg *args; /* num_args entries; data set when a result is returned */
+    size_t *arg_offs;      /* offset in buf of each argument's data */
+    size_t num_args;       /* arguments so far, list markers included */
+    size_t args_size;      /* entries allocated in args and arg_offs */
+    size_t num_out_args;   /* arguments visible through get_args */
 };
+
+static size_t imap_parser_add_sat(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
 
 struct imap_parser *imap_parser_new(const struct imap_parser_limits *limits)
 {
     struct imap_parser *p = calloc(1, sizeof(*p));
+
     if (p == NULL) {
         return NULL;
     }
-    p->lim = *limits;
-    if (p->lim.max_args == 0) {
-        p->lim.max_args = 1;
-    }
+    p->limits = *limits;
+    p->state = IMAP_PARSER_ST_TAG;
     return p;
+}
+
+static void imap_parser_release(struct imap_parser *p)
+{
+    free(p->buf);
+    free(p->args);
+    free(p->arg_offs);
+    p->buf = NULL;
+    p->args = NULL;
+    p->arg_offs = NULL;
 }
 
 void imap_parser_free(struct imap_parser *p)
@@ -82,21 +122,22 @@ void imap_parser_free(struct imap_parser *p)
     if (p == NULL) {
         return;
     }
-    imap_parser_reset(p);
+    imap_parser_release(p);
     free(p);
 }
 
 void imap_parser_reset(struct imap_parser *p)
 {
-    free(p->store);
-    free(p->slots);
-    free(p->args);
-    int line_mode = p->line_mode; /* set while handling a result: for the next line */
-    struct imap_parser_limits lim = p->lim;
+    struct imap_parser_limits limits = p->limits;
+    int line_mode = p->line_mode;
+
+    imap_parser_release(p);
     memset(p, 0, sizeof(*p));
-    p->lim = lim;
+    p->limits = limits;
+    /* set_line_mode is called while the AUTHENTICATE command is handled,
+     * before its reset: the mode must survive to the next line. */
     p->line_mode = line_mode;
-    p->state = P_START;
+    p->state = IMAP_PARSER_ST_TAG;
 }
 
 void imap_parser_set_line_mode(struct imap_parser *p)
@@ -106,580 +147,29 @@ void imap_parser_set_line_mode(struct imap_parser *p)
 
 void imap_parser_set_literal_limit(struct imap_parser *p, size_t max_literal_len)
 {
-    p->lim.max_literal_len = max_literal_len;
-}
-
-/* Character classes of RFC 9051's grammar. */
-static int imap_parser_is_atom_char(unsigned char ch)
-{
-    if (ch <= 0x20 || ch >= 0x7f) {
-        return 0; /* CTL, SP, 8-bit */
-    }
-    return ch != '(' && ch != ')' && ch != '{' && ch != '"' && ch != '%' && ch != '*' &&
-           ch != '\\' && ch != ']';
-}
-
-static int imap_parser_is_tag_char(unsigned char ch)
-{
-    return (imap_parser_is_atom_char(ch) || ch == ']') && ch != '+';
-}
-
-/* Argument bytes may also hold list wildcards, flags' backslash and ']'. */
-static int imap_parser_is_arg_atom_char(unsigned char ch)
-{
-    return imap_parser_is_atom_char(ch) || ch == '%' || ch == '*' || ch == '\\' || ch == ']';
-}
-
-/* imap_parser_fail turns the rest of the line into one to skip. */
-static void imap_parser_fail(struct imap_parser *p, const char *why)
-{
-    if (p->error == NULL) {
-        p->error = why;
-    }
-    p->state = P_SKIP;
-    p->skip_tail = ST_NONE;
-}
-
-static int imap_parser_store_byte(struct imap_parser *p, char ch)
-{
-    if (p->store_len >= p->store_cap) {
-        size_t limit = p->lim.max_command_len + 2 * p->lim.max_args + 8;
-        if (p->store_cap >= limit) {
-            imap_parser_fail(p, "Command too long");
-            return -1;
-        }
-        size_t cap = p->store_cap == 0 ? IMAP_PARSER_INITIAL_STORE : 2 * p->store_cap;
-        if (cap > limit) {
-            cap = limit;
-        }
-        char *ns = realloc(p->store, cap);
-        if (ns == NULL) {
-            imap_parser_fail(p, "Out of memory");
-            return -1;
-        }
-        p->store = ns;
-        p->store_cap = cap;
-    }
-    if (p->store_len >= p->lim.max_command_len + 2 * p->lim.max_args) {
-        imap_parser_fail(p, "Command too long");
-        return -1;
-    }
-    p->store[p->store_len++] = ch;
-    return 0;
-}
-
-static int imap_parser_begin(struct imap_parser *p)
-{
-    if (p->slots == NULL) {
-        p->slots = calloc(p->lim.max_args, sizeof(*p->slots));
-        if (p->slots == NULL) {
-            imap_parser_fail(p, "Out of memory");
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* imap_parser_end_token NUL-terminates the current token and records it. */
-static int imap_parser_add_arg(struct imap_parser *p, enum imap_arg_type type)
-{
-    size_t len = p->store_len - p->cur_off;
-    if (p->num_args >= p->lim.max_args) {
-        imap_parser_fail(p, "Too many arguments");
-        return -1;
-    }
-    if (imap_parser_store_byte(p, '\0') != 0) {
-        return -1;
-    }
-    p->slots[p->num_args].type = type;
-    p->slots[p->num_args].off = p->cur_off;
-    p->slots[p->num_args].len = len;
-    p->num_args++;
-    return 0;
-}
-
-static int imap_parser_list_begin(struct imap_parser *p)
-{
-    if (p->depth >= p->lim.max_depth) {
-        imap_parser_fail(p, "Lists nested too deep");
-        return -1;
-    }
-    p->depth++;
-    p->cur_off = p->store_len;
-    return imap_parser_add_arg(p, IMAP_ARG_LIST_BEGIN);
-}
-
-static int imap_parser_list_end(struct imap_parser *p)
-{
-    if (p->depth == 0) {
-        imap_parser_fail(p, "Unbalanced parentheses");
-        return -1;
-    }
-    p->depth--;
-    p->cur_off = p->store_len;
-    return imap_parser_add_arg(p, IMAP_ARG_LIST_END);
-}
-
-/* imap_parser_finish ends a line: a complete command or a reason. */
-static enum imap_parse_result imap_parser_finish(struct imap_parser *p)
-{
-    p->state = P_DONE;
-    if (p->error != NULL) {
-        return IMAP_PARSE_ERROR;
-    }
-    if (p->line_mode) {
-        p->line_mode = 0;
-        p->args = calloc(1, sizeof(*p->args));
-        if (p->args == NULL || imap_parser_store_byte(p, '\0') != 0) {
-            p->error = "Out of memory";
-            return IMAP_PARSE_ERROR;
-        }
-        p->args[0].type = IMAP_ARG_ATOM;
-        p->args[0].data = p->store;
-        p->args[0].len = p->store_len - 1;
-        p->num_args = 1;
-        return IMAP_PARSE_LINE;
-    }
-    if (p->tag_len == 0) {
-        p->error = "Empty command";
-        return IMAP_PARSE_ERROR;
-    }
-    if (p->name_len == 0) {
-        p->error = "Missing command name";
-        return IMAP_PARSE_ERROR;
-    }
-    if (p->depth != 0) {
-        p->error = "Unbalanced parentheses";
-        return IMAP_PARSE_ERROR;
-    }
-    if (p->num_args > 0) {
-        p->args = calloc(p->num_args, sizeof(*p->args));
-        if (p->args == NULL) {
-            p->error = "Out of memory";
-            return IMAP_PARSE_ERROR;
-        }
-        for (size_t i = 0; i < p->num_args; i++) {
-            p->args[i].type = p->slots[i].type;
-            p->args[i].data = p->store + p->slots[i].off;
-            p->args[i].len = p->slots[i].len;
-        }
-    }
-    return IMAP_PARSE_COMMAND;
-}
-
-/* imap_parser_line_end handles CR or LF where a line may end. Returns 1 if
- * the line ended (LF consumed), 0 if a CR now waits for its LF. */
-static int imap_parser_line_end(struct imap_parser *p, unsigned char ch)
-{
-    if (ch == '\r') {
-        p->state = P_CR;
-        return 0;
-    }
-    return 1;
-}
-
-static void imap_parser_skip_track(struct imap_parser *p, unsigned char ch)
-{
-    switch (ch) {
-    case '{':
-        p->skip_tail = ST_BRACE;
-        break;
-    case '+':
-        p->skip_tail = p->skip_tail == ST_DIGITS ? ST_PLUS : ST_NONE;
-        break;
-    case '}':
-        p->skip_tail = p->skip_tail == ST_PLUS ? ST_CLOSED : ST_NONE;
-        break;
-    case '\r':
-        break; /* CR before the LF keeps the tail as it is */
-    default:
-        if (ch >= '0' && ch <= '9' && (p->skip_tail == ST_BRACE || p->skip_tail == ST_DIGITS)) {
-            p->skip_tail = ST_DIGITS;
-        } else {
-            p->skip_tail = ST_NONE;
-        }
-        break;
-    }
-}
-
-/* imap_parser_literal_start checks an announced literal at its '}'. */
-static enum imap_parse_result imap_parser_literal_close(struct imap_parser *p)
-{
-    if (p->lit_too_large || p->lit_len > p->lim.max_literal_len) {
-        if (p->lit_plus) {
-            p->state = P_FATAL;
-            p->error = "Non-synchronizing literal too large";
-            return IMAP_PARSE_FATAL;
-        }
-        /* no continuation goes out, so the client sends no data */
-        imap_parser_fail(p, "Literal too large");
-        return IMAP_PARSE_MORE;
-    }
-    p->state = P_LIT_CR;
-    return IMAP_PARSE_MORE;
-}
-
-enum imap_parse_result imap_parser_feed(struct imap_parser *p, size_t *out_consumed,
-                                        const uint8_t *data, size_t len)
-{
-    size_t i = 0;
-    enum imap_parse_result r;
-
-    *out_consumed = 0;
-    if (p->state == P_FATAL) {
-        return IMAP_PARSE_FATAL;
-    }
-    if (p->state == P_DONE) {
-        imap_parser_reset(p); /* a caller that forgot; harmless */
-    }
-    while (i < len) {
-        unsigned char ch = data[i];
-
-        if (p->state == P_LIT_DATA) {
-            size_t n = len - i;
-            if (n > p->lit_left) {
-                n = (size_t)p->lit_left;
-            }
-            for (size_t k = 0; k < n; k++) {
-                if (imap_parser_store_byte(p, (char)data[i + k]) != 0) {
-                    break;
-                }
-            }
-            if (p->state == P_SKIP) {
-                /* cannot happen within the limits checked at '}'; resync */
-                p->state = P_FATAL;
-                *out_consumed = i;
-                return IMAP_PARSE_FATAL;
-            }
-            i += n;
-            p->lit_left -= n;
-            if (p->lit_left == 0) {
-                if (imap_parser_add_arg(p, IMAP_ARG_LITERAL) != 0) {
-                    continue;
-                }
-                p->state = P_ARG_SEP;
-            }
-            continue;
-        }
-
-        i++;
-        if (p->state != P_SKIP && p->state != P_LIT_CR && p->state != P_LIT_LF) {
-            if (++p->line_len > p->lim.max_line_len) {
-                imap_parser_fail(p, "Line too long");
-            }
-        }
-
-        switch (p->state) {
-        case P_START:
-            if (p->line_mode) {
-                p->state = P_LINE;
-                i--;
-                p->line_len--;
-                break;
-            }
-            if (imap_parser_begin(p) != 0) {
-                break;
-            }
-            if (ch == '\r' || ch == '\n') {
-                if (imap_parser_line_end(p, ch)) {
-                    *out_consumed = i;
-                    return imap_parser_finish(p);
-                }
-                break;
-            }
-            if (!imap_parser_is_tag_char(ch)) {
-                imap_parser_fail(p, "Invalid tag");
-                imap_parser_skip_track(p, ch);
-                break;
-            }
-            p->tag_off = p->store_len;
-            p->state = P_TAG;
-            (void)imap_parser_store_byte(p, (char)ch);
-            break;
-        case P_TAG:
-            if (ch == ' ') {
-                p->tag_len = p->store_len - p->tag_off;
-                if (p->tag_len > p->lim.max_tag_len) {
-                    p->tag_len = 0;
-                    imap_parser_fail(p, "Tag too long");
-                    break;
-                }
-                if (imap_parser_store_byte(p, '\0') == 0) {
-                    p->name_off = p->store_len;
-                    p->state = P_NAME;
-                }
-            } else if (ch == '\r' || ch == '\n') {
-                p->tag_len = p->store_len - p->tag_off;
-                if (p->tag_len > p->lim.max_tag_len || imap_parser_store_byte(p, '\0') != 0) {
-                    p->tag_len = 0;
-                }
-                p->error = "Missing command name";
-                if (imap_parser_line_end(p, ch)) {
-                    *out_consumed = i;
-                    return imap_parser_finish(p);
-                }
-            } else if (!imap_parser_is_tag_char(ch)) {
-                imap_parser_fail(p, "Invalid tag");
-                imap_parser_skip_track(p, ch);
-            } else {
-                (void)imap_parser_store_byte(p, (char)ch);
-            }
-            break;
-        case P_NAME:
-            if (ch == ' ' || ch == '\r' || ch == '\n') {
-                p->name_len = p->store_len - p->name_off;
-                if (p->name_len == 0) {
-                    imap_parser_fail(p, "Missing command name");
-                    imap_parser_skip_track(p, ch);
-                    if (ch == '\n') {
-                        *out_consumed = i;
-                        return imap_parser_finish(p);
-                    }
-                    break;
-                }
-                if (imap_parser_store_byte(p, '\0') != 0) {
-                    break;
-                }
-                if (ch == ' ') {
-                    p->state = P_ARG_START;
-                } else if (imap_parser_line_end(p, ch)) {
-                    *out_consumed = i;
-                    return imap_parser_finish(p);
-                }
-            } else if (!imap_parser_is_atom_char(ch)) {
-                imap_parser_fail(p, "Invalid characters in command name");
-                imap_parser_skip_track(p, ch);
-            } else {
-                (void)imap_parser_store_byte(p, (char)ch);
-            }
-            break;
-        case P_ARG_START:
-        case P_ARG_SEP:
-            if (ch == '\r' || ch == '\n') {
-                if (imap_parser_line_end(p, ch)) {
-                    *out_consumed = i;
-                    return imap_parser_finish(p);
-                }
-                break;
-            }
-            if (ch == ')') {
-                (void)imap_parser_list_end(p);
-                if (p->state != P_SKIP) {
-                    p->state = P_ARG_SEP;
-                }
-                break;
-            }
-            if (p->state == P_ARG_SEP) {
-                if (ch == ' ') {
-                    p->state = P_ARG_START;
-                } else {
-                    imap_parser_fail(p, "Expected a space between arguments");
-                    imap_parser_skip_track(p, ch);
-                }
-                break;
-            }
-            p->cur_off = p->store_len;
-            if (ch == '(') {
-                (void)imap_parser_list_begin(p);
-            } else if (ch == '"') {
-                p->state = P_QUOTED;
-            } else if (ch == '{' || ch == '~') {
-                p->lit_len = 0;
-                p->lit_digits = 0;
-                p->lit_plus = 0;
-                p->lit_too_large = 0;
-                p->state = ch == '{' ? P_LIT_LEN : P_LIT8;
-                if (ch == '{') {
-                    p->skip_tail = ST_BRACE;
-                }
-            } else if (imap_parser_is_arg_atom_char(ch)) {
-                p->state = P_ATOM;
-                (void)imap_parser_store_byte(p, (char)ch);
-            } else {
-                imap_parser_fail(p, "Invalid characters in command");
-                imap_parser_skip_track(p, ch);
-            }
-            break;
-        case P_ATOM:
-            if (ch == ' ' || ch == ')' || ch == '\r' || ch == '\n') {
-                if (imap_parser_add_arg(p, IMAP_ARG_ATOM) != 0) {
-                    imap_parser_skip_track(p, ch);
-                    if (ch == '\n') {
-                        *out_consumed = i;
-                        return imap_parser_finish(p);
-                    }
-                    break;
-                }
-                if (ch == ' ') {
-                    p->state = P_ARG_START;
-                } else if (ch == ')') {
-                    (void)imap_parser_list_end(p);
-                    if (p->state != P_SKIP) {
-                        p->state = P_ARG_SEP;
-                    }
-                } else if (imap_parser_line_end(p, ch)) {
-                    *out_consumed = i;
-                    return imap_parser_finish(p);
-                }
-            } else if (imap_parser_is_arg_atom_char(ch)) {
-                (void)imap_parser_store_byte(p, (char)ch);
-            } else {
-                imap_parser_fail(p, "Invalid characters in command");
-                imap_parser_skip_track(p, ch);
-            }
-            break;
-        case P_QUOTED:
-            if (ch == '"') {
-                if (imap_parser_add_arg(p, IMAP_ARG_QUOTED) == 0) {
-                    p->state = P_ARG_SEP;
-                }
-            } else if (ch == '\\') {
-                p->state = P_QUOTED_ESC;
-            } else if (ch == '\r' || ch == '\n' || ch == '\0' || ch >= 0x80) {
-                imap_parser_fail(p, "Invalid characters in quoted string");
-                if (ch == '\n') {
-                    *out_consumed = i;
-                    return imap_parser_finish(p);
-                }
-            } else {
-                (void)imap_parser_store_byte(p, (char)ch);
-            }
-            break;
-        case P_QUOTED_ESC:
-            if (ch == '"' || ch == '\\') {
-                p->state = P_QUOTED;
-                (void)imap_parser_store_byte(p, (char)ch);
-            } else {
-                imap_parser_fail(p, "Invalid escape in quoted string");
-                if (ch == '\n') {
-                    *out_consumed = i;
-                    return imap_parser_finish(p);
-                }
-            }
-            break;
-        case P_LIT8:
-            if (ch == '{') {
-                p->state = P_LIT_LEN;
-                p->skip_tail = ST_BRACE;
-            } else {
-                imap_parser_fail(p, "Invalid literal8");
-                imap_parser_skip_track(p, ch);
-            }
-            break;
-        case P_LIT_LEN:
-            if (ch >= '0' && ch <= '9') {
-                p->skip_tail = ST_DIGITS;
-                if (++p->lit_digits > IMAP_PARSER_MAX_LITERAL_DIGITS) {
-                    p->lit_too_large = 1; /* keep reading: its '+' decides the answer */
-                } else {
-                    p->lit_len = p->lit_len * 10 + (uint64_t)(ch - '0');
-                }
-            } else if (ch == '+' && p->lit_digits > 0) {
-                p->lit_plus = 1;
-                p->state = P_LIT_PLUS;
-            } else if (ch == '}' && p->lit_digits > 0) {
-                r = imap_parser_literal_close(p);
-                if (r == IMAP_PARSE_FATAL) {
-                    *out_consumed = i;
-                    return r;
-                }
-            } else {
-                imap_parser_fail(p, "Invalid literal");
-                imap_parser_skip_track(p, ch);
-            }
-            break;
-        case P_LIT_PLUS:
-            if (ch == '}') {
-                r = imap_parser_literal_close(p);
-                if (r == IMAP_PARSE_FATAL) {
-                    *out_consumed = i;
-                    return r;
-                }
-            } else {
-                imap_parser_fail(p, "Invalid literal");
-                imap_parser_skip_track(p, ch);
-            }
-            break;
-        case P_LIT_CR:
-        case P_LIT_LF:
-            if (ch == '\r' && p->state == P_LIT_CR) {
-                p->state = P_LIT_LF;
-            } else if (ch == '\n') {
-                p->cur_off = p->store_len;
-                p->lit_left = p->lit_len;
-                p->state = P_LIT_DATA;
-                if (p->lit_left == 0) {
-                    if (imap_parser_add_arg(p, IMAP_ARG_LITERAL) == 0) {
-                        p->state = P_ARG_SEP;
-                    }
-                }
-                if (!p->lit_plus && p->state != P_SKIP) {
-                    *out_consumed = i;
-                    return IMAP_PARSE_LITERAL_WAIT;
-                }
-            } else {
-                imap_parser_fail(p, "Literal size must end the line");
-                imap_parser_skip_track(p, ch);
-            }
-            break;
-        case P_CR:
-            if (ch == '\n') {
-                *out_consumed = i;
-                return imap_parser_finish(p);
-            }
-            imap_parser_fail(p, "CR without LF");
-            imap_parser_skip_track(p, ch);
-            break;
-        case P_LINE:
-            if (ch == '\n') {
-                if (p->store_len > 0 && p->store[p->store_len - 1] == '\r') {
-                    p->store_len--;
-                }
-                *out_consumed = i;
-                return imap_parser_finish(p);
-            }
-            (void)imap_parser_store_byte(p, (char)ch);
-            if (p->state == P_SKIP) {
-                p->line_mode = 0;
-            }
-            break;
-        case P_SKIP:
-            if (ch == '\n') {
-                *out_consumed = i;
-                if (p->skip_tail == ST_CLOSED) {
-                    p->state = P_FATAL;
-                    p->error = "Non-synchronizing literal in a rejected command";
-                    return IMAP_PARSE_FATAL;
-                }
-                p->line_mode = 0;
-                return imap_parser_finish(p);
-            }
-            imap_parser_skip_track(p, ch);
-            break;
-        case P_LIT_DATA:
-        case P_DONE:
-        case P_FATAL:
-            break; /* handled above */
-        }
-    }
-    *out_consumed = i;
-    return IMAP_PARSE_MORE;
+    p->limits.max_literal_len = max_literal_len;
 }
 
 const char *imap_parser_get_tag(const struct imap_parser *p)
 {
-    return p->tag_len > 0 ? p->store + p->tag_off : NULL;
+    if (p->buf == NULL || !p->has_tag) {
+        return NULL;
+    }
+    return (const char *)p->buf;
 }
 
 const char *imap_parser_get_name(const struct imap_parser *p)
 {
-    return p->name_len > 0 ? p->store + p->name_off : NULL;
+    if (p->buf == NULL || !p->has_name) {
+        return NULL;
+    }
+    return (const char *)p->buf + p->name_off;
 }
 
 const struct imap_arg *imap_parser_get_args(const struct imap_parser *p, size_t *out_num)
 {
-    *out_num = p->args != NULL ? p->num_args : 0;
-    return p->args;
+    *out_num = p->num_out_args;
+    return p->num_out_args > 0 ? p->args : NULL;
 }
 
 const char *imap_parser_get_error(const struct imap_parser *p)
@@ -689,5 +179,620 @@ const char *imap_parser_get_error(const struct imap_parser *p)
 
 int imap_arg_is_nil(const struct imap_arg *arg)
 {
-    return arg->type == IMAP_ARG_ATOM && arg->len == 3 && strncasecmp(arg->data, "NIL", 3) == 0;
+    return arg->type == IMAP_ARG_ATOM && arg->len == 3 &&
+           (arg->data[0] == 'N' || arg->data[0] == 'n') &&
+           (arg->data[1] == 'I' || arg->data[1] == 'i') &&
+           (arg->data[2] == 'L' || arg->data[2] == 'l');
+}
+
+/* imap_parser_fail records the first error of the line and discards the
+ * rest of it. */
+static void imap_parser_fail(struct imap_parser *p, const char *reason)
+{
+    if (p->error == NULL) {
+        p->error = reason;
+    }
+    p->state = IMAP_PARSER_ST_SKIP;
+    p->tail = IMAP_PARSER_TAIL_NONE;
+    p->cr = 0;
+}
+
+/* imap_parser_reserve makes room for extra more bytes in buf; 0 or -1. */
+static int imap_parser_reserve(struct imap_parser *p, size_t extra)
+{
+    size_t need = imap_parser_add_sat(p->buf_used, extra);
+    size_t size = p->buf_size;
+    uint8_t *nbuf;
+
+    if (need <= p->buf_size) {
+        return 0;
+    }
+    if (need > p->buf_max) {
+        return -1;
+    }
+    while (size < need) {
+        size = size > p->buf_max / 2 ? p->buf_max : size * 2;
+    }
+    nbuf = realloc(p->buf, size);
+    if (nbuf == NULL) {
+        return -1;
+    }
+    p->buf = nbuf;
+    p->buf_size = size;
+    return 0;
+}
+
+/* imap_parser_put appends one byte to buf; 0 or -1 (error recorded). */
+static int imap_parser_put(struct imap_parser *p, uint8_t c)
+{
+    if (imap_parser_reserve(p, 1) != 0) {
+        imap_parser_fail(p, IMAP_PARSER_E_COMMAND_TOO_LONG);
+        return -1;
+    }
+    p->buf[p->buf_used++] = c;
+    return 0;
+}
+
+/* imap_parser_start allocates the storage of a new command; 0 or -1. */
+static int imap_parser_start(struct imap_parser *p)
+{
+    size_t max = imap_parser_add_sat(p->limits.max_line_len, p->limits.max_command_len);
+
+    max = imap_parser_add_sat(max, p->limits.max_args);
+    max = imap_parser_add_sat(max, 16); /* NULs of tag, name, and slack */
+    p->buf_max = max;
+    p->buf_size = max < IMAP_PARSER_INITIAL_BUF_LEN ? max : IMAP_PARSER_INITIAL_BUF_LEN;
+    p->buf = malloc(p->buf_size);
+    if (p->buf == NULL) {
+        p->buf_size = 0;
+        return -1;
+    }
+    p->buf_used = 0;
+    if (p->line_mode) {
+        p->line_mode = 0;
+        p->state = IMAP_PARSER_ST_LINE;
+    }
+    return 0;
+}
+
+/* imap_parser_arg_begin adds an argument of type starting at the end of buf;
+ * 0 or -1 (error recorded). */
+static int imap_parser_arg_begin(struct imap_parser *p, enum imap_arg_type type)
+{
+    if (p->num_args >= p->limits.max_args) {
+        imap_parser_fail(p, IMAP_PARSER_E_TOO_MANY_ARGS);
+        return -1;
+    }
+    if (p->num_args == p->args_size) {
+        size_t n = p->args_size == 0 ? IMAP_PARSER_INITIAL_NUM_ARGS : p->args_size * 2;
+        struct imap_arg *nargs;
+        size_t *noffs;
+
+        if (n > p->limits.max_args) {
+            n = p->limits.max_args;
+        }
+        nargs = realloc(p->args, n * sizeof(*nargs));
+        if (nargs == NULL) {
+            imap_parser_fail(p, IMAP_PARSER_E_NOMEM);
+            return -1;
+        }
+        p->args = nargs;
+        noffs = realloc(p->arg_offs, n * sizeof(*noffs));
+        if (noffs == NULL) {
+            imap_parser_fail(p, IMAP_PARSER_E_NOMEM);
+            return -1;
+        }
+        p->arg_offs = noffs;
+        p->args_size = n;
+    }
+    p->args[p->num_args].type = type;
+    p->args[p->num_args].data = NULL;
+    p->args[p->num_args].len = 0;
+    p->arg_offs[p->num_args] = p->buf_used;
+    p->num_args++;
+    return 0;
+}
+
+/* imap_parser_arg_put appends one content byte to the last argument. */
+static int imap_parser_arg_put(struct imap_parser *p, uint8_t c)
+{
+    if (p->cmd_len >= p->limits.max_command_len) {
+        imap_parser_fail(p, IMAP_PARSER_E_COMMAND_TOO_LONG);
+        return -1;
+    }
+    if (imap_parser_put(p, c) != 0) {
+        return -1;
+    }
+    p->cmd_len++;
+    p->args[p->num_args - 1].len++;
+    return 0;
+}
+
+/* imap_parser_arg_end NUL-terminates the last argument. */
+static int imap_parser_arg_end(struct imap_parser *p)
+{
+    return imap_parser_put(p, '\0');
+}
+
+static int imap_parser_is_ctl(uint8_t c)
+{
+    return c < 0x20 || c >= 0x7f;
+}
+
+/* ATOM-CHAR of RFC 9051, for non-CTL c. */
+static int imap_parser_is_atom_char(uint8_t c)
+{
+    return c != '(' && c != ')' && c != '{' && c != ' ' && c != '%' && c != '*' &&
+           c != '"' && c != '\\' && c != ']';
+}
+
+/* Characters accepted in arguments' atoms: lenient astring chars plus list
+ * wildcards and flags' backslash, as clients send them. */
+static int imap_parser_is_arg_atom_char(uint8_t c)
+{
+    return c != '(' && c != ')' && c != '{' && c != ' ' && c != '"';
+}
+
+static void imap_parser_list_begin(struct imap_parser *p)
+{
+    if (p->depth >= p->limits.max_depth) {
+        imap_parser_fail(p, IMAP_PARSER_E_TOO_DEEP);
+        return;
+    }
+    if (imap_parser_arg_begin(p, IMAP_ARG_LIST_BEGIN) != 0) {
+        return;
+    }
+    p->depth++;
+    p->state = IMAP_PARSER_ST_ARG_START;
+}
+
+static void imap_parser_list_end(struct imap_parser *p)
+{
+    if (p->depth == 0) {
+        imap_parser_fail(p, IMAP_PARSER_E_UNBALANCED);
+        return;
+    }
+    if (imap_parser_arg_begin(p, IMAP_ARG_LIST_END) != 0) {
+        return;
+    }
+    p->depth--;
+    p->state = IMAP_PARSER_ST_AFTER_ARG;
+}
+
+static void imap_parser_literal_begin(struct imap_parser *p)
+{
+    if (imap_parser_arg_begin(p, IMAP_ARG_LITERAL) != 0) {
+        return;
+    }
+    p->lit_len = 0;
+    p->lit_big = 0;
+    p->lit_plus = 0;
+    p->lit_digits = 0;
+    p->state = IMAP_PARSER_ST_LIT_DIGITS;
+}
+
+/* imap_parser_literal_close checks the announced literal at its '}': the
+ * limits are met before any continuation request goes out. */
+static void imap_parser_literal_close(struct imap_parser *p)
+{
+    const char *why = NULL;
+
+    if (p->lit_big) {
+        why = p->lit_plus ? IMAP_PARSER_E_NONSYNC_TOO_LARGE : IMAP_PARSER_E_LITERAL_TOO_LARGE;
+    } else if (p->lit_len > p->limits.max_command_len - p->cmd_len) {
+        why = IMAP_PARSER_E_COMMAND_TOO_LONG;
+    } else if (imap_parser_reserve(p, imap_parser_add_sat(p->lit_len, 1)) != 0) {
+        why = IMAP_PARSER_E_NOMEM;
+    }
+    if (why != NULL) {
+        /* the line end decides: "{n+}" CRLF means data follows (fatal) */
+        imap_parser_fail(p, why);
+        p->tail = p->lit_plus ? IMAP_PARSER_TAIL_NONSYNC : IMAP_PARSER_TAIL_SYNC;
+        return;
+    }
+    p->state = IMAP_PARSER_ST_LIT_END;
+}
+
+static void imap_parser_tail_update(struct imap_parser *p, uint8_t c)
+{
+    if (c == '\r') {
+        return;
+    }
+    if (c == '{') {
+        p->tail = IMAP_PARSER_TAIL_LBRACE;
+    } else if (c >= '0' && c <= '9') {
+        p->tail = (p->tail == IMAP_PARSER_TAIL_LBRACE || p->tail == IMAP_PARSER_TAIL_DIGITS)
+                      ? IMAP_PARSER_TAIL_DIGITS
+                      : IMAP_PARSER_TAIL_NONE;
+    } else if (c == '+') {
+        p->tail = p->tail == IMAP_PARSER_TAIL_DIGITS ? IMAP_PARSER_TAIL_PLUS
+                                                     : IMAP_PARSER_TAIL_NONE;
+    } else if (c == '}') {
+        if (p->tail == IMAP_PARSER_TAIL_DIGITS) {
+            p->tail = IMAP_PARSER_TAIL_SYNC;
+        } else if (p->tail == IMAP_PARSER_TAIL_PLUS) {
+            p->tail = IMAP_PARSER_TAIL_NONSYNC;
+        } else {
+            p->tail = IMAP_PARSER_TAIL_NONE;
+        }
+    } else {
+        p->tail = IMAP_PARSER_TAIL_NONE;
+    }
+}
+
+/* imap_parser_publish makes the arguments visible through get_args. */
+static void imap_parser_publish(struct imap_parser *p)
+{
+    static const char empty[1] = "";
+
+    for (size_t i = 0; i < p->num_args; i++) {
+        if (p->args[i].type == IMAP_ARG_LIST_BEGIN || p->args[i].type == IMAP_ARG_LIST_END) {
+            p->args[i].data = empty;
+        } else {
+            p->args[i].data = (const char *)p->buf + p->arg_offs[i];
+        }
+    }
+    p->num_out_args = p->num_args;
+}
+
+static enum imap_parse_result imap_parser_error(struct imap_parser *p, const char *reason)
+{
+    if (p->error == NULL) {
+        p->error = reason;
+    }
+    p->num_out_args = 0;
+    p->state = IMAP_PARSER_ST_DONE;
+    return IMAP_PARSE_ERROR;
+}
+
+/* imap_parser_end_of_line handles an LF in a parsing state; returns MORE
+ * when the command goes on (literal data follows). */
+static enum imap_parse_result imap_parser_end_of_line(struct imap_parser *p)
+{
+    switch (p->state) {
+    case IMAP_PARSER_ST_TAG:
+        if (p->tag_len == 0) {
+            return imap_parser_error(p, IMAP_PARSER_E_EMPTY);
+        }
+        if (imap_parser_put(p, '\0') != 0) {
+            return imap_parser_error(p, IMAP_PARSER_E_NOMEM);
+        }
+        p->has_tag = 1;
+        return imap_parser_error(p, IMAP_PARSER_E_NO_NAME);
+    case IMAP_PARSER_ST_NAME:
+        if (p->name_len == 0) {
+            return imap_parser_error(p, IMAP_PARSER_E_NO_NAME);
+        }
+        if (imap_parser_put(p, '\0') != 0) {
+            return imap_parser_error(p, IMAP_PARSER_E_NOMEM);
+        }
+        p->has_name = 1;
+        break;
+    case IMAP_PARSER_ST_ATOM:
+        if (imap_parser_arg_end(p) != 0) {
+            return imap_parser_error(p, IMAP_PARSER_E_NOMEM);
+        }
+        break;
+    case IMAP_PARSER_ST_ARG_START:
+    case IMAP_PARSER_ST_AFTER_ARG:
+        break;
+    case IMAP_PARSER_ST_QUOTED:
+    case IMAP_PARSER_ST_QUOTED_ESC:
+        return imap_parser_error(p, IMAP_PARSER_E_QUOTED);
+    case IMAP_PARSER_ST_LIT_DIGITS:
+    case IMAP_PARSER_ST_LIT_PLUS:
+        return imap_parser_error(p, IMAP_PARSER_E_LITERAL);
+    case IMAP_PARSER_ST_LIT_END:
+        p->lit_left = p->lit_len;
+        p->cmd_len += p->lit_len;
+        p->state = IMAP_PARSER_ST_LIT_DATA;
+        if (p->lit_len == 0) {
+            p->buf[p->buf_used++] = '\0'; /* reserved at '}' */
+            p->state = IMAP_PARSER_ST_AFTER_ARG;
+        }
+        return p->lit_plus ? IMAP_PARSE_MORE : IMAP_PARSE_LITERAL_WAIT;
+    case IMAP_PARSER_ST_LINE:
+        if (imap_parser_arg_begin(p, IMAP_ARG_ATOM) != 0 || imap_parser_arg_end(p) != 0) {
+            return imap_parser_error(p, IMAP_PARSER_E_NOMEM);
+        }
+        /* the line's bytes were stored from offset 0 */
+        p->arg_offs[0] = 0;
+        p->args[0].len = p->line_len;
+        imap_parser_publish(p);
+        p->state = IMAP_PARSER_ST_DONE;
+        return IMAP_PARSE_LINE;
+    case IMAP_PARSER_ST_SKIP:
+        if (p->tail == IMAP_PARSER_TAIL_NONSYNC) {
+            p->num_out_args = 0;
+            p->state = IMAP_PARSER_ST_FATAL;
+            return IMAP_PARSE_FATAL;
+        }
+        return imap_parser_error(p, p->error);
+    case IMAP_PARSER_ST_LIT_DATA:
+    case IMAP_PARSER_ST_DONE:
+    case IMAP_PARSER_ST_FATAL:
+        /* not reached: these states never see an LF here */
+        return imap_parser_error(p, IMAP_PARSER_E_CHARS);
+    }
+    if (p->depth > 0) {
+        return imap_parser_error(p, IMAP_PARSER_E_MISSING_PAREN);
+    }
+    imap_parser_publish(p);
+    p->state = IMAP_PARSER_ST_DONE;
+    return IMAP_PARSE_COMMAND;
+}
+
+/* imap_parser_step handles one byte of the line that is not CR nor LF (CR
+ * inside a quoted string comes here too). */
+static void imap_parser_step(struct imap_parser *p, uint8_t c)
+{
+    switch (p->state) {
+    case IMAP_PARSER_ST_TAG:
+        if (c == ' ') {
+            if (p->tag_len == 0 || imap_parser_put(p, '\0') != 0) {
+                imap_parser_fail(p, IMAP_PARSER_E_TAG);
+                return;
+            }
+            p->has_tag = 1;
+            p->name_off = p->buf_used;
+            p->state = IMAP_PARSER_ST_NAME;
+            return;
+        }
+        if (imap_parser_is_ctl(c) || (!imap_parser_is_atom_char(c) && c != ']') || c == '+' ||
+            p->tag_len >= p->limits.max_tag_len) {
+            imap_parser_fail(p, IMAP_PARSER_E_TAG);
+            return;
+        }
+        if (imap_parser_put(p, c) == 0) {
+            p->tag_len++;
+        }
+        return;
+    case IMAP_PARSER_ST_NAME:
+        if (c == ' ') {
+            if (p->name_len == 0) {
+                imap_parser_fail(p, IMAP_PARSER_E_NO_NAME);
+                return;
+            }
+            if (imap_parser_put(p, '\0') == 0) {
+                p->has_name = 1;
+                p->state = IMAP_PARSER_ST_ARG_START;
+            }
+            return;
+        }
+        if (imap_parser_is_ctl(c)) {
+            imap_parser_fail(p, IMAP_PARSER_E_CHARS);
+            return;
+        }
+        if (!imap_parser_is_atom_char(c)) {
+            imap_parser_fail(p, IMAP_PARSER_E_NAME);
+            return;
+        }
+        if (imap_parser_put(p, c) == 0) {
+            p->name_len++;
+        }
+        return;
+    case IMAP_PARSER_ST_ARG_START:
+        if (imap_parser_is_ctl(c)) {
+            imap_parser_fail(p, IMAP_PARSER_E_CHARS);
+        } else if (c == ' ') {
+            /* lenient: repeated or trailing spaces */
+        } else if (c == '(') {
+            imap_parser_list_begin(p);
+        } else if (c == ')') {
+            imap_parser_list_end(p);
+        } else if (c == '"') {
+            if (imap_parser_arg_begin(p, IMAP_ARG_QUOTED) == 0) {
+                p->state = IMAP_PARSER_ST_QUOTED;
+            }
+        } else if (c == '{') {
+            imap_parser_literal_begin(p);
+        } else if (imap_parser_arg_begin(p, IMAP_ARG_ATOM) == 0 &&
+                   imap_parser_arg_put(p, c) == 0) {
+            p->state = IMAP_PARSER_ST_ATOM;
+        }
+        return;
+    case IMAP_PARSER_ST_AFTER_ARG:
+        if (imap_parser_is_ctl(c)) {
+            imap_parser_fail(p, IMAP_PARSER_E_CHARS);
+        } else if (c == ' ') {
+            p->state = IMAP_PARSER_ST_ARG_START;
+        } else if (c == ')') {
+            imap_parser_list_end(p);
+        } else {
+            imap_parser_fail(p, IMAP_PARSER_E_SPACE);
+        }
+        return;
+    case IMAP_PARSER_ST_ATOM:
+        if (imap_parser_is_ctl(c)) {
+            imap_parser_fail(p, IMAP_PARSER_E_CHARS);
+            return;
+        }
+        if (c == '{' && p->args[p->num_args - 1].len == 1 &&
+            p->buf[p->arg_offs[p->num_args - 1]] == '~') {
+            /* "~{": literal8, not an atom */
+            p->buf_used--;
+            p->cmd_len--;
+            p->num_args--;
+            imap_parser_literal_begin(p);
+            return;
+        }
+        if (c == ' ' || c == ')') {
+            if (imap_parser_arg_end(p) != 0) {
+                return;
+            }
+            if (c == ' ') {
+                p->state = IMAP_PARSER_ST_ARG_START;
+            } else {
+                imap_parser_list_end(p);
+            }
+            return;
+        }
+        if (!imap_parser_is_arg_atom_char(c)) {
+            imap_parser_fail(p, IMAP_PARSER_E_CHARS);
+            return;
+        }
+        imap_parser_arg_put(p, c);
+        return;
+    case IMAP_PARSER_ST_QUOTED:
+        if (c == '"') {
+            if (imap_parser_arg_end(p) == 0) {
+                p->state = IMAP_PARSER_ST_AFTER_ARG;
+            }
+        } else if (c == '\\') {
+            p->state = IMAP_PARSER_ST_QUOTED_ESC;
+        } else if (c == '\0' || c == '\r' || c >= 0x80) {
+            imap_parser_fail(p, IMAP_PARSER_E_QUOTED);
+        } else {
+            imap_parser_arg_put(p, c);
+        }
+        return;
+    case IMAP_PARSER_ST_QUOTED_ESC:
+        if (c == '"' || c == '\\') {
+            if (imap_parser_arg_put(p, c) == 0) {
+                p->state = IMAP_PARSER_ST_QUOTED;
+            }
+        } else if (c == '\0' || c == '\r' || c >= 0x80) {
+            imap_parser_fail(p, IMAP_PARSER_E_QUOTED);
+        } else {
+            imap_parser_fail(p, IMAP_PARSER_E_ESCAPE);
+        }
+        return;
+    case IMAP_PARSER_ST_LIT_DIGITS:
+        if (c >= '0' && c <= '9') {
+            size_t d = (size_t)(c - '0');
+
+            p->lit_digits++;
+            if (p->lit_big) {
+                return;
+            }
+            if (p->lit_len > (SIZE_MAX - d) / 10) {
+                p->lit_big = 1;
+                return;
+            }
+            p->lit_len = p->lit_len * 10 + d;
+            if (p->lit_len > p->limits.max_literal_len) {
+                p->lit_big = 1;
+            }
+            return;
+        }
+        if (p->lit_digits == 0) {
+            imap_parser_fail(p, imap_parser_is_ctl(c) ? IMAP_PARSER_E_CHARS : IMAP_PARSER_E_LITERAL);
+            return;
+        }
+        if (c == '+') {
+            p->lit_plus = 1;
+            p->state = IMAP_PARSER_ST_LIT_PLUS;
+        } else if (c == '}') {
+            imap_parser_literal_close(p);
+        } else {
+            imap_parser_fail(p, imap_parser_is_ctl(c) ? IMAP_PARSER_E_CHARS : IMAP_PARSER_E_LITERAL);
+        }
+        return;
+    case IMAP_PARSER_ST_LIT_PLUS:
+        if (c == '}') {
+            imap_parser_literal_close(p);
+        } else {
+            imap_parser_fail(p, imap_parser_is_ctl(c) ? IMAP_PARSER_E_CHARS : IMAP_PARSER_E_LITERAL);
+        }
+        return;
+    case IMAP_PARSER_ST_LIT_END:
+        imap_parser_fail(p, IMAP_PARSER_E_LITERAL);
+        return;
+    case IMAP_PARSER_ST_LINE:
+        imap_parser_put(p, c);
+        return;
+    case IMAP_PARSER_ST_LIT_DATA:
+    case IMAP_PARSER_ST_SKIP:
+    case IMAP_PARSER_ST_DONE:
+    case IMAP_PARSER_ST_FATAL:
+        return;
+    }
+}
+
+enum imap_parse_result imap_parser_feed(struct imap_parser *p, size_t *out_consumed,
+                                        const uint8_t *data, size_t len)
+{
+    size_t i = 0;
+
+    *out_consumed = 0;
+    if (p->state == IMAP_PARSER_ST_FATAL) {
+        return IMAP_PARSE_FATAL;
+    }
+    if (p->state == IMAP_PARSER_ST_DONE) {
+        /* the caller forgot the reset; do it rather than stall */
+        imap_parser_reset(p);
+    }
+    if (len == 0) {
+        return IMAP_PARSE_MORE;
+    }
+    if (p->buf == NULL && imap_parser_start(p) != 0) {
+        /* out of memory before the first byte: nothing can be answered */
+        p->error = IMAP_PARSER_E_NOMEM;
+        p->state = IMAP_PARSER_ST_FATAL;
+        return IMAP_PARSE_FATAL;
+    }
+    p->num_out_args = 0;
+
+    while (i < len) {
+        uint8_t c;
+
+        if (p->state == IMAP_PARSER_ST_LIT_DATA) {
+            size_t n = len - i < p->lit_left ? len - i : p->lit_left;
+
+            /* room for the contents and the NUL was reserved at '}' */
+            memcpy(p->buf + p->buf_used, data + i, n);
+            p->buf_used += n;
+            p->args[p->num_args - 1].len += n;
+            p->lit_left -= n;
+            i += n;
+            if (p->lit_left == 0) {
+                p->buf[p->buf_used++] = '\0';
+                p->state = IMAP_PARSER_ST_AFTER_ARG;
+            }
+            continue;
+        }
+        c = data[i];
+        if (p->state == IMAP_PARSER_ST_SKIP) {
+            /* discard without storing; only the line end matters */
+            i++;
+            if (c == '\n') {
+                *out_consumed = i;
+                return imap_parser_end_of_line(p);
+            }
+            imap_parser_tail_update(p, c);
+            continue;
+        }
+        if (p->cr) {
+            p->cr = 0;
+            if (c != '\n') {
+                /* a bare CR; the byte is looked at again while skipping */
+                imap_parser_fail(p, IMAP_PARSER_E_CHARS);
+                continue;
+            }
+        }
+        i++;
+        if (c == '\n') {
+            enum imap_parse_result r = imap_parser_end_of_line(p);
+
+            if (r != IMAP_PARSE_MORE) {
+                *out_consumed = i;
+                return r;
+            }
+            continue;
+        }
+        if (c == '\r' && p->state != IMAP_PARSER_ST_QUOTED &&
+            p->state != IMAP_PARSER_ST_QUOTED_ESC) {
+            p->cr = 1;
+            continue;
+        }
+        if (p->line_len >= p->limits.max_line_len) {
+            imap_parser_fail(p, IMAP_PARSER_E_LINE_TOO_LONG);
+            imap_parser_tail_update(p, c);
+            continue;
+        }
+        p->line_len++;
+        imap_parser_step(p, c);
+    }
+    *out_consumed = i;
+    return IMAP_PARSE_MORE;
 }

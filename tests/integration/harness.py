@@ -1,0 +1,456 @@
+"""Integration harness: real dovecot and imapmux processes on free loopback
+ports in a temporary directory, stopped by PID at the end.
+
+Used by the tests (import harness) and by the demo:
+    python3 tests/integration/harness.py demo [--for SECONDS] [--selfcheck] [--bin PATH]
+"""
+import argparse
+import atexit
+import imaplib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("IMAPMUX_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
+LOOPBACK = "127.0.0.1"
+
+_children = []
+
+
+def _kill_leftovers():
+    for p in _children:
+        if p.poll() is None:
+            p.kill()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+atexit.register(_kill_leftovers)
+
+
+def imapmux_bin():
+    b = os.environ.get("IMAPMUX_BIN")
+    if b:
+        return b
+    for d in ("build", "build-asan"):
+        cand = os.path.join(SOURCE_DIR, d, "imapmux")
+        if os.path.exists(cand):
+            return cand
+    raise RuntimeError("set IMAPMUX_BIN to the imapmux binary")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening" % proc.returncode)
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d not listening after %.0fs" % (port, timeout))
+
+
+def make_cert(directory, kind="ec"):
+    """A self-signed certificate for localhost and 127.0.0.1."""
+    cert = os.path.join(directory, "cert-%s.pem" % kind)
+    key = os.path.join(directory, "key-%s.pem" % kind)
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec" \
+        else ["-newkey", "rsa:2048"]
+    subprocess.run(["openssl", "req", "-x509"] + newkey +
+                   ["-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.chmod(key, 0o644)  # dovecot reads it after dropping privileges
+    return cert, key
+
+
+class TempDir:
+    def __init__(self, prefix="imapmux-test-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.path, 0o755)
+
+    def close(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def _unprivileged():
+    for name in ("dovecot", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+    raise RuntimeError("no unprivileged user for dovecot's mail")
+
+
+class Dovecot:
+    """A real dovecot IMAP server on a free loopback port."""
+
+    def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot"):
+        self.dir = os.path.join(tmpdir, name)
+        self.users = users or {"alice": "pw"}
+        self.ssl_mode = ssl_mode  # none | starttls | implicit
+        self.cert = cert
+        self.port = free_port()
+        self.proc = None
+
+    def _write_config(self):
+        os.makedirs(os.path.join(self.dir, "run"), exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "state"), exist_ok=True)
+        mail = os.path.join(self.dir, "mail")
+        os.makedirs(mail, exist_ok=True)
+        u = _unprivileged()
+        os.chown(mail, u.pw_uid, u.pw_gid)
+        with open(os.path.join(self.dir, "passwd"), "w") as f:
+            for user, pw in self.users.items():
+                f.write("%s:{PLAIN}%s\n" % (user, pw))
+        if self.ssl_mode == "none":
+            ssl_conf = "ssl = no\n"
+        else:
+            ssl_conf = "ssl = %s\nssl_cert = <%s\nssl_key = <%s\n" % (
+                "required" if self.ssl_mode == "implicit" else "yes", self.cert[0], self.cert[1])
+        imap_port, imaps_port = (0, self.port) if self.ssl_mode == "implicit" else (self.port, 0)
+        conf = """protocols = imap
+listen = {lo}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+{ssl}disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = 0
+login_trusted_networks = 127.0.0.0/8
+mail_location = maildir:{d}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={d}/mail/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = {lo}
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = {lo}
+    port = {imaps_port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""".format(lo=LOOPBACK, d=self.dir, ssl=ssl_conf, uid=u.pw_uid, gid=u.pw_gid,
+           imap_port=imap_port, imaps_port=imaps_port)
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    def start(self):
+        self._write_config()
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _children.append(self.proc)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self):
+        """SIGKILL the master and its children (imap processes)."""
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(["pkill", "-KILL", "-f", self.conf], check=False)
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log_text(self):
+        try:
+            with open(os.path.join(self.dir, "dovecot.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def login_count(self):
+        return self.log_text().count("imap-login: Info: Login: ")
+
+    def client(self):
+        if self.ssl_mode == "implicit":
+            return imaplib.IMAP4_SSL(LOOPBACK, self.port, ssl_context=client_context(self.cert[0]))
+        return imaplib.IMAP4(LOOPBACK, self.port)
+
+    def add_message(self, user, message, mailbox="INBOX"):
+        """Delivers a message by logging in to dovecot directly."""
+        m = self.client()
+        if self.ssl_mode == "starttls":
+            m.starttls(ssl_context=client_context(self.cert[0]))
+        m.login(user, self.users[user])
+        typ, _ = m.append(mailbox, None, None, message)
+        m.logout()
+        if typ != "OK":
+            raise RuntimeError("APPEND to dovecot failed")
+
+
+def client_context(cafile):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = True
+    return ctx
+
+
+def _yaml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return '"%s"' % str(v).replace("\\", "\\\\").replace('"', '\\"')
+
+
+class Imapmux:
+    """imapmux with an implicit TLS and a STARTTLS listener in front of
+    backends: a list of dicts {name, host, port, tls, ...}."""
+
+    def __init__(self, tmpdir, backends, cert, routes=None, limits=None, workers=2,
+                 name="imapmux", extra_listeners=()):
+        self.dir = os.path.join(tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.cert = cert
+        self.tls_port = free_port()
+        self.plain_port = free_port()
+        lines = ["instance: %s" % name, "workers: %d" % workers,
+                 "log: {level: debug, target: stderr}", "listeners:",
+                 "  - {address: %s, port: %d, tls: implicit}" % (LOOPBACK, self.tls_port),
+                 "  - {address: %s, port: %d, tls: starttls}" % (LOOPBACK, self.plain_port)]
+        for l in extra_listeners:
+            lines.append("  - {address: %s, port: %d, tls: %s}" % l)
+        lines.append("tls: {cert: %s, key: %s}" % (_yaml_value(cert[0]), _yaml_value(cert[1])))
+        lines.append("backends:")
+        for b in backends:
+            lines.append("  - {%s}" % ", ".join("%s: %s" % (k, _yaml_value(v)) for k, v in b.items()))
+        if routes:
+            lines.append("routes:")
+            if "default" in routes:
+                lines.append("  default: %s" % _yaml_value(routes["default"]))
+            for section in ("domains", "users"):
+                if routes.get(section):
+                    lines.append("  %s:" % section)
+                    for k, v in routes[section].items():
+                        lines.append("    %s: %s" % (_yaml_value(k), _yaml_value(v)))
+        if limits:
+            lines.append("limits:")
+            for k, v in limits.items():
+                lines.append("  %s: %s" % (k, _yaml_value(v)))
+        self.conf = os.path.join(self.dir, "imapmux.yaml")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.log = os.path.join(self.dir, "imapmux.log")
+        self.proc = None
+
+    def start(self):
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([imapmux_bin(), "-c", self.conf], stdout=self._logf,
+                                     stderr=subprocess.STDOUT)
+        _children.append(self.proc)
+        wait_port(self.tls_port, proc=self.proc)
+        wait_port(self.plain_port, proc=self.proc)
+        return self
+
+    def stop(self, timeout=40):
+        """SIGTERM, wait; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                self._logf.close()
+                raise RuntimeError("imapmux did not stop within %ds" % timeout)
+        self._logf.close()
+        return self.proc.returncode
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def ssl_client(self):
+        return imaplib.IMAP4_SSL(LOOPBACK, self.tls_port, ssl_context=client_context(self.cert[0]),
+                                 timeout=30)
+
+    def starttls_client(self):
+        m = imaplib.IMAP4(LOOPBACK, self.plain_port, timeout=30)
+        m.starttls(ssl_context=client_context(self.cert[0]))
+        return m
+
+    def raw_tls(self, timeout=10):
+        """A TLS socket past the greeting; returns (sock, greeting)."""
+        s = socket.create_connection((LOOPBACK, self.tls_port), timeout=timeout)
+        t = client_context(self.cert[0]).wrap_socket(s, server_hostname="localhost")
+        return t, read_line(t)
+
+    def raw_plain(self, timeout=10):
+        s = socket.create_connection((LOOPBACK, self.plain_port), timeout=timeout)
+        return s, read_line(s)
+
+
+def read_line(sock, limit=1 << 20):
+    """Reads one CRLF-terminated line (bytes, with CRLF); b'' on EOF."""
+    buf = b""
+    while not buf.endswith(b"\r\n") and len(buf) < limit:
+        c = sock.recv(1)
+        if not c:
+            break
+        buf += c
+    return buf
+
+
+def read_until_tag(sock, tag, timeout=10):
+    """Reads lines until one starts with tag + ' '; returns all lines."""
+    sock.settimeout(timeout)
+    lines = []
+    while True:
+        line = read_line(sock)
+        if not line:
+            return lines
+        lines.append(line)
+        if line.startswith(tag.encode() + b" "):
+            return lines
+
+
+def read_all(sock, timeout=5):
+    """Reads until EOF or timeout; returns the bytes."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            c = sock.recv(65536)
+            if not c:
+                break
+            data += c
+    except (socket.timeout, ConnectionResetError, ssl.SSLError):
+        pass
+    return data
+
+
+def sample_message(subject="hello", body="Hello from the imapmux harness.\r\n"):
+    return ("From: Harness <harness@example.com>\r\nTo: demo@example.com\r\n"
+            "Subject: %s\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <%s@harness>\r\n"
+            "\r\n%s" % (subject, subject.replace(" ", "."), body)).encode()
+
+
+def attachment_message():
+    import base64
+    payload = base64.encodebytes(bytes(range(256)) * 8).decode().replace("\n", "\r\n")
+    return ("From: Harness <harness@example.com>\r\nTo: demo@example.com\r\n"
+            "Subject: with an attachment\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+            "--b1\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n"
+            "--b1\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Disposition: attachment; filename=\"bytes.bin\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n%s--b1--\r\n" % payload).encode()
+
+
+def demo(argv):
+    ap = argparse.ArgumentParser(prog="harness.py demo")
+    ap.add_argument("--for", dest="seconds", type=float, default=0,
+                    help="stop after SECONDS (default: run until Ctrl-C)")
+    ap.add_argument("--selfcheck", action="store_true",
+                    help="list the demo mailbox with curl through the proxy; fail if it fails")
+    ap.add_argument("--bin", help="imapmux binary")
+    args = ap.parse_args(argv)
+    if args.bin:
+        os.environ["IMAPMUX_BIN"] = os.path.abspath(args.bin)
+    tmp = TempDir(prefix="imapmux-demo-")
+    dov = mux = None
+    try:
+        cert = make_cert(tmp.path)
+        dov = Dovecot(tmp.path, users={"demo": "demo"}).start()
+        dov.add_message("demo", sample_message("Welcome to imapmux"))
+        dov.add_message("demo", attachment_message())
+        mux = Imapmux(tmp.path, [{"name": "local", "host": LOOPBACK, "port": dov.port,
+                                  "tls": "none", "forward_id": True}], cert, workers=2)
+        mux.start()
+        curl_list = "curl --cacert %s 'imaps://%s:%d/INBOX?ALL' -u demo:demo" % (
+            cert[0], LOOPBACK, mux.tls_port)
+        curl_fetch = "curl --cacert %s 'imaps://%s:%d/INBOX;UID=1' -u demo:demo" % (
+            cert[0], LOOPBACK, mux.tls_port)
+        print("imapmux demo is running.\n")
+        print("  backend: dovecot on %s:%d (user demo, password demo)" % (LOOPBACK, dov.port))
+        print("  imapmux: implicit TLS on %s:%d, STARTTLS on %s:%d" % (
+            LOOPBACK, mux.tls_port, LOOPBACK, mux.plain_port))
+        print("  log:     %s\n" % mux.log)
+        print("List the messages of the demo mailbox through the proxy (SEARCH ALL):\n  %s\n"
+              % curl_list)
+        print("Fetch the first message:\n  %s\n" % curl_fetch)
+        print("A mail client: server 127.0.0.1, port %d, SSL/TLS (or port %d with STARTTLS),"
+              " user demo, password demo, trusting %s.\n" % (mux.tls_port, mux.plain_port, cert[0]))
+        sys.stdout.flush()
+        if args.selfcheck:
+            r = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", cert[0],
+                                "imaps://%s:%d/INBOX?ALL" % (LOOPBACK, mux.tls_port),
+                                "-u", "demo:demo"], capture_output=True, text=True)
+            print("selfcheck: curl exit %d: %s" % (r.returncode, r.stdout.strip() or r.stderr.strip()))
+            if r.returncode != 0 or "* SEARCH 1 2" not in r.stdout:
+                return 1
+        if args.seconds > 0:
+            time.sleep(args.seconds)
+        else:
+            print("Ctrl-C stops it.")
+            try:
+                while mux.alive():
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        rc = mux.stop()
+        print("imapmux stopped (exit %s)" % rc)
+        return 0 if rc == 0 else 1
+    finally:
+        if mux is not None and mux.alive():
+            mux.stop()
+        if dov is not None:
+            dov.stop()
+        tmp.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "demo":
+        sys.exit(demo(sys.argv[2:]))
+    print(__doc__)
+    sys.exit(2)
