@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("IMAPMUX_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
@@ -385,6 +386,51 @@ def attachment_message():
             "--b1\r\nContent-Type: application/octet-stream\r\n"
             "Content-Disposition: attachment; filename=\"bytes.bin\"\r\n"
             "Content-Transfer-Encoding: base64\r\n\r\n%s--b1--\r\n" % payload).encode()
+
+
+class ProxyTestCase(unittest.TestCase):
+    """Starts a dovecot (users alice/pw, bob/pw2) and imapmux in front of it
+    for the whole class; subclasses may override limits or backends."""
+
+    users = {"alice": "pw", "bob": "pw2"}
+    limits = None
+    backend_extra = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        try:
+            cls.cert = make_cert(cls.tmp.path)
+            cls.dovecot = Dovecot(cls.tmp.path, users=dict(cls.users)).start()
+            backend = {"name": "main", "host": LOOPBACK, "port": cls.dovecot.port, "tls": "none"}
+            backend.update(cls.backend_extra)
+            cls.mux = Imapmux(cls.tmp.path, [backend], cls.cert, limits=cls.limits).start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        mux = getattr(cls, "mux", None)
+        if mux is not None:
+            rc = mux.stop()
+            cls.mux = None
+            if rc != 0:
+                raise AssertionError("imapmux exited with %s; log:\n%s" % (rc, mux.log_text()[-4000:]))
+            log = mux.log_text()
+            if "ERROR: AddressSanitizer" in log or "runtime error:" in log or "LeakSanitizer" in log:
+                raise AssertionError("sanitizer report in the imapmux log:\n" + log[-8000:])
+        if getattr(cls, "dovecot", None) is not None:
+            cls.dovecot.stop()
+        cls.tmp.close()
+
+    def assertServing(self):
+        """The daemon still answers a new client."""
+        s, greeting = self.mux.raw_tls()
+        self.assertTrue(greeting.startswith(b"* OK "), greeting)
+        s.sendall(b"z NOOP\r\n")
+        self.assertEqual(read_line(s), b"z OK NOOP completed\r\n")
+        s.close()
 
 
 def demo(argv):
