@@ -792,6 +792,10 @@ enum imap_parse_result imap_parser_feed(struct imap_parser *p, size_t *out_consu
         }
         p->line_len++;
         imap_parser_step(p, c);
+        if (p->state == IMAP_PARSER_ST_SKIP && p->tail == IMAP_PARSER_TAIL_NONE) {
+            /* the byte that failed may start a literal announcement */
+            imap_parser_tail_update(p, c);
+        }
     }
     *out_consumed = i;
     return IMAP_PARSE_MORE;

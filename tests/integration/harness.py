@@ -192,9 +192,10 @@ service anvil {{
                 self.proc.wait(5)
 
     def kill(self):
-        """SIGKILL the master and its children (imap processes)."""
+        """SIGKILL the children (imap processes, so no BYE goes out) and then
+        the master."""
         if self.proc is not None and self.proc.poll() is None:
-            subprocess.run(["pkill", "-KILL", "-f", self.conf], check=False)
+            subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
             self.proc.kill()
             self.proc.wait(5)
 

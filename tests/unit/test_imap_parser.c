@@ -196,19 +196,19 @@ static void check_all_splits(const struct imap_parser_limits *lim, int line_mode
 
     cr_assert_not_null(cuts);
     run_cuts(&whole, lim, line_mode, input, len, NULL, 0);
-    cr_assert_str_eq(whole.text, want, "input %zu bytes", len);
+    cr_assert_str_eq(whole.text, want, "input %zu bytes: got [%s] want [%s]", len, whole.text, want);
     cr_assert_eq(whole.consumed, want_consumed, "consumed %zu, want %zu (%s)", whole.consumed,
                  want_consumed, want);
     for (size_t cut = 1; cut < len; cut++) {
         run_cuts(&t, lim, line_mode, input, len, &cut, 1);
-        cr_assert_str_eq(t.text, want, "split at %zu", cut);
+        cr_assert_str_eq(t.text, want, "split at %zu: got [%s] want [%s]", cut, t.text, want);
         cr_assert_eq(t.consumed, want_consumed, "split at %zu", cut);
     }
     for (size_t i = 0; i + 1 < len; i++) {
         cuts[i] = i + 1;
     }
     run_cuts(&t, lim, line_mode, input, len, cuts, len > 0 ? len - 1 : 0);
-    cr_assert_str_eq(t.text, want, "byte by byte");
+    cr_assert_str_eq(t.text, want, "byte by byte: got [%s] want [%s]", t.text, want);
     cr_assert_eq(t.consumed, want_consumed, "byte by byte");
     free(cuts);
 }
