@@ -63,6 +63,7 @@ struct imap_parser {
     enum imap_parser_tail tail; /* only meaningful in IMAP_PARSER_ST_SKIP */
     int line_mode;              /* next command is a raw line (set_line_mode) */
     int cr;                     /* a CR was consumed; the next byte must be LF */
+    int raw_line;               /* this command is a line-mode line */
     int lit_plus;               /* current literal is non-synchronizing */
     int lit_big;                /* current literal's size passed the limit */
     const char *error;          /* fixed reason, NULL if none */
@@ -250,6 +251,7 @@ static int imap_parser_start(struct imap_parser *p)
     p->buf_used = 0;
     if (p->line_mode) {
         p->line_mode = 0;
+        p->raw_line = 1;
         p->state = IMAP_PARSER_ST_LINE;
     }
     return 0;
@@ -502,7 +504,8 @@ static enum imap_parse_result imap_parser_end_of_line(struct imap_parser *p)
         p->state = IMAP_PARSER_ST_DONE;
         return IMAP_PARSE_LINE;
     case IMAP_PARSER_ST_SKIP:
-        if (p->tail == IMAP_PARSER_TAIL_NONSYNC) {
+        /* a raw line announces no literal, whatever its end looks like */
+        if (p->tail == IMAP_PARSER_TAIL_NONSYNC && !p->raw_line) {
             p->num_out_args = 0;
             p->state = IMAP_PARSER_ST_FATAL;
             return IMAP_PARSE_FATAL;

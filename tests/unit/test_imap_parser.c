@@ -1,6 +1,8 @@
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <criterion/criterion.h>
 
@@ -414,6 +416,10 @@ Test(imap_parser, line_length_limit)
                      len);
     free(s);
     s = line_of(&len, "", 'x', 101, "\r\nb NOOP\r\n");
+    check_all_splits(&test_limits, 1, s, len, "E - Line too long; C b NOOP", len);
+    free(s);
+    /* a raw line's end is no literal announcement */
+    s = line_of(&len, "", 'x', 101, "{3+}\r\nb NOOP\r\n");
     check_all_splits(&test_limits, 1, s, len, "E - Line too long; C b NOOP", len);
     free(s);
 }
