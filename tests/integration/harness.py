@@ -145,6 +145,7 @@ default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = 0
 login_trusted_networks = 127.0.0.0/8
+login_log_format_elements = user=<%u> method=%m rip=%r rport=%{{rport}} lip=%l lport=%{{lport}} %c
 mail_location = maildir:{d}/mail/%u
 passdb {{
   driver = passwd-file
