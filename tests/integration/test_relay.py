@@ -59,5 +59,27 @@ class BackpressureTest(harness.ProxyTestCase):
         s.close()
 
 
+class IdleTimeoutTest(harness.ProxyTestCase):
+    limits = {"idle_timeout_ms": 2000}
+
+    def test_idle_client_is_logged_out_active_one_is_not(self):
+        quiet, _ = self.mux.raw_tls(timeout=15)
+        quiet.sendall(b"a LOGIN alice pw\r\n")
+        read_until_tag(quiet, "a")
+        busy, _ = self.mux.raw_tls(timeout=15)
+        busy.sendall(b"a LOGIN bob pw2\r\n")
+        read_until_tag(busy, "a")
+        start = time.monotonic()
+        for i in range(8):  # 4 s of NOOPs, twice the timeout
+            busy.sendall(b"n%d NOOP\r\n" % i)
+            self.assertTrue(read_until_tag(busy, "n%d" % i)[-1].startswith(b"n%d OK" % i))
+            time.sleep(0.5)
+        got = harness.read_all(quiet, timeout=5)
+        self.assertIn(b"* BYE Autologout; idle for too long", got)
+        self.assertGreater(time.monotonic() - start, 1.5)
+        busy.close()
+        quiet.close()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
