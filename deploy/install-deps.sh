@@ -9,7 +9,7 @@ set -euo pipefail
 runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 ca-certificates)
 build=(build-essential cmake pkg-config libuv1-dev android-libboringssl-dev libhiredis-dev
        libcriterion-dev libyaml-dev)
-test=(python3 dovecot-imapd redis-server curl isync openssl procps)
+test=(python3 dovecot-imapd redis-server curl isync openssl procps clang libclang-rt-14-dev)
 
 if [ "${1:-}" = "--runtime" ]; then
     pkgs=("${runtime[@]}")
