@@ -30,24 +30,32 @@ static int capa_removed_match(const char *tok, size_t tok_len)
     return 0;
 }
 
+/* capa_next finds the token after *pos; returns its length (0: none left)
+ * with its start in *out_start, and moves *pos past it. */
+static size_t capa_next(size_t *out_start, size_t *pos, const char *capas, size_t len)
+{
+    size_t i = *pos;
+    while (i < len && capas[i] == ' ') {
+        i++;
+    }
+    *out_start = i;
+    while (i < len && capas[i] != ' ') {
+        i++;
+    }
+    *pos = i;
+    return i - *out_start;
+}
+
 char *capa_filter(size_t *out_len, const char *capas, size_t len)
 {
     char *out = malloc(len + 1);
-    size_t off = 0, i = 0;
+    size_t off = 0, i = 0, start, tl;
 
     if (out == NULL) {
         return NULL;
     }
-    while (i < len) {
-        while (i < len && capas[i] == ' ') {
-            i++;
-        }
-        size_t start = i;
-        while (i < len && capas[i] != ' ') {
-            i++;
-        }
-        size_t tl = i - start;
-        if (tl == 0 || capa_removed_match(capas + start, tl)) {
+    while ((tl = capa_next(&start, &i, capas, len)) > 0) {
+        if (capa_removed_match(capas + start, tl)) {
             continue;
         }
         if (off > 0) {
@@ -63,16 +71,9 @@ char *capa_filter(size_t *out_len, const char *capas, size_t len)
 
 int capa_has(const char *capas, size_t len, const char *name)
 {
-    size_t nl = strlen(name), i = 0;
-    while (i < len) {
-        while (i < len && capas[i] == ' ') {
-            i++;
-        }
-        size_t start = i;
-        while (i < len && capas[i] != ' ') {
-            i++;
-        }
-        if (i - start == nl && nl > 0 && strncasecmp(capas + start, name, nl) == 0) {
+    size_t nl = strlen(name), i = 0, start, tl;
+    while ((tl = capa_next(&start, &i, capas, len)) > 0) {
+        if (tl == nl && strncasecmp(capas + start, name, nl) == 0) {
             return 1;
         }
     }
