@@ -1,0 +1,261 @@
+/* Configuration loading: every field, defaults, every error with its line,
+ * route lookup. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "common/config.h"
+
+#define DATA(f) TEST_DATA_DIR "/" f
+
+static char test_dir[64];
+
+static void make_dir(void)
+{
+    snprintf(test_dir, sizeof(test_dir), "/tmp/imapmux-config-XXXXXX");
+    cr_assert_not_null(mkdtemp(test_dir));
+}
+
+static void remove_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", test_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(config, .init = make_dir, .fini = remove_dir);
+
+/* load writes text to a file named name and loads it. */
+static struct config *load(char *err, size_t err_len, const char *name, const char *text)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", test_dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return config_load(err, err_len, path);
+}
+
+/* expect_error loads text and checks the message after the directory. */
+static void expect_error(const char *text, const char *want)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "bad.yaml", text);
+    cr_assert_null(c, "loaded: %s", text);
+    const char *msg = strstr(err, "bad.yaml");
+    cr_assert_not_null(msg, "%s", err);
+    cr_assert_str_eq(msg, want);
+}
+
+Test(config, full_file)
+{
+    char err[512] = "";
+    char text[4096];
+    snprintf(text, sizeof(text),
+             "instance: edge-1\n"
+             "workers: 4\n"
+             "log: {level: debug, target: syslog}\n"
+             "listeners:\n"
+             "  - {address: 127.0.0.1, port: 993, tls: implicit}\n"
+             "  - {address: '::1', port: 143, tls: starttls}\n"
+             "tls: {cert: %s, key: %s}\n"
+             "backends:\n"
+             "  - {name: a, host: 10.0.0.1, port: 143}\n"
+             "  - name: b\n"
+             "    host: mail.example.com\n"
+             "    port: 993\n"
+             "    tls: implicit\n"
+             "    verify: no\n"
+             "    ca_file: %s\n"
+             "    server_name: imap.example.com\n"
+             "    forward_id: yes\n"
+             "routes:\n"
+             "  default: a\n"
+             "  domains: {Example.ORG: b}\n"
+             "  users: {Alice@Example.com: b}\n"
+             "limits:\n"
+             "  max_line_len: 4096\n"
+             "  max_preauth_literal_len: 1000\n"
+             "  max_auth_failures: 5\n"
+             "  preauth_timeout_ms: 1000\n"
+             "  idle_timeout_ms: 2000\n"
+             "  drain_timeout_ms: 3000\n"
+             "  backend_connect_timeout_ms: 4000\n"
+             "  backend_greeting_timeout_ms: 5000\n"
+             "  relay_buffer_len: 8192\n",
+             DATA("cert.pem"), DATA("key.pem"), DATA("cert.pem"));
+    struct config *c = load(err, sizeof(err), "full.yaml", text);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_str_eq(c->instance, "edge-1");
+    cr_assert_eq(c->num_workers, 4);
+    cr_assert_eq(c->log_level, LOG_DEBUG);
+    cr_assert_eq(c->log_target, CONFIG_LOG_SYSLOG);
+    cr_assert_eq(c->num_listeners, 2);
+    cr_assert_str_eq(c->listeners[1].address, "::1");
+    cr_assert_eq(c->listeners[1].port, 143);
+    cr_assert_eq(c->listeners[1].tls, CONFIG_LISTENER_STARTTLS);
+    cr_assert_eq(c->listeners[0].tls, CONFIG_LISTENER_IMPLICIT);
+    cr_assert_str_eq(c->tls_cert_file, DATA("cert.pem"));
+    cr_assert_eq(c->num_backends, 2);
+    const struct config_backend *b = &c->backends[1];
+    cr_assert_str_eq(b->name, "b");
+    cr_assert_str_eq(b->host, "mail.example.com");
+    cr_assert_eq(b->port, 993);
+    cr_assert_eq(b->tls, CONFIG_BACKEND_TLS_IMPLICIT);
+    cr_assert_eq(b->tls_verify, 0);
+    cr_assert_str_eq(b->server_name, "imap.example.com");
+    cr_assert_eq(b->forward_id, 1);
+    cr_assert_eq(c->backends[0].tls, CONFIG_BACKEND_TLS_NONE);
+    cr_assert_eq(c->backends[0].tls_verify, 1);
+    cr_assert_eq(c->default_backend, &c->backends[0]);
+    cr_assert_eq(c->max_line_len, 4096);
+    cr_assert_eq(c->max_preauth_literal_len, 1000);
+    cr_assert_eq(c->max_auth_failures, 5);
+    cr_assert_eq(c->preauth_timeout_ms, 1000);
+    cr_assert_eq(c->idle_timeout_ms, 2000);
+    cr_assert_eq(c->drain_timeout_ms, 3000);
+    cr_assert_eq(c->backend_connect_timeout_ms, 4000);
+    cr_assert_eq(c->backend_greeting_timeout_ms, 5000);
+    cr_assert_eq(c->relay_buffer_len, 8192);
+
+    /* routes: user, then domain (after the last @), then default; any case */
+    cr_assert_eq(config_route_lookup(c, "alice@example.com"), &c->backends[1]);
+    cr_assert_eq(config_route_lookup(c, "ALICE@EXAMPLE.COM"), &c->backends[1]);
+    cr_assert_eq(config_route_lookup(c, "bob@example.org"), &c->backends[1]);
+    cr_assert_eq(config_route_lookup(c, "bob@x@EXAMPLE.org"), &c->backends[1]);
+    cr_assert_eq(config_route_lookup(c, "bob@example.com"), &c->backends[0]);
+    cr_assert_eq(config_route_lookup(c, "bob"), &c->backends[0]);
+
+    struct config *ref = config_ref(c);
+    cr_assert_eq(ref, c);
+    config_unref(&ref);
+    cr_assert_null(ref);
+    config_unref(&c);
+    cr_assert_null(c);
+    config_unref(&c); /* NULL is fine */
+}
+
+Test(config, defaults)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "min.yaml", "backends: [{name: x, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->num_workers, 0);
+    cr_assert_eq(c->log_level, LOG_INFO);
+    cr_assert_eq(c->log_target, CONFIG_LOG_STDERR);
+    cr_assert_eq(c->num_listeners, 0);
+    cr_assert_not_null(c->instance);
+    cr_assert_eq(c->default_backend, &c->backends[0], "a single backend is the default");
+    cr_assert_eq(c->max_line_len, 8192);
+    cr_assert_eq(c->max_preauth_literal_len, 8192);
+    cr_assert_eq(c->max_auth_failures, 3);
+    cr_assert_eq(c->preauth_timeout_ms, 60000);
+    cr_assert_geq(c->idle_timeout_ms, 30u * 60 * 1000, "RFC 9051: at least 30 minutes");
+    cr_assert_eq(c->drain_timeout_ms, 30000);
+    cr_assert_eq(c->relay_buffer_len, 65536);
+    config_unref(&c);
+}
+
+Test(config, no_default_with_several_backends)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "two.yaml",
+                            "backends: [{name: x, host: h, port: 1}, {name: y, host: h, port: 2}]\n"
+                            "routes: {users: {u: y}}\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_null(config_route_lookup(c, "someone"));
+    cr_assert_eq(config_route_lookup(c, "U"), &c->backends[1]);
+    config_unref(&c);
+}
+
+Test(config, errors_with_lines)
+{
+    expect_error("backends:\n  - name: a\n    host: h\n    port: 99999\n",
+                 "bad.yaml:4: backends[0].port: expected an integer 1-65535");
+    expect_error("backends:\n  - {name: a, host: h, port: -1}\n",
+                 "bad.yaml:2: backends[0].port: expected an integer 1-65535");
+    expect_error("backends:\n  - {name: a, host: h, port: 12x}\n",
+                 "bad.yaml:2: backends[0].port: expected an integer 1-65535");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nbogus: 1\n", "bad.yaml:2: unknown key bogus");
+    expect_error("backends: [{name: a, host: h, port: 1, colour: red}]\n",
+                 "bad.yaml:1: unknown key backends[0].colour");
+    expect_error("backends: [{name: a, host: h, port: 1, tls: maybe}]\n",
+                 "bad.yaml:1: backends[0].tls: expected one of none | starttls | implicit");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlog: {level: loud}\n",
+                 "bad.yaml:2: log.level: expected one of error | warning | info | debug");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nroutes:\n  default: b\n",
+                 "bad.yaml:3: routes.default: unknown backend b");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nroutes:\n  users: {u: zz}\n",
+                 "bad.yaml:3: routes.users.u: unknown backend zz");
+    expect_error("backends:\n  - {name: a, host: h, port: 1}\n  - {name: a, host: i, port: 2}\n",
+                 "bad.yaml:3: backends[1]: duplicate backend name a");
+    expect_error("backends: [{name: a, host: h, port: 1}]\n"
+                 "listeners: [{address: 127.0.0.1, port: 993, tls: implicit}]\n",
+                 "bad.yaml:1: tls: cert and key are required when listeners are configured");
+    expect_error("backends: [{name: a, host: h, port: 1}]\n"
+                 "listeners: [{address: localhost, port: 993, tls: implicit}]\n",
+                 "bad.yaml:2: listeners[0].address: expected a numeric IPv4 or IPv6 address");
+    expect_error("backends: [{name: a, host: h, port: 1, verify: perhaps}]\n",
+                 "bad.yaml:1: backends[0].verify: expected true or false");
+    expect_error("backends: [{name: a, host: h}]\n",
+                 "bad.yaml:1: backends[0]: name, host and port are required");
+    expect_error("listeners: []\n", "bad.yaml:1: backends: at least one backend is required");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {relay_buffer_len: 10}\n",
+                 "bad.yaml:2: limits.relay_buffer_len: expected an integer 4096-1073741824");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nworkers: 99999999999999999999999\n",
+                 "bad.yaml:2: workers: expected an integer 0-256");
+    expect_error("", "bad.yaml:1: the file is empty");
+    expect_error("backends: [\n", "bad.yaml:2: did not find expected node content");
+    expect_error("- a\n- b\n", "bad.yaml:1: top level: expected a mapping (key: value)");
+}
+
+Test(config, unreadable_files)
+{
+    char err[512] = "";
+    cr_assert_null(config_load(err, sizeof(err), "/nonexistent/imapmux.yaml"));
+    cr_assert(strstr(err, "/nonexistent/imapmux.yaml: cannot open") != NULL, "%s", err);
+    cr_assert_null(load(err, sizeof(err), "bad.yaml",
+                        "backends: [{name: a, host: h, port: 1}]\n"
+                        "listeners: [{address: 127.0.0.1, port: 993, tls: implicit}]\n"
+                        "tls: {cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}\n"));
+    cr_assert(strstr(err, "bad.yaml:3: tls.cert: cannot read /nonexistent/cert.pem") != NULL, "%s", err);
+}
+
+Test(config, sample_file_is_valid)
+{
+    /* deploy/imapmux.yaml with its certificate paths pointed at test data */
+    char err[512] = "";
+    FILE *f = fopen(TEST_DATA_DIR "/../../deploy/imapmux.yaml", "r");
+    cr_assert_not_null(f);
+    static char text[16384];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    static char fixed[20000];
+    size_t o = 0;
+    for (const char *p = text; *p;) {
+        if (strncmp(p, "/etc/imapmux/cert.pem", 21) == 0) {
+            o += (size_t)snprintf(fixed + o, sizeof(fixed) - o, "%s", DATA("cert.pem"));
+            p += 21;
+        } else if (strncmp(p, "/etc/imapmux/key.pem", 20) == 0) {
+            o += (size_t)snprintf(fixed + o, sizeof(fixed) - o, "%s", DATA("key.pem"));
+            p += 20;
+        } else {
+            fixed[o++] = *p++;
+        }
+    }
+    fixed[o] = '\0';
+    if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) != 0) {
+        cr_skip_test("no system CA bundle for the sample's ca_file");
+    }
+    struct config *c = load(err, sizeof(err), "sample.yaml", fixed);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->num_listeners, 3);
+    cr_assert_eq(c->num_backends, 2);
+    config_unref(&c);
+}
