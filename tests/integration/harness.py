@@ -27,13 +27,21 @@ _children = []
 
 
 def _kill_leftovers():
+    """At exit: whatever a test left running is stopped by its PID (SIGTERM,
+    then SIGKILL after a bounded wait)."""
     for p in _children:
         if p.poll() is None:
-            p.kill()
+            p.terminate()
+    for p in _children:
+        if p.poll() is None:
             try:
                 p.wait(5)
             except subprocess.TimeoutExpired:
-                pass
+                p.kill()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
 
 
 atexit.register(_kill_leftovers)
@@ -56,23 +64,36 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=15.0, proc=None):
+def wait_port(port, timeout=15.0, proc=None, host=LOOPBACK):
+    """Waits (bounded) until host:port accepts TCP; fails early if proc died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("process exited with %s before listening" % proc.returncode)
         try:
-            with socket.create_connection((LOOPBACK, port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("port %d not listening after %.0fs" % (port, timeout))
 
 
+def port_is_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+            return True
+        except OSError:
+            return False
+
+
 def make_cert(directory, kind="ec"):
-    """A self-signed certificate for localhost and 127.0.0.1."""
-    cert = os.path.join(directory, "cert-%s.pem" % kind)
-    key = os.path.join(directory, "key-%s.pem" % kind)
+    """A self-signed certificate for localhost and 127.0.0.1: ECDSA P-256
+    (cert.pem, key.pem) or, with kind="rsa", RSA 2048 (cert-rsa.pem,
+    key-rsa.pem).  Returns (cert, key)."""
+    suffix = "" if kind == "ec" else "-" + kind
+    cert = os.path.join(directory, "cert%s.pem" % suffix)
+    key = os.path.join(directory, "key%s.pem" % suffix)
     newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if kind == "ec" \
         else ["-newkey", "rsa:2048"]
     subprocess.run(["openssl", "req", "-x509"] + newkey +
@@ -110,10 +131,17 @@ def _unprivileged():
 class Dovecot:
     """A real dovecot IMAP server on a free loopback port."""
 
-    def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot"):
+    def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot", ssl=None):
         self.dir = os.path.join(tmpdir, name)
         self.users = users or {"alice": "pw"}
-        self.ssl_mode = ssl_mode  # none | starttls | implicit
+        if ssl is not None:  # ssl=False | True (STARTTLS) | "starttls" | "implicit"
+            ssl_mode = {False: "none", True: "starttls"}.get(ssl, ssl)
+        if ssl_mode not in ("none", "starttls", "implicit"):
+            raise ValueError("ssl_mode: none, starttls or implicit")
+        self.ssl_mode = ssl_mode
+        if ssl_mode != "none" and cert is None:
+            os.makedirs(self.dir, exist_ok=True)
+            cert = make_cert(self.dir)
         self.cert = cert
         self.port = free_port()
         self.proc = None
@@ -245,19 +273,25 @@ class Imapmux:
     """imapmux with an implicit TLS and a STARTTLS listener in front of
     backends: a list of dicts {name, host, port, tls, ...}."""
 
-    def __init__(self, tmpdir, backends, cert, routes=None, limits=None, workers=2,
-                 name="imapmux", extra_listeners=()):
+    def __init__(self, tmpdir, backends, cert=None, routes=None, limits=None, workers=2,
+                 name="imapmux", extra_listeners=(), listeners=None):
+        """listeners: (address, port, tls) tuples replacing the default pair
+        of an implicit TLS and a STARTTLS listener on free loopback ports;
+        extra_listeners are added to either.  cert: (cert, key), made in the
+        directory when None."""
         self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
-        self.cert = cert
-        self.tls_port = free_port()
-        self.plain_port = free_port()
+        self.cert = cert if cert is not None else make_cert(self.dir)
+        cert = self.cert
+        if listeners is None:
+            listeners = [(LOOPBACK, free_port(), "implicit"), (LOOPBACK, free_port(), "starttls")]
+        self.listeners = list(listeners) + list(extra_listeners)
+        self.tls_port = next((p for a, p, t in self.listeners if t == "implicit"), None)
+        self.plain_port = next((p for a, p, t in self.listeners if t != "implicit"), None)
         lines = ["instance: %s" % name, "workers: %d" % workers,
-                 "log: {level: debug, target: stderr}", "listeners:",
-                 "  - {address: %s, port: %d, tls: implicit}" % (LOOPBACK, self.tls_port),
-                 "  - {address: %s, port: %d, tls: starttls}" % (LOOPBACK, self.plain_port)]
-        for l in extra_listeners:
-            lines.append("  - {address: %s, port: %d, tls: %s}" % l)
+                 "log: {level: debug, target: stderr}", "listeners:"]
+        for l in self.listeners:
+            lines.append("  - {address: %s, port: %d, tls: %s}" % (_yaml_value(l[0]), l[1], l[2]))
         lines.append("tls: {cert: %s, key: %s}" % (_yaml_value(cert[0]), _yaml_value(cert[1])))
         lines.append("backends:")
         for b in backends:
@@ -286,8 +320,8 @@ class Imapmux:
         self.proc = subprocess.Popen([imapmux_bin(), "-c", self.conf], stdout=self._logf,
                                      stderr=subprocess.STDOUT)
         _children.append(self.proc)
-        wait_port(self.tls_port, proc=self.proc)
-        wait_port(self.plain_port, proc=self.proc)
+        for address, port, _ in self.listeners:
+            wait_port(port, proc=self.proc, host=address)
         return self
 
     def stop(self, timeout=40):

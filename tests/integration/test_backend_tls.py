@@ -103,7 +103,7 @@ class Ipv6ListenerTest(unittest.TestCase):
             port6 = harness.free_port()
             mux = harness.Imapmux(tmp.path, [{"name": "m", "host": LOOPBACK, "port": dov.port,
                                               "tls": "none"}], cert,
-                                  extra_listeners=[("'::1'", port6, "implicit")]).start()
+                                  extra_listeners=[("::1", port6, "implicit")]).start()
             s = socket.create_connection(("::1", port6), timeout=10)
             ctx = harness.client_context(cert[0])
             ctx.check_hostname = False

@@ -150,11 +150,19 @@ class ImapsTest(harness.ProxyTestCase):
         s, _ = self.mux.raw_tls()
         s.sendall(b"a AUTHENTICATE PLAIN " + base64.b64encode(b"\0alice\0SaslSecretQq") + b"\r\n")
         read_until_tag(s, "a")
+        # the continuation path, and a literal password
+        s.sendall(b"b AUTHENTICATE PLAIN\r\n")
+        read_line(s)
+        s.sendall(base64.b64encode(b"\0alice\0ContSecretKk") + b"\r\n")
+        read_until_tag(s, "b")
+        s.sendall(b"c LOGIN alice {13+}\r\nLitSecretJjjj\r\n")
+        read_until_tag(s, "c")
         s.close()
         log = self.mux.log_text()
         self.assertIn("login failed", log)
-        for secret in ("Wr0ngSecretXyz", "SaslSecretQq",
-                       base64.b64encode(b"\0alice\0SaslSecretQq").decode()):
+        for secret in ("Wr0ngSecretXyz", "SaslSecretQq", "ContSecretKk", "LitSecretJjjj",
+                       base64.b64encode(b"\0alice\0SaslSecretQq").decode(),
+                       base64.b64encode(b"\0alice\0ContSecretKk").decode()):
             self.assertNotIn(secret, log)
 
 
