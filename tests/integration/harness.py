@@ -169,6 +169,8 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 {ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
+# the tests fail logins on purpose, many times from one address
+auth_failure_delay = 0
 default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = 0
@@ -404,6 +406,27 @@ def read_all(sock, timeout=5):
     except (socket.timeout, ConnectionResetError, ssl.SSLError):
         pass
     return data
+
+
+def read_to_eof(sock, timeout=10):
+    """Reads until the peer closes; returns the bytes, or raises
+    AssertionError if the connection is still open after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("connection still open after %.0fs; got %r" % (timeout, data[:300]))
+        sock.settimeout(left)
+        try:
+            c = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, ssl.SSLError, ssl.SSLEOFError):
+            return data
+        if not c:
+            return data
+        data += c
 
 
 def sample_message(subject="hello", body="Hello from the imapmux harness.\r\n"):
