@@ -15,6 +15,8 @@
 
 #include <yaml.h>
 
+#include <openssl/mem.h>
+
 /* A loader walks the libyaml document; the first error wins and stops it. */
 struct config_loader {
     yaml_document_t doc;
@@ -22,6 +24,7 @@ struct config_loader {
     char *err;
     size_t err_len;
     int failed;
+    int bf_enabled_set; /* bruteforce.enabled was given */
 };
 
 static void config_fail(struct config_loader *ld, const yaml_node_t *node, const char *fmt, ...)
@@ -167,6 +170,98 @@ static void config_key_path(char *out, size_t len, const char *prefix, const cha
     snprintf(out, len, "%s%s%s", prefix, prefix[0] ? "." : "", key);
 }
 
+/* config_hosts reads a list of "host:port" strings into a schema_host array. */
+static void config_hosts(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                         struct schema_host **out, size_t *num)
+{
+    char err[200];
+    if (v->type != YAML_SEQUENCE_NODE) {
+        config_fail(ld, v, "%s: expected a list of host:port", kp);
+        return;
+    }
+    free(*out);
+    *out = NULL;
+    *num = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = config_node(ld, *it);
+        const char *str = config_scalar(ld, item, kp);
+        struct schema_host *one;
+        size_t n1;
+        if (str == NULL) {
+            return;
+        }
+        if (schema_parse_hosts(&one, &n1, str, strlen(str), err, sizeof(err)) != 0 || n1 != 1) {
+            if (n1 != 1 && one != NULL) {
+                free(one);
+                snprintf(err, sizeof(err), "one host:port per list item");
+            }
+            config_fail(ld, item, "%s: %s", kp, err);
+            return;
+        }
+        for (size_t j = 0; j < *num; j++) {
+            if ((*out)[j].port == one->port && strcasecmp((*out)[j].host, one->host) == 0) {
+                free(one);
+                config_fail(ld, item, "%s: %s listed twice", kp, str);
+                return;
+            }
+        }
+        struct schema_host *nh = realloc(*out, (*num + 1) * sizeof(**out));
+        if (nh == NULL) {
+            free(one);
+            config_fail(ld, item, "out of memory");
+            return;
+        }
+        *out = nh;
+        nh[(*num)++] = *one;
+        free(one);
+    }
+    if (*num == 0) {
+        config_fail(ld, v, "%s: must not be empty", kp);
+    }
+}
+
+/* config_secret_file reads a secret from the first line of a file. */
+static char *config_secret_file(struct config_loader *ld, yaml_node_t *v, const char *kp)
+{
+    char *path = config_string(ld, v, kp);
+    char buf[1024];
+    if (path == NULL) {
+        return NULL;
+    }
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        config_fail(ld, v, "%s: cannot read %s: %s", kp, path, strerror(errno));
+        free(path);
+        return NULL;
+    }
+    free(path);
+    if (fgets(buf, sizeof(buf), f) == NULL) {
+        buf[0] = '\0';
+    }
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0') {
+        config_fail(ld, v, "%s: the file is empty", kp);
+        return NULL;
+    }
+    char *d = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (d == NULL) {
+        config_fail(ld, v, "out of memory");
+    }
+    return d;
+}
+
+static void config_free_secret(char **p)
+{
+    if (*p != NULL) {
+        OPENSSL_cleanse(*p, strlen(*p));
+        free(*p);
+        *p = NULL;
+    }
+}
+
 /* --- sections -------------------------------------------------------------- */
 
 static const struct config_enum config_log_levels[] = {
@@ -177,6 +272,12 @@ static const struct config_enum config_log_targets[] = {
 };
 static const struct config_enum config_listener_modes[] = {
     {"implicit", CONFIG_LISTENER_IMPLICIT}, {"starttls", CONFIG_LISTENER_STARTTLS},
+};
+static const struct config_enum config_backend_auths[] = {
+    {"passthrough", CONFIG_BACKEND_AUTH_PASSTHROUGH}, {"master", CONFIG_BACKEND_AUTH_MASTER},
+};
+static const struct config_enum config_unknown_users[] = {
+    {"reject", 0}, {"passthrough", 1},
 };
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
@@ -332,6 +433,21 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
     } else if (strcmp(key, "server_name") == 0) {
         free(b->server_name);
         b->server_name = config_string(ld, v, kp);
+    } else if (strcmp(key, "hosts") == 0) {
+        config_hosts(ld, v, kp, &b->hosts, &b->num_hosts);
+    } else if (strcmp(key, "auth") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_backend_auths, &e) == 0) {
+            b->auth = (enum config_backend_auth)e;
+        }
+    } else if (strcmp(key, "master_user") == 0) {
+        free(b->master_user);
+        b->master_user = config_string(ld, v, kp);
+    } else if (strcmp(key, "master_password") == 0) {
+        config_free_secret(&b->master_password);
+        b->master_password = config_string(ld, v, kp);
+    } else if (strcmp(key, "master_password_file") == 0) {
+        config_free_secret(&b->master_password);
+        b->master_password = config_secret_file(ld, v, kp);
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -397,8 +513,40 @@ static void config_backends(struct config_loader *ld, struct config *c, yaml_nod
         if (ld->failed) {
             return;
         }
-        if (b->name == NULL || b->host == NULL || b->port == 0) {
-            config_fail(ld, item, "%s: name, host and port are required", prefix);
+        if (b->name == NULL || !schema_name_valid(b->name)) {
+            config_fail(ld, item, "%s: name is required: 1-%d of A-Z a-z 0-9 . _ -", prefix,
+                        SCHEMA_MAX_NAME_LEN);
+            return;
+        }
+        if (b->num_hosts > 0 && (b->host != NULL || b->port != 0)) {
+            config_fail(ld, item, "%s: give either host and port or hosts, not both", prefix);
+            return;
+        }
+        if (b->num_hosts == 0) {
+            if (b->host == NULL || b->port == 0) {
+                config_fail(ld, item, "%s: host and port (or hosts) are required", prefix);
+                return;
+            }
+            b->hosts = calloc(1, sizeof(*b->hosts));
+            if (b->hosts == NULL || strlen(b->host) >= sizeof(b->hosts->host)) {
+                config_fail(ld, item, "%s: host name too long", prefix);
+                return;
+            }
+            strcpy(b->hosts->host, b->host);
+            b->hosts->port = b->port;
+            b->num_hosts = 1;
+        } else {
+            b->host = strdup(b->hosts[0].host);
+            b->port = b->hosts[0].port;
+            if (b->host == NULL) {
+                config_fail(ld, item, "out of memory");
+                return;
+            }
+        }
+        if (b->auth == CONFIG_BACKEND_AUTH_MASTER &&
+            (b->master_user == NULL || b->master_password == NULL)) {
+            config_fail(ld, item, "%s: auth master needs master_user and master_password "
+                        "(or master_password_file)", prefix);
             return;
         }
         for (size_t j = 0; j < i; j++) {
@@ -410,7 +558,7 @@ static void config_backends(struct config_loader *ld, struct config *c, yaml_nod
     }
 }
 
-static const struct config_backend *config_find_backend(const struct config *c, const char *name)
+const struct config_backend *config_find_backend(const struct config *c, const char *name)
 {
     for (size_t i = 0; i < c->num_backends; i++) {
         if (strcmp(c->backends[i].name, name) == 0) {
@@ -492,6 +640,107 @@ static void config_routes_pair(struct config_loader *ld, struct config *c, const
     }
 }
 
+static void config_redis_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_redis *r = &c->redis;
+    char kp[128];
+    unsigned long n;
+    int e;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "host") == 0) {
+        free(r->host);
+        r->host = config_string(ld, v, kp);
+    } else if (strcmp(key, "port") == 0) {
+        if (config_uint(ld, v, kp, 1, 65535, &n) == 0) {
+            r->port = (uint16_t)n;
+        }
+    } else if (strcmp(key, "password") == 0) {
+        config_free_secret(&r->password);
+        r->password = config_string(ld, v, kp);
+    } else if (strcmp(key, "password_file") == 0) {
+        config_free_secret(&r->password);
+        r->password = config_secret_file(ld, v, kp);
+    } else if (strcmp(key, "db") == 0) {
+        if (config_uint(ld, v, kp, 0, 15, &n) == 0) {
+            r->db = (unsigned)n;
+        }
+    } else if (strcmp(key, "prefix") == 0) {
+        free(r->prefix);
+        r->prefix = config_string(ld, v, kp);
+        if (r->prefix != NULL && strlen(r->prefix) > 64) {
+            config_fail(ld, v, "%s: at most 64 bytes", kp);
+        }
+    } else if (strcmp(key, "sentinels") == 0) {
+        config_hosts(ld, v, kp, &r->sentinels, &r->num_sentinels);
+    } else if (strcmp(key, "master_name") == 0) {
+        free(r->master_name);
+        r->master_name = config_string(ld, v, kp);
+    } else if (strcmp(key, "connect_timeout_ms") == 0) {
+        if (config_uint(ld, v, kp, 10, 600000, &n) == 0) {
+            r->connect_timeout_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "command_timeout_ms") == 0) {
+        if (config_uint(ld, v, kp, 10, 600000, &n) == 0) {
+            r->command_timeout_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "reconnect_max_ms") == 0) {
+        if (config_uint(ld, v, kp, 10, 600000, &n) == 0) {
+            r->reconnect_max_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "cache_ttl_ms") == 0) {
+        if (config_uint(ld, v, kp, 0, 3600000, &n) == 0) {
+            r->cache_ttl_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "unknown_users") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_unknown_users, &e) == 0) {
+            r->unknown_users_passthrough = e;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+struct config_uint_field {
+    const char *name;
+    size_t offset; /* unsigned, in struct config_bruteforce */
+    unsigned long min, max;
+};
+
+static const struct config_uint_field config_bf_fields[] = {
+    {"window_s", offsetof(struct config_bruteforce, window_s), 1, 86400 * 7},
+    {"delay_after", offsetof(struct config_bruteforce, delay_after), 0, 1000000},
+    {"delay_ms", offsetof(struct config_bruteforce, delay_ms), 0, 60000},
+    {"max_delay_ms", offsetof(struct config_bruteforce, max_delay_ms), 0, 60000},
+    {"block_ip_after", offsetof(struct config_bruteforce, block_ip_after), 1, 100000000},
+    {"block_login_after", offsetof(struct config_bruteforce, block_login_after), 1, 100000000},
+};
+
+static void config_bf_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                           const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    char kp[128];
+    unsigned long n;
+    int *enabled_set = arg;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "enabled") == 0) {
+        if (config_bool(ld, v, kp, &c->bruteforce.enabled) == 0) {
+            *enabled_set = 1;
+        }
+        return;
+    }
+    for (size_t i = 0; i < sizeof(config_bf_fields) / sizeof(config_bf_fields[0]); i++) {
+        const struct config_uint_field *f = &config_bf_fields[i];
+        if (strcmp(key, f->name) == 0) {
+            if (config_uint(ld, v, kp, f->min, f->max, &n) == 0) {
+                *(unsigned *)((char *)&c->bruteforce + f->offset) = (unsigned)n;
+            }
+            return;
+        }
+    }
+    config_fail(ld, k, "unknown key %s", kp);
+}
+
 /* Top level: sections that others refer to (backends) are read first. */
 static void config_top_pair(struct config_loader *ld, struct config *c, const char *prefix,
                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -524,6 +773,11 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_routes_pair, NULL);
     } else if (strcmp(key, "limits") == 0) {
         config_each_pair(ld, c, v, key, config_limits_pair, NULL);
+    } else if (strcmp(key, "redis") == 0) {
+        c->redis.enabled = 1;
+        config_each_pair(ld, c, v, key, config_redis_pair, NULL);
+    } else if (strcmp(key, "bruteforce") == 0) {
+        config_each_pair(ld, c, v, key, config_bf_pair, &ld->bf_enabled_set);
     } else {
         config_fail(ld, k, "unknown key %s", key);
     }
@@ -543,6 +797,17 @@ static void config_defaults(struct config *c)
     c->backend_connect_timeout_ms = 10000;
     c->backend_greeting_timeout_ms = 15000;
     c->relay_buffer_len = 65536;
+    c->redis.port = 6379;
+    c->redis.connect_timeout_ms = 2000;
+    c->redis.command_timeout_ms = 2000;
+    c->redis.reconnect_max_ms = 5000;
+    c->redis.cache_ttl_ms = 5000;
+    c->bruteforce.window_s = 300;
+    c->bruteforce.delay_after = 3;
+    c->bruteforce.delay_ms = 500;
+    c->bruteforce.max_delay_ms = 8000;
+    c->bruteforce.block_ip_after = 50;
+    c->bruteforce.block_login_after = 10;
 }
 
 static void config_free(struct config *c)
@@ -561,6 +826,9 @@ static void config_free(struct config *c)
         free(b->host);
         free(b->ca_file);
         free(b->server_name);
+        free(b->hosts);
+        free(b->master_user);
+        config_free_secret(&b->master_password);
     }
     free(c->backends);
     for (size_t i = 0; i < c->num_domain_routes; i++) {
@@ -571,6 +839,11 @@ static void config_free(struct config *c)
         free(c->user_routes[i].key);
     }
     free(c->user_routes);
+    free(c->redis.host);
+    config_free_secret(&c->redis.password);
+    free(c->redis.prefix);
+    free(c->redis.sentinels);
+    free(c->redis.master_name);
     free(c);
 }
 
@@ -626,6 +899,30 @@ struct config *config_load(char *err, size_t err_len, const char *path)
     }
     if (c->num_listeners > 0 && (c->tls_cert_file == NULL || c->tls_key_file == NULL)) {
         config_fail(&ld, root, "tls: cert and key are required when listeners are configured");
+        goto fail;
+    }
+    if (c->redis.enabled) {
+        if (c->redis.host != NULL && c->redis.num_sentinels > 0) {
+            config_fail(&ld, root, "redis: give either host or sentinels, not both");
+            goto fail;
+        }
+        if (c->redis.host == NULL && c->redis.num_sentinels == 0) {
+            config_fail(&ld, root, "redis: host (or sentinels and master_name) is required");
+            goto fail;
+        }
+        if (c->redis.num_sentinels > 0 && c->redis.master_name == NULL) {
+            config_fail(&ld, root, "redis: sentinels need master_name");
+            goto fail;
+        }
+        if (c->redis.prefix == NULL && (c->redis.prefix = strdup(SCHEMA_DEFAULT_PREFIX)) == NULL) {
+            config_fail(&ld, root, "out of memory");
+            goto fail;
+        }
+    }
+    if (!ld.bf_enabled_set) {
+        c->bruteforce.enabled = c->redis.enabled;
+    } else if (c->bruteforce.enabled && !c->redis.enabled) {
+        config_fail(&ld, root, "bruteforce: the shared counters need a redis section");
         goto fail;
     }
     if (c->default_backend == NULL && c->num_backends == 1) {

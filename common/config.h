@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/schema.h"
+
 enum config_listener_tls {
     CONFIG_LISTENER_IMPLICIT, /* TLS from the first byte (993) */
     CONFIG_LISTENER_STARTTLS, /* cleartext greeting, STARTTLS required before login (143) */
@@ -30,10 +32,20 @@ struct config_listener {
     enum config_listener_tls tls;
 };
 
+enum config_backend_auth {
+    CONFIG_BACKEND_AUTH_PASSTHROUGH, /* the client's login and password go to the backend */
+    CONFIG_BACKEND_AUTH_MASTER,      /* after local verification: master user, client as authzid */
+};
+
 struct config_backend {
     char *name;        /* unique name routes refer to */
-    char *host;        /* host name or numeric address to connect to */
-    uint16_t port;
+    char *host;        /* first of hosts (host name or numeric address) */
+    uint16_t port;     /* first of hosts */
+    struct schema_host *hosts; /* "host"/"port" or "hosts: [h:p, ...]"; at least one */
+    size_t num_hosts;
+    enum config_backend_auth auth;
+    char *master_user;     /* for CONFIG_BACKEND_AUTH_MASTER */
+    char *master_password; /* from master_password or master_password_file */
     enum config_backend_tls tls;
     int tls_verify;    /* 1: verify certificate chain and host name (default) */
     char *ca_file;     /* CA bundle for verification; NULL: system default */
@@ -44,6 +56,33 @@ struct config_backend {
 struct config_route {
     char *key;                            /* lowercased domain or login */
     const struct config_backend *backend; /* points into config.backends */
+};
+
+struct config_redis {
+    int enabled;              /* a host or sentinels were configured */
+    char *host;               /* NULL with sentinels */
+    uint16_t port;            /* default 6379 */
+    char *password;           /* AUTH; NULL for none */
+    unsigned db;              /* SELECT; default 0 */
+    char *prefix;             /* key prefix, default SCHEMA_DEFAULT_PREFIX */
+    struct schema_host *sentinels; /* with master_name: find the master through them */
+    size_t num_sentinels;
+    char *master_name;
+    unsigned connect_timeout_ms;   /* default 2000 */
+    unsigned command_timeout_ms;   /* default 2000 */
+    unsigned reconnect_max_ms;     /* backoff cap, default 5000 */
+    unsigned cache_ttl_ms;         /* per-worker lookup cache, default 5000; 0 = off */
+    int unknown_users_passthrough; /* users without hash or domain: 0 refuse (default) */
+};
+
+struct config_bruteforce {
+    int enabled;              /* default: on when Redis is configured */
+    unsigned window_s;        /* counters expire this long after the last failure (300) */
+    unsigned delay_after;     /* failures (per address or login) before delays start (3) */
+    unsigned delay_ms;        /* first delay, doubled per further failure (500) */
+    unsigned max_delay_ms;    /* (8000) */
+    unsigned block_ip_after;  /* failures per client address that block it (50) */
+    unsigned block_login_after; /* failures per login that block it (10) */
 };
 
 struct config {
@@ -68,6 +107,9 @@ struct config {
     size_t num_domain_routes;
     struct config_route *user_routes;
     size_t num_user_routes;
+
+    struct config_redis redis;
+    struct config_bruteforce bruteforce;
 
     /* limits (all > 0 after loading) */
     size_t max_line_len;           /* pre-auth command line bytes (default 8192) */
@@ -96,5 +138,8 @@ void config_unref(struct config **pc);
  * whole login, else the domain route for the part after the last '@', else the
  * default backend; NULL when none applies.  Matching is case-insensitive. */
 const struct config_backend *config_route_lookup(const struct config *c, const char *login);
+
+/* config_find_backend returns the backend called name, or NULL. */
+const struct config_backend *config_find_backend(const struct config *c, const char *name);
 
 #endif

@@ -203,7 +203,28 @@ Test(config, errors_with_lines)
     expect_error("backends: [{name: a, host: h, port: 1, verify: perhaps}]\n",
                  "bad.yaml:1: backends[0].verify: expected true or false");
     expect_error("backends: [{name: a, host: h}]\n",
-                 "bad.yaml:1: backends[0]: name, host and port are required");
+                 "bad.yaml:1: backends[0]: host and port (or hosts) are required");
+    expect_error("backends: [{host: h, port: 1}]\n",
+                 "bad.yaml:1: backends[0]: name is required: 1-64 of A-Z a-z 0-9 . _ -");
+    expect_error("backends: [{name: a, host: h, port: 1, hosts: [\"x:1\"]}]\n",
+                 "bad.yaml:1: backends[0]: give either host and port or hosts, not both");
+    expect_error("backends: [{name: a, hosts: [\"x:1\", \"y\"]}]\n",
+                 "bad.yaml:1: backends[0].hosts: host y: expected host:port ([address]:port for IPv6)");
+    expect_error("backends: [{name: a, hosts: [\"x:1\", \"X:1\"]}]\n",
+                 "bad.yaml:1: backends[0].hosts: X:1 listed twice");
+    expect_error("backends: [{name: a, host: h, port: 1, auth: master}]\n",
+                 "bad.yaml:1: backends[0]: auth master needs master_user and master_password "
+                 "(or master_password_file)");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {port: 1}\n",
+                 "bad.yaml:1: redis: host (or sentinels and master_name) is required");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {sentinels: [\"h:1\"]}\n",
+                 "bad.yaml:1: redis: sentinels need master_name");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: r, unknown_users: maybe}\n",
+                 "bad.yaml:2: redis.unknown_users: expected one of reject | passthrough");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nbruteforce: {enabled: true}\n",
+                 "bad.yaml:1: bruteforce: the shared counters need a redis section");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: r}\nbruteforce: {window_s: 0}\n",
+                 "bad.yaml:3: bruteforce.window_s: expected an integer 1-604800");
     expect_error("listeners: []\n", "bad.yaml:1: backends: at least one backend is required");
     expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {relay_buffer_len: 10}\n",
                  "bad.yaml:2: limits.relay_buffer_len: expected an integer 4096-1073741824");
@@ -212,6 +233,101 @@ Test(config, errors_with_lines)
     expect_error("", "bad.yaml:1: the file is empty");
     expect_error("backends: [\n", "bad.yaml:2: did not find expected node content");
     expect_error("- a\n- b\n", "bad.yaml:1: top level: expected a mapping (key: value)");
+}
+
+Test(config, redis_master_and_hosts)
+{
+    char err[512] = "";
+    char text[2048];
+    char secret[256];
+    snprintf(secret, sizeof(secret), "%s/master.secret", test_dir);
+    FILE *f = fopen(secret, "w");
+    cr_assert_not_null(f);
+    fputs("s3cret-from-file\n", f);
+    fclose(f);
+    snprintf(text, sizeof(text),
+             "backends:\n"
+             "  - name: store\n"
+             "    hosts: [\"10.0.0.1:143\", \"[::1]:1143\"]\n"
+             "    auth: master\n"
+             "    master_user: proxy\n"
+             "    master_password_file: %s\n"
+             "  - {name: legacy, host: old.example.com, port: 143}\n"
+             "redis:\n"
+             "  sentinels: [\"127.0.0.1:26379\", \"127.0.0.2:26379\"]\n"
+             "  master_name: routing\n"
+             "  password: rpw\n"
+             "  db: 2\n"
+             "  prefix: \"mx:\"\n"
+             "  connect_timeout_ms: 500\n"
+             "  command_timeout_ms: 700\n"
+             "  reconnect_max_ms: 3000\n"
+             "  cache_ttl_ms: 0\n"
+             "  unknown_users: passthrough\n"
+             "bruteforce:\n"
+             "  window_s: 60\n"
+             "  delay_after: 2\n"
+             "  delay_ms: 100\n"
+             "  max_delay_ms: 1000\n"
+             "  block_ip_after: 20\n"
+             "  block_login_after: 5\n", secret);
+    struct config *c = load(err, sizeof(err), "redis.yaml", text);
+    cr_assert_not_null(c, "%s", err);
+    const struct config_backend *b = config_find_backend(c, "store");
+    cr_assert_not_null(b);
+    cr_assert_eq(b->num_hosts, 2);
+    cr_assert_str_eq(b->host, "10.0.0.1");
+    cr_assert_eq(b->port, 143);
+    cr_assert_str_eq(b->hosts[1].host, "::1");
+    cr_assert_eq(b->auth, CONFIG_BACKEND_AUTH_MASTER);
+    cr_assert_str_eq(b->master_user, "proxy");
+    cr_assert_str_eq(b->master_password, "s3cret-from-file");
+    b = config_find_backend(c, "legacy");
+    cr_assert_eq(b->num_hosts, 1);
+    cr_assert_str_eq(b->hosts[0].host, "old.example.com");
+    cr_assert_eq(b->auth, CONFIG_BACKEND_AUTH_PASSTHROUGH);
+    cr_assert_null(config_find_backend(c, "Store"));
+    cr_assert(c->redis.enabled);
+    cr_assert_null(c->redis.host);
+    cr_assert_eq(c->redis.num_sentinels, 2);
+    cr_assert_str_eq(c->redis.sentinels[1].host, "127.0.0.2");
+    cr_assert_str_eq(c->redis.master_name, "routing");
+    cr_assert_str_eq(c->redis.password, "rpw");
+    cr_assert_eq(c->redis.db, 2);
+    cr_assert_str_eq(c->redis.prefix, "mx:");
+    cr_assert_eq(c->redis.connect_timeout_ms, 500);
+    cr_assert_eq(c->redis.command_timeout_ms, 700);
+    cr_assert_eq(c->redis.reconnect_max_ms, 3000);
+    cr_assert_eq(c->redis.cache_ttl_ms, 0);
+    cr_assert(c->redis.unknown_users_passthrough);
+    cr_assert(c->bruteforce.enabled); /* on by default with Redis */
+    cr_assert_eq(c->bruteforce.window_s, 60);
+    cr_assert_eq(c->bruteforce.delay_after, 2);
+    cr_assert_eq(c->bruteforce.delay_ms, 100);
+    cr_assert_eq(c->bruteforce.max_delay_ms, 1000);
+    cr_assert_eq(c->bruteforce.block_ip_after, 20);
+    cr_assert_eq(c->bruteforce.block_login_after, 5);
+    config_unref(&c);
+
+    /* defaults */
+    c = load(err, sizeof(err), "redis2.yaml",
+             "backends: [{name: a, host: h, port: 1}]\nredis: {host: 127.0.0.1}\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_str_eq(c->redis.host, "127.0.0.1");
+    cr_assert_eq(c->redis.port, 6379);
+    cr_assert_str_eq(c->redis.prefix, "imapmux:");
+    cr_assert_eq(c->redis.connect_timeout_ms, 2000);
+    cr_assert_eq(c->redis.cache_ttl_ms, 5000);
+    cr_assert(!c->redis.unknown_users_passthrough);
+    cr_assert_eq(c->bruteforce.block_login_after, 10);
+    config_unref(&c);
+
+    /* without a redis section, no brute-force counters and no Redis */
+    c = load(err, sizeof(err), "noredis.yaml", "backends: [{name: a, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert(!c->redis.enabled);
+    cr_assert(!c->bruteforce.enabled);
+    config_unref(&c);
 }
 
 Test(config, unreadable_files)
