@@ -46,6 +46,8 @@ struct backend {
     backend_done_cb cb;
     void *ctx;
     const struct config_backend *cfg;
+    char host[256];                 /* the host of cfg chosen for this login */
+    uint16_t port;
     SSL_CTX *tls_ctx;
     enum backend_state state;
     uint32_t flags;                 /* BACKEND_F_* */
@@ -442,7 +444,7 @@ static int backend_on_line(struct backend *b, const char *line)
         b->capa_known = 0;
         b->capa[0] = '\0';
         if (conn_start_tls(b->conn, b->tls_ctx, 0,
-                           b->cfg->server_name != NULL ? b->cfg->server_name : b->cfg->host) != 0) {
+                           b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
             backend_fail(b, "out of memory");
         }
         return 0;
@@ -630,7 +632,7 @@ static void backend_on_connect(void *ctx, int status)
     struct backend *b = ctx;
     if (status != 0) {
         log_msg(LOG_WARNING, "backend %s: connect to %s:%u failed: %s", b->cfg->name,
-                b->cfg->host, (unsigned)b->cfg->port, uv_strerror(status));
+                b->host, (unsigned)b->port, uv_strerror(status));
         backend_fail(b, "backend connect failed");
         return;
     }
@@ -642,7 +644,7 @@ static void backend_on_connect(void *ctx, int status)
     if (b->cfg->tls == CONFIG_BACKEND_TLS_IMPLICIT) {
         b->state = BS_TLS;
         if (conn_start_tls(b->conn, b->tls_ctx, 0,
-                           b->cfg->server_name != NULL ? b->cfg->server_name : b->cfg->host) != 0) {
+                           b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
             backend_fail(b, "out of memory");
         }
     } else {
@@ -669,7 +671,7 @@ static void backend_on_resolved(uv_getaddrinfo_t *req, int status, struct addrin
         return;
     }
     if (status != 0 || res == NULL) {
-        log_msg(LOG_WARNING, "backend %s: cannot resolve %s: %s", b->cfg->name, b->cfg->host,
+        log_msg(LOG_WARNING, "backend %s: cannot resolve %s: %s", b->cfg->name, b->host,
                 uv_strerror(status));
         uv_freeaddrinfo(res);
         backend_fail(b, "backend host not resolved");
@@ -710,6 +712,8 @@ struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params
     b->cb = cb;
     b->ctx = ctx;
     b->cfg = p->cfg;
+    snprintf(b->host, sizeof(b->host), "%s", p->host != NULL ? p->host : p->cfg->host);
+    b->port = p->host != NULL ? p->port : p->cfg->port;
     b->tls_ctx = p->tls_ctx;
     b->greeting_timeout_ms = p->greeting_timeout_ms;
     b->client_port = p->client_port;
@@ -733,8 +737,8 @@ struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof(port), "%u", (unsigned)p->cfg->port);
-    int r = uv_getaddrinfo(loop, &b->gai, backend_on_resolved, p->cfg->host, port, &hints);
+    snprintf(port, sizeof(port), "%u", (unsigned)b->port);
+    int r = uv_getaddrinfo(loop, &b->gai, backend_on_resolved, b->host, port, &hints);
     if (r != 0) {
         backend_defer_fail(b, "backend host not resolved");
         return b;

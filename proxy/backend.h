@@ -25,6 +25,8 @@ enum backend_status {
 
 struct backend_login_params {
     const struct config_backend *cfg; /* borrowed; outlives the login */
+    const char *host;                 /* one of cfg->hosts; NULL: cfg->host and cfg->port */
+    uint16_t port;
     SSL_CTX *tls_ctx;                 /* client context for cfg (NULL: cfg->tls none) */
     const char *authzid;              /* NULL or "" for none */
     const char *user;                 /* login to send */

@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "proxy/tls.h"
+#include "proxy/verify.h"
 #include "proxy/worker.h"
 
 #define MAIN_MAX_WORKERS 256
@@ -122,6 +123,10 @@ static int main_run(struct config *cfg)
     if (n > MAIN_MAX_WORKERS) {
         n = MAIN_MAX_WORKERS;
     }
+    if (cfg->redis.enabled && verify_init() != 0) {
+        log_msg(LOG_ERR, "cannot prepare password verification (hashing failed)");
+        goto out;
+    }
     for (unsigned i = 0; i < n; i++) {
         m.workers[i] = worker_start(err, sizeof(err), i, cfg, server_ctx, backend_ctxs);
         if (m.workers[i] == NULL) {
@@ -163,6 +168,7 @@ out:
         free(backend_ctxs);
     }
     SSL_CTX_free(server_ctx);
+    verify_cleanup();
     uv_loop_close(loop);
     return rc;
 }

@@ -13,10 +13,14 @@
 
 #include "common/capa.h"
 #include "common/imap_parser.h"
+#include "common/imap_scan.h"
 #include "common/log.h"
 #include "common/sasl_plain.h"
+#include "common/schema.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
+#include "proxy/directory.h"
+#include "proxy/verify.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
 #define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
@@ -48,10 +52,19 @@ _Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == S
 #define SESSION_F_STARTTLS     (1u << 1) /* listener is cleartext + STARTTLS */
 #define SESSION_F_AUTH_CONT    (1u << 2) /* AUTHENTICATE waits for the client's line */
 #define SESSION_F_BACKEND_BYE  (1u << 3) /* the backend sent "* BYE" (LOGOUT, shutdown) */
-#define SESSION_F_BOL          (1u << 4) /* backend stream is at a line start */
 #define SESSION_F_CLIENT_PAUSE (1u << 5) /* client reads stopped by backpressure */
 #define SESSION_F_BACK_PAUSE   (1u << 6) /* backend reads stopped by backpressure */
 #define SESSION_F_FREED        (1u << 7) /* session_maybe_free ran the free */
+#define SESSION_F_KICK         (1u << 8) /* kicked: BYE after the command in flight */
+#define SESSION_F_WAITS_CLIENT (1u << 9) /* the backend's last word was a "+" */
+
+#define SESSION_KICK_QUIET_MS 50      /* a kicked session ends when the backend is this quiet */
+#define SESSION_KICK_MAX_MS 10000     /* ... or this long after the kick, whatever is in flight */
+
+#define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
+#define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
+#define SESSION_L_DISABLED (1u << 2) /* refuse with CONTACTADMIN once verified */
+#define SESSION_L_BLOCKED  (1u << 3) /* brute-force block: refuse like a wrong password */
 
 struct session {
     struct session_env *env;     /* borrowed; the worker outlives us */
@@ -74,8 +87,17 @@ struct session {
     size_t inbuf_len;            /* bytes in inbuf */
 
     char tag[SESSION_MAX_TAG_LEN + 1];  /* tag of the LOGIN/AUTHENTICATE in flight */
-    char user[SESSION_LOGIN_MAX_LEN + 1]; /* login of the session ("" before) */
+    char user[SCHEMA_MAX_LOGIN_LEN + 1]; /* normalised login of the session ("" before) */
     const struct config_backend *route; /* chosen backend, in cfg */
+    char host[256];              /* chosen host of route */
+    uint16_t port;
+
+    /* a login in flight (state SESSION_LOGIN) */
+    char *password;              /* the client's; wiped as soon as it is used */
+    char *authzid;               /* the client's SASL authorization identity, or NULL */
+    char *hash;                  /* stored hash to verify, or NULL */
+    char *login_as;              /* backend login (rename), or NULL */
+    unsigned login_flags;        /* SESSION_L_* */
     unsigned auth_failures;
     unsigned bad_commands;
 
@@ -84,6 +106,14 @@ struct session {
     char local_ip[64];
     uint16_t local_port;
     uint64_t bytes_in, bytes_out;   /* relayed client->backend, backend->client */
+
+    struct imap_scan client_scan;   /* line ends of the relayed streams */
+    struct imap_scan backend_scan;
+    uint64_t commands;              /* commands the client completed */
+    uint64_t completions;           /* tagged responses of the backend */
+    uint64_t last_backend_data;     /* loop time (ms) */
+    uint64_t kick_at;               /* loop time of the kick */
+    const char *kick_reason;        /* static text for the BYE */
 };
 
 static void session_close(struct session *s, const char *reason);
@@ -100,10 +130,14 @@ static void session_log(struct session *s, int level, const char *fmt, ...)
     if (!log_enabled(level)) {
         return;
     }
-    snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s%s state=%s: ",
+    char backend[320] = "";
+    if (s->route != NULL) {
+        snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route->name, s->host,
+                 (unsigned)s->port);
+    }
+    snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s state=%s: ",
              s->id, s->client_ip, (unsigned)s->client_port, s->listener->address,
-             (unsigned)s->listener->port, s->user[0] ? " user=" : "", s->user,
-             s->route != NULL ? " backend=" : "", s->route != NULL ? s->route->name : "",
+             (unsigned)s->listener->port, s->user[0] ? " user=" : "", s->user, backend,
              session_state_names[s->state]);
     va_start(ap, fmt);
     log_vmsg(level, prefix, fmt, ap);
@@ -125,6 +159,26 @@ static void session_arm(struct session *s, uint64_t ms)
 
 /* --- lifetime -------------------------------------------------------------- */
 
+static void session_wipe(char **p)
+{
+    if (*p != NULL) {
+        OPENSSL_cleanse(*p, strlen(*p));
+        free(*p);
+        *p = NULL;
+    }
+}
+
+/* session_login_clear forgets what a login in flight held. */
+static void session_login_clear(struct session *s)
+{
+    session_wipe(&s->password);
+    session_wipe(&s->authzid);
+    session_wipe(&s->hash);
+    free(s->login_as);
+    s->login_as = NULL;
+    s->login_flags = 0;
+}
+
 static void session_maybe_free(struct session *s)
 {
     if (s->state != SESSION_CLOSING || s->pending > 0 || (s->flags & SESSION_F_FREED)) {
@@ -140,6 +194,7 @@ static void session_maybe_free(struct session *s)
         s->next->prev = s->prev;
     }
     s->env->num_sessions--;
+    session_login_clear(s);
     imap_parser_free(s->parser);
     if (s->inbuf != NULL) {
         OPENSSL_cleanse(s->inbuf, s->inbuf_len);
@@ -269,39 +324,60 @@ static int session_arg_is_string(const struct imap_arg *a)
 static void session_on_login_done(void *ctx, enum backend_status st, const char *code,
                                   const char *reason);
 
-/* session_start_login routes the user and starts the backend login; the
- * client's command is answered when the backend has answered. */
-static void session_start_login(struct session *s, const char *tag, const char *authzid,
-                                const char *user, size_t user_len, const char *password)
-{
-    size_t idx;
+/* --- login: directory, verification, backend -------------------------------- */
 
-    if (user_len == 0 || user_len > SESSION_LOGIN_MAX_LEN || memchr(user, '\0', user_len) != NULL) {
+/* session_login_refused answers a failed login and goes back to pre-auth. */
+static void session_login_refused(struct session *s, const char *code, const char *text,
+                                  int counts)
+{
+    if (counts) {
         s->auth_failures++;
-        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
-        session_log(s, LOG_INFO, "login refused: unusable login name");
+        if (s->user[0] != '\0') {
+            dir_record_failure(s->env->dir, s->user, s->client_ip);
+        }
+    }
+    if (strcmp(code, "UNAVAILABLE") == 0) {
+        s->env->stats.logins_unavailable++;
+    } else {
+        s->env->stats.logins_failed++;
+    }
+    session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code, text);
+    session_login_clear(s);
+    s->user[0] = '\0';
+    s->route = NULL;
+    session_set_state(s, SESSION_PREAUTH);
+    if (s->auth_failures >= s->cfg->max_auth_failures) {
+        session_bye(s, "Too many failed logins", "too many failed logins");
         return;
     }
-    if (tag != s->tag) {
-        snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    session_process(s);
+    if (s->state == SESSION_PREAUTH) {
+        conn_read_start(s->client);
     }
-    memcpy(s->user, user, user_len);
-    s->user[user_len] = '\0';
-    s->route = config_route_lookup(s->cfg, s->user);
-    if (s->route == NULL) {
-        s->auth_failures++;
-        session_log(s, LOG_INFO, "login failed: no route for this login");
-        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
-        s->user[0] = '\0';
-        return;
-    }
-    idx = (size_t)(s->route - s->cfg->backends);
+}
+
+static void session_auth_failed(struct session *s)
+{
+    session_login_refused(s, "AUTHENTICATIONFAILED", "Authentication failed.", 1);
+}
+
+static void session_unavailable(struct session *s)
+{
+    session_login_refused(s, "UNAVAILABLE", "Temporary failure, try again later", 0);
+}
+
+/* session_login_backend logs in to the chosen host: as the master user with
+ * the client as authorization identity, or with the client's credentials. */
+static void session_login_backend(struct session *s)
+{
+    const struct config_backend *b = s->route;
+    size_t idx = (size_t)(b - s->cfg->backends);
+    const char *target = s->login_as != NULL ? s->login_as : s->user;
     struct backend_login_params p = {
-        .cfg = s->route,
+        .cfg = b,
+        .host = s->host,
+        .port = s->port,
         .tls_ctx = s->env->backend_ctx[idx],
-        .authzid = authzid,
-        .user = s->user,
-        .password = password,
         .client_ip = s->client_ip,
         .client_port = s->client_port,
         .local_ip = s->local_ip,
@@ -309,14 +385,228 @@ static void session_start_login(struct session *s, const char *tag, const char *
         .connect_timeout_ms = s->cfg->backend_connect_timeout_ms,
         .greeting_timeout_ms = s->cfg->backend_greeting_timeout_ms,
     };
+    if (b->auth == CONFIG_BACKEND_AUTH_MASTER) {
+        p.authzid = target;
+        p.user = b->master_user;
+        p.password = b->master_password;
+    } else {
+        p.authzid = s->authzid;
+        p.user = target;
+        p.password = s->password;
+    }
     s->login = backend_login(s->env->loop, &p, session_on_login_done, s);
+    session_wipe(&s->password); /* the backend has its own copy */
     if (s->login == NULL) {
-        session_sendf(s, "%s NO [UNAVAILABLE] Temporary failure, try again later\r\n", tag);
         session_log(s, LOG_ERR, "login: out of memory");
+        session_unavailable(s);
+    }
+}
+
+static void session_on_verified(void *ctx, int result)
+{
+    struct session *s = ctx;
+    s->pending--;
+    if (s->state != SESSION_LOGIN) {
+        session_maybe_free(s);
+        return;
+    }
+    if (result < 0 && !(s->login_flags & SESSION_L_UNKNOWN)) {
+        session_log(s, LOG_ERR, "login failed: the stored password hash is unusable");
+    }
+    if (result != 1) {
+        session_log(s, LOG_INFO, "login failed: %s",
+                    (s->login_flags & SESSION_L_BLOCKED)   ? "blocked by the brute-force counters"
+                    : (s->login_flags & SESSION_L_UNKNOWN) ? "unknown user"
+                                                           : "wrong password");
+        session_auth_failed(s);
+        return;
+    }
+    if (s->login_flags & SESSION_L_DISABLED) {
+        session_log(s, LOG_INFO, "login refused: account disabled");
+        session_login_refused(s, "CONTACTADMIN", "Account disabled", 0);
+        return;
+    }
+    if (s->authzid != NULL && strcasecmp(s->authzid, s->user) != 0) {
+        session_log(s, LOG_INFO, "login refused: authorization identity differs from the login");
+        session_login_refused(s, "AUTHORIZATIONFAILED", "Not allowed to act as that user", 0);
+        return;
+    }
+    session_wipe(&s->authzid);
+    session_login_backend(s);
+}
+
+/* session_login_verify: after any brute-force delay, check the password here
+ * or let the backend do it. */
+static void session_login_verify(struct session *s)
+{
+    if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
+        const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
+                                                                                      : s->hash;
+        if (verify_start(s->env->loop, hash, s->password, session_on_verified, s) != 0) {
+            session_log(s, LOG_ERR, "login: cannot queue the password check");
+            session_unavailable(s);
+            return;
+        }
+        s->pending++;
+        return;
+    }
+    if (s->login_flags & SESSION_L_DISABLED) {
+        session_log(s, LOG_INFO, "login refused: account disabled");
+        session_login_refused(s, "CONTACTADMIN", "Account disabled", 0);
+        return;
+    }
+    session_login_backend(s);
+}
+
+struct session_delay {
+    uv_timer_t timer;
+    struct session *s;
+};
+
+static void session_on_delay_close(uv_handle_t *h)
+{
+    struct session_delay *d = h->data;
+    struct session *s = d->s;
+    free(d);
+    s->pending--;
+    if (s->state != SESSION_LOGIN) {
+        session_maybe_free(s);
+        return;
+    }
+    session_login_verify(s);
+}
+
+static void session_on_delay(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, session_on_delay_close);
+}
+
+/* session_bf_delay: the pause before a login from an address or for a login
+ * with recent failures; it doubles with each failure past delay_after. */
+static unsigned session_bf_delay(const struct config_bruteforce *bf, unsigned long fails)
+{
+    if (!bf->enabled || fails < bf->delay_after || bf->delay_ms == 0) {
+        return 0;
+    }
+    unsigned long steps = fails - bf->delay_after;
+    uint64_t d = bf->delay_ms;
+    while (steps-- > 0 && d < bf->max_delay_ms) {
+        d *= 2;
+    }
+    return d > bf->max_delay_ms ? bf->max_delay_ms : (unsigned)d;
+}
+
+static void session_on_lookup(void *ctx, const struct dir_result *res)
+{
+    struct session *s = ctx;
+    const struct config_bruteforce *bf = &s->cfg->bruteforce;
+
+    s->pending--;
+    if (s->state != SESSION_LOGIN) {
+        session_maybe_free(s);
+        return;
+    }
+    if (res->status == DIR_UNAVAILABLE) {
+        session_log(s, LOG_WARNING, "login failed: routing table unavailable: %s", res->reason);
+        session_unavailable(s);
+        return;
+    }
+    if (res->status == DIR_NO_ROUTE) {
+        session_log(s, LOG_INFO, "login failed: no route for this login");
+        session_auth_failed(s);
+        return;
+    }
+    s->route = res->backend;
+    snprintf(s->host, sizeof(s->host), "%s", res->host);
+    s->port = res->port;
+
+    if (res->have_user) {
+        if (res->user.login_as != NULL && (s->login_as = strdup(res->user.login_as)) == NULL) {
+            session_unavailable(s);
+            return;
+        }
+        if (res->user.state == SCHEMA_DISABLED) {
+            s->login_flags |= SESSION_L_DISABLED;
+        }
+        if (res->user.password != NULL) {
+            s->login_flags |= SESSION_L_LOCAL;
+            if ((s->hash = strdup(res->user.password)) == NULL) {
+                session_unavailable(s);
+                return;
+            }
+        }
+    } else if (s->cfg->redis.enabled) {
+        int local = res->have_domain && res->domain_auth != SCHEMA_AUTH_DEFAULT
+                        ? res->domain_auth == SCHEMA_AUTH_LOCAL
+                        : !s->cfg->redis.unknown_users_passthrough;
+        if (local) {
+            s->login_flags |= SESSION_L_UNKNOWN;
+        }
+    }
+    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL)) {
+        /* a master login would let in anyone: only verified users get one */
+        if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
+            session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
+                        "password hash; refusing", s->route->name);
+        }
+        s->login_flags |= SESSION_L_UNKNOWN;
+    }
+    unsigned long fails = res->fails_ip > res->fails_login ? res->fails_ip : res->fails_login;
+    if (bf->enabled && (res->fails_ip >= bf->block_ip_after ||
+                        res->fails_login >= bf->block_login_after)) {
+        s->login_flags |= SESSION_L_BLOCKED;
+        s->env->stats.bf_blocked++;
+    }
+    unsigned delay = session_bf_delay(bf, fails);
+    if (delay > 0) {
+        struct session_delay *d = malloc(sizeof(*d));
+        if (d != NULL) {
+            d->s = s;
+            uv_timer_init(s->env->loop, &d->timer);
+            d->timer.data = d;
+            uv_timer_start(&d->timer, session_on_delay, delay, 0);
+            s->pending++;
+            s->env->stats.bf_delayed++;
+            return;
+        }
+    }
+    session_login_verify(s);
+}
+
+/* session_start_login normalises the login, keeps the credentials for the
+ * steps to come and asks the directory; the client's command is answered
+ * when every step is done.  Client reads stop meanwhile. */
+static void session_start_login(struct session *s, const char *tag, const char *authzid,
+                                const char *user, size_t user_len, const char *password)
+{
+    if (tag != s->tag) {
+        snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    }
+    session_login_clear(s);
+    if (schema_normalize(s->user, user, user_len) != 0) {
+        s->user[0] = '\0';
+        s->auth_failures++;
+        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+        session_log(s, LOG_INFO, "login refused: unusable login name");
+        return;
+    }
+    s->password = strdup(password);
+    if (authzid != NULL && authzid[0] != '\0') {
+        s->authzid = strdup(authzid);
+    }
+    if (s->password == NULL || (authzid != NULL && authzid[0] != '\0' && s->authzid == NULL)) {
+        session_login_clear(s);
+        s->user[0] = '\0';
+        session_sendf(s, "%s NO [UNAVAILABLE] Temporary failure, try again later\r\n", tag);
         return;
     }
     session_set_state(s, SESSION_LOGIN);
     conn_read_stop(s->client);
+    s->pending++;
+    if (dir_lookup(s->env->dir, s->user, s->client_ip, session_on_lookup, s) != 0) {
+        s->pending--;
+        session_unavailable(s);
+    }
 }
 
 static void session_cmd_login(struct session *s, const char *tag, const struct imap_arg *args,
@@ -543,23 +833,33 @@ static void session_process(struct session *s)
 
 /* --- relay ------------------------------------------------------------------ */
 
-static void session_track_backend_bye(struct session *s, const uint8_t *data, size_t len)
+/* The relayed streams are scanned for line ends (literals skipped by length)
+ * to know when a kicked session may be ended: after the command in flight.
+ * Client lines that end a command are counted, and so are the backend's
+ * tagged responses; "DONE" ends IDLE, not a command. */
+static void session_on_client_line(void *ctx, const uint8_t *head, size_t len)
 {
-    /* A cheap look at line starts for "* BYE": it decides whether the client
-     * already heard why the backend went away.  A literal that happens to hold
-     * such a line only costs our own BYE. */
-    for (size_t i = 0; i < len; i++) {
-        if ((s->flags & SESSION_F_BOL) && len - i >= 5 && memcmp(data + i, "* BYE", 5) == 0) {
-            s->flags |= SESSION_F_BACKEND_BYE;
-            return;
-        }
-        if (data[i] == '\n') {
-            s->flags |= SESSION_F_BOL;
-        } else {
-            s->flags &= ~SESSION_F_BOL;
-        }
+    struct session *s = ctx;
+    if (len == 4 && strncasecmp((const char *)head, "DONE", 4) == 0) {
+        return;
+    }
+    s->commands++;
+}
+
+static void session_on_backend_line(void *ctx, const uint8_t *head, size_t len)
+{
+    struct session *s = ctx;
+    if (len >= 5 && memcmp(head, "* BYE", 5) == 0) {
+        s->flags |= SESSION_F_BACKEND_BYE;
+    } else if (len >= 1 && head[0] == '+') {
+        s->flags |= SESSION_F_WAITS_CLIENT; /* IDLE, or a literal wanted */
+    } else if (len >= 1 && head[0] != '*') {
+        s->completions++;
+        s->flags &= ~SESSION_F_WAITS_CLIENT;
     }
 }
+
+static void session_kick_check(struct session *s);
 
 static void session_relay(struct session *s, struct conn *dst, struct conn *src,
                           const uint8_t *data, size_t len, uint32_t pause_flag)
@@ -581,9 +881,8 @@ static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
         return;
     }
     s->bytes_out += len;
-    if (!(s->flags & SESSION_F_BACKEND_BYE)) {
-        session_track_backend_bye(s, data, len);
-    }
+    s->last_backend_data = uv_now(s->env->loop);
+    imap_scan_feed(&s->backend_scan, data, len, session_on_backend_line, s);
     session_relay(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
 }
 
@@ -608,7 +907,9 @@ static void session_on_backend_drain(void *ctx)
     struct session *s = ctx;
     if (s->state == SESSION_RELAY && (s->flags & SESSION_F_CLIENT_PAUSE)) {
         s->flags &= ~SESSION_F_CLIENT_PAUSE;
-        conn_read_start(s->client);
+        if (!(s->flags & SESSION_F_KICK)) {
+            conn_read_start(s->client);
+        }
     }
 }
 
@@ -654,24 +955,17 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
         backend_free(s->login);
         s->login = NULL;
         if (st == BACKEND_AUTH_FAILED) {
-            s->auth_failures++;
             session_log(s, LOG_INFO, "login failed: %s", reason);
-            session_sendf(s, "%s NO [%s] Authentication failed.\r\n", s->tag, code);
+            if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER) {
+                /* our master credentials or the user's mailbox: not the client's fault */
+                session_log(s, LOG_ERR, "backend %s refused the master login", s->route->name);
+                session_unavailable(s);
+            } else {
+                session_login_refused(s, code, "Authentication failed.", 1);
+            }
         } else {
             session_log(s, LOG_WARNING, "login failed: backend unavailable: %s", reason);
-            session_sendf(s, "%s NO [UNAVAILABLE] Backend unavailable, try again later\r\n",
-                          s->tag);
-        }
-        s->user[0] = '\0';
-        s->route = NULL;
-        session_set_state(s, SESSION_PREAUTH);
-        if (s->auth_failures >= s->cfg->max_auth_failures) {
-            session_bye(s, "Too many failed logins", "too many failed logins");
-            return;
-        }
-        session_process(s);
-        if (s->state == SESSION_PREAUTH) {
-            conn_read_start(s->client);
+            session_login_refused(s, "UNAVAILABLE", "Backend unavailable, try again later", 0);
         }
         return;
     }
@@ -688,7 +982,12 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
         return;
     }
     session_set_state(s, SESSION_RELAY);
-    s->flags |= SESSION_F_BOL;
+    session_login_clear(s);
+    dir_record_success(s->env->dir, s->user);
+    s->env->stats.logins_ok++;
+    imap_scan_init(&s->client_scan);
+    imap_scan_init(&s->backend_scan);
+    s->last_backend_data = uv_now(s->env->loop);
     session_log(s, LOG_INFO, "login ok (%s)", s->client != NULL && conn_is_tls(s->client)
                                                   ? conn_tls_version(s->client) : "cleartext");
     /* the tagged OK and anything the backend already sent go out together */
@@ -717,6 +1016,7 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
     if (s->inbuf != NULL) {
         /* commands the client pipelined after its login go to the backend */
         s->bytes_in += s->inbuf_len;
+        imap_scan_feed(&s->client_scan, s->inbuf, s->inbuf_len, session_on_client_line, s);
         (void)conn_write(s->backend, s->inbuf, s->inbuf_len);
         free(s->inbuf);
         s->inbuf = NULL;
@@ -725,7 +1025,11 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
     s->last_activity = uv_now(s->env->loop);
     session_arm(s, s->cfg->idle_timeout_ms);
     conn_read_start(s->backend);
-    if (s->state == SESSION_RELAY) {
+    if (s->state == SESSION_RELAY && (s->flags & SESSION_F_KICK)) {
+        /* kicked while logging in */
+        s->kick_at = uv_now(s->env->loop);
+        session_kick_check(s);
+    } else if (s->state == SESSION_RELAY) {
         conn_read_start(s->client);
     }
 }
@@ -740,6 +1044,7 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
     case SESSION_RELAY:
         s->bytes_in += len;
         s->last_activity = uv_now(s->env->loop);
+        imap_scan_feed(&s->client_scan, data, len, session_on_client_line, s);
         session_relay(s, s->backend, s->client, data, len, SESSION_F_CLIENT_PAUSE);
         return;
     case SESSION_PREAUTH:
@@ -823,6 +1128,10 @@ static void session_on_timer(uv_timer_t *t)
         }
         return;
     case SESSION_RELAY: {
+        if (s->flags & SESSION_F_KICK) {
+            session_kick_check(s);
+            return;
+        }
         uint64_t idle = uv_now(s->env->loop) - s->last_activity;
         if (idle < s->cfg->idle_timeout_ms) {
             session_arm(s, s->cfg->idle_timeout_ms - idle);
@@ -909,6 +1218,108 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         session_close(s, uv_strerror(r));
     }
     return 0;
+}
+
+/* --- kicks and re-routing ----------------------------------------------------- */
+
+/* session_kick_check ends a kicked session when no command is in flight (or
+ * the one in flight waits for the client) and the backend has been quiet
+ * for a moment at a line end; else it looks again soon. */
+static void session_kick_check(struct session *s)
+{
+    uint64_t now = uv_now(s->env->loop);
+    int idle_cmd = s->completions >= s->commands || (s->flags & SESSION_F_WAITS_CLIENT);
+    int quiet = now - s->last_backend_data >= SESSION_KICK_QUIET_MS &&
+                imap_scan_at_line_start(&s->backend_scan) && conn_write_queue_len(s->client) == 0;
+    if ((idle_cmd && quiet) || now - s->kick_at >= SESSION_KICK_MAX_MS) {
+        char bye[160];
+        snprintf(bye, sizeof(bye), "[UNAVAILABLE] %s", s->kick_reason);
+        s->env->stats.kicks++;
+        session_bye(s, bye, idle_cmd ? "kicked" : "kicked with a command in flight");
+        return;
+    }
+    session_arm(s, SESSION_KICK_QUIET_MS);
+}
+
+static void session_kick(struct session *s, const char *reason)
+{
+    if (s->flags & SESSION_F_KICK) {
+        return;
+    }
+    if (s->state == SESSION_LOGIN) {
+        s->flags |= SESSION_F_KICK; /* applied when the login succeeds */
+        s->kick_reason = reason;
+        return;
+    }
+    if (s->state != SESSION_RELAY) {
+        return;
+    }
+    s->flags |= SESSION_F_KICK;
+    s->kick_reason = reason;
+    s->kick_at = uv_now(s->env->loop);
+    session_log(s, LOG_INFO, "kick: %s", reason);
+    conn_read_stop(s->client); /* no new commands */
+    session_kick_check(s);
+}
+
+static void session_on_recheck(void *ctx, const struct dir_result *res)
+{
+    struct session *s = ctx;
+    s->pending--;
+    if (s->state != SESSION_RELAY) {
+        session_maybe_free(s);
+        return;
+    }
+    if (res->status == DIR_UNAVAILABLE) {
+        session_log(s, LOG_WARNING, "route check failed: %s; the session stays", res->reason);
+        return;
+    }
+    if (res->status == DIR_NO_ROUTE) {
+        session_kick(s, "Account moved, please reconnect");
+        return;
+    }
+    if (res->backend != s->route || res->port != s->port || strcmp(res->host, s->host) != 0) {
+        session_log(s, LOG_INFO, "route changed to %s(%s:%u)", res->backend->name, res->host,
+                    (unsigned)res->port);
+        session_kick(s, "Mailbox moved, please reconnect");
+    }
+}
+
+void session_on_event(struct session_env *env, enum schema_event_type type, const char *arg)
+{
+    struct session *next;
+    for (struct session *s = env->sessions; s != NULL; s = next) {
+        next = s->next; /* sessions are never freed from here, but be sure */
+        if (s->state != SESSION_RELAY && s->state != SESSION_LOGIN) {
+            continue;
+        }
+        const char *domain;
+        int match = 0;
+        switch (type) {
+        case SCHEMA_EV_KICK:
+        case SCHEMA_EV_ROUTE:
+            match = strcmp(s->user, arg) == 0;
+            break;
+        case SCHEMA_EV_DOMAIN:
+            domain = schema_domain(s->user);
+            match = domain != NULL && strcmp(domain, arg) == 0;
+            break;
+        case SCHEMA_EV_BACKEND:
+            match = s->route != NULL && strcmp(s->route->name, arg) == 0;
+            break;
+        }
+        if (!match) {
+            continue;
+        }
+        if (type == SCHEMA_EV_KICK) {
+            session_kick(s, "Session ended by the administrator");
+        } else if (s->state == SESSION_RELAY) {
+            s->pending++;
+            if (dir_lookup(env->dir, s->user, NULL, session_on_recheck, s) != 0) {
+                s->pending--;
+            }
+        }
+    }
 }
 
 void session_drain_all(struct session_env *env, int final)

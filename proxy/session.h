@@ -12,8 +12,20 @@
 #include <openssl/ssl.h>
 
 #include "common/config.h"
+#include "common/schema.h"
 
 struct session;
+struct dir;
+
+/* Counters of one worker, written to the log periodically and at exit. */
+struct session_stats {
+    uint64_t logins_ok;
+    uint64_t logins_failed;      /* refused: wrong password, unknown user, blocked, disabled */
+    uint64_t logins_unavailable; /* Redis or backend unavailable */
+    uint64_t bf_delayed;         /* logins delayed by the brute-force counters */
+    uint64_t bf_blocked;         /* logins refused by them */
+    uint64_t kicks;              /* sessions ended by kick or route events */
+};
 
 /* What a worker shares with its sessions.  Owned by the worker; outlives
  * every session of that worker. */
@@ -26,6 +38,8 @@ struct session_env {
     struct session *sessions;    /* list of live sessions (see session_drain_all) */
     size_t num_sessions;
     uint64_t next_id;            /* session ids: worker_id and this counter */
+    struct dir *dir;             /* routing table of this worker */
+    struct session_stats stats;
 };
 
 /* session_accept accepts one pending connection of server and starts its
@@ -37,5 +51,12 @@ int session_accept(struct session_env *env, uv_stream_t *server,
  * pre-auth sessions get "* BYE" and close at once; with final set, logged-in
  * sessions too. */
 void session_drain_all(struct session_env *env, int final);
+
+/* session_on_event applies a routing-table event to env's sessions:
+ * kick ends every session of the login; route, domain and backend look the
+ * affected sessions up again and end those whose backend host changed.  A
+ * session ends after the command in flight (or at once when that command
+ * waits for the client, such as IDLE) with "* BYE [UNAVAILABLE] reason". */
+void session_on_event(struct session_env *env, enum schema_event_type type, const char *arg);
 
 #endif

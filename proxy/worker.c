@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "proxy/directory.h"
 #include "proxy/listener.h"
 #include "proxy/session.h"
 
@@ -48,6 +49,8 @@ static void worker_on_drain_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
     if (w->env.num_sessions == 0) {
+        dir_close(w->env.dir);
+        w->env.dir = NULL;
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         return;
@@ -76,10 +79,43 @@ static void worker_on_async(uv_async_t *a)
     uv_timer_start(&w->drain_timer, worker_on_drain_timer, 0, WORKER_DRAIN_POLL_MS);
 }
 
+static void worker_on_event(void *ctx, enum schema_event_type type, const char *arg)
+{
+    struct worker *w = ctx;
+    log_msg(LOG_INFO, "worker %u: event %s %s", w->env.worker_id, schema_event_name(type), arg);
+    session_on_event(&w->env, type, arg);
+}
+
+static const struct dir_ops worker_dir_ops = {
+    .on_event = worker_on_event,
+};
+
+static void worker_log_stats(const struct worker *w)
+{
+    const struct session_stats *st = &w->env.stats;
+    log_msg(LOG_INFO, "worker %u: stats logins_ok=%llu logins_failed=%llu "
+            "logins_unavailable=%llu bruteforce_delayed=%llu bruteforce_blocked=%llu kicks=%llu",
+            w->env.worker_id, (unsigned long long)st->logins_ok,
+            (unsigned long long)st->logins_failed, (unsigned long long)st->logins_unavailable,
+            (unsigned long long)st->bf_delayed, (unsigned long long)st->bf_blocked,
+            (unsigned long long)st->kicks);
+}
+
 static void worker_main(void *arg)
 {
     struct worker *w = arg;
     size_t i;
+
+    w->env.dir = dir_new(&w->loop, w->env.cfg, &worker_dir_ops, w);
+    if (w->env.dir == NULL) {
+        snprintf(w->err, sizeof(w->err), "out of memory");
+        w->failed = 1;
+        uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
+        uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_sem_post(&w->ready);
+        return;
+    }
 
     for (i = 0; i < w->env.cfg->num_listeners; i++) {
         w->listeners[i] = listener_open(w->err, sizeof(w->err), &w->loop,
@@ -93,6 +129,8 @@ static void worker_main(void *arg)
         for (size_t j = 0; j < i; j++) {
             listener_close(w->listeners[j]);
         }
+        dir_close(w->env.dir);
+        w->env.dir = NULL;
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -101,6 +139,7 @@ static void worker_main(void *arg)
     }
     uv_sem_post(&w->ready);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    worker_log_stats(w);
     log_msg(LOG_DEBUG, "worker %u: loop ended", w->env.worker_id);
 }
 

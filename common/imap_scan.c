@@ -1,0 +1,118 @@
+#include "common/imap_scan.h"
+
+#include <string.h>
+
+void imap_scan_init(struct imap_scan *sc)
+{
+    memset(sc, 0, sizeof(*sc));
+}
+
+int imap_scan_at_line_start(const struct imap_scan *sc)
+{
+    return !sc->in_line && sc->literal_left == 0;
+}
+
+/* imap_scan_literal reads "{123}\r", "{123+}\r" or "~{123}\r" at the end of
+ * the tail; returns 1 and the length, or 0. */
+static int imap_scan_literal(const struct imap_scan *sc, uint64_t *len)
+{
+    size_t n = sc->tail_len;
+    const uint8_t *t = sc->tail;
+    if (n < 4 || t[n - 1] != '\r' || t[n - 2] != '}') {
+        return 0;
+    }
+    size_t end = n - 2;       /* index of '}' */
+    if (t[end - 1] == '+') {
+        end--;
+    }
+    size_t start = end;
+    while (start > 0 && t[start - 1] >= '0' && t[start - 1] <= '9') {
+        start--;
+    }
+    /* at most 19 digits keep the value in 64 bits; longer is not a literal
+     * any server or client we relay for would send, and the line goes on */
+    if (start == end || start == 0 || t[start - 1] != '{' || end - start > 19) {
+        return 0;
+    }
+    uint64_t v = 0;
+    for (size_t i = start; i < end; i++) {
+        v = v * 10 + (uint64_t)(t[i] - '0');
+    }
+    *len = v;
+    return 1;
+}
+
+static void imap_scan_keep(struct imap_scan *sc, const uint8_t *p, size_t n)
+{
+    if (!sc->in_line) {
+        sc->in_line = 1;
+        sc->head_len = 0;
+        sc->head_done = 0;
+    }
+    if (!sc->head_done && sc->head_len < IMAP_SCAN_HEAD_LEN) {
+        size_t h = IMAP_SCAN_HEAD_LEN - sc->head_len;
+        if (h > n) {
+            h = n;
+        }
+        memcpy(sc->head + sc->head_len, p, h);
+        sc->head_len = (uint8_t)(sc->head_len + h);
+    }
+    if (n >= sizeof(sc->tail)) {
+        memcpy(sc->tail, p + n - sizeof(sc->tail), sizeof(sc->tail));
+        sc->tail_len = sizeof(sc->tail);
+        return;
+    }
+    size_t keep = sizeof(sc->tail) - n;
+    if (keep > sc->tail_len) {
+        keep = sc->tail_len;
+    }
+    memmove(sc->tail, sc->tail + sc->tail_len - keep, keep);
+    memcpy(sc->tail + keep, p, n);
+    sc->tail_len = (uint8_t)(keep + n);
+}
+
+void imap_scan_feed(struct imap_scan *sc, const uint8_t *data, size_t len, imap_scan_line_cb cb,
+                    void *ctx)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (sc->literal_left > 0) {
+            size_t n = len - i;
+            if (n > sc->literal_left) {
+                n = (size_t)sc->literal_left;
+            }
+            sc->literal_left -= n;
+            i += n;
+            continue;
+        }
+        const uint8_t *nl = memchr(data + i, '\n', len - i);
+        size_t end = nl != NULL ? (size_t)(nl - data) : len;
+        if (end > i) {
+            imap_scan_keep(sc, data + i, end - i);
+        }
+        if (nl == NULL) {
+            return;
+        }
+        i = end + 1;
+        if (!sc->head_done) {
+            sc->head_done = 1;
+            if (sc->head_len > 0 && sc->head[sc->head_len - 1] == '\r') {
+                sc->head_len--;
+            }
+        }
+        uint64_t lit;
+        if (imap_scan_literal(sc, &lit)) {
+            sc->literal_left = lit;
+            sc->tail_len = 0;
+            sc->in_line = 1; /* the line goes on after the literal */
+            continue;
+        }
+        if (cb != NULL) {
+            cb(ctx, sc->head, sc->head_len);
+        }
+        sc->in_line = 0;
+        sc->head_len = 0;
+        sc->head_done = 0;
+        sc->tail_len = 0;
+    }
+}

@@ -1,0 +1,75 @@
+/* directory: who may log in and where a mailbox lives.  With a redis section
+ * in the configuration it reads the routing table (common/schema.h) through
+ * one command connection per worker, pipelining what a login needs, caches
+ * the hashes per worker for redis.cache_ttl_ms, and listens on the events
+ * channel (a second connection) to drop cache entries and tell the worker.
+ * Without Redis it answers from the configuration's static routes.  Either
+ * way the host of a multi-host backend is chosen by rendezvous hashing on the
+ * login. */
+#ifndef IMAPMUX_PROXY_DIRECTORY_H
+#define IMAPMUX_PROXY_DIRECTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/schema.h"
+
+struct dir;
+
+struct dir_ops {
+    /* an event from the channel, after the cache dropped what it names */
+    void (*on_event)(void *ctx, enum schema_event_type type, const char *arg);
+};
+
+enum dir_status {
+    DIR_OK,          /* backend and host chosen */
+    DIR_UNAVAILABLE, /* Redis down or failing, a bad record, or every host down */
+    DIR_NO_ROUTE,    /* no user, domain or default route */
+};
+
+struct dir_result {
+    enum dir_status status;
+    const char *reason;             /* for the log (static text) when not DIR_OK */
+    int have_user;                  /* a user hash exists */
+    struct schema_user user;        /* its fields (owned by the result) */
+    int have_domain;
+    enum schema_auth domain_auth;   /* of the domain hash, if any */
+    const struct config_backend *backend; /* in the configuration */
+    char host[256];
+    uint16_t port;
+    unsigned long fails_ip;         /* brute-force counters (0 when not asked) */
+    unsigned long fails_login;
+};
+
+/* cb owns nothing; the result is freed after it returns. */
+typedef void (*dir_cb)(void *ctx, const struct dir_result *res);
+
+/* dir_new: cfg (borrowed) outlives the directory.  Starts connecting when
+ * Redis is configured. */
+struct dir *dir_new(uv_loop_t *loop, const struct config *cfg, const struct dir_ops *ops,
+                    void *ctx);
+
+/* dir_redis_up: Redis is configured and the command connection is up (or
+ * Redis is not configured at all). */
+int dir_usable(const struct dir *d);
+
+/* dir_lookup resolves a normalised login.  With client_ip (and brute-force
+ * counting on) the failure counters are read too.  cb is called exactly once,
+ * possibly before dir_lookup returns.  Returns 0, or -1 on OOM (no cb). */
+int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb cb, void *ctx);
+
+/* dir_record_failure counts a failed login for the client address and the
+ * login (shared by every instance through Redis); dir_record_success clears
+ * the login's counter.  Fire and forget; no-ops without brute-force
+ * counting. */
+void dir_record_failure(struct dir *d, const char *login, const char *client_ip);
+void dir_record_success(struct dir *d, const char *login);
+
+/* dir_close fails lookups in flight (their cb reports DIR_UNAVAILABLE) and
+ * frees the directory once its handles are closed. */
+void dir_close(struct dir *d);
+
+#endif

@@ -1,0 +1,435 @@
+#include "proxy/redis.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <hiredis/async.h>
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include <hiredis/adapters/libuv.h>
+#pragma GCC diagnostic pop
+
+#include "common/log.h"
+
+#define RCLIENT_BACKOFF_FIRST_MS 100
+
+enum rclient_state {
+    RC_WAIT,       /* not connected; the timer starts the next attempt */
+    RC_SENTINEL,   /* asking a sentinel for the master's address */
+    RC_HANDSHAKE,  /* connected (or connecting) to Redis: AUTH, SELECT, ROLE/PING */
+    RC_SUBSCRIBE,  /* SUBSCRIBE sent, waiting for its confirmation */
+    RC_READY,
+    RC_CLOSED,
+};
+
+struct rclient {
+    uv_loop_t *loop;
+    const struct config_redis *cfg;
+    const char *channel;           /* NULL: command connection */
+    char name[32];
+    const struct rclient_ops *ops;
+    void *ctx;
+
+    redisAsyncContext *ac;         /* current connection, or NULL */
+    enum rclient_state state;
+    uv_timer_t timer;              /* attempt timeout, command timeout, or backoff */
+    unsigned backoff_ms;
+    size_t sentinel_idx;           /* next sentinel to ask */
+    char host[256];                /* where the current connection goes */
+    int port;
+    size_t inflight;               /* user commands not yet answered on ac */
+    int was_up;                    /* on_up(1) was reported */
+    int failures_logged;           /* consecutive failures since the last success */
+};
+
+/* a command in flight: its callback is called exactly once */
+struct rclient_req {
+    struct rclient *rc;
+    redisAsyncContext *ac;         /* the connection it was sent on */
+    rclient_cb cb;
+    void *ctx;
+};
+
+static void rclient_connect(struct rclient *rc);
+static void rclient_fail(struct rclient *rc, const char *why);
+
+static void rclient_on_timer(uv_timer_t *t);
+
+static void rclient_arm(struct rclient *rc, uint64_t ms)
+{
+    uv_timer_start(&rc->timer, rclient_on_timer, ms, 0);
+}
+
+static void rclient_set_up(struct rclient *rc, int up)
+{
+    if (up == rc->was_up) {
+        return;
+    }
+    rc->was_up = up;
+    if (rc->ops != NULL && rc->ops->on_up != NULL) {
+        rc->ops->on_up(rc->ctx, up);
+    }
+}
+
+/* rclient_drop forgets the current connection and frees it; hiredis then
+ * calls every pending callback with a NULL reply. */
+static void rclient_drop(struct rclient *rc)
+{
+    redisAsyncContext *ac = rc->ac;
+    rc->ac = NULL;
+    rc->inflight = 0;
+    if (ac != NULL) {
+        redisAsyncFree(ac);
+    }
+}
+
+static void rclient_fail(struct rclient *rc, const char *why)
+{
+    if (rc->state == RC_CLOSED) {
+        return;
+    }
+    int was_ready = rc->state == RC_READY;
+    rclient_drop(rc);
+    rc->state = RC_WAIT;
+    rclient_set_up(rc, 0);
+    if (was_ready || rc->failures_logged == 0) {
+        log_msg(LOG_WARNING, "%s: %s:%d: %s; retrying in %u ms", rc->name, rc->host, rc->port, why,
+                rc->backoff_ms);
+    } else {
+        log_msg(LOG_DEBUG, "%s: %s:%d: %s; retrying in %u ms", rc->name, rc->host, rc->port, why,
+                rc->backoff_ms);
+    }
+    rc->failures_logged++;
+    rclient_arm(rc, rc->backoff_ms);
+    rc->backoff_ms *= 2;
+    if (rc->backoff_ms > rc->cfg->reconnect_max_ms) {
+        rc->backoff_ms = rc->cfg->reconnect_max_ms;
+    }
+}
+
+static void rclient_on_timer(uv_timer_t *t)
+{
+    struct rclient *rc = t->data;
+    switch (rc->state) {
+    case RC_WAIT:
+        rclient_connect(rc);
+        break;
+    case RC_SENTINEL:
+        rclient_fail(rc, "sentinel did not answer in time");
+        break;
+    case RC_HANDSHAKE:
+    case RC_SUBSCRIBE:
+        rclient_fail(rc, "no answer in time while connecting");
+        break;
+    case RC_READY:
+        rclient_fail(rc, "command timed out");
+        break;
+    case RC_CLOSED:
+        break;
+    }
+}
+
+/* --- hiredis callbacks -------------------------------------------------------- */
+
+static void rclient_on_connect(const redisAsyncContext *ac, int status)
+{
+    struct rclient *rc = ac->data;
+    if (status == REDIS_OK || rc == NULL || ac != rc->ac) {
+        return;
+    }
+    /* hiredis frees a context whose connect failed: forget it first */
+    rc->ac = NULL;
+    rclient_fail(rc, ac->errstr[0] ? ac->errstr : "cannot connect");
+}
+
+static void rclient_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct rclient *rc = ac->data;
+    if (rc == NULL || ac != rc->ac) {
+        return;
+    }
+    rc->ac = NULL;
+    rclient_fail(rc, status == REDIS_OK ? "connection closed"
+                     : (ac->errstr[0] ? ac->errstr : "connection lost"));
+}
+
+static redisAsyncContext *rclient_open(struct rclient *rc, const char *host, int port)
+{
+    snprintf(rc->host, sizeof(rc->host), "%s", host);
+    rc->port = port;
+    redisAsyncContext *ac = redisAsyncConnect(host, port);
+    if (ac == NULL) {
+        return NULL;
+    }
+    if (ac->err) {
+        log_msg(LOG_DEBUG, "%s: %s:%d: %s", rc->name, host, port, ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = rc;
+    if (redisLibuvAttach(ac, rc->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    redisAsyncSetConnectCallback(ac, rclient_on_connect);
+    redisAsyncSetDisconnectCallback(ac, rclient_on_disconnect);
+    return ac;
+}
+
+static int rclient_is_error(const redisReply *r)
+{
+    return r == NULL || r->type == REDIS_REPLY_ERROR;
+}
+
+static void rclient_on_message(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rclient *rc = priv;
+    const redisReply *r = reply;
+    if (r == NULL || ac != rc->ac) {
+        return; /* torn down; the disconnect path handles it */
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
+        rclient_fail(rc, "unexpected reply on the subscribed connection");
+        return;
+    }
+    const redisReply *kind = r->element[0];
+    if (strcasecmp(kind->str, "subscribe") == 0) {
+        if (rc->state == RC_SUBSCRIBE) {
+            rc->state = RC_READY;
+            uv_timer_stop(&rc->timer);
+            rc->backoff_ms = RCLIENT_BACKOFF_FIRST_MS;
+            if (rc->failures_logged > 0) {
+                log_msg(LOG_NOTICE, "%s: subscribed again at %s:%d", rc->name, rc->host, rc->port);
+            }
+            rc->failures_logged = 0;
+            rclient_set_up(rc, 1);
+        }
+        return;
+    }
+    if (strcasecmp(kind->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING &&
+        rc->ops != NULL && rc->ops->on_message != NULL) {
+        rc->ops->on_message(rc->ctx, r->element[2]->str, r->element[2]->len);
+    }
+}
+
+/* rclient_on_ready: the last handshake reply (ROLE or PING) came back. */
+static void rclient_on_ready(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rclient *rc = priv;
+    const redisReply *r = reply;
+    if (ac != rc->ac || rc->state != RC_HANDSHAKE) {
+        return;
+    }
+    if (rclient_is_error(r)) {
+        rclient_fail(rc, r != NULL ? r->str : "no answer");
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY) { /* ROLE */
+        if (r->elements < 1 || r->element[0]->type != REDIS_REPLY_STRING ||
+            strcmp(r->element[0]->str, "master") != 0) {
+            rclient_fail(rc, "the server named by the sentinel is not a master (yet)");
+            return;
+        }
+    }
+    if (rc->channel != NULL) {
+        const char *argv[2] = {"SUBSCRIBE", rc->channel};
+        rc->state = RC_SUBSCRIBE;
+        if (redisAsyncCommandArgv(ac, rclient_on_message, rc, 2, argv, NULL) != REDIS_OK) {
+            rclient_fail(rc, "cannot send SUBSCRIBE");
+        }
+        return;
+    }
+    rc->state = RC_READY;
+    uv_timer_stop(&rc->timer);
+    rc->backoff_ms = RCLIENT_BACKOFF_FIRST_MS;
+    if (rc->failures_logged > 0) {
+        log_msg(LOG_NOTICE, "%s: connected again to %s:%d", rc->name, rc->host, rc->port);
+    }
+    rc->failures_logged = 0;
+    rclient_set_up(rc, 1);
+}
+
+/* rclient_on_step: AUTH or SELECT during the handshake. */
+static void rclient_on_step(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rclient *rc = priv;
+    const redisReply *r = reply;
+    if (ac != rc->ac || rc->state != RC_HANDSHAKE) {
+        return;
+    }
+    if (rclient_is_error(r)) {
+        rclient_fail(rc, r != NULL ? r->str : "no answer");
+    }
+}
+
+static void rclient_handshake(struct rclient *rc, const char *host, int port)
+{
+    char db[16];
+    rc->state = RC_HANDSHAKE;
+    rc->ac = rclient_open(rc, host, port);
+    if (rc->ac == NULL) {
+        rclient_fail(rc, "cannot create a connection");
+        return;
+    }
+    rclient_arm(rc, rc->cfg->connect_timeout_ms);
+    /* hiredis queues these until the connection is up; they go out together */
+    if (rc->cfg->password != NULL) {
+        const char *argv[2] = {"AUTH", rc->cfg->password};
+        redisAsyncCommandArgv(rc->ac, rclient_on_step, rc, 2, argv, NULL);
+    }
+    if (rc->cfg->db != 0) {
+        snprintf(db, sizeof(db), "%u", rc->cfg->db);
+        const char *argv[2] = {"SELECT", db};
+        redisAsyncCommandArgv(rc->ac, rclient_on_step, rc, 2, argv, NULL);
+    }
+    const char *argv[1] = {rc->cfg->num_sentinels > 0 ? "ROLE" : "PING"};
+    if (redisAsyncCommandArgv(rc->ac, rclient_on_ready, rc, 1, argv, NULL) != REDIS_OK) {
+        rclient_fail(rc, "cannot send the handshake");
+    }
+}
+
+static void rclient_on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rclient *rc = priv;
+    const redisReply *r = reply;
+    char host[256];
+    int port;
+    if (ac != rc->ac || rc->state != RC_SENTINEL) {
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[0]->len >= sizeof(host)) {
+        rclient_fail(rc, r != NULL && r->type == REDIS_REPLY_NIL
+                             ? "the sentinel does not know the master name"
+                             : "no usable answer from the sentinel");
+        return;
+    }
+    memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+    port = atoi(r->element[1]->str);
+    /* done with this sentinel; the next attempt starts from the first again */
+    rclient_drop(rc);
+    rc->sentinel_idx = 0;
+    if (port <= 0 || port > 65535) {
+        rclient_fail(rc, "the sentinel named an invalid port");
+        return;
+    }
+    log_msg(LOG_DEBUG, "%s: sentinel names master %s:%d", rc->name, host, port);
+    rclient_handshake(rc, host, port);
+}
+
+static void rclient_connect(struct rclient *rc)
+{
+    if (rc->cfg->num_sentinels == 0) {
+        rclient_handshake(rc, rc->cfg->host, rc->cfg->port);
+        return;
+    }
+    const struct schema_host *s = &rc->cfg->sentinels[rc->sentinel_idx];
+    rc->sentinel_idx = (rc->sentinel_idx + 1) % rc->cfg->num_sentinels;
+    rc->state = RC_SENTINEL;
+    rc->ac = rclient_open(rc, s->host, s->port);
+    if (rc->ac == NULL) {
+        rclient_fail(rc, "cannot create a connection to the sentinel");
+        return;
+    }
+    rclient_arm(rc, rc->cfg->connect_timeout_ms);
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", rc->cfg->master_name};
+    if (redisAsyncCommandArgv(rc->ac, rclient_on_sentinel, rc, 3, argv, NULL) != REDIS_OK) {
+        rclient_fail(rc, "cannot ask the sentinel");
+    }
+}
+
+/* --- API ---------------------------------------------------------------------- */
+
+struct rclient *rclient_new(uv_loop_t *loop, const struct config_redis *cfg, const char *channel,
+                            const char *name, const struct rclient_ops *ops, void *ctx)
+{
+    struct rclient *rc = calloc(1, sizeof(*rc));
+    if (rc == NULL) {
+        return NULL;
+    }
+    rc->loop = loop;
+    rc->cfg = cfg;
+    rc->channel = channel;
+    snprintf(rc->name, sizeof(rc->name), "%s", name);
+    rc->ops = ops;
+    rc->ctx = ctx;
+    rc->backoff_ms = RCLIENT_BACKOFF_FIRST_MS;
+    uv_timer_init(loop, &rc->timer);
+    rc->timer.data = rc;
+    rclient_connect(rc);
+    return rc;
+}
+
+int rclient_is_up(const struct rclient *rc)
+{
+    return rc != NULL && rc->state == RC_READY && rc->ac != NULL;
+}
+
+static void rclient_on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rclient_req *req = priv;
+    struct rclient *rc = req->rc;
+    const redisReply *r = reply;
+    int current = rc->ac != NULL && ac == rc->ac && req->ac == ac;
+
+    if (current) {
+        rc->inflight--;
+        if (rc->inflight == 0) {
+            uv_timer_stop(&rc->timer);
+        } else {
+            rclient_arm(rc, rc->cfg->command_timeout_ms); /* progress: time the next one */
+        }
+    }
+    req->cb(req->ctx, r);
+    free(req);
+    if (current && r != NULL && r->type == REDIS_REPLY_ERROR &&
+        strncmp(r->str, "READONLY", 8) == 0) {
+        /* a failover turned our master into a replica */
+        rclient_fail(rc, "the server became a replica");
+    }
+}
+
+int rclient_cmd(struct rclient *rc, rclient_cb cb, void *ctx, int argc, const char **argv,
+                const size_t *lens)
+{
+    if (!rclient_is_up(rc) || rc->channel != NULL) {
+        return -1;
+    }
+    struct rclient_req *req = malloc(sizeof(*req));
+    if (req == NULL) {
+        return -1;
+    }
+    req->rc = rc;
+    req->ac = rc->ac;
+    req->cb = cb;
+    req->ctx = ctx;
+    if (redisAsyncCommandArgv(rc->ac, rclient_on_reply, req, argc, argv, lens) != REDIS_OK) {
+        free(req);
+        return -1;
+    }
+    if (rc->inflight++ == 0) {
+        rclient_arm(rc, rc->cfg->command_timeout_ms);
+    }
+    return 0;
+}
+
+static void rclient_on_timer_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void rclient_close(struct rclient *rc)
+{
+    if (rc == NULL) {
+        return;
+    }
+    rc->state = RC_CLOSED;
+    rclient_drop(rc);
+    uv_timer_stop(&rc->timer);
+    uv_close((uv_handle_t *)&rc->timer, rclient_on_timer_close);
+}
