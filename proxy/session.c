@@ -57,6 +57,7 @@ _Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == S
 #define SESSION_F_FREED        (1u << 7) /* session_maybe_free ran the free */
 #define SESSION_F_KICK         (1u << 8) /* kicked: BYE after the command in flight */
 #define SESSION_F_WAITS_CLIENT (1u << 9) /* the backend's last word was a "+" */
+#define SESSION_F_PROCESSING   (1u << 10) /* inside session_process: do not re-enter */
 
 #define SESSION_KICK_QUIET_MS 50      /* a kicked session ends when the backend is this quiet */
 #define SESSION_KICK_MAX_MS 10000     /* ... or this long after the kick, whatever is in flight */
@@ -125,7 +126,7 @@ static void session_log(struct session *s, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void session_log(struct session *s, int level, const char *fmt, ...)
 {
-    char prefix[512];
+    char prefix[1024];
     va_list ap;
     if (!log_enabled(level)) {
         return;
@@ -348,6 +349,11 @@ static void session_login_refused(struct session *s, const char *code, const cha
     session_set_state(s, SESSION_PREAUTH);
     if (s->auth_failures >= s->cfg->max_auth_failures) {
         session_bye(s, "Too many failed logins", "too many failed logins");
+        return;
+    }
+    if (s->flags & SESSION_F_PROCESSING) {
+        /* answered at once, from within the command: the caller's loop goes on */
+        conn_read_start(s->client);
         return;
     }
     session_process(s);
@@ -757,6 +763,7 @@ static void session_process(struct session *s)
 {
     size_t off = 0;
 
+    s->flags |= SESSION_F_PROCESSING;
     while (s->state == SESSION_PREAUTH && off < s->inbuf_len) {
         size_t used = 0;
         enum imap_parse_result r =
@@ -814,6 +821,7 @@ static void session_process(struct session *s)
             session_bye(s, "Too many failed logins", "too many failed logins");
         }
     }
+    s->flags &= ~SESSION_F_PROCESSING;
     if (s->inbuf == NULL) {
         return; /* STARTTLS dropped the buffer */
     }

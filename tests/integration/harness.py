@@ -110,6 +110,9 @@ class TempDir:
         os.chmod(self.path, 0o755)
 
     def close(self):
+        if os.environ.get("IMAPMUX_KEEP_TMP"):
+            sys.stderr.write("kept %s\n" % self.path)
+            return
         shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self):
@@ -131,9 +134,13 @@ def _unprivileged():
 class Dovecot:
     """A real dovecot IMAP server on a free loopback port."""
 
-    def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot", ssl=None):
+    def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot", ssl=None,
+                 master_users=None):
+        """master_users: {name: password} allowed to log in as any user with
+        SASL PLAIN authzid=<user>, authcid=<name>."""
         self.dir = os.path.join(tmpdir, name)
         self.users = users or {"alice": "pw"}
+        self.master_users = master_users or {}
         if ssl is not None:  # ssl=False | True (STARTTLS) | "starttls" | "implicit"
             ssl_mode = {False: "none", True: "starttls"}.get(ssl, ssl)
         if ssl_mode not in ("none", "starttls", "implicit"):
@@ -156,6 +163,14 @@ class Dovecot:
         with open(os.path.join(self.dir, "passwd"), "w") as f:
             for user, pw in self.users.items():
                 f.write("%s:{PLAIN}%s\n" % (user, pw))
+        master_passdb = ""
+        if self.master_users:
+            with open(os.path.join(self.dir, "masters"), "w") as f:
+                for user, pw in self.master_users.items():
+                    f.write("%s:{PLAIN}%s\n" % (user, pw))
+            # pass = yes: the target user must exist in the normal passdb too
+            master_passdb = ("passdb {\n  driver = passwd-file\n  master = yes\n"
+                             "  pass = yes\n  args = %s/masters\n}\n" % self.dir)
         if self.ssl_mode == "none":
             ssl_conf = "ssl = no\n"
         else:
@@ -177,7 +192,7 @@ first_valid_uid = 0
 login_trusted_networks = 127.0.0.0/8
 login_log_format_elements = user=<%u> method=%m rip=%r rport=%{{rport}} lip=%l lport=%{{lport}} %c
 mail_location = maildir:{d}/mail/%u
-passdb {{
+{master}passdb {{
   driver = passwd-file
   args = {d}/passwd
 }}
@@ -200,7 +215,7 @@ service anvil {{
   chroot =
 }}
 """.format(lo=LOOPBACK, d=self.dir, ssl=ssl_conf, uid=u.pw_uid, gid=u.pw_gid,
-           imap_port=imap_port, imaps_port=imaps_port)
+           imap_port=imap_port, imaps_port=imaps_port, master=master_passdb)
         self.conf = os.path.join(self.dir, "dovecot.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
@@ -257,6 +272,192 @@ service anvil {{
             raise RuntimeError("APPEND to dovecot failed")
 
 
+class RespError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("connection closed by redis")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RespError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise ConnectionError("unexpected reply from redis: %r" % line[:50])
+
+
+def resp_command(port, *args, password=None, timeout=5, host=LOOPBACK):
+    """One command to Redis over a fresh connection (RESP2); returns str,
+    int, list or None, raises RespError for an error reply."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        f = s.makefile("rb")
+        cmds = ([("AUTH", password)] if password else []) + [args]
+        out = b""
+        for c in cmds:
+            out += b"*%d\r\n" % len(c)
+            for a in c:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+        s.sendall(out)
+        if password:
+            _resp_read(f)
+        return _resp_read(f)
+
+
+class Redis:
+    """A real redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, tmpdir, name="redis", password=None, replica_of=None):
+        self.dir = os.path.join(tmpdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.password = password
+        self.replica_of = replica_of
+        self.proc = None
+
+    def _write_config(self):
+        lines = ["port %d" % self.port, "bind %s" % LOOPBACK, 'save ""', "appendonly no",
+                 "daemonize no", "protected-mode no", "dir %s" % self.dir,
+                 "logfile %s/redis.log" % self.dir]
+        if self.password:
+            lines.append("requirepass %s" % self.password)
+        if self.replica_of is not None:
+            lines.append("replicaof %s %d" % (LOOPBACK, self.replica_of.port))
+            if self.replica_of.password:
+                lines.append("masterauth %s" % self.replica_of.password)
+        self.conf = os.path.join(self.dir, "redis.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _wait_ping(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited with %s; log:\n%s" % (
+                    self.proc.returncode, self.log_text()[-2000:]))
+            try:
+                if self.cmd("PING") == "PONG":
+                    return
+            except (OSError, ConnectionError, RespError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING")
+            time.sleep(0.05)
+
+    def start(self):
+        self._write_config()
+        self.proc = subprocess.Popen(self._argv(), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        _children.append(self.proc)
+        self._wait_ping()
+        return self
+
+    def _argv(self):
+        return ["redis-server", self.conf]
+
+    def restart(self):
+        """Starts again on the same port (after kill or stop)."""
+        self.stop()
+        return self.start()
+
+    def cmd(self, *args):
+        return resp_command(self.port, *args, password=self.password)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self):
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_text(self):
+        try:
+            with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+class Sentinel(Redis):
+    """A Redis Sentinel watching master (a Redis) with quorum 1."""
+
+    def __init__(self, tmpdir, master, name="sentinel", master_name="mymaster",
+                 down_after_ms=1000, failover_timeout_ms=3000):
+        super().__init__(tmpdir, name=name)
+        self.master = master
+        self.master_name = master_name
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def _write_config(self):
+        # Sentinel rewrites its file: write it once, keep it writable
+        self.conf = os.path.join(self.dir, "sentinel.conf")
+        if os.path.exists(self.conf):
+            return
+        n = self.master_name
+        lines = ["port %d" % self.port, "bind %s" % LOOPBACK, "daemonize no",
+                 "protected-mode no", "dir %s" % self.dir, "logfile %s/redis.log" % self.dir,
+                 "sentinel monitor %s %s %d 1" % (n, LOOPBACK, self.master.port),
+                 "sentinel down-after-milliseconds %s %d" % (n, self.down_after_ms),
+                 "sentinel failover-timeout %s %d" % (n, self.failover_timeout_ms),
+                 "sentinel parallel-syncs %s 1" % n]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _argv(self):
+        return ["redis-server", self.conf, "--sentinel"]
+
+    def master_addr(self):
+        r = self.cmd("SENTINEL", "get-master-addr-by-name", self.master_name)
+        return (r[0], int(r[1])) if r else None
+
+    def wait_for_master(self, port, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            addr = self.master_addr()
+            if addr is not None and addr[1] == port:
+                return addr
+            if time.monotonic() > deadline:
+                raise RuntimeError("sentinel still names %r, not port %d" % (addr, port))
+            time.sleep(0.2)
+
+
+def imapmuxctl_bin():
+    b = os.environ.get("IMAPMUXCTL_BIN")
+    if b and os.path.exists(b):
+        return b
+    return os.path.join(os.path.dirname(os.path.abspath(imapmux_bin())), "imapmuxctl")
+
+
+def imapmuxctl(config_path, *args, input=None, timeout=30):
+    """Runs imapmuxctl -c config_path args...; returns the CompletedProcess."""
+    return subprocess.run([imapmuxctl_bin(), "-c", config_path] + list(args), input=input,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def client_context(cafile):
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.check_hostname = True
@@ -264,6 +465,8 @@ def client_context(cafile):
 
 
 def _yaml_value(v):
+    if isinstance(v, (list, tuple)):
+        return "[%s]" % ", ".join(_yaml_value(x) for x in v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -276,7 +479,8 @@ class Imapmux:
     backends: a list of dicts {name, host, port, tls, ...}."""
 
     def __init__(self, tmpdir, backends, cert=None, routes=None, limits=None, workers=2,
-                 name="imapmux", extra_listeners=(), listeners=None):
+                 name="imapmux", extra_listeners=(), listeners=None, redis=None,
+                 bruteforce=None):
         """listeners: (address, port, tls) tuples replacing the default pair
         of an implicit TLS and a STARTTLS listener on free loopback ports;
         extra_listeners are added to either.  cert: (cert, key), made in the
@@ -307,10 +511,11 @@ class Imapmux:
                     lines.append("  %s:" % section)
                     for k, v in routes[section].items():
                         lines.append("    %s: %s" % (_yaml_value(k), _yaml_value(v)))
-        if limits:
-            lines.append("limits:")
-            for k, v in limits.items():
-                lines.append("  %s: %s" % (k, _yaml_value(v)))
+        for section, values in (("limits", limits), ("redis", redis), ("bruteforce", bruteforce)):
+            if values:
+                lines.append("%s:" % section)
+                for k, v in values.items():
+                    lines.append("  %s: %s" % (k, _yaml_value(v)))
         self.conf = os.path.join(self.dir, "imapmux.yaml")
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
