@@ -198,17 +198,23 @@ class RoutingTest(unittest.TestCase):
         other.logout()
 
     def test_kick_waits_for_the_command_in_flight(self):
+        # a 4 MB FETCH the client does not read yet: backpressure keeps the
+        # command in flight (mid-literal) while the kick arrives
+        body = ("y" * 78 + "\r\n") * 50000
+        self.d2.add_message("both", harness.sample_message("big", body))
         m = self.login("both", "both-pw")
-        m.select("INBOX")
-        # a FETCH whose answer is large enough to be in flight when the kick lands
-        big = harness.sample_message("big", "x" * 200 + "\r\n") * 1
-        for _ in range(3):
-            self.d2.add_message("both", big)
-        m.send(b"f1 FETCH 1:* (BODY.PEEK[])\r\n")
-        harness.imapmuxctl(self.mux.conf, "kick", "both")
-        got = read_to_eof(m.sock, timeout=15)
-        # the tagged answer comes before the BYE, never after or cut
+        typ, n = m.select("INBOX")
+        last = int(n[0])
+        m.send(b"f1 FETCH %d (BODY.PEEK[])\r\n" % last)
+        time.sleep(1)
+        r = harness.imapmuxctl(self.mux.conf, "kick", "both")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        time.sleep(1)
+        got = read_to_eof(m.sock, timeout=30)
+        # the whole answer, then the tagged completion, then the BYE
         self.assertIn(b"f1 OK", got)
+        self.assertGreater(got.index(b"f1 OK"), len(body))
+        self.assertIn(b"* BYE [UNAVAILABLE] Session ended by the administrator", got)
         self.assertLess(got.index(b"f1 OK"), got.index(b"* BYE [UNAVAILABLE]"))
 
 
