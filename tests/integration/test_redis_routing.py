@@ -338,6 +338,11 @@ class BruteForceTest(unittest.TestCase):
                     s.sendall(tag.encode() + b" LOGIN alice wrong\r\n")
                     line = read_until_tag(s, tag, timeout=30)[-1]
                     self.assertTrue(line.startswith(tag.encode() + b" NO [AUTHENTICATIONFAILED]"))
+                # the counters are written without waiting: poll (bounded)
+                deadline = time.monotonic() + 10
+                while redis.cmd("GET", "imapmux:bf:login:alice") != "3" and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.05)
                 self.assertEqual(redis.cmd("GET", "imapmux:bf:login:alice"), "3")
                 self.assertEqual(redis.cmd("GET", "imapmux:bf:ip:127.0.0.1"), "3")
                 # blocked: the right password gets the wrong-password answer
