@@ -92,6 +92,9 @@ class RoutingTest(unittest.TestCase):
         for m in (cls.mux, cls.mux2):
             if m.alive():
                 m.stop()
+            for bad in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
+                if bad in m.log_text():
+                    raise AssertionError("sanitizer report in %s" % m.log)
         for d in (cls.d1, cls.d2):
             d.stop()
         cls.redis.stop()
