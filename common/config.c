@@ -279,6 +279,15 @@ static const struct config_enum config_backend_auths[] = {
 static const struct config_enum config_unknown_users[] = {
     {"reject", 0}, {"passthrough", 1},
 };
+static const struct config_enum config_audit_policies[] = {
+    {"block", CONFIG_AUDIT_BLOCK}, {"drop", CONFIG_AUDIT_DROP}, {"close", CONFIG_AUDIT_CLOSE},
+};
+static const struct config_enum config_syslog_facilities[] = {
+    {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+    {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+    {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}, {"authpriv", LOG_AUTHPRIV},
+    {"daemon", LOG_DAEMON},
+};
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
     {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
@@ -741,6 +750,88 @@ static void config_bf_pair(struct config_loader *ld, struct config *c, const cha
     config_fail(ld, k, "unknown key %s", kp);
 }
 
+static void config_audit_redis_pair(struct config_loader *ld, struct config *c,
+                                    const char *prefix, const char *key, yaml_node_t *k,
+                                    yaml_node_t *v, void *arg)
+{
+    struct config_audit *a = &c->audit;
+    char kp[128];
+    unsigned long n;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "host") == 0) {
+        free(a->redis_host);
+        a->redis_host = config_string(ld, v, kp);
+    } else if (strcmp(key, "port") == 0) {
+        if (config_uint(ld, v, kp, 1, 65535, &n) == 0) {
+            a->redis_port = (uint16_t)n;
+        }
+    } else if (strcmp(key, "password") == 0) {
+        config_free_secret(&a->redis_password);
+        a->redis_password = config_string(ld, v, kp);
+    } else if (strcmp(key, "password_file") == 0) {
+        config_free_secret(&a->redis_password);
+        a->redis_password = config_secret_file(ld, v, kp);
+    } else if (strcmp(key, "db") == 0) {
+        if (config_uint(ld, v, kp, 0, 15, &n) == 0) {
+            a->redis_db = (unsigned)n;
+        }
+    } else if (strcmp(key, "key") == 0) {
+        free(a->redis_key);
+        a->redis_key = config_string(ld, v, kp);
+    } else if (strcmp(key, "maxlen") == 0) {
+        if (config_uint(ld, v, kp, 1, 4000000000UL, &n) == 0) {
+            a->redis_maxlen = n;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+static void config_audit_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_audit *a = &c->audit;
+    char kp[128];
+    unsigned long n;
+    int e;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "file") == 0) {
+        free(a->file);
+        a->file = config_string(ld, v, kp);
+    } else if (strcmp(key, "stdout") == 0) {
+        (void)config_bool(ld, v, kp, &a->to_stdout);
+    } else if (strcmp(key, "syslog") == 0) {
+        (void)config_bool(ld, v, kp, &a->to_syslog);
+    } else if (strcmp(key, "syslog_facility") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_syslog_facilities, &e) == 0) {
+            a->syslog_facility = e;
+        }
+    } else if (strcmp(key, "redis_stream") == 0) {
+        a->to_redis = 1;
+        config_each_pair(ld, c, v, kp, config_audit_redis_pair, NULL);
+    } else if (strcmp(key, "queue_bytes") == 0) {
+        if (config_uint(ld, v, kp, 4096, 1UL << 30, &n) == 0) {
+            a->queue_bytes = n;
+        }
+    } else if (strcmp(key, "policy") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_audit_policies, &e) == 0) {
+            a->policy = (enum config_audit_policy)e;
+        }
+    } else if (strcmp(key, "seqset_max") == 0) {
+        if (config_uint(ld, v, kp, 8, 4096, &n) == 0) {
+            a->seqset_max = n;
+        }
+    } else if (strcmp(key, "search_values") == 0) {
+        (void)config_bool(ld, v, kp, &a->search_values);
+    } else if (strcmp(key, "max_pending") == 0) {
+        if (config_uint(ld, v, kp, 1, 100000, &n) == 0) {
+            a->max_pending = (unsigned)n;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
 /* Top level: sections that others refer to (backends) are read first. */
 static void config_top_pair(struct config_loader *ld, struct config *c, const char *prefix,
                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -778,6 +869,8 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_redis_pair, NULL);
     } else if (strcmp(key, "bruteforce") == 0) {
         config_each_pair(ld, c, v, key, config_bf_pair, &ld->bf_enabled_set);
+    } else if (strcmp(key, "audit") == 0) {
+        config_each_pair(ld, c, v, key, config_audit_pair, NULL);
     } else {
         config_fail(ld, k, "unknown key %s", key);
     }
@@ -798,6 +891,12 @@ static void config_defaults(struct config *c)
     c->backend_greeting_timeout_ms = 15000;
     c->relay_buffer_len = 65536;
     c->redis.port = 6379;
+    c->audit.syslog_facility = LOG_LOCAL0;
+    c->audit.redis_maxlen = 1000000;
+    c->audit.queue_bytes = 1u << 20;
+    c->audit.policy = CONFIG_AUDIT_BLOCK;
+    c->audit.seqset_max = 256;
+    c->audit.max_pending = 1024;
     c->redis.connect_timeout_ms = 2000;
     c->redis.command_timeout_ms = 2000;
     c->redis.reconnect_max_ms = 5000;
@@ -844,7 +943,49 @@ static void config_free(struct config *c)
     free(c->redis.prefix);
     free(c->redis.sentinels);
     free(c->redis.master_name);
+    free(c->audit.file);
+    free(c->audit.redis_host);
+    config_free_secret(&c->audit.redis_password);
+    free(c->audit.redis_key);
     free(c);
+}
+
+/* config_audit_finish fills the audit stream's defaults from the redis section. */
+static int config_audit_finish(struct config_loader *ld, struct config *c, yaml_node_t *root)
+{
+    struct config_audit *a = &c->audit;
+    a->enabled = a->file != NULL || a->to_stdout || a->to_syslog || a->to_redis;
+    if (!a->to_redis) {
+        return 0;
+    }
+    if (a->redis_host == NULL) {
+        if (c->redis.host == NULL) {
+            config_fail(ld, root, "audit.redis_stream: host is required (no redis host to share)");
+            return -1;
+        }
+        a->redis_host = strdup(c->redis.host);
+        a->redis_port = a->redis_port != 0 ? a->redis_port : c->redis.port;
+        if (a->redis_password == NULL && c->redis.password != NULL) {
+            a->redis_password = strdup(c->redis.password);
+        }
+        if (a->redis_host == NULL) {
+            config_fail(ld, root, "out of memory");
+            return -1;
+        }
+    }
+    if (a->redis_port == 0) {
+        a->redis_port = 6379;
+    }
+    if (a->redis_key == NULL) {
+        char key[128];
+        snprintf(key, sizeof(key), "%saudit",
+                 c->redis.prefix != NULL ? c->redis.prefix : SCHEMA_DEFAULT_PREFIX);
+        if ((a->redis_key = strdup(key)) == NULL) {
+            config_fail(ld, root, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 struct config *config_load(char *err, size_t err_len, const char *path)
@@ -923,6 +1064,9 @@ struct config *config_load(char *err, size_t err_len, const char *path)
         c->bruteforce.enabled = c->redis.enabled;
     } else if (c->bruteforce.enabled && !c->redis.enabled) {
         config_fail(&ld, root, "bruteforce: the shared counters need a redis section");
+        goto fail;
+    }
+    if (config_audit_finish(&ld, c, root) != 0) {
         goto fail;
     }
     if (c->default_backend == NULL && c->num_backends == 1) {

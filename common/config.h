@@ -85,6 +85,32 @@ struct config_bruteforce {
     unsigned block_login_after; /* failures per login that block it (10) */
 };
 
+enum config_audit_policy {
+    CONFIG_AUDIT_BLOCK, /* a full queue stops reading clients of that worker (default) */
+    CONFIG_AUDIT_DROP,  /* a full queue drops records, counted and logged */
+    CONFIG_AUDIT_CLOSE, /* a full queue ends the session whose record did not fit */
+};
+
+struct config_audit {
+    int enabled;              /* at least one sink is configured */
+    char *file;               /* JSON lines with a hash chain; NULL for none */
+    int to_stdout;            /* JSON lines on standard output */
+    int to_syslog;            /* one syslog message per record */
+    int syslog_facility;      /* LOG_LOCAL0 .. LOG_LOCAL7, LOG_AUTHPRIV (default LOG_LOCAL0) */
+    int to_redis;             /* XADD to a Redis stream */
+    char *redis_host;         /* default: the redis section's host */
+    uint16_t redis_port;      /* default: the redis section's port, else 6379 */
+    char *redis_password;     /* default: the redis section's */
+    unsigned redis_db;
+    char *redis_key;          /* default "<prefix>audit" */
+    unsigned long redis_maxlen; /* approximate cap of the stream (default 1000000) */
+    size_t queue_bytes;       /* per worker (default 1 MiB) */
+    enum config_audit_policy policy;
+    size_t seqset_max;        /* bytes of a sequence set in a record (default 256) */
+    int search_values;        /* SEARCH values in records (default 0: "?") */
+    unsigned max_pending;     /* unanswered commands per session (default 1024) */
+};
+
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
     char *path;               /* file this snapshot was read from */
@@ -110,6 +136,7 @@ struct config {
 
     struct config_redis redis;
     struct config_bruteforce bruteforce;
+    struct config_audit audit;
 
     /* limits (all > 0 after loading) */
     size_t max_line_len;           /* pre-auth command line bytes (default 8192) */

@@ -12,16 +12,12 @@ int imap_scan_at_line_start(const struct imap_scan *sc)
     return !sc->in_line && sc->literal_left == 0;
 }
 
-/* imap_scan_literal reads "{123}\r", "{123+}\r" or "~{123}\r" at the end of
- * the tail; returns 1 and the length, or 0. */
-static int imap_scan_literal(const struct imap_scan *sc, uint64_t *len)
+size_t imap_scan_literal_end(const uint8_t *t, size_t n, uint64_t *size)
 {
-    size_t n = sc->tail_len;
-    const uint8_t *t = sc->tail;
     if (n < 4 || t[n - 1] != '\r' || t[n - 2] != '}') {
         return 0;
     }
-    size_t end = n - 2;       /* index of '}' */
+    size_t end = n - 2; /* index of '}' */
     if (t[end - 1] == '+') {
         end--;
     }
@@ -38,8 +34,12 @@ static int imap_scan_literal(const struct imap_scan *sc, uint64_t *len)
     for (size_t i = start; i < end; i++) {
         v = v * 10 + (uint64_t)(t[i] - '0');
     }
-    *len = v;
-    return 1;
+    *size = v;
+    start--; /* the '{' */
+    if (start > 0 && t[start - 1] == '~') {
+        start--;
+    }
+    return n - start;
 }
 
 static void imap_scan_keep(struct imap_scan *sc, const uint8_t *p, size_t n)
@@ -71,8 +71,8 @@ static void imap_scan_keep(struct imap_scan *sc, const uint8_t *p, size_t n)
     sc->tail_len = (uint8_t)(keep + n);
 }
 
-void imap_scan_feed(struct imap_scan *sc, const uint8_t *data, size_t len, imap_scan_line_cb cb,
-                    void *ctx)
+void imap_scan_feed_ops(struct imap_scan *sc, const uint8_t *data, size_t len,
+                        const struct imap_scan_ops *ops, void *ctx)
 {
     size_t i = 0;
     while (i < len) {
@@ -80,6 +80,9 @@ void imap_scan_feed(struct imap_scan *sc, const uint8_t *data, size_t len, imap_
             size_t n = len - i;
             if (n > sc->literal_left) {
                 n = (size_t)sc->literal_left;
+            }
+            if (ops->literal_data != NULL) {
+                ops->literal_data(ctx, data + i, n);
             }
             sc->literal_left -= n;
             i += n;
@@ -89,6 +92,9 @@ void imap_scan_feed(struct imap_scan *sc, const uint8_t *data, size_t len, imap_
         size_t end = nl != NULL ? (size_t)(nl - data) : len;
         if (end > i) {
             imap_scan_keep(sc, data + i, end - i);
+            if (ops->text != NULL) {
+                ops->text(ctx, data + i, end - i);
+            }
         }
         if (nl == NULL) {
             return;
@@ -101,18 +107,28 @@ void imap_scan_feed(struct imap_scan *sc, const uint8_t *data, size_t len, imap_
             }
         }
         uint64_t lit;
-        if (imap_scan_literal(sc, &lit)) {
+        if (!sc->no_literals && imap_scan_literal_end(sc->tail, sc->tail_len, &lit) > 0) {
             sc->literal_left = lit;
             sc->tail_len = 0;
             sc->in_line = 1; /* the line goes on after the literal */
+            if (ops->literal != NULL) {
+                ops->literal(ctx, lit);
+            }
             continue;
         }
-        if (cb != NULL) {
-            cb(ctx, sc->head, sc->head_len);
+        if (ops->line != NULL) {
+            ops->line(ctx, sc->head, sc->head_len);
         }
         sc->in_line = 0;
         sc->head_len = 0;
         sc->head_done = 0;
         sc->tail_len = 0;
     }
+}
+
+void imap_scan_feed(struct imap_scan *sc, const uint8_t *data, size_t len, imap_scan_line_cb cb,
+                    void *ctx)
+{
+    const struct imap_scan_ops ops = {.line = cb};
+    imap_scan_feed_ops(sc, data, len, &ops, ctx);
 }

@@ -15,6 +15,7 @@
 
 #include <openssl/mem.h>
 
+#include "common/audit_chain.h"
 #include "common/config.h"
 #include "common/passwd.h"
 #include "common/schema.h"
@@ -47,6 +48,7 @@ static void ctl_usage(FILE *f)
           "  backend set NAME --hosts H:P[,H:P...] [--down H:P[,...] | --up]\n"
           "  backend show NAME\n"
           "  kick LOGIN\n"
+          "  audit verify FILE           (checks the hash chain; needs no Redis)\n"
           "Passwords come from standard input when it is not a terminal, else from a\n"
           "prompt. Schemes: yescrypt (default), sha512-crypt, bcrypt, argon2id.\n"
           "Exit codes: 0 done, 1 refused, 2 usage, 3 Redis unreachable or failing.\n",
@@ -712,6 +714,64 @@ static int ctl_kick(struct ctl *c, int argc, char **argv)
     return CTL_OK;
 }
 
+/* ctl_audit_verify checks the hash chain of an audit file and names the
+ * first line where it breaks. */
+static int ctl_audit_verify(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return ctl_fail(CTL_REFUSED, "%s: %s", path, strerror(errno));
+    }
+    struct audit_chain chain;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    unsigned long long lineno = 0, records = 0;
+    int ended = 0, rc = CTL_OK;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        if (line[n - 1] != '\n') {
+            printf("%s: line %llu: cut short (no newline): the file's end was cut or is being "
+                   "written\n", path, lineno);
+            rc = CTL_REFUSED;
+            break;
+        }
+        line[--n] = '\0';
+        if (lineno == 1) {
+            if (strstr(line, "\"type\":\"chain_start\"") == NULL ||
+                audit_chain_field(line, (size_t)n, "prev", chain.prev) != 0) {
+                printf("%s: line 1: not a chain_start record: lines were removed from the "
+                       "start, or this is not an imapmux audit file\n", path);
+                rc = CTL_REFUSED;
+                break;
+            }
+        }
+        int r = audit_chain_check(&chain, line, (size_t)n);
+        if (r != 0) {
+            printf("%s: line %llu: %s\n", path, lineno,
+                   r == -1 ? "no chain value: the line was altered or is not an audit record"
+                           : "chain broken: this line was altered, or a line before it was "
+                             "deleted, inserted or moved");
+            rc = CTL_REFUSED;
+            break;
+        }
+        ended = strstr(line, "\"type\":\"chain_end\"") != NULL;
+        records++;
+    }
+    free(line);
+    if (ferror(f)) {
+        rc = ctl_fail(CTL_REFUSED, "%s: %s", path, strerror(errno));
+    } else if (rc == CTL_OK && lineno == 0) {
+        printf("%s: empty\n", path);
+        rc = CTL_REFUSED;
+    } else if (rc == CTL_OK) {
+        printf("%s: %llu lines, chain intact%s\n", path, records,
+               ended ? "" : " (no chain_end last: the file is in use, or its end was cut)");
+    }
+    fclose(f);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *cfg_path = NULL, *redis_addr = NULL, *prefix = NULL;
@@ -738,6 +798,12 @@ int main(int argc, char **argv)
         return ctl_fail(CTL_USAGE, "which command?");
     }
     const char *cmd = argv[i];
+    if (strcmp(cmd, "audit") == 0) {
+        if (argc - i != 3 || strcmp(argv[i + 1], "verify") != 0) {
+            return ctl_fail(CTL_USAGE, "audit verify FILE");
+        }
+        return ctl_audit_verify(argv[i + 2]);
+    }
     if (strcmp(cmd, "user") != 0 && strcmp(cmd, "domain") != 0 && strcmp(cmd, "backend") != 0 &&
         strcmp(cmd, "kick") != 0) {
         return ctl_fail(CTL_USAGE, "unknown command %s", cmd);

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "proxy/tls.h"
 #include "proxy/verify.h"
+#include "proxy/audit.h"
 #include "proxy/worker.h"
 
 #define MAIN_MAX_WORKERS 256
@@ -36,7 +37,8 @@ static void main_usage(FILE *f)
 struct main_state {
     struct worker *workers[MAIN_MAX_WORKERS];
     unsigned num_workers;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigusr1;
+    struct audit *audit;          /* NULL without audit sinks */
     int stopping;
 };
 
@@ -48,6 +50,13 @@ static void main_on_signal_close(uv_handle_t *h)
 static void main_on_signal(uv_signal_t *h, int signum)
 {
     struct main_state *m = h->data;
+    if (signum == SIGUSR1) {
+        if (m->audit != NULL) {
+            log_msg(LOG_INFO, "SIGUSR1: reopening the audit file");
+            audit_reopen(m->audit);
+        }
+        return;
+    }
     if (signum == SIGHUP) {
         log_msg(LOG_WARNING, "SIGHUP: configuration reload is not implemented yet; ignored");
         return;
@@ -63,6 +72,7 @@ static void main_on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&m->sigterm, main_on_signal_close);
     uv_close((uv_handle_t *)&m->sigint, main_on_signal_close);
     uv_close((uv_handle_t *)&m->sighup, main_on_signal_close);
+    uv_close((uv_handle_t *)&m->sigusr1, main_on_signal_close);
 }
 
 static SSL_CTX **main_backend_ctxs(const struct config *cfg)
@@ -127,8 +137,15 @@ static int main_run(struct config *cfg)
         log_msg(LOG_ERR, "cannot prepare password verification (hashing failed)");
         goto out;
     }
+    if (cfg->audit.enabled) {
+        m.audit = audit_new(cfg, err, sizeof(err));
+        if (m.audit == NULL) {
+            log_msg(LOG_ERR, "audit: %s", err);
+            goto out;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
-        m.workers[i] = worker_start(err, sizeof(err), i, cfg, server_ctx, backend_ctxs);
+        m.workers[i] = worker_start(err, sizeof(err), i, cfg, server_ctx, backend_ctxs, m.audit);
         if (m.workers[i] == NULL) {
             log_msg(LOG_ERR, "worker %u: %s", i, err);
             for (unsigned j = 0; j < i; j++) {
@@ -150,10 +167,12 @@ static int main_run(struct config *cfg)
     uv_signal_init(loop, &m.sigterm);
     uv_signal_init(loop, &m.sigint);
     uv_signal_init(loop, &m.sighup);
-    m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+    uv_signal_init(loop, &m.sigusr1);
+    m.sigterm.data = m.sigint.data = m.sighup.data = m.sigusr1.data = &m;
     uv_signal_start(&m.sigterm, main_on_signal, SIGTERM);
     uv_signal_start(&m.sigint, main_on_signal, SIGINT);
     uv_signal_start(&m.sighup, main_on_signal, SIGHUP);
+    uv_signal_start(&m.sigusr1, main_on_signal, SIGUSR1);
     uv_run(loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < m.num_workers; i++) {
         worker_join(m.workers[i]);
@@ -161,6 +180,7 @@ static int main_run(struct config *cfg)
     log_msg(LOG_INFO, "stopped");
     rc = 0;
 out:
+    audit_free(m.audit); /* after the workers: their last records go out */
     if (backend_ctxs != NULL) {
         for (size_t i = 0; i < cfg->num_backends; i++) {
             SSL_CTX_free(backend_ctxs[i]);

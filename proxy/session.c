@@ -11,12 +11,15 @@
 
 #include <openssl/mem.h>
 
+#include "common/audit_tap.h"
 #include "common/capa.h"
 #include "common/imap_parser.h"
 #include "common/imap_scan.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/sasl_plain.h"
 #include "common/schema.h"
+#include "proxy/audit.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/directory.h"
@@ -58,6 +61,7 @@ _Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == S
 #define SESSION_F_KICK         (1u << 8) /* kicked: BYE after the command in flight */
 #define SESSION_F_WAITS_CLIENT (1u << 9) /* the backend's last word was a "+" */
 #define SESSION_F_PROCESSING   (1u << 10) /* inside session_process: do not re-enter */
+#define SESSION_F_AUDIT_FULL   (1u << 11) /* a record did not fit (policy close): end */
 
 #define SESSION_KICK_QUIET_MS 50      /* a kicked session ends when the backend is this quiet */
 #define SESSION_KICK_MAX_MS 10000     /* ... or this long after the kick, whatever is in flight */
@@ -115,9 +119,14 @@ struct session {
     uint64_t last_backend_data;     /* loop time (ms) */
     uint64_t kick_at;               /* loop time of the kick */
     const char *kick_reason;        /* static text for the BYE */
+
+    struct audit_tap *tap;          /* with an audit queue: the command records */
+    uint64_t start_us;              /* monotonic, for the session's duration */
+    const char *fail_reason;        /* why the login in flight failed (static) */
 };
 
 static void session_close(struct session *s, const char *reason);
+static void session_bye(struct session *s, const char *code_and_text, const char *reason);
 static void session_process(struct session *s);
 static void session_on_timer(uv_timer_t *t);
 
@@ -158,6 +167,196 @@ static void session_arm(struct session *s, uint64_t ms)
     uv_timer_start(&s->timer, session_on_timer, ms, 0);
 }
 
+/* --- audit records ---------------------------------------------------------- */
+
+static uint64_t session_mono_us(void)
+{
+    return uv_hrtime() / 1000u;
+}
+
+/* session_audit_begin starts a record of type with the session's context. */
+static void session_audit_begin(struct session *s, struct json *j, char *buf, size_t cap,
+                                const char *type)
+{
+    char ts[32], addr[320];
+    audit_time(ts, audit_now_us());
+    json_begin(j, buf, cap);
+    json_str(j, "time", ts);
+    json_str(j, "instance", s->cfg->instance);
+    json_str(j, "type", type);
+    json_str(j, "session", s->id);
+    json_str(j, "client", s->client_ip);
+    json_u64(j, "client_port", s->client_port);
+    snprintf(addr, sizeof(addr), strchr(s->listener->address, ':') ? "[%s]:%u" : "%s:%u",
+             s->listener->address, (unsigned)s->listener->port);
+    json_str(j, "listener", addr);
+    if ((s->flags & SESSION_F_TLS) && s->client != NULL) {
+        json_str(j, "tls", conn_tls_version(s->client));
+        json_str(j, "cipher", conn_tls_cipher(s->client));
+    }
+    if (s->user[0] != '\0') {
+        json_str(j, "user", s->user);
+    }
+    if (s->route != NULL) {
+        json_str(j, "backend", s->route->name);
+        snprintf(addr, sizeof(addr), strchr(s->host, ':') ? "[%s]:%u" : "%s:%u", s->host,
+                 (unsigned)s->port);
+        json_str(j, "backend_host", addr);
+    }
+}
+
+static void session_audit_pause(struct session_env *env);
+
+/* session_audit_push ends the record and queues it; a full queue pauses
+ * the worker's clients (block) or marks the session for its end (close). */
+static void session_audit_push(struct session *s, struct json *j)
+{
+    size_t len = json_end(j);
+    switch (audit_push(s->env->audit, j->buf, len)) {
+    case AUDIT_PUSHED:
+    case AUDIT_DROPPED:
+        break;
+    case AUDIT_BLOCKED:
+        if (!s->env->audit_paused) {
+            session_audit_pause(s->env);
+        }
+        break;
+    case AUDIT_CLOSE:
+        s->flags |= SESSION_F_AUDIT_FULL;
+        break;
+    }
+}
+
+/* session_audit_full ends a session whose record found the queue full under
+ * policy close; returns 1 when it did. */
+static int session_audit_full(struct session *s)
+{
+    if (!(s->flags & SESSION_F_AUDIT_FULL) || s->state == SESSION_CLOSING) {
+        return 0;
+    }
+    session_bye(s, "[UNAVAILABLE] Audit log unavailable, try again later", "audit queue full");
+    return 1;
+}
+
+static void session_on_audit_cmd(void *ctx, const struct audit_cmd *c)
+{
+    struct session *s = ctx;
+    char buf[AUDIT_RECORD_MAX];
+    struct json j;
+    session_audit_begin(s, &j, buf, sizeof(buf), "command");
+    json_str(&j, "tag", c->tag);
+    json_str(&j, "command", c->name);
+    json_bool(&j, "uid", c->uid);
+    json_fields(&j, c->fields);
+    json_str(&j, "status", c->status[0] != '\0' ? c->status : "none");
+    if (c->code[0] != '\0') {
+        json_str(&j, "code", c->code);
+    }
+    json_u64(&j, "duration_us", c->end_us - c->start_us);
+    json_u64(&j, "bytes_in", c->bytes_in);
+    json_u64(&j, "bytes_out", c->bytes_out);
+    session_audit_push(s, &j);
+}
+
+/* session_audit_event writes a record of a session event; reason may be NULL. */
+static void session_audit_event(struct session *s, const char *type, const char *result,
+                                const char *reason)
+{
+    if (s->env->audit == NULL) {
+        return;
+    }
+    char buf[AUDIT_RECORD_MAX];
+    struct json j;
+    session_audit_begin(s, &j, buf, sizeof(buf), type);
+    if (result != NULL) {
+        json_str(&j, "result", result);
+    }
+    if (reason != NULL) {
+        json_str(&j, "reason", reason);
+    }
+    if (strcmp(type, "session_end") == 0) {
+        json_u64(&j, "duration_us", session_mono_us() - s->start_us);
+        json_u64(&j, "commands", s->commands);
+        json_u64(&j, "bytes_in", s->bytes_in);
+        json_u64(&j, "bytes_out", s->bytes_out);
+    }
+    session_audit_push(s, &j);
+}
+
+/* session_tap_in / session_tap_out: what the client sent (and was taken)
+ * and what it is sent.  0, or -1 when the session ended. */
+static int session_tap_in(struct session *s, const uint8_t *data, size_t len)
+{
+    if (s->tap == NULL || len == 0) {
+        return 0;
+    }
+    if (audit_tap_client(s->tap, data, len, session_mono_us()) != 0) {
+        session_bye(s, "Too many commands in flight", "too many commands in flight");
+        return -1;
+    }
+    return session_audit_full(s) ? -1 : 0;
+}
+
+static void session_tap_out(struct session *s, const uint8_t *data, size_t len)
+{
+    if (s->tap != NULL && len > 0) {
+        audit_tap_server(s->tap, data, len, session_mono_us());
+    }
+}
+
+/* --- reading the client ------------------------------------------------------ */
+
+/* session_reads_client: the state in which the client is read. */
+static int session_reads_client(const struct session *s)
+{
+    switch (s->state) {
+    case SESSION_TLS_ACCEPT:
+    case SESSION_PREAUTH:
+    case SESSION_STARTTLS:
+        return 1;
+    case SESSION_RELAY:
+        return !(s->flags & (SESSION_F_CLIENT_PAUSE | SESSION_F_KICK));
+    default:
+        return 0;
+    }
+}
+
+/* session_read_client reads the client again unless the audit queue waits. */
+static int session_read_client(struct session *s)
+{
+    if (s->client == NULL || s->env->audit_paused) {
+        return 0;
+    }
+    return conn_read_start(s->client);
+}
+
+static void session_audit_pause(struct session_env *env)
+{
+    env->audit_paused = 1;
+    log_msg(LOG_WARNING, "worker %u: audit queue full: clients wait until it drains",
+            env->worker_id);
+    for (struct session *s = env->sessions; s != NULL; s = s->next) {
+        if (s->client != NULL && s->state != SESSION_CLOSING) {
+            conn_read_stop(s->client);
+        }
+    }
+}
+
+void session_audit_resume(struct session_env *env)
+{
+    if (!env->audit_paused) {
+        return;
+    }
+    env->audit_paused = 0;
+    log_msg(LOG_NOTICE, "worker %u: audit queue drained: reading clients again",
+            env->worker_id);
+    for (struct session *s = env->sessions; s != NULL; s = s->next) {
+        if (s->client != NULL && session_reads_client(s)) {
+            conn_read_start(s->client);
+        }
+    }
+}
+
 /* --- lifetime -------------------------------------------------------------- */
 
 static void session_wipe(char **p)
@@ -196,6 +395,7 @@ static void session_maybe_free(struct session *s)
     }
     s->env->num_sessions--;
     session_login_clear(s);
+    audit_tap_free(s->tap);
     imap_parser_free(s->parser);
     if (s->inbuf != NULL) {
         OPENSSL_cleanse(s->inbuf, s->inbuf_len);
@@ -250,6 +450,10 @@ static void session_close(struct session *s, const char *reason)
                     "closed: %s (in %" PRIu64 " bytes, out %" PRIu64 " bytes)", reason, s->bytes_in,
                     s->bytes_out);
     }
+    if (s->tap != NULL) {
+        audit_tap_finish(s->tap, session_mono_us()); /* unanswered commands */
+        session_audit_event(s, "session_end", NULL, reason != NULL ? reason : "closed");
+    }
     session_set_state(s, SESSION_CLOSING);
     s->flags &= ~SESSION_F_AUTH_CONT;
     if (s->login != NULL) {
@@ -272,7 +476,9 @@ static void session_close(struct session *s, const char *reason)
 static void session_send(struct session *s, const char *text)
 {
     if (s->client != NULL) {
-        (void)conn_write(s->client, text, strlen(text)); /* failures come as on_eof */
+        size_t n = strlen(text);
+        session_tap_out(s, (const uint8_t *)text, n);
+        (void)conn_write(s->client, text, n); /* failures come as on_eof */
     }
 }
 
@@ -294,6 +500,7 @@ static void session_sendf(struct session *s, const char *fmt, ...)
         line[n - 1] = '\n';
     }
     if (s->client != NULL) {
+        session_tap_out(s, (const uint8_t *)line, (size_t)n);
         (void)conn_write(s->client, line, (size_t)n);
     }
 }
@@ -342,6 +549,8 @@ static void session_login_refused(struct session *s, const char *code, const cha
     } else {
         s->env->stats.logins_failed++;
     }
+    session_audit_event(s, "login", "failed", s->fail_reason != NULL ? s->fail_reason : code);
+    s->fail_reason = NULL;
     session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code, text);
     session_login_clear(s);
     s->user[0] = '\0';
@@ -353,12 +562,12 @@ static void session_login_refused(struct session *s, const char *code, const cha
     }
     if (s->flags & SESSION_F_PROCESSING) {
         /* answered at once, from within the command: the caller's loop goes on */
-        conn_read_start(s->client);
+        session_read_client(s);
         return;
     }
     session_process(s);
     if (s->state == SESSION_PREAUTH) {
-        conn_read_start(s->client);
+        session_read_client(s);
     }
 }
 
@@ -369,6 +578,9 @@ static void session_auth_failed(struct session *s)
 
 static void session_unavailable(struct session *s)
 {
+    if (s->fail_reason == NULL) {
+        s->fail_reason = "unavailable";
+    }
     session_login_refused(s, "UNAVAILABLE", "Temporary failure, try again later", 0);
 }
 
@@ -420,20 +632,22 @@ static void session_on_verified(void *ctx, int result)
         session_log(s, LOG_ERR, "login failed: the stored password hash is unusable");
     }
     if (result != 1) {
-        session_log(s, LOG_INFO, "login failed: %s",
-                    (s->login_flags & SESSION_L_BLOCKED)   ? "blocked by the brute-force counters"
-                    : (s->login_flags & SESSION_L_UNKNOWN) ? "unknown user"
-                                                           : "wrong password");
+        s->fail_reason = (s->login_flags & SESSION_L_BLOCKED)   ? "blocked by the brute-force counters"
+                         : (s->login_flags & SESSION_L_UNKNOWN) ? "unknown user"
+                                                                : "wrong password";
+        session_log(s, LOG_INFO, "login failed: %s", s->fail_reason);
         session_auth_failed(s);
         return;
     }
     if (s->login_flags & SESSION_L_DISABLED) {
         session_log(s, LOG_INFO, "login refused: account disabled");
+        s->fail_reason = "account disabled";
         session_login_refused(s, "CONTACTADMIN", "Account disabled", 0);
         return;
     }
     if (s->authzid != NULL && strcasecmp(s->authzid, s->user) != 0) {
         session_log(s, LOG_INFO, "login refused: authorization identity differs from the login");
+        s->fail_reason = "authorization identity differs from the login";
         session_login_refused(s, "AUTHORIZATIONFAILED", "Not allowed to act as that user", 0);
         return;
     }
@@ -458,6 +672,7 @@ static void session_login_verify(struct session *s)
     }
     if (s->login_flags & SESSION_L_DISABLED) {
         session_log(s, LOG_INFO, "login refused: account disabled");
+        s->fail_reason = "account disabled";
         session_login_refused(s, "CONTACTADMIN", "Account disabled", 0);
         return;
     }
@@ -514,11 +729,13 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
     }
     if (res->status == DIR_UNAVAILABLE) {
         session_log(s, LOG_WARNING, "login failed: routing table unavailable: %s", res->reason);
+        s->fail_reason = "routing table unavailable";
         session_unavailable(s);
         return;
     }
     if (res->status == DIR_NO_ROUTE) {
         session_log(s, LOG_INFO, "login failed: no route for this login");
+        s->fail_reason = "no route";
         session_auth_failed(s);
         return;
     }
@@ -592,6 +809,7 @@ static void session_start_login(struct session *s, const char *tag, const char *
     if (schema_normalize(s->user, user, user_len) != 0) {
         s->user[0] = '\0';
         s->auth_failures++;
+        session_audit_event(s, "login", "failed", "unusable login name");
         session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
         session_log(s, LOG_INFO, "login refused: unusable login name");
         return;
@@ -629,6 +847,7 @@ static void session_cmd_login(struct session *s, const char *tag, const struct i
     }
     if (memchr(args[1].data, '\0', args[1].len) != NULL) {
         s->auth_failures++;
+        session_audit_event(s, "login", "failed", "NUL in the password");
         session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
         return;
     }
@@ -768,6 +987,10 @@ static void session_process(struct session *s)
         size_t used = 0;
         enum imap_parse_result r =
             imap_parser_feed(s->parser, &used, s->inbuf + off, s->inbuf_len - off);
+        if (session_tap_in(s, s->inbuf + off, used) != 0) {
+            off += used;
+            break;
+        }
         off += used;
         switch (r) {
         case IMAP_PARSE_MORE:
@@ -891,6 +1114,10 @@ static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
     s->bytes_out += len;
     s->last_backend_data = uv_now(s->env->loop);
     imap_scan_feed(&s->backend_scan, data, len, session_on_backend_line, s);
+    session_tap_out(s, data, len);
+    if (session_audit_full(s)) {
+        return;
+    }
     session_relay(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
 }
 
@@ -916,7 +1143,7 @@ static void session_on_backend_drain(void *ctx)
     if (s->state == SESSION_RELAY && (s->flags & SESSION_F_CLIENT_PAUSE)) {
         s->flags &= ~SESSION_F_CLIENT_PAUSE;
         if (!(s->flags & SESSION_F_KICK)) {
-            conn_read_start(s->client);
+            session_read_client(s);
         }
     }
 }
@@ -964,6 +1191,7 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
         s->login = NULL;
         if (st == BACKEND_AUTH_FAILED) {
             session_log(s, LOG_INFO, "login failed: %s", reason);
+            s->fail_reason = "refused by the backend";
             if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER) {
                 /* our master credentials or the user's mailbox: not the client's fault */
                 session_log(s, LOG_ERR, "backend %s refused the master login", s->route->name);
@@ -973,6 +1201,7 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
             }
         } else {
             session_log(s, LOG_WARNING, "login failed: backend unavailable: %s", reason);
+            s->fail_reason = "backend unavailable";
             session_login_refused(s, "UNAVAILABLE", "Backend unavailable, try again later", 0);
         }
         return;
@@ -998,6 +1227,7 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
     s->last_backend_data = uv_now(s->env->loop);
     session_log(s, LOG_INFO, "login ok (%s)", s->client != NULL && conn_is_tls(s->client)
                                                   ? conn_tls_version(s->client) : "cleartext");
+    session_audit_event(s, "login", "ok", NULL);
     /* the tagged OK and anything the backend already sent go out together */
     size_t n = strlen(s->tag) + flen + 64;
     char *ok = malloc(n);
@@ -1025,10 +1255,16 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
         /* commands the client pipelined after its login go to the backend */
         s->bytes_in += s->inbuf_len;
         imap_scan_feed(&s->client_scan, s->inbuf, s->inbuf_len, session_on_client_line, s);
-        (void)conn_write(s->backend, s->inbuf, s->inbuf_len);
+        int gone = session_tap_in(s, s->inbuf, s->inbuf_len);
+        if (!gone) {
+            (void)conn_write(s->backend, s->inbuf, s->inbuf_len);
+        }
         free(s->inbuf);
         s->inbuf = NULL;
         s->inbuf_len = 0;
+        if (gone) {
+            return;
+        }
     }
     s->last_activity = uv_now(s->env->loop);
     session_arm(s, s->cfg->idle_timeout_ms);
@@ -1038,7 +1274,7 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
         s->kick_at = uv_now(s->env->loop);
         session_kick_check(s);
     } else if (s->state == SESSION_RELAY) {
-        conn_read_start(s->client);
+        session_read_client(s);
     }
 }
 
@@ -1053,6 +1289,9 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
         s->bytes_in += len;
         s->last_activity = uv_now(s->env->loop);
         imap_scan_feed(&s->client_scan, data, len, session_on_client_line, s);
+        if (session_tap_in(s, data, len) != 0) {
+            return;
+        }
         session_relay(s, s->backend, s->client, data, len, SESSION_F_CLIENT_PAUSE);
         return;
     case SESSION_PREAUTH:
@@ -1196,6 +1435,21 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     }
     conn_addr(s->client, 1, s->client_ip, sizeof(s->client_ip), &s->client_port);
     conn_addr(s->client, 0, s->local_ip, sizeof(s->local_ip), &s->local_port);
+    s->start_us = session_mono_us();
+    if (env->audit != NULL) {
+        const struct config_audit *ac = &s->cfg->audit;
+        const struct audit_tap_opts topts = {
+            .seqset_max = ac->seqset_max,
+            .search_values = ac->search_values,
+            .max_pending = ac->max_pending,
+        };
+        s->tap = audit_tap_new(&topts, session_on_audit_cmd, s);
+        if (s->tap == NULL) {
+            session_close(s, "out of memory");
+            return UV_ENOMEM;
+        }
+        session_audit_event(s, "session_start", NULL, NULL);
+    }
 
     memset(&lim, 0, sizeof(lim));
     lim.max_line_len = s->cfg->max_line_len;
@@ -1221,7 +1475,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         s->flags |= SESSION_F_STARTTLS;
         session_greet(s);
     }
-    r = conn_read_start(s->client);
+    r = session_read_client(s);
     if (r != 0) {
         session_close(s, uv_strerror(r));
     }
@@ -1266,6 +1520,7 @@ static void session_kick(struct session *s, const char *reason)
     s->kick_reason = reason;
     s->kick_at = uv_now(s->env->loop);
     session_log(s, LOG_INFO, "kick: %s", reason);
+    session_audit_event(s, "kick", NULL, reason);
     conn_read_stop(s->client); /* no new commands */
     session_kick_check(s);
 }

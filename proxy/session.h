@@ -16,6 +16,7 @@
 
 struct session;
 struct dir;
+struct audit_queue;
 
 /* Counters of one worker, written to the log periodically and at exit. */
 struct session_stats {
@@ -39,6 +40,8 @@ struct session_env {
     size_t num_sessions;
     uint64_t next_id;            /* session ids: worker_id and this counter */
     struct dir *dir;             /* routing table of this worker */
+    struct audit_queue *audit;   /* this worker's audit queue, or NULL */
+    int audit_paused;            /* the queue is full (policy block): clients not read */
     struct session_stats stats;
 };
 
@@ -51,6 +54,9 @@ int session_accept(struct session_env *env, uv_stream_t *server,
  * pre-auth sessions get "* BYE" and close at once; with final set, logged-in
  * sessions too. */
 void session_drain_all(struct session_env *env, int final);
+
+/* session_audit_resume: the audit queue drained; read the clients again. */
+void session_audit_resume(struct session_env *env);
 
 /* session_on_event applies a routing-table event to env's sessions:
  * kick ends every session of the login; route, domain and backend look the

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "proxy/audit.h"
 #include "proxy/directory.h"
 #include "proxy/listener.h"
 #include "proxy/session.h"
@@ -28,6 +29,8 @@ struct worker {
     uint64_t drain_deadline;     /* loop time (ms) */
     char err[256];               /* start failure */
     int failed;
+    struct audit *audit;         /* borrowed, or NULL */
+    struct audit_stats audit_stats; /* read when the queue closes */
 };
 
 static void worker_on_accept(void *ctx, uv_stream_t *server, const struct config_listener *l)
@@ -51,6 +54,11 @@ static void worker_on_drain_timer(uv_timer_t *t)
     if (w->env.num_sessions == 0) {
         dir_close(w->env.dir);
         w->env.dir = NULL;
+        if (w->env.audit != NULL) {
+            audit_queue_stats(w->env.audit, &w->audit_stats);
+        }
+        audit_queue_close(w->env.audit);
+        w->env.audit = NULL;
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         return;
@@ -90,9 +98,21 @@ static const struct dir_ops worker_dir_ops = {
     .on_event = worker_on_event,
 };
 
+static void worker_on_audit_resume(void *ctx)
+{
+    struct worker *w = ctx;
+    session_audit_resume(&w->env);
+}
+
 static void worker_log_stats(const struct worker *w)
 {
     const struct session_stats *st = &w->env.stats;
+    if (w->audit_stats.records > 0 || w->audit_stats.dropped > 0) {
+        log_msg(LOG_INFO, "worker %u: audit records=%llu dropped=%llu blocked=%llu",
+                w->env.worker_id, (unsigned long long)w->audit_stats.records,
+                (unsigned long long)w->audit_stats.dropped,
+                (unsigned long long)w->audit_stats.blocks);
+    }
     log_msg(LOG_INFO, "worker %u: stats logins_ok=%llu logins_failed=%llu "
             "logins_unavailable=%llu bruteforce_delayed=%llu bruteforce_blocked=%llu kicks=%llu",
             w->env.worker_id, (unsigned long long)st->logins_ok,
@@ -107,6 +127,13 @@ static void worker_main(void *arg)
     size_t i;
 
     w->env.dir = dir_new(&w->loop, w->env.cfg, &worker_dir_ops, w);
+    if (w->env.dir != NULL && w->audit != NULL) {
+        w->env.audit = audit_queue_new(w->audit, &w->loop, worker_on_audit_resume, w);
+        if (w->env.audit == NULL) {
+            dir_close(w->env.dir);
+            w->env.dir = NULL;
+        }
+    }
     if (w->env.dir == NULL) {
         snprintf(w->err, sizeof(w->err), "out of memory");
         w->failed = 1;
@@ -131,6 +158,8 @@ static void worker_main(void *arg)
         }
         dir_close(w->env.dir);
         w->env.dir = NULL;
+        audit_queue_close(w->env.audit);
+        w->env.audit = NULL;
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -155,7 +184,8 @@ static void worker_free(struct worker *w)
 }
 
 struct worker *worker_start(char *err, size_t err_len, unsigned id, struct config *cfg,
-                            SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx)
+                            SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx,
+                            struct audit *audit)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -175,6 +205,7 @@ struct worker *worker_start(char *err, size_t err_len, unsigned id, struct confi
     w->env.cfg = config_ref(cfg);
     w->env.server_ctx = server_ctx;
     w->env.backend_ctx = backend_ctx;
+    w->audit = audit;
     uv_async_init(&w->loop, &w->async, worker_on_async);
     w->async.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);

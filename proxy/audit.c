@@ -1,0 +1,688 @@
+#include "proxy/audit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "common/audit_chain.h"
+#include "common/json.h"
+#include "common/log.h"
+
+#define AUDIT_RETRY_MS 1000         /* pause before a sink is tried again */
+#define AUDIT_STOP_GIVE_UP_MS 5000  /* at exit, a sink down this long loses what is left */
+#define AUDIT_FAIL_LOG_MS 30000     /* a sink that stays down is logged this often */
+#define AUDIT_HARD_FACTOR 4         /* policy block: over this many queue_bytes, drop */
+#define AUDIT_REDIS_BATCH 512       /* XADDs pipelined at once */
+#define AUDIT_TAIL_READ 65536       /* bytes read from the end of the file at start */
+
+struct audit_buf {
+    char *p;
+    size_t len, cap;
+    size_t count; /* records */
+};
+
+struct audit_queue {
+    struct audit *a;
+    struct audit_queue *next;
+    uv_async_t async;
+    audit_resume_cb on_resume;
+    void *ctx;
+    /* under a->mu */
+    struct audit_buf buf;   /* records waiting, each followed by '\n' */
+    struct audit_buf spare; /* the writer's last batch, kept for reuse */
+    size_t inflight;        /* bytes of the batch being written */
+    int blocked;            /* the worker waits for on_resume */
+    int closing;            /* audit_queue_close ran: no more async sends */
+    int closed;             /* the handle is closed: the writer frees the queue */
+    /* counters */
+    atomic_uint_least64_t records, dropped, blocks;
+    uint64_t drop_logged_ms; /* worker only */
+};
+
+struct audit {
+    struct config *cfg;
+    const struct config_audit *ac;
+    uv_thread_t thread;
+    uv_mutex_t mu;
+    uv_cond_t cond;
+    struct audit_queue *queues;
+    int stop;
+    atomic_int reopen;
+
+    /* writer thread only */
+    int fd;
+    struct audit_chain chain;
+    uint64_t file_records;
+    redisContext *rc;
+    char *seal;
+    size_t seal_cap;
+    uint64_t fail_logged_ms;
+};
+
+/* --- time -------------------------------------------------------------------- */
+
+uint64_t audit_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void audit_time(char out[32], uint64_t unix_us)
+{
+    time_t s = (time_t)(unix_us / 1000000u);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%06uZ", (unsigned)(unix_us % 1000000u));
+}
+
+static uint64_t audit_mono_ms(void)
+{
+    return uv_hrtime() / 1000000u;
+}
+
+/* --- buffers ------------------------------------------------------------------- */
+
+static int audit_buf_add(struct audit_buf *b, const char *rec, size_t len)
+{
+    if (b->len + len + 1 > b->cap) {
+        size_t ncap = b->cap == 0 ? 16384 : b->cap;
+        while (ncap < b->len + len + 1) {
+            ncap *= 2;
+        }
+        char *np = realloc(b->p, ncap);
+        if (np == NULL) {
+            return -1;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->len, rec, len);
+    b->p[b->len + len] = '\n';
+    b->len += len + 1;
+    b->count++;
+    return 0;
+}
+
+/* --- the file sink ----------------------------------------------------------------- */
+
+/* audit_file_tail finds the chain value of the file's last line, so that a
+ * restart continues the chain.  0 when found, -1 when the file is empty or
+ * its end is not a chained line. */
+static int audit_file_tail(int fd, uint8_t out[AUDIT_CHAIN_LEN])
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size == 0) {
+        return -1;
+    }
+    size_t n = st.st_size < AUDIT_TAIL_READ ? (size_t)st.st_size : AUDIT_TAIL_READ;
+    char *buf = malloc(n + 1);
+    if (buf == NULL) {
+        return -1;
+    }
+    ssize_t r = pread(fd, buf, n, st.st_size - (off_t)n);
+    int rc = -1;
+    if (r == (ssize_t)n && buf[n - 1] == '\n') {
+        size_t end = n - 1, start = end;
+        while (start > 0 && buf[start - 1] != '\n') {
+            start--;
+        }
+        rc = audit_chain_field(buf + start, end - start, "chain", out);
+    }
+    free(buf);
+    return rc;
+}
+
+/* audit_write_all writes p[*done..n), advancing *done; 0 or -1 (errno). */
+static int audit_write_all(int fd, const char *p, size_t n, size_t *done)
+{
+    while (*done < n) {
+        ssize_t w = write(fd, p + *done, n - *done);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        *done += (size_t)w;
+    }
+    return 0;
+}
+
+/* audit_file_mark writes a chain_start or chain_end record. */
+static int audit_file_mark(struct audit *a, const char *type)
+{
+    char rec[512], sealed[640], ts[32], hex[AUDIT_CHAIN_HEX_LEN + 1];
+    struct json j;
+    audit_time(ts, audit_now_us());
+    json_begin(&j, rec, sizeof(rec));
+    json_str(&j, "time", ts);
+    json_str(&j, "instance", a->cfg->instance);
+    json_str(&j, "type", type);
+    if (strcmp(type, "chain_start") == 0) {
+        audit_chain_hex(hex, a->chain.prev);
+        json_str(&j, "prev", hex);
+    } else {
+        json_u64(&j, "records", a->file_records);
+    }
+    size_t len = json_end(&j);
+    size_t n = audit_chain_seal(&a->chain, rec, len, sealed, sizeof(sealed));
+    size_t done = 0;
+    return n > 0 ? audit_write_all(a->fd, sealed, n, &done) : -1;
+}
+
+static int audit_file_open(struct audit *a, char *err, size_t err_len)
+{
+    a->fd = open(a->ac->file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (a->fd < 0) {
+        snprintf(err, err_len, "audit file %s: %s", a->ac->file, strerror(errno));
+        return -1;
+    }
+    uint8_t last[AUDIT_CHAIN_LEN];
+    struct stat st;
+    if (audit_file_tail(a->fd, last) == 0) {
+        memcpy(a->chain.prev, last, sizeof(last));
+    } else if (fstat(a->fd, &st) == 0 && st.st_size > 0) {
+        log_msg(LOG_WARNING, "audit file %s: its last line has no chain value; the chain "
+                "starts again (imapmuxctl audit verify will report this point)", a->ac->file);
+    }
+    a->file_records = 0;
+    if (audit_file_mark(a, "chain_start") != 0) {
+        snprintf(err, err_len, "audit file %s: %s", a->ac->file, strerror(errno));
+        close(a->fd);
+        a->fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+static void audit_file_reopen(struct audit *a)
+{
+    char err[512];
+    if (a->fd >= 0) {
+        (void)audit_file_mark(a, "chain_end");
+        close(a->fd);
+        a->fd = -1;
+    }
+    if (audit_file_open(a, err, sizeof(err)) != 0) {
+        log_msg(LOG_ERR, "%s; records wait until it can be written", err);
+    } else {
+        log_msg(LOG_INFO, "audit file %s reopened", a->ac->file);
+    }
+}
+
+/* --- the Redis sink ----------------------------------------------------------------- */
+
+static void audit_redis_drop(struct audit *a)
+{
+    if (a->rc != NULL) {
+        redisFree(a->rc);
+        a->rc = NULL;
+    }
+}
+
+static int audit_redis_cmd_ok(redisReply *r)
+{
+    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    if (r != NULL) {
+        freeReplyObject(r);
+    }
+    return ok;
+}
+
+static int audit_redis_connect(struct audit *a, char *why, size_t why_len)
+{
+    const struct config_audit *ac = a->ac;
+    struct timeval tv = {2, 0};
+    a->rc = redisConnectWithTimeout(ac->redis_host, ac->redis_port, tv);
+    if (a->rc == NULL || a->rc->err) {
+        snprintf(why, why_len, "%s", a->rc != NULL ? a->rc->errstr : "out of memory");
+        audit_redis_drop(a);
+        return -1;
+    }
+    redisSetTimeout(a->rc, tv);
+    if (ac->redis_password != NULL &&
+        !audit_redis_cmd_ok(redisCommand(a->rc, "AUTH %s", ac->redis_password))) {
+        snprintf(why, why_len, "AUTH refused");
+        audit_redis_drop(a);
+        return -1;
+    }
+    if (ac->redis_db != 0 && !audit_redis_cmd_ok(redisCommand(a->rc, "SELECT %u", ac->redis_db))) {
+        snprintf(why, why_len, "SELECT refused");
+        audit_redis_drop(a);
+        return -1;
+    }
+    return 0;
+}
+
+/* audit_redis_send XADDs the records of p[0..len) from *done on; advances
+ * *done past each record Redis took.  0 when all went, -1 otherwise. */
+static int audit_redis_send(struct audit *a, const char *p, size_t len, size_t *done,
+                            char *why, size_t why_len)
+{
+    const struct config_audit *ac = a->ac;
+    char maxlen[24];
+    snprintf(maxlen, sizeof(maxlen), "%lu", ac->redis_maxlen);
+    if (a->rc == NULL && audit_redis_connect(a, why, why_len) != 0) {
+        return -1;
+    }
+    while (*done < len) {
+        size_t off = *done, n = 0;
+        size_t ends[AUDIT_REDIS_BATCH];
+        while (off < len && n < AUDIT_REDIS_BATCH) {
+            const char *nl = memchr(p + off, '\n', len - off);
+            size_t rl = (size_t)(nl - (p + off));
+            const char *argv[] = {"XADD", ac->redis_key, "MAXLEN", "~", maxlen, "*", "record",
+                                  p + off};
+            size_t argl[] = {4, strlen(ac->redis_key), 6, 1, strlen(maxlen), 1, 6, rl};
+            if (redisAppendCommandArgv(a->rc, 8, argv, argl) != REDIS_OK) {
+                snprintf(why, why_len, "out of memory");
+                audit_redis_drop(a);
+                return -1;
+            }
+            off += rl + 1;
+            ends[n++] = off;
+        }
+        for (size_t i = 0; i < n; i++) {
+            redisReply *r = NULL;
+            if (redisGetReply(a->rc, (void **)&r) != REDIS_OK) {
+                snprintf(why, why_len, "%s", a->rc->errstr);
+                audit_redis_drop(a);
+                return -1;
+            }
+            if (r->type == REDIS_REPLY_ERROR) {
+                snprintf(why, why_len, "%s", r->str);
+                freeReplyObject(r);
+                audit_redis_drop(a); /* replies still pending: start afresh */
+                return -1;
+            }
+            freeReplyObject(r);
+            *done = ends[i];
+        }
+    }
+    return 0;
+}
+
+/* --- delivery ------------------------------------------------------------------------ */
+
+/* audit_seal turns a batch into chained lines for the file. */
+static int audit_seal(struct audit *a, const struct audit_buf *b, size_t *out_len)
+{
+    size_t need = b->len + b->count * (AUDIT_CHAIN_HEX_LEN + 16) + 1;
+    if (need > a->seal_cap) {
+        char *np = realloc(a->seal, need);
+        if (np == NULL) {
+            return -1;
+        }
+        a->seal = np;
+        a->seal_cap = need;
+    }
+    size_t o = 0, off = 0;
+    while (off < b->len) {
+        const char *nl = memchr(b->p + off, '\n', b->len - off);
+        size_t rl = (size_t)(nl - (b->p + off));
+        o += audit_chain_seal(&a->chain, b->p + off, rl, a->seal + o, a->seal_cap - o);
+        off += rl + 1;
+        a->file_records++;
+    }
+    *out_len = o;
+    return 0;
+}
+
+/* audit_deliver gives a batch to every sink, retrying a failed one; at
+ * stop it gives up after AUDIT_STOP_GIVE_UP_MS. */
+static void audit_deliver(struct audit *a, const struct audit_buf *b)
+{
+    const struct config_audit *ac = a->ac;
+    size_t sealed_len = 0, file_done = 0, out_done = 0, redis_done = 0;
+    int file_left = ac->file != NULL, out_left = ac->to_stdout, redis_left = ac->to_redis;
+    uint64_t first_fail = 0;
+    char why[256];
+
+    if (ac->to_syslog) {
+        size_t off = 0;
+        while (off < b->len) {
+            const char *nl = memchr(b->p + off, '\n', b->len - off);
+            int rl = (int)(nl - (b->p + off));
+            syslog(ac->syslog_facility | LOG_INFO, "%.*s", rl, b->p + off);
+            off += (size_t)rl + 1;
+        }
+    }
+    /* a reopen goes between batches: a sealed batch belongs to one file */
+    if (atomic_exchange(&a->reopen, 0) && ac->file != NULL) {
+        audit_file_reopen(a);
+    }
+    int sealed = 0;
+    for (;;) {
+        why[0] = '\0';
+        if (file_left && a->fd < 0 && !sealed) {
+            audit_file_reopen(a);
+        }
+        if (file_left && a->fd >= 0 && !sealed) {
+            if (audit_seal(a, b, &sealed_len) != 0) {
+                log_msg(LOG_ERR, "audit: out of memory; %zu records not written to the file",
+                        b->count);
+                file_left = 0;
+            }
+            sealed = 1;
+        }
+        if (file_left && sealed) {
+            /* what was written stays; the rest goes on the next try */
+            if (audit_write_all(a->fd, a->seal, sealed_len, &file_done) == 0) {
+                file_left = 0;
+            } else {
+                snprintf(why, sizeof(why), "file %s: %s", ac->file, strerror(errno));
+            }
+        } else if (file_left) {
+            snprintf(why, sizeof(why), "file %s cannot be opened", ac->file);
+        }
+        if (out_left) {
+            if (audit_write_all(STDOUT_FILENO, b->p, b->len, &out_done) == 0) {
+                out_left = 0;
+            } else {
+                snprintf(why, sizeof(why), "stdout: %s", strerror(errno));
+            }
+        }
+        if (redis_left) {
+            char rwhy[200];
+            if (audit_redis_send(a, b->p, b->len, &redis_done, rwhy, sizeof(rwhy)) == 0) {
+                redis_left = 0;
+            } else {
+                snprintf(why, sizeof(why), "redis stream %s: %s", ac->redis_key, rwhy);
+            }
+        }
+        if (!file_left && !out_left && !redis_left) {
+            if (first_fail != 0) {
+                log_msg(LOG_NOTICE, "audit: sinks writable again");
+                a->fail_logged_ms = 0;
+            }
+            return;
+        }
+        uint64_t now = audit_mono_ms();
+        if (first_fail == 0) {
+            first_fail = now;
+        }
+        if (a->fail_logged_ms == 0 || now - a->fail_logged_ms >= AUDIT_FAIL_LOG_MS) {
+            a->fail_logged_ms = now;
+            log_msg(LOG_ERR, "audit: cannot write: %s; %zu records wait (retrying)", why,
+                    b->count);
+        }
+        uv_mutex_lock(&a->mu);
+        int stopping = a->stop;
+        uv_mutex_unlock(&a->mu);
+        if (stopping && now - first_fail >= AUDIT_STOP_GIVE_UP_MS) {
+            log_msg(LOG_ERR, "audit: stopping; %zu records lost: %s", b->count, why);
+            return;
+        }
+        uv_sleep(AUDIT_RETRY_MS);
+    }
+}
+
+/* --- the writer thread ------------------------------------------------------------- */
+
+static void audit_queue_free(struct audit_queue *q)
+{
+    free(q->buf.p);
+    free(q->spare.p);
+    free(q);
+}
+
+static void audit_writer(void *arg)
+{
+    struct audit *a = arg;
+    uv_mutex_lock(&a->mu);
+    for (;;) {
+        struct audit_queue *q = NULL;
+        for (struct audit_queue *x = a->queues; x != NULL; x = x->next) {
+            if (x->buf.len > 0) {
+                q = x;
+                break;
+            }
+        }
+        if (q == NULL) {
+            /* free queues their workers gave back */
+            struct audit_queue **pp = &a->queues;
+            while (*pp != NULL) {
+                struct audit_queue *x = *pp;
+                if (x->closed && x->buf.len == 0) {
+                    *pp = x->next;
+                    audit_queue_free(x);
+                } else {
+                    pp = &x->next;
+                }
+            }
+            if (a->stop) {
+                break;
+            }
+            if (atomic_load(&a->reopen)) {
+                uv_mutex_unlock(&a->mu);
+                if (atomic_exchange(&a->reopen, 0) && a->ac->file != NULL) {
+                    audit_file_reopen(a);
+                }
+                uv_mutex_lock(&a->mu);
+                continue;
+            }
+            uv_cond_wait(&a->cond, &a->mu);
+            continue;
+        }
+        struct audit_buf batch = q->buf;
+        q->buf = q->spare;
+        q->buf.len = 0;
+        q->buf.count = 0;
+        q->spare = (struct audit_buf){0};
+        q->inflight = batch.len;
+        uv_mutex_unlock(&a->mu);
+
+        audit_deliver(a, &batch);
+
+        uv_mutex_lock(&a->mu);
+        q->inflight = 0;
+        batch.len = 0;
+        batch.count = 0;
+        if (q->spare.p == NULL) {
+            q->spare = batch;
+        } else {
+            free(batch.p);
+        }
+        if (q->blocked && !q->closing && q->buf.len <= a->ac->queue_bytes / 2) {
+            q->blocked = 0;
+            uv_async_send(&q->async);
+        }
+    }
+    uv_mutex_unlock(&a->mu);
+}
+
+/* --- the worker's side ---------------------------------------------------------------- */
+
+static void audit_on_async(uv_async_t *h)
+{
+    struct audit_queue *q = h->data;
+    q->on_resume(q->ctx);
+}
+
+struct audit_queue *audit_queue_new(struct audit *a, uv_loop_t *loop, audit_resume_cb on_resume,
+                                    void *ctx)
+{
+    struct audit_queue *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        return NULL;
+    }
+    q->a = a;
+    q->on_resume = on_resume;
+    q->ctx = ctx;
+    if (uv_async_init(loop, &q->async, audit_on_async) != 0) {
+        free(q);
+        return NULL;
+    }
+    q->async.data = q;
+    uv_mutex_lock(&a->mu);
+    q->next = a->queues;
+    a->queues = q;
+    uv_mutex_unlock(&a->mu);
+    return q;
+}
+
+static void audit_on_queue_close(uv_handle_t *h)
+{
+    struct audit_queue *q = h->data;
+    struct audit *a = q->a;
+    uv_mutex_lock(&a->mu);
+    q->closed = 1;
+    uv_cond_signal(&a->cond);
+    uv_mutex_unlock(&a->mu);
+}
+
+void audit_queue_close(struct audit_queue *q)
+{
+    if (q == NULL) {
+        return;
+    }
+    uv_mutex_lock(&q->a->mu);
+    q->closing = 1;
+    uv_mutex_unlock(&q->a->mu);
+    uv_close((uv_handle_t *)&q->async, audit_on_queue_close);
+}
+
+enum audit_push audit_push(struct audit_queue *q, const char *record, size_t len)
+{
+    struct audit *a = q->a;
+    const struct config_audit *ac = a->ac;
+    enum audit_push r = AUDIT_PUSHED;
+
+    uv_mutex_lock(&a->mu);
+    size_t used = q->buf.len + q->inflight;
+    int full = used + len + 1 > ac->queue_bytes;
+    if (full && (ac->policy != CONFIG_AUDIT_BLOCK ||
+                 used + len + 1 > ac->queue_bytes * AUDIT_HARD_FACTOR)) {
+        r = ac->policy == CONFIG_AUDIT_CLOSE ? AUDIT_CLOSE : AUDIT_DROPPED;
+    } else if (audit_buf_add(&q->buf, record, len) != 0) {
+        r = AUDIT_DROPPED;
+    } else {
+        if (full) {
+            if (!q->blocked) {
+                atomic_fetch_add(&q->blocks, 1);
+            }
+            q->blocked = 1;
+            r = AUDIT_BLOCKED;
+        }
+        uv_cond_signal(&a->cond);
+    }
+    uv_mutex_unlock(&a->mu);
+
+    if (r == AUDIT_PUSHED || r == AUDIT_BLOCKED) {
+        atomic_fetch_add(&q->records, 1);
+        return r;
+    }
+    uint64_t n = atomic_fetch_add(&q->dropped, 1) + 1;
+    uint64_t now = audit_mono_ms();
+    if (q->drop_logged_ms == 0 || now - q->drop_logged_ms >= 10000) {
+        q->drop_logged_ms = now;
+        log_msg(LOG_ERR, "audit: queue full (policy %s): %llu records not logged so far",
+                r == AUDIT_CLOSE ? "close" : "drop", (unsigned long long)n);
+    }
+    return r;
+}
+
+int audit_queue_blocked(const struct audit_queue *q)
+{
+    uv_mutex_lock(&q->a->mu);
+    int b = q->blocked;
+    uv_mutex_unlock(&q->a->mu);
+    return b;
+}
+
+void audit_queue_stats(const struct audit_queue *q, struct audit_stats *out)
+{
+    out->records = atomic_load(&q->records);
+    out->dropped = atomic_load(&q->dropped);
+    out->blocks = atomic_load(&q->blocks);
+}
+
+/* --- life ---------------------------------------------------------------------------- */
+
+struct audit *audit_new(const struct config *cfg, char *err, size_t err_len)
+{
+    struct audit *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    a->cfg = config_ref((struct config *)cfg);
+    a->ac = &a->cfg->audit;
+    a->fd = -1;
+    atomic_init(&a->reopen, 0);
+    if (a->ac->file != NULL && audit_file_open(a, err, err_len) != 0) {
+        config_unref(&a->cfg);
+        free(a);
+        return NULL;
+    }
+    if (a->ac->to_redis) {
+        char why[200];
+        if (audit_redis_connect(a, why, sizeof(why)) != 0) {
+            /* not fatal: records wait (or the policy applies) until it is up */
+            log_msg(LOG_WARNING, "audit: redis stream %s:%u not reachable yet: %s",
+                    a->ac->redis_host, (unsigned)a->ac->redis_port, why);
+        }
+    }
+    uv_mutex_init(&a->mu);
+    uv_cond_init(&a->cond);
+    if (uv_thread_create(&a->thread, audit_writer, a) != 0) {
+        snprintf(err, err_len, "cannot start the audit writer thread");
+        uv_cond_destroy(&a->cond);
+        uv_mutex_destroy(&a->mu);
+        if (a->fd >= 0) {
+            close(a->fd);
+        }
+        audit_redis_drop(a);
+        config_unref(&a->cfg);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void audit_reopen(struct audit *a)
+{
+    atomic_store(&a->reopen, 1);
+    uv_mutex_lock(&a->mu);
+    uv_cond_signal(&a->cond);
+    uv_mutex_unlock(&a->mu);
+}
+
+void audit_free(struct audit *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    uv_mutex_lock(&a->mu);
+    a->stop = 1;
+    uv_cond_signal(&a->cond);
+    uv_mutex_unlock(&a->mu);
+    uv_thread_join(&a->thread);
+    while (a->queues != NULL) { /* queues never closed: their workers failed to start */
+        struct audit_queue *q = a->queues;
+        a->queues = q->next;
+        audit_queue_free(q);
+    }
+    if (a->fd >= 0) {
+        (void)audit_file_mark(a, "chain_end");
+        close(a->fd);
+    }
+    audit_redis_drop(a);
+    free(a->seal);
+    uv_cond_destroy(&a->cond);
+    uv_mutex_destroy(&a->mu);
+    config_unref(&a->cfg);
+    free(a);
+}
