@@ -123,6 +123,7 @@ struct session {
     struct audit_tap *tap;          /* with an audit queue: the command records */
     uint64_t start_us;              /* monotonic, for the session's duration */
     const char *fail_reason;        /* why the login in flight failed (static) */
+    uint64_t audit_commands;        /* command records written */
 };
 
 static void session_close(struct session *s, const char *reason);
@@ -255,6 +256,7 @@ static void session_on_audit_cmd(void *ctx, const struct audit_cmd *c)
     json_u64(&j, "duration_us", c->end_us - c->start_us);
     json_u64(&j, "bytes_in", c->bytes_in);
     json_u64(&j, "bytes_out", c->bytes_out);
+    s->audit_commands++;
     session_audit_push(s, &j);
 }
 
@@ -276,7 +278,7 @@ static void session_audit_event(struct session *s, const char *type, const char 
     }
     if (strcmp(type, "session_end") == 0) {
         json_u64(&j, "duration_us", session_mono_us() - s->start_us);
-        json_u64(&j, "commands", s->commands);
+        json_u64(&j, "commands", s->audit_commands);
         json_u64(&j, "bytes_in", s->bytes_in);
         json_u64(&j, "bytes_out", s->bytes_out);
     }

@@ -453,8 +453,9 @@ def imapmuxctl_bin():
 
 
 def imapmuxctl(config_path, *args, input=None, timeout=30):
-    """Runs imapmuxctl -c config_path args...; returns the CompletedProcess."""
-    return subprocess.run([imapmuxctl_bin(), "-c", config_path] + list(args), input=input,
+    """Runs imapmuxctl [-c config_path] args...; returns the CompletedProcess."""
+    opts = ["-c", config_path] if config_path is not None else []
+    return subprocess.run([imapmuxctl_bin()] + opts + list(args), input=input,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -465,6 +466,8 @@ def client_context(cafile):
 
 
 def _yaml_value(v):
+    if isinstance(v, dict):
+        return "{%s}" % ", ".join("%s: %s" % (k, _yaml_value(x)) for k, x in v.items())
     if isinstance(v, (list, tuple)):
         return "[%s]" % ", ".join(_yaml_value(x) for x in v)
     if isinstance(v, bool):
@@ -480,7 +483,7 @@ class Imapmux:
 
     def __init__(self, tmpdir, backends, cert=None, routes=None, limits=None, workers=2,
                  name="imapmux", extra_listeners=(), listeners=None, redis=None,
-                 bruteforce=None):
+                 bruteforce=None, audit=None):
         """listeners: (address, port, tls) tuples replacing the default pair
         of an implicit TLS and a STARTTLS listener on free loopback ports;
         extra_listeners are added to either.  cert: (cert, key), made in the
@@ -511,7 +514,8 @@ class Imapmux:
                     lines.append("  %s:" % section)
                     for k, v in routes[section].items():
                         lines.append("    %s: %s" % (_yaml_value(k), _yaml_value(v)))
-        for section, values in (("limits", limits), ("redis", redis), ("bruteforce", bruteforce)):
+        for section, values in (("limits", limits), ("redis", redis), ("bruteforce", bruteforce),
+                                ("audit", audit)):
             if values:
                 lines.append("%s:" % section)
                 for k, v in values.items():
