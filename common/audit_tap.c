@@ -187,7 +187,7 @@ static size_t tap_tokenize(const struct audit_tap *t, struct tok *toks, size_t m
                 j++;
             }
             if (j == i) {
-                j++; /* a stray byte: skip it */
+                i++; /* a stray byte (a control character): skip it */
                 continue;
             }
             toks[k++] = (struct tok){TOK_ATOM, s + i, j - i, NULL};

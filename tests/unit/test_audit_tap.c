@@ -291,3 +291,13 @@ Test(audit_tap, junk_is_bounded)
     audit_tap_free(t);
     free(big);
 }
+
+Test(audit_tap, control_characters_in_a_command)
+{
+    /* found by the fuzzer: a byte that starts no token once looped forever */
+    const struct chunk tr[] = {
+        {'C', "t1 SELECT \tINBOX\x7f\r\r\n", 0},
+        {'S', "t1 OK\r\n", 0},
+    };
+    check(&default_opts, tr, N(tr), "t1|SELECT|0|\"mailbox\":\"INBOX\"|OK||20|7\n");
+}
