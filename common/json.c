@@ -116,14 +116,24 @@ size_t json_escape(char *out, size_t cap, const char *val, size_t len)
 /* json_key starts a field; 0, or -1 when even the key does not fit. */
 static int json_key(struct json *j, const char *key)
 {
+    size_t kl = strlen(key);
+    size_t n = kl + 3 + (j->fields > 0 ? 1 : 0); /* [,]"key": */
     j->mark = j->len;
-    int n = snprintf(j->buf + j->len, j->cap - j->len, "%s\"%s\":", j->fields > 0 ? "," : "", key);
-    if (n < 0 || j->len + (size_t)n + JSON_RESERVE >= j->cap) {
-        j->buf[j->len] = '\0';
+    if (j->len + n + JSON_RESERVE >= j->cap) {
         j->full = 1;
         return -1;
     }
-    j->len += (size_t)n;
+    char *p = j->buf + j->len;
+    if (j->fields > 0) {
+        *p++ = ',';
+    }
+    *p++ = '"';
+    memcpy(p, key, kl);
+    p += kl;
+    *p++ = '"';
+    *p++ = ':';
+    *p = '\0';
+    j->len += n;
     return 0;
 }
 
@@ -168,8 +178,13 @@ void json_raw(struct json *j, const char *key, const char *json_text)
 void json_u64(struct json *j, const char *key, uint64_t val)
 {
     char num[24];
-    snprintf(num, sizeof(num), "%llu", (unsigned long long)val);
-    json_raw(j, key, num);
+    char *p = num + sizeof(num) - 1;
+    *p = '\0';
+    do {
+        *--p = (char)('0' + val % 10);
+        val /= 10;
+    } while (val > 0);
+    json_raw(j, key, p);
 }
 
 void json_bool(struct json *j, const char *key, int val)

@@ -24,6 +24,7 @@
 #define AUDIT_HARD_FACTOR 4         /* policy block: over this many queue_bytes, drop */
 #define AUDIT_REDIS_BATCH 512       /* XADDs pipelined at once */
 #define AUDIT_TAIL_READ 65536       /* bytes read from the end of the file at start */
+#define AUDIT_BATCH_MS 10           /* the writer lets records gather this long */
 
 struct audit_buf {
     char *p;
@@ -80,11 +81,27 @@ uint64_t audit_now_us(void)
 
 void audit_time(char out[32], uint64_t unix_us)
 {
+    /* the date and time change once a second: each thread keeps the last */
+    static _Thread_local time_t last = (time_t)-1;
+    static _Thread_local char prefix[24];
+    static _Thread_local size_t prefix_len;
     time_t s = (time_t)(unix_us / 1000000u);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%06uZ", (unsigned)(unix_us % 1000000u));
+    if (s != last) {
+        struct tm tm;
+        gmtime_r(&s, &tm);
+        prefix_len = strftime(prefix, sizeof(prefix), "%Y-%m-%dT%H:%M:%S", &tm);
+        last = s;
+    }
+    memcpy(out, prefix, prefix_len);
+    unsigned us = (unsigned)(unix_us % 1000000u);
+    char *p = out + prefix_len;
+    *p++ = '.';
+    for (int i = 5; i >= 0; i--) {
+        p[i] = (char)('0' + us % 10);
+        us /= 10;
+    }
+    p[6] = 'Z';
+    p[7] = '\0';
 }
 
 static uint64_t audit_mono_ms(void)
@@ -476,6 +493,13 @@ static void audit_writer(void *arg)
             uv_cond_wait(&a->cond, &a->mu);
             continue;
         }
+        if (!a->stop && q->buf.len + q->inflight < a->ac->queue_bytes / 2 && !q->blocked) {
+            /* let more records gather: one write (and one wake-up) per batch,
+             * not per record */
+            uv_mutex_unlock(&a->mu);
+            uv_sleep(AUDIT_BATCH_MS);
+            uv_mutex_lock(&a->mu);
+        }
         struct audit_buf batch = q->buf;
         q->buf = q->spare;
         q->buf.len = 0;
@@ -569,6 +593,9 @@ enum audit_push audit_push(struct audit_queue *q, const char *record, size_t len
     } else if (audit_buf_add(&q->buf, record, len) != 0) {
         r = AUDIT_DROPPED;
     } else {
+        /* the writer needs a wake-up for a first record, and to hurry when
+         * the queue fills; else it comes by itself */
+        int wake = q->buf.count == 1 || used + len + 1 > ac->queue_bytes / 2;
         if (full) {
             if (!q->blocked) {
                 atomic_fetch_add(&q->blocks, 1);
@@ -576,7 +603,9 @@ enum audit_push audit_push(struct audit_queue *q, const char *record, size_t len
             q->blocked = 1;
             r = AUDIT_BLOCKED;
         }
-        uv_cond_signal(&a->cond);
+        if (wake) {
+            uv_cond_signal(&a->cond);
+        }
     }
     uv_mutex_unlock(&a->mu);
 
