@@ -433,6 +433,18 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
         config_bool(ld, v, kp, &b->tls_verify);
     } else if (strcmp(key, "forward_id") == 0) {
         config_bool(ld, v, kp, &b->forward_id);
+    } else if (strcmp(key, "pool_size") == 0) {
+        if (config_uint(ld, v, kp, 0, 10000, &port) == 0) {
+            b->pool_size = (unsigned)port;
+        }
+    } else if (strcmp(key, "pool_max_idle_ms") == 0) {
+        if (config_uint(ld, v, kp, 1000, 86400000, &port) == 0) {
+            b->pool_max_idle_ms = (unsigned)port;
+        }
+    } else if (strcmp(key, "pool_check_interval_ms") == 0) {
+        if (config_uint(ld, v, kp, 100, 86400000, &port) == 0) {
+            b->pool_check_interval_ms = (unsigned)port;
+        }
     } else if (strcmp(key, "ca_file") == 0) {
         free(b->ca_file);
         b->ca_file = config_string(ld, v, kp);
@@ -518,6 +530,8 @@ static void config_backends(struct config_loader *ld, struct config *c, yaml_nod
         snprintf(prefix, sizeof(prefix), "backends[%zu]", i);
         c->num_backends = i + 1;
         b->tls_verify = 1;
+        b->pool_max_idle_ms = 45000;
+        b->pool_check_interval_ms = 15000;
         config_each_pair(ld, c, item, prefix, config_backend_pair, b);
         if (ld->failed) {
             return;
@@ -725,6 +739,32 @@ static const struct config_uint_field config_bf_fields[] = {
     {"block_login_after", offsetof(struct config_bruteforce, block_login_after), 1, 100000000},
 };
 
+static void config_cache_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_session_cache *sc = &c->session_cache;
+    char kp[128];
+    unsigned long n;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "enabled") == 0) {
+        config_bool(ld, v, kp, &sc->enabled);
+    } else if (strcmp(key, "ttl_ms") == 0) {
+        if (config_uint(ld, v, kp, 100, 3600000, &n) == 0) {
+            sc->ttl_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "max_per_user") == 0) {
+        if (config_uint(ld, v, kp, 1, 1000, &n) == 0) {
+            sc->max_per_user = (unsigned)n;
+        }
+    } else if (strcmp(key, "max_total") == 0) {
+        if (config_uint(ld, v, kp, 1, 1000000, &n) == 0) {
+            sc->max_total = (unsigned)n;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
 static void config_bf_pair(struct config_loader *ld, struct config *c, const char *prefix,
                            const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
@@ -871,6 +911,8 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_bf_pair, &ld->bf_enabled_set);
     } else if (strcmp(key, "audit") == 0) {
         config_each_pair(ld, c, v, key, config_audit_pair, NULL);
+    } else if (strcmp(key, "session_cache") == 0) {
+        config_each_pair(ld, c, v, key, config_cache_pair, NULL);
     } else {
         config_fail(ld, k, "unknown key %s", key);
     }
@@ -897,6 +939,9 @@ static void config_defaults(struct config *c)
     c->audit.policy = CONFIG_AUDIT_BLOCK;
     c->audit.seqset_max = 256;
     c->audit.max_pending = 1024;
+    c->session_cache.ttl_ms = 30000;
+    c->session_cache.max_per_user = 2;
+    c->session_cache.max_total = 1000;
     c->redis.connect_timeout_ms = 2000;
     c->redis.command_timeout_ms = 2000;
     c->redis.reconnect_max_ms = 5000;

@@ -51,6 +51,9 @@ struct config_backend {
     char *ca_file;     /* CA bundle for verification; NULL: system default */
     char *server_name; /* name to verify and send as SNI; NULL: host */
     int forward_id;    /* 1: send ID with x-originating-ip etc. before login */
+    unsigned pool_size;             /* warm connections per host and worker (default 0: off) */
+    unsigned pool_max_idle_ms;      /* a warm connection older than this is replaced (45000) */
+    unsigned pool_check_interval_ms;/* NOOP health check of warm connections (15000) */
 };
 
 struct config_route {
@@ -111,6 +114,13 @@ struct config_audit {
     unsigned max_pending;     /* unanswered commands per session (default 1024) */
 };
 
+struct config_session_cache {
+    int enabled;              /* park logged-in backend connections at LOGOUT (default 0) */
+    unsigned ttl_ms;          /* how long a parked connection waits (default 30000) */
+    unsigned max_per_user;    /* parked connections per login and worker (default 2) */
+    unsigned max_total;       /* parked connections per worker (default 1000) */
+};
+
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
     char *path;               /* file this snapshot was read from */
@@ -137,6 +147,7 @@ struct config {
     struct config_redis redis;
     struct config_bruteforce bruteforce;
     struct config_audit audit;
+    struct config_session_cache session_cache;
 
     /* limits (all > 0 after loading) */
     size_t max_line_len;           /* pre-auth command line bytes (default 8192) */

@@ -25,10 +25,12 @@ enum backend_state {
     BS_STARTTLS,      /* "S STARTTLS" sent, waiting for its completion */
     BS_STARTTLS_TLS,  /* handshake after STARTTLS */
     BS_CAPABILITY,    /* "C CAPABILITY" sent */
-    BS_ID,            /* "I ID (...)" sent */
     BS_AUTH_CONTINUE, /* a command waits for "+" before its next part */
     BS_LOGIN,         /* login sent, waiting for its completion */
     BS_POST_CAPA,     /* "P CAPABILITY" after login (no capabilities in the OK) */
+    BS_READY,         /* warm: greeted, capabilities known, waiting for a login */
+    BS_ID_PENDING,    /* warm connection taken; the login starts on the next turn */
+    BS_PING,          /* warm: "H NOOP" sent as a health check */
     BS_DONE,          /* reported; nothing more happens */
 };
 
@@ -37,6 +39,8 @@ enum backend_state {
 #define BACKEND_F_GAI     (1u << 2) /* getaddrinfo outstanding */
 #define BACKEND_F_LITERAL (1u << 3) /* skipping a server literal */
 #define BACKEND_F_DEFER   (1u << 4) /* the timer reports a failure found in backend_login */
+#define BACKEND_F_PREPARE (1u << 5) /* stop at BS_READY (a warm pool connection) */
+#define BACKEND_F_RESUME  (1u << 6) /* the timer starts the login on a warm connection */
 
 struct backend {
     uv_loop_t *loop;
@@ -72,6 +76,7 @@ struct backend {
 
 static void backend_on_timer(uv_timer_t *t);
 static void backend_send_login(struct backend *b);
+static void backend_after_capa(struct backend *b);
 
 static void backend_release(struct backend *b)
 {
@@ -144,6 +149,12 @@ static void backend_on_timer(uv_timer_t *t)
         backend_fail(b, b->deferred_reason);
         return;
     }
+    if (b->flags & BACKEND_F_RESUME) {
+        b->flags &= ~BACKEND_F_RESUME;
+        uv_timer_start(&b->timer, backend_on_timer, b->greeting_timeout_ms, 0);
+        backend_after_capa(b);
+        return;
+    }
     switch (b->state) {
     case BS_RESOLVE:
     case BS_CONNECT:
@@ -186,19 +197,26 @@ static int backend_has(const struct backend *b, const char *name)
 static void backend_after_capa(struct backend *b)
 {
     char line[512];
+    if (b->flags & BACKEND_F_PREPARE) {
+        /* a warm connection: wait here for backend_resume_login */
+        b->state = BS_READY;
+        uv_timer_stop(&b->timer);
+        b->cb(b->ctx, BACKEND_OK, NULL, "ready");
+        return;
+    }
     if (b->cfg->forward_id) {
         if (!backend_has(b, "ID")) {
             log_msg(LOG_DEBUG, "backend %s: no ID capability, not forwarding the client address",
                     b->cfg->name);
         } else {
+            /* pipelined with the login: its answer is not waited for, which
+               saves a round trip; a refusal does not stop the login */
             snprintf(line, sizeof(line),
                      "I ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%u\" "
                      "\"x-connected-ip\" \"%s\" \"x-connected-port\" \"%u\")\r\n",
                      b->client_ip, (unsigned)b->client_port, b->local_ip,
                      (unsigned)b->local_port);
-            b->state = BS_ID;
             backend_send(b, line);
-            return;
         }
     }
     backend_send_login(b);
@@ -463,14 +481,20 @@ static int backend_on_line(struct backend *b, const char *line)
         }
         backend_after_capa(b);
         return 0;
-    case BS_ID:
-        if ((st = backend_tagged(line, "I", &text)) == NULL) {
-            break;
+    case BS_READY:
+        break;
+    case BS_PING:
+        if (backend_tagged(line, "H", &text) != NULL) {
+            b->state = BS_READY; /* any answer shows the backend alive */
+            uv_timer_stop(&b->timer);
+            return 0;
         }
-        backend_send_login(b); /* an ID refusal does not stop the login */
-        return 0;
+        break;
     case BS_LOGIN:
     case BS_AUTH_CONTINUE:
+        if (backend_tagged(line, "I", &text) != NULL) {
+            return 0; /* the answer to the pipelined ID */
+        }
         if ((st = backend_tagged(line, "L", &text)) == NULL) {
             break;
         }
@@ -698,8 +722,8 @@ static char *backend_strdup(const char *s)
     return strdup(s != NULL ? s : "");
 }
 
-struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params *p,
-                              backend_done_cb cb, void *ctx)
+static struct backend *backend_start(uv_loop_t *loop, const struct backend_login_params *p,
+                                     backend_done_cb cb, void *ctx, uint32_t flags)
 {
     struct backend *b = calloc(1, sizeof(*b));
     char port[8];
@@ -711,6 +735,7 @@ struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params
     b->loop = loop;
     b->cb = cb;
     b->ctx = ctx;
+    b->flags = flags;
     b->cfg = p->cfg;
     snprintf(b->host, sizeof(b->host), "%s", p->host != NULL ? p->host : p->cfg->host);
     b->port = p->host != NULL ? p->port : p->cfg->port;
@@ -746,6 +771,81 @@ struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params
     b->flags |= BACKEND_F_GAI;
     uv_timer_start(&b->timer, backend_on_timer, p->connect_timeout_ms, 0);
     return b;
+}
+
+struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params *p,
+                              backend_done_cb cb, void *ctx)
+{
+    return backend_start(loop, p, cb, ctx, 0);
+}
+
+struct backend *backend_prepare(uv_loop_t *loop, const struct backend_login_params *p,
+                                backend_done_cb cb, void *ctx)
+{
+    return backend_start(loop, p, cb, ctx, BACKEND_F_PREPARE);
+}
+
+int backend_is_ready(const struct backend *b)
+{
+    return b->state == BS_READY;
+}
+
+void backend_ping(struct backend *b)
+{
+    if (b->state != BS_READY) {
+        return;
+    }
+    b->state = BS_PING;
+    uv_timer_start(&b->timer, backend_on_timer, b->greeting_timeout_ms, 0);
+    backend_send(b, "H NOOP\r\n");
+}
+
+/* backend_swap replaces *dst by a copy of src (the old one wiped). */
+static int backend_swap(char **dst, const char *src)
+{
+    char *d = backend_strdup(src);
+    if (d == NULL) {
+        return -1;
+    }
+    if (*dst != NULL) {
+        OPENSSL_cleanse(*dst, strlen(*dst));
+        free(*dst);
+    }
+    *dst = d;
+    return 0;
+}
+
+int backend_resume_login(struct backend *b, const struct backend_login_params *p,
+                         backend_done_cb cb, void *ctx)
+{
+    if (b->state != BS_READY) {
+        return -1;
+    }
+    if (backend_swap(&b->user, p->user) != 0 || backend_swap(&b->password, p->password) != 0 ||
+        backend_swap(&b->client_ip, p->client_ip) != 0 ||
+        backend_swap(&b->local_ip, p->local_ip) != 0) {
+        return -1;
+    }
+    if (p->authzid != NULL && p->authzid[0] != '\0') {
+        if (backend_swap(&b->authzid, p->authzid) != 0) {
+            return -1;
+        }
+    } else if (b->authzid != NULL) {
+        OPENSSL_cleanse(b->authzid, strlen(b->authzid));
+        free(b->authzid);
+        b->authzid = NULL;
+    }
+    b->client_port = p->client_port;
+    b->local_port = p->local_port;
+    b->greeting_timeout_ms = p->greeting_timeout_ms;
+    b->cb = cb;
+    b->ctx = ctx;
+    b->flags &= ~BACKEND_F_PREPARE;
+    b->flags |= BACKEND_F_RESUME;
+    b->state = BS_ID_PENDING;
+    /* the login starts on the next loop turn: no callback from within */
+    uv_timer_start(&b->timer, backend_on_timer, 0, 0);
+    return 0;
 }
 
 struct conn *backend_take_conn(struct backend *b, const char **out_capa,

@@ -50,6 +50,28 @@ typedef void (*backend_done_cb)(void *ctx, enum backend_status status, const cha
 struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params *p,
                               backend_done_cb cb, void *ctx);
 
+/* backend_prepare connects, greets and learns the capabilities like a login
+ * but stops there: a warm connection for the pool.  cb reports BACKEND_OK
+ * once it is ready (no credentials in p are used), or BACKEND_UNAVAILABLE;
+ * a ready backend that fails later (BYE, EOF, a failed ping) reports
+ * BACKEND_UNAVAILABLE once more.  Reads stay on while it waits. */
+struct backend *backend_prepare(uv_loop_t *loop, const struct backend_login_params *p,
+                                backend_done_cb cb, void *ctx);
+
+/* backend_is_ready: prepared, idle and not being health-checked. */
+int backend_is_ready(const struct backend *b);
+
+/* backend_ping sends NOOP on a ready backend; no answer within the greeting
+ * timeout reports BACKEND_UNAVAILABLE.  Ignored unless ready. */
+void backend_ping(struct backend *b);
+
+/* backend_resume_login logs in on a ready backend with p's credentials and
+ * client address; cb and ctx replace the pool's.  The login then goes on as
+ * with backend_login (callback never from within).  Returns 0, or -1 (not
+ * ready, or out of memory; the backend is unchanged but for wiped copies). */
+int backend_resume_login(struct backend *b, const struct backend_login_params *p,
+                         backend_done_cb cb, void *ctx);
+
 /* backend_take_conn, after BACKEND_OK, hands over the logged-in conn (the
  * caller must conn_set_ops it at once) and the capability list of the
  * backend (NUL-terminated, owned by the backend until backend_free).  Bytes

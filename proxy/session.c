@@ -23,6 +23,8 @@
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/directory.h"
+#include "proxy/pool.h"
+#include "proxy/sesscache.h"
 #include "proxy/verify.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
@@ -62,6 +64,9 @@ _Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == S
 #define SESSION_F_WAITS_CLIENT (1u << 9) /* the backend's last word was a "+" */
 #define SESSION_F_PROCESSING   (1u << 10) /* inside session_process: do not re-enter */
 #define SESSION_F_AUDIT_FULL   (1u << 11) /* a record did not fit (policy close): end */
+#define SESSION_F_CACHE_KEYED  (1u << 12) /* cache_key holds this login's session cache key */
+#define SESSION_F_NO_PARK      (1u << 13) /* a command changed more than the mailbox state */
+#define SESSION_F_CACHE_HIT    (1u << 14) /* backend taken from the cache; relay on the timer */
 
 #define SESSION_KICK_QUIET_MS 50      /* a kicked session ends when the backend is this quiet */
 #define SESSION_KICK_MAX_MS 10000     /* ... or this long after the kick, whatever is in flight */
@@ -124,6 +129,10 @@ struct session {
     uint64_t start_us;              /* monotonic, for the session's duration */
     const char *fail_reason;        /* why the login in flight failed (static) */
     uint64_t audit_commands;        /* command records written */
+
+    uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
+    char *shown_capa;               /* capabilities the client got at login (cache on) */
+    char *cached_capa;              /* with SESSION_F_CACHE_HIT: the list to show */
 };
 
 static void session_close(struct session *s, const char *reason);
@@ -397,6 +406,8 @@ static void session_maybe_free(struct session *s)
     }
     s->env->num_sessions--;
     session_login_clear(s);
+    free(s->shown_capa);
+    free(s->cached_capa);
     audit_tap_free(s->tap);
     imap_parser_free(s->parser);
     if (s->inbuf != NULL) {
@@ -614,7 +625,13 @@ static void session_login_backend(struct session *s)
         p.user = target;
         p.password = s->password;
     }
-    s->login = backend_login(s->env->loop, &p, session_on_login_done, s);
+    struct backend *warm = pool_take(s->env->pool, b, s->host, s->port);
+    if (warm != NULL && backend_resume_login(warm, &p, session_on_login_done, s) == 0) {
+        s->login = warm;
+    } else {
+        backend_free(warm);
+        s->login = backend_login(s->env->loop, &p, session_on_login_done, s);
+    }
     session_wipe(&s->password); /* the backend has its own copy */
     if (s->login == NULL) {
         session_log(s, LOG_ERR, "login: out of memory");
@@ -659,8 +676,13 @@ static void session_on_verified(void *ctx, int result)
 
 /* session_login_verify: after any brute-force delay, check the password here
  * or let the backend do it. */
+static int session_cache_hit(struct session *s);
+
 static void session_login_verify(struct session *s)
 {
+    if (session_cache_hit(s)) {
+        return;
+    }
     if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
         const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
                                                                                       : s->hash;
@@ -1066,6 +1088,8 @@ static void session_process(struct session *s)
 
 /* --- relay ------------------------------------------------------------------ */
 
+static int session_cmd_parkable(const uint8_t *head, size_t len);
+
 /* The relayed streams are scanned for line ends (literals skipped by length)
  * to know when a kicked session may be ended: after the command in flight.
  * Client lines that end a command are counted, and so are the backend's
@@ -1077,6 +1101,9 @@ static void session_on_client_line(void *ctx, const uint8_t *head, size_t len)
         return;
     }
     s->commands++;
+    if (s->env->cache != NULL && !session_cmd_parkable(head, len)) {
+        s->flags |= SESSION_F_NO_PARK;
+    }
 }
 
 static void session_on_backend_line(void *ctx, const uint8_t *head, size_t len)
@@ -1180,6 +1207,9 @@ static const struct conn_ops session_backend_ops = {
     .on_close = session_on_backend_close,
 };
 
+static void session_enter_relay(struct session *s, struct conn *conn, char *filtered,
+                                const uint8_t *rest, size_t rest_len, int cached);
+
 static void session_on_login_done(void *ctx, enum backend_status st, const char *code,
                                   const char *reason)
 {
@@ -1209,14 +1239,26 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
         return;
     }
 
-    s->backend = backend_take_conn(s->login, &capa, &rest, &rest_len);
-    conn_set_ops(s->backend, &session_backend_ops, s);
-    s->pending++;
+    struct conn *conn = backend_take_conn(s->login, &capa, &rest, &rest_len);
     size_t flen = 0;
     char *filtered = capa_filter(&flen, capa, strlen(capa));
+    session_enter_relay(s, conn, filtered, rest, rest_len, 0);
+    backend_free(s->login); /* rest was used; a close above freed it already */
+    s->login = NULL;
+}
+
+/* session_enter_relay: the login succeeded on conn (taken over); filtered
+ * is the capability list to show the client (malloc'd and taken; NULL after
+ * an OOM); rest is what the backend sent after its tagged OK. */
+static void session_enter_relay(struct session *s, struct conn *conn, char *filtered,
+                                const uint8_t *rest, size_t rest_len, int cached)
+{
+    if (s->backend != conn) {
+        s->backend = conn;
+        conn_set_ops(s->backend, &session_backend_ops, s);
+        s->pending++;
+    }
     if (filtered == NULL) {
-        backend_free(s->login);
-        s->login = NULL;
         session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
         return;
     }
@@ -1227,28 +1269,20 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
     imap_scan_init(&s->client_scan);
     imap_scan_init(&s->backend_scan);
     s->last_backend_data = uv_now(s->env->loop);
-    session_log(s, LOG_INFO, "login ok (%s)", s->client != NULL && conn_is_tls(s->client)
-                                                  ? conn_tls_version(s->client) : "cleartext");
-    session_audit_event(s, "login", "ok", NULL);
+    session_log(s, LOG_INFO, "login ok (%s%s)", s->client != NULL && conn_is_tls(s->client)
+                                                    ? conn_tls_version(s->client) : "cleartext",
+                cached ? ", session cache" : "");
+    session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
     /* the tagged OK and anything the backend already sent go out together */
-    size_t n = strlen(s->tag) + flen + 64;
-    char *ok = malloc(n);
-    if (ok == NULL) {
+    session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
+    if (s->flags & SESSION_F_CACHE_KEYED) {
+        s->shown_capa = filtered; /* the same list for the next login on this conn */
+    } else {
         free(filtered);
-        backend_free(s->login);
-        s->login = NULL;
-        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
-        return;
     }
-    snprintf(ok, n, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
-    session_send(s, ok);
-    free(ok);
-    free(filtered);
     if (rest_len > 0) {
         session_on_backend_read(s, rest, rest_len);
     }
-    backend_free(s->login);
-    s->login = NULL;
 
     /* pre-auth state is gone for good */
     imap_parser_free(s->parser);
@@ -1280,6 +1314,120 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
     }
 }
 
+/* --- session cache ------------------------------------------------------------ */
+
+/* session_cache_hit keys a verified-or-to-be-verified login for the session
+ * cache and, when a connection is parked for it, logs in on that one: no
+ * password check and no backend login.  Returns 1 when it did.  Unknown,
+ * blocked and disabled users and logins acting as another user are never
+ * cached. */
+static int session_cache_hit(struct session *s)
+{
+    char *capa = NULL;
+    if (s->env->cache == NULL ||
+        (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED | SESSION_L_DISABLED)) ||
+        (s->authzid != NULL && strcasecmp(s->authzid, s->user) != 0)) {
+        return 0;
+    }
+    sesscache_key(s->cache_key, s->env->cache, s->user, s->authzid, s->password, s->hash,
+                  s->route->name, s->host, s->port);
+    s->flags |= SESSION_F_CACHE_KEYED;
+    struct conn *conn = sesscache_take(s->env->cache, s->user, s->cache_key, &capa);
+    if (conn == NULL) {
+        return 0;
+    }
+    session_log(s, LOG_DEBUG, "session cache hit");
+    /* the lookup may have answered from within the LOGIN command, whose
+       parser is still in use: go on from the timer, on the next turn */
+    s->backend = conn;
+    conn_set_ops(conn, &session_backend_ops, s);
+    s->pending++;
+    s->cached_capa = capa;
+    s->flags |= SESSION_F_CACHE_HIT;
+    session_arm(s, 0);
+    return 1;
+}
+
+/* session_cmd_parkable tells whether a relayed command leaves nothing but the
+ * mailbox selection behind on the backend connection (which UNSELECT resets).
+ * ENABLE, COMPRESS, NOTIFY and the like change the connection for good, and
+ * so may vendor commands: a session that used one is not parked. */
+static int session_cmd_parkable(const uint8_t *head, size_t len)
+{
+    static const char *const sticky[] = {
+        "ENABLE", "COMPRESS", "NOTIFY", "LANGUAGE", "UNAUTHENTICATE", "CONTEXT", "STARTTLS",
+    };
+    const uint8_t *sp = memchr(head, ' ', len);
+    if (sp == NULL) {
+        return len < IMAP_SCAN_HEAD_LEN; /* a lone tag: BAD, harmless */
+    }
+    const uint8_t *name = sp + 1;
+    size_t n = len - (size_t)(name - head);
+    const uint8_t *end = memchr(name, ' ', n);
+    if (end == NULL) {
+        if (len >= IMAP_SCAN_HEAD_LEN) {
+            return 0; /* the name may be cut: do not guess */
+        }
+    } else {
+        n = (size_t)(end - name);
+    }
+    if (n > 0 && (name[0] == 'X' || name[0] == 'x')) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(sticky) / sizeof(sticky[0]); i++) {
+        if (strlen(sticky[i]) == n && strncasecmp((const char *)name, sticky[i], n) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* session_try_park: the client sent exactly "<tag> LOGOUT" with nothing in
+ * flight.  With the session cache on and a parkable session, the client is
+ * answered here and the backend connection, still logged in, goes to the
+ * cache instead of being logged out.  Returns 1 when it did (the session
+ * then ends), 0 to relay the LOGOUT as usual. */
+static int session_try_park(struct session *s, const uint8_t *data, size_t len)
+{
+    if (s->env->cache == NULL || !(s->flags & SESSION_F_CACHE_KEYED) || s->shown_capa == NULL ||
+        (s->flags & (SESSION_F_NO_PARK | SESSION_F_KICK | SESSION_F_BACKEND_BYE |
+                     SESSION_F_WAITS_CLIENT | SESSION_F_CLIENT_PAUSE | SESSION_F_BACK_PAUSE |
+                     SESSION_F_AUDIT_FULL)) ||
+        s->commands != s->completions || !imap_scan_at_line_start(&s->client_scan) ||
+        len < 9 || len > SESSION_MAX_TAG_LEN + 9 || data[len - 2] != '\r' ||
+        data[len - 1] != '\n' || strncasecmp((const char *)data + len - 9, " LOGOUT", 7) != 0 ||
+        conn_write_queue_len(s->backend) > 0 ||
+        !capa_has(s->shown_capa, strlen(s->shown_capa), "UNSELECT")) {
+        return 0;
+    }
+    char tag[SESSION_MAX_TAG_LEN + 1];
+    size_t tag_len = len - 9;
+    for (size_t i = 0; i < tag_len; i++) {
+        uint8_t ch = data[i];
+        if (ch <= ' ' || ch >= 0x7f || ch == '(' || ch == ')' || ch == '{' || ch == '%' ||
+            ch == '*' || ch == '"' || ch == '\\' || ch == '+') {
+            return 0;
+        }
+    }
+    if (tag_len == 0) {
+        return 0;
+    }
+    memcpy(tag, data, tag_len);
+    tag[tag_len] = '\0';
+    if (sesscache_park(s->env->cache, s->user, s->cache_key, s->backend, s->shown_capa) != 0) {
+        return 0;
+    }
+    /* the backend conn is the cache's now */
+    s->backend = NULL;
+    s->pending--;
+    s->bytes_in += len;
+    s->commands++;
+    (void)session_tap_in(s, data, len);
+    session_sendf(s, "* BYE Logging out\r\n%s OK Logout completed.\r\n", tag);
+    session_close(s, "logged out (backend connection parked)");
+    return 1;
+}
+
 /* --- client callbacks ------------------------------------------------------- */
 
 static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
@@ -1288,6 +1436,9 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
 
     switch (s->state) {
     case SESSION_RELAY:
+        if (s->env->cache != NULL && session_try_park(s, data, len)) {
+            return;
+        }
         s->bytes_in += len;
         s->last_activity = uv_now(s->env->loop);
         imap_scan_feed(&s->client_scan, data, len, session_on_client_line, s);
@@ -1392,6 +1543,16 @@ static void session_on_timer(uv_timer_t *t)
     case SESSION_TLS_ACCEPT:
     case SESSION_STARTTLS:
         session_close(s, "pre-auth timeout during TLS handshake");
+        return;
+    case SESSION_LOGIN:
+        if (s->flags & SESSION_F_CACHE_HIT) {
+            char *capa = s->cached_capa;
+            s->cached_capa = NULL;
+            s->flags &= ~SESSION_F_CACHE_HIT;
+            session_enter_relay(s, s->backend, capa, NULL, 0, 1);
+            return;
+        }
+        session_bye(s, "Pre-authentication timeout", "pre-auth timeout");
         return;
     default:
         session_bye(s, "Pre-authentication timeout", "pre-auth timeout");
@@ -1553,6 +1714,13 @@ static void session_on_recheck(void *ctx, const struct dir_result *res)
 void session_on_event(struct session_env *env, enum schema_event_type type, const char *arg)
 {
     struct session *next;
+    /* parked connections follow the same events: a kicked or moved user's
+       go; domain and backend changes drop them all (they are cheap to redo) */
+    if (type == SCHEMA_EV_KICK || type == SCHEMA_EV_ROUTE) {
+        sesscache_evict_user(env->cache, arg);
+    } else {
+        sesscache_evict_all(env->cache);
+    }
     for (struct session *s = env->sessions; s != NULL; s = next) {
         next = s->next; /* sessions are never freed from here, but be sure */
         if (s->state != SESSION_RELAY && s->state != SESSION_LOGIN) {

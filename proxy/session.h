@@ -17,6 +17,8 @@
 struct session;
 struct dir;
 struct audit_queue;
+struct pool;
+struct sesscache;
 
 /* Counters of one worker, written to the log periodically and at exit. */
 struct session_stats {
@@ -41,6 +43,8 @@ struct session_env {
     uint64_t next_id;            /* session ids: worker_id and this counter */
     struct dir *dir;             /* routing table of this worker */
     struct audit_queue *audit;   /* this worker's audit queue, or NULL */
+    struct pool *pool;           /* warm backend connections, or NULL */
+    struct sesscache *cache;     /* parked logged-in connections, or NULL */
     int audit_paused;            /* the queue is full (policy block): clients not read */
     struct session_stats stats;
 };

@@ -11,15 +11,20 @@
 #include "proxy/audit.h"
 #include "proxy/directory.h"
 #include "proxy/listener.h"
+#include "proxy/pool.h"
+#include "proxy/sesscache.h"
 #include "proxy/session.h"
 
 #define WORKER_DRAIN_POLL_MS 100 /* how often a draining worker looks for the end */
+#define WORKER_STATS_MS 60000    /* counters are logged this often when they changed */
 
 struct worker {
     uv_thread_t thread;
     uv_loop_t loop;
     uv_async_t async;            /* wakes the loop for worker_drain */
     uv_timer_t drain_timer;      /* polls for the end of a drain */
+    uv_timer_t stats_timer;      /* periodic counters in the log */
+    char last_stats[512];        /* the counters last logged */
     uv_sem_t ready;              /* posted once listeners are bound (or failed) */
     struct session_env env;
     struct listener **listeners; /* num = cfg->num_listeners */
@@ -48,10 +53,66 @@ static void worker_on_handle_close(uv_handle_t *h)
     (void)h;
 }
 
+/* worker_log_stats writes the worker's counters: always at the end, else
+ * only when they changed since the last time. */
+static void worker_log_stats(struct worker *w, int final)
+{
+    const struct session_stats *st = &w->env.stats;
+    char line[512];
+    size_t off = 0;
+    off += (size_t)snprintf(line, sizeof(line),
+                            "logins_ok=%llu logins_failed=%llu logins_unavailable=%llu "
+                            "bruteforce_delayed=%llu bruteforce_blocked=%llu kicks=%llu",
+                            (unsigned long long)st->logins_ok, (unsigned long long)st->logins_failed,
+                            (unsigned long long)st->logins_unavailable,
+                            (unsigned long long)st->bf_delayed, (unsigned long long)st->bf_blocked,
+                            (unsigned long long)st->kicks);
+    if (w->env.pool != NULL) {
+        struct pool_stats ps;
+        pool_stats(w->env.pool, &ps);
+        off += (size_t)snprintf(line + off, sizeof(line) - off,
+                                " pool_size=%llu pool_hits=%llu pool_misses=%llu "
+                                "pool_connects=%llu pool_connect_failures=%llu pool_lost=%llu "
+                                "pool_recycled=%llu",
+                                (unsigned long long)ps.size, (unsigned long long)ps.hits,
+                                (unsigned long long)ps.misses, (unsigned long long)ps.connects,
+                                (unsigned long long)ps.connect_failures,
+                                (unsigned long long)ps.lost, (unsigned long long)ps.recycled);
+    }
+    if (w->env.cache != NULL && off < sizeof(line)) {
+        struct sesscache_stats cs;
+        sesscache_stats(w->env.cache, &cs);
+        snprintf(line + off, sizeof(line) - off,
+                 " cache_size=%llu cache_parked=%llu cache_hits=%llu cache_misses=%llu "
+                 "cache_evicted_ttl=%llu cache_evicted_limit=%llu cache_evicted_lost=%llu "
+                 "cache_evicted_event=%llu",
+                 (unsigned long long)cs.size, (unsigned long long)cs.parked,
+                 (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+                 (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
+                 (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
+    }
+    if (!final && strcmp(line, w->last_stats) == 0) {
+        return;
+    }
+    snprintf(w->last_stats, sizeof(w->last_stats), "%s", line);
+    log_msg(LOG_INFO, "worker %u: stats %s", w->env.worker_id, line);
+}
+
+static void worker_on_stats_timer(uv_timer_t *t)
+{
+    worker_log_stats(t->data, 0);
+}
+
 static void worker_on_drain_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
     if (w->env.num_sessions == 0) {
+        worker_log_stats(w, 1);
+        pool_free(w->env.pool);
+        w->env.pool = NULL;
+        sesscache_free(w->env.cache);
+        w->env.cache = NULL;
+        uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         dir_close(w->env.dir);
         w->env.dir = NULL;
         if (w->env.audit != NULL) {
@@ -104,21 +165,14 @@ static void worker_on_audit_resume(void *ctx)
     session_audit_resume(&w->env);
 }
 
-static void worker_log_stats(const struct worker *w)
+static void worker_log_audit_stats(const struct worker *w)
 {
-    const struct session_stats *st = &w->env.stats;
     if (w->audit_stats.records > 0 || w->audit_stats.dropped > 0) {
         log_msg(LOG_INFO, "worker %u: audit records=%llu dropped=%llu blocked=%llu",
                 w->env.worker_id, (unsigned long long)w->audit_stats.records,
                 (unsigned long long)w->audit_stats.dropped,
                 (unsigned long long)w->audit_stats.blocks);
     }
-    log_msg(LOG_INFO, "worker %u: stats logins_ok=%llu logins_failed=%llu "
-            "logins_unavailable=%llu bruteforce_delayed=%llu bruteforce_blocked=%llu kicks=%llu",
-            w->env.worker_id, (unsigned long long)st->logins_ok,
-            (unsigned long long)st->logins_failed, (unsigned long long)st->logins_unavailable,
-            (unsigned long long)st->bf_delayed, (unsigned long long)st->bf_blocked,
-            (unsigned long long)st->kicks);
 }
 
 static void worker_main(void *arg)
@@ -139,6 +193,7 @@ static void worker_main(void *arg)
         w->failed = 1;
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
+        uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_sem_post(&w->ready);
         return;
@@ -162,13 +217,17 @@ static void worker_main(void *arg)
         w->env.audit = NULL;
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
+        uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_sem_post(&w->ready);
         return;
     }
+    w->env.pool = pool_new(&w->loop, w->env.cfg, w->env.backend_ctx);
+    w->env.cache = sesscache_new(&w->loop, w->env.cfg);
+    uv_timer_start(&w->stats_timer, worker_on_stats_timer, WORKER_STATS_MS, WORKER_STATS_MS);
     uv_sem_post(&w->ready);
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    worker_log_stats(w);
+    worker_log_audit_stats(w);
     log_msg(LOG_DEBUG, "worker %u: loop ended", w->env.worker_id);
 }
 
@@ -210,11 +269,14 @@ struct worker *worker_start(char *err, size_t err_len, unsigned id, struct confi
     w->async.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    uv_timer_init(&w->loop, &w->stats_timer);
+    w->stats_timer.data = w;
 
     if (uv_thread_create(&w->thread, worker_main, w) != 0) {
         snprintf(err, err_len, "cannot create worker thread");
         uv_close((uv_handle_t *)&w->async, NULL);
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
+        uv_close((uv_handle_t *)&w->stats_timer, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         worker_free(w);
         return NULL;

@@ -483,7 +483,7 @@ class Imapmux:
 
     def __init__(self, tmpdir, backends, cert=None, routes=None, limits=None, workers=2,
                  name="imapmux", extra_listeners=(), listeners=None, redis=None,
-                 bruteforce=None, audit=None):
+                 bruteforce=None, audit=None, session_cache=None):
         """listeners: (address, port, tls) tuples replacing the default pair
         of an implicit TLS and a STARTTLS listener on free loopback ports;
         extra_listeners are added to either.  cert: (cert, key), made in the
@@ -515,7 +515,7 @@ class Imapmux:
                     for k, v in routes[section].items():
                         lines.append("    %s: %s" % (_yaml_value(k), _yaml_value(v)))
         for section, values in (("limits", limits), ("redis", redis), ("bruteforce", bruteforce),
-                                ("audit", audit)):
+                                ("audit", audit), ("session_cache", session_cache)):
             if values:
                 lines.append("%s:" % section)
                 for k, v in values.items():

@@ -1,0 +1,278 @@
+#include "proxy/pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "common/log.h"
+#include "proxy/backend.h"
+
+#define POOL_TICK_MS 500          /* refill, age and health-check pass */
+#define POOL_BACKOFF_MIN_MS 250   /* first retry after a failed connect */
+#define POOL_BACKOFF_MAX_MS 5000  /* retries of a failing host are this far apart at most */
+#define POOL_LOG_EVERY 20         /* a failing host is logged at its 1st, 21st, ... failure */
+
+struct pool_host;
+
+struct pool_conn {
+    struct pool_host *h;
+    struct backend *b;
+    struct pool_conn *next, *prev; /* oldest first */
+    uint64_t ready_at;             /* loop time (ms) it became ready */
+    uint64_t retire_at;            /* loop time it is replaced */
+    uint64_t checked_at;           /* loop time of the last health check */
+    int ready;
+};
+
+struct pool_host {
+    struct pool *p;
+    const struct config_backend *cfg;
+    size_t idx;                    /* in cfg->backends, for the TLS context */
+    char host[256];
+    uint16_t port;
+    struct pool_conn *head, *tail;
+    unsigned count;                /* connecting and ready */
+    unsigned failures;             /* failed connects in a row */
+    uint64_t retry_at;             /* no new connect before this loop time */
+};
+
+struct pool {
+    uv_loop_t *loop;
+    struct config *cfg;            /* our reference */
+    SSL_CTX *const *backend_ctx;
+    struct pool_host *hosts;
+    size_t num_hosts;
+    uv_timer_t timer;              /* timer.data = this */
+    struct pool_stats stats;
+};
+
+static void pool_on_backend(void *ctx, enum backend_status st, const char *code,
+                            const char *reason);
+
+static void pool_unlink(struct pool_conn *pc)
+{
+    struct pool_host *h = pc->h;
+    if (pc->prev != NULL) {
+        pc->prev->next = pc->next;
+    } else {
+        h->head = pc->next;
+    }
+    if (pc->next != NULL) {
+        pc->next->prev = pc->prev;
+    } else {
+        h->tail = pc->prev;
+    }
+    h->count--;
+    if (pc->ready) {
+        h->p->stats.size--;
+    }
+}
+
+/* pool_drop closes a warm connection (or an attempt) and forgets it. */
+static void pool_drop(struct pool_conn *pc)
+{
+    pool_unlink(pc);
+    backend_free(pc->b);
+    free(pc);
+}
+
+static void pool_fill(struct pool_host *h)
+{
+    struct pool *p = h->p;
+    uint64_t now = uv_now(p->loop);
+    while (h->count < h->cfg->pool_size && now >= h->retry_at) {
+        struct pool_conn *pc = calloc(1, sizeof(*pc));
+        if (pc == NULL) {
+            return;
+        }
+        struct backend_login_params bp = {
+            .cfg = h->cfg,
+            .host = h->host,
+            .port = h->port,
+            .tls_ctx = p->backend_ctx[h->idx],
+            .connect_timeout_ms = p->cfg->backend_connect_timeout_ms,
+            .greeting_timeout_ms = p->cfg->backend_greeting_timeout_ms,
+        };
+        pc->h = h;
+        pc->b = backend_prepare(p->loop, &bp, pool_on_backend, pc);
+        if (pc->b == NULL) {
+            free(pc);
+            return;
+        }
+        pc->prev = h->tail;
+        if (h->tail != NULL) {
+            h->tail->next = pc;
+        } else {
+            h->head = pc;
+        }
+        h->tail = pc;
+        h->count++;
+    }
+}
+
+static void pool_on_backend(void *ctx, enum backend_status st, const char *code,
+                            const char *reason)
+{
+    struct pool_conn *pc = ctx;
+    struct pool_host *h = pc->h;
+    struct pool *p = h->p;
+    uint64_t now = uv_now(p->loop);
+    (void)code;
+
+    if (st == BACKEND_OK && !pc->ready) {
+        unsigned max_idle = h->cfg->pool_max_idle_ms;
+        pc->ready = 1;
+        pc->ready_at = pc->checked_at = now;
+        /* spread the replacements: connections made together do not all
+           expire on the same tick */
+        pc->retire_at = now + max_idle - (uv_hrtime() / 1000u) % (max_idle / 4 + 1);
+        if (h->failures > 0) {
+            log_msg(LOG_INFO, "pool: backend %s host %s:%u is back", h->cfg->name, h->host,
+                    (unsigned)h->port);
+        }
+        h->failures = 0;
+        p->stats.connects++;
+        p->stats.size++;
+        return;
+    }
+    if (pc->ready) {
+        p->stats.lost++;
+        log_msg(LOG_INFO, "pool: warm connection to backend %s host %s:%u lost: %s",
+                h->cfg->name, h->host, (unsigned)h->port, reason);
+    } else {
+        p->stats.connect_failures++;
+        h->failures++;
+        unsigned shift = h->failures > 5 ? 5 : h->failures - 1;
+        unsigned backoff = POOL_BACKOFF_MIN_MS << shift;
+        h->retry_at = now + (backoff > POOL_BACKOFF_MAX_MS ? POOL_BACKOFF_MAX_MS : backoff);
+        if (h->failures % POOL_LOG_EVERY == 1) {
+            log_msg(LOG_WARNING, "pool: backend %s host %s:%u: warm connection failed (%u in a "
+                    "row): %s", h->cfg->name, h->host, (unsigned)h->port, h->failures, reason);
+        }
+    }
+    pool_drop(pc);
+    pool_fill(h);
+}
+
+static void pool_on_tick(uv_timer_t *t)
+{
+    struct pool *p = t->data;
+    uint64_t now = uv_now(p->loop);
+    for (size_t i = 0; i < p->num_hosts; i++) {
+        struct pool_host *h = &p->hosts[i];
+        struct pool_conn *pc = h->head;
+        while (pc != NULL) {
+            struct pool_conn *next = pc->next;
+            if (pc->ready && backend_is_ready(pc->b)) {
+                if (now >= pc->retire_at) {
+                    p->stats.recycled++;
+                    pool_drop(pc);
+                } else if (now - pc->checked_at >= h->cfg->pool_check_interval_ms) {
+                    pc->checked_at = now;
+                    backend_ping(pc->b);
+                }
+            }
+            pc = next;
+        }
+        pool_fill(h);
+    }
+}
+
+struct pool *pool_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backend_ctx)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    size_t n = 0;
+    if (p == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->num_backends; i++) {
+        if (cfg->backends[i].pool_size > 0) {
+            n += cfg->backends[i].num_hosts;
+        }
+    }
+    if (n > 0 && (p->hosts = calloc(n, sizeof(*p->hosts))) == NULL) {
+        free(p);
+        return NULL;
+    }
+    p->loop = loop;
+    p->cfg = config_ref(cfg);
+    p->backend_ctx = backend_ctx;
+    for (size_t i = 0; i < cfg->num_backends; i++) {
+        const struct config_backend *b = &cfg->backends[i];
+        if (b->pool_size == 0) {
+            continue;
+        }
+        for (size_t j = 0; j < b->num_hosts; j++) {
+            struct pool_host *h = &p->hosts[p->num_hosts++];
+            h->p = p;
+            h->cfg = b;
+            h->idx = i;
+            snprintf(h->host, sizeof(h->host), "%s", b->hosts[j].host);
+            h->port = b->hosts[j].port;
+        }
+    }
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    if (p->num_hosts > 0) {
+        for (size_t i = 0; i < p->num_hosts; i++) {
+            pool_fill(&p->hosts[i]);
+        }
+        uv_timer_start(&p->timer, pool_on_tick, POOL_TICK_MS, POOL_TICK_MS);
+    }
+    return p;
+}
+
+struct backend *pool_take(struct pool *p, const struct config_backend *cfg, const char *host,
+                          uint16_t port)
+{
+    if (p == NULL || cfg->pool_size == 0) {
+        return NULL;
+    }
+    for (size_t i = 0; i < p->num_hosts; i++) {
+        struct pool_host *h = &p->hosts[i];
+        if (h->cfg != cfg || h->port != port || strcmp(h->host, host) != 0) {
+            continue;
+        }
+        for (struct pool_conn *pc = h->head; pc != NULL; pc = pc->next) {
+            if (pc->ready && backend_is_ready(pc->b)) {
+                struct backend *b = pc->b;
+                pool_unlink(pc);
+                free(pc);
+                p->stats.hits++;
+                pool_fill(h);
+                return b;
+            }
+        }
+        break;
+    }
+    p->stats.misses++;
+    return NULL;
+}
+
+void pool_stats(const struct pool *p, struct pool_stats *out)
+{
+    *out = p->stats;
+}
+
+static void pool_on_timer_close(uv_handle_t *h)
+{
+    struct pool *p = h->data;
+    config_unref(&p->cfg);
+    free(p->hosts);
+    free(p);
+}
+
+void pool_free(struct pool *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < p->num_hosts; i++) {
+        while (p->hosts[i].head != NULL) {
+            pool_drop(p->hosts[i].head);
+        }
+    }
+    uv_close((uv_handle_t *)&p->timer, pool_on_timer_close);
+}

@@ -1,0 +1,349 @@
+#include "proxy/sesscache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include <openssl/crypto.h>
+#include <openssl/digest.h>
+#include <openssl/hmac.h>
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+
+#include "common/imap_scan.h"
+#include "common/log.h"
+#include "common/schema.h"
+#include "proxy/conn.h"
+
+#define SESSCACHE_TICK_MAX_MS 1000
+
+struct sesscache;
+
+struct cache_entry {
+    struct sesscache *c;            /* NULL once the entry left the cache */
+    struct cache_entry *next, *prev;/* oldest first */
+    char user[SCHEMA_MAX_LOGIN_LEN + 1];
+    uint8_t key[SESSCACHE_KEY_LEN];
+    struct conn *conn;
+    char *capa;                     /* shown to the client at the first login */
+    uint64_t parked_at;             /* loop time (ms) */
+    int reset;                      /* UNSELECT answered: ready to be taken */
+    int lost;                       /* the backend said BYE or refused the reset */
+    struct imap_scan scan;          /* line ends of what the backend sends */
+};
+
+struct sesscache {
+    uv_loop_t *loop;
+    struct config *cfg;             /* our reference */
+    uint8_t secret[32];             /* HMAC key, random per process start */
+    struct cache_entry *head, *tail;
+    size_t size;
+    uv_timer_t timer;               /* ttl pass while entries exist; timer.data = this */
+    unsigned tick_ms;
+    struct sesscache_stats stats;
+};
+
+static void cache_on_tick(uv_timer_t *t);
+
+static void cache_unlink(struct cache_entry *e)
+{
+    struct sesscache *c = e->c;
+    if (e->prev != NULL) {
+        e->prev->next = e->next;
+    } else {
+        c->head = e->next;
+    }
+    if (e->next != NULL) {
+        e->next->prev = e->prev;
+    } else {
+        c->tail = e->prev;
+    }
+    e->next = e->prev = NULL;
+    e->c = NULL;
+    c->size--;
+    c->stats.size = c->size;
+    if (c->size == 0) {
+        uv_timer_stop(&c->timer);
+    }
+}
+
+static void cache_entry_free(struct cache_entry *e)
+{
+    free(e->capa);
+    free(e);
+}
+
+/* cache_evict takes e out and ends its backend session; the entry is freed
+ * when its conn has closed. */
+static void cache_evict(struct cache_entry *e, uint64_t *counter)
+{
+    (*counter)++;
+    cache_unlink(e);
+    (void)conn_write(e->conn, "Z LOGOUT\r\n", 10);
+    conn_close(e->conn, 1);
+}
+
+static void cache_on_line(void *ctx, const uint8_t *head, size_t len)
+{
+    struct cache_entry *e = ctx;
+    if (len >= 5 && strncasecmp((const char *)head, "* BYE", 5) == 0) {
+        e->lost = 1;
+    } else if (len >= 4 && memcmp(head, "U ", 2) == 0) {
+        /* OK, or BAD when no mailbox was selected: either way none is now */
+        if (strncasecmp((const char *)head + 2, "OK", 2) == 0 ||
+            strncasecmp((const char *)head + 2, "BAD", 3) == 0) {
+            e->reset = 1;
+        } else {
+            e->lost = 1;
+        }
+    }
+}
+
+static void cache_on_read(void *ctx, const uint8_t *data, size_t len)
+{
+    struct cache_entry *e = ctx;
+    if (e->c == NULL) {
+        return; /* evicted; closing */
+    }
+    imap_scan_feed(&e->scan, data, len, cache_on_line, e);
+    if (e->lost) {
+        log_msg(LOG_INFO, "session cache: parked connection of %s dropped by the backend",
+                e->user);
+        cache_evict(e, &e->c->stats.evicted_lost);
+    }
+}
+
+static void cache_on_eof(void *ctx, int status)
+{
+    struct cache_entry *e = ctx;
+    (void)status;
+    if (e->c != NULL) {
+        e->c->stats.evicted_lost++;
+        cache_unlink(e);
+    }
+    conn_close(e->conn, 0);
+}
+
+static void cache_on_close(void *ctx)
+{
+    cache_entry_free(ctx);
+}
+
+static void cache_on_unused(void *ctx, int status)
+{
+    (void)ctx;
+    (void)status;
+}
+
+static void cache_on_drain(void *ctx)
+{
+    (void)ctx;
+}
+
+static const struct conn_ops cache_conn_ops = {
+    .on_connect = cache_on_unused,
+    .on_handshake = cache_on_unused,
+    .on_read = cache_on_read,
+    .on_eof = cache_on_eof,
+    .on_drain = cache_on_drain,
+    .on_close = cache_on_close,
+};
+
+struct sesscache *sesscache_new(uv_loop_t *loop, struct config *cfg)
+{
+    if (!cfg->session_cache.enabled) {
+        return NULL;
+    }
+    struct sesscache *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        log_msg(LOG_ERR, "session cache: out of memory; running without it");
+        return NULL;
+    }
+    c->loop = loop;
+    c->cfg = config_ref(cfg);
+    RAND_bytes(c->secret, sizeof(c->secret));
+    c->tick_ms = cfg->session_cache.ttl_ms / 4;
+    if (c->tick_ms > SESSCACHE_TICK_MAX_MS) {
+        c->tick_ms = SESSCACHE_TICK_MAX_MS;
+    }
+    if (c->tick_ms < 25) {
+        c->tick_ms = 25;
+    }
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    return c;
+}
+
+static void cache_hmac_str(HMAC_CTX *h, const char *s)
+{
+    if (s == NULL) {
+        s = "";
+    }
+    /* each field with its terminating NUL: no two field lists give one input */
+    HMAC_Update(h, (const uint8_t *)s, strlen(s) + 1);
+}
+
+void sesscache_key(uint8_t out[SESSCACHE_KEY_LEN], const struct sesscache *c, const char *user,
+                   const char *authzid, const char *password, const char *hash,
+                   const char *backend, const char *host, uint16_t port)
+{
+    HMAC_CTX h;
+    unsigned len = 0;
+    uint8_t p[2] = {(uint8_t)(port >> 8), (uint8_t)port};
+    HMAC_CTX_init(&h);
+    if (!HMAC_Init_ex(&h, c->secret, sizeof(c->secret), EVP_sha256(), NULL)) {
+        /* cannot happen with a static key and digest; a random key then
+           matches nothing */
+        RAND_bytes(out, SESSCACHE_KEY_LEN);
+        HMAC_CTX_cleanup(&h);
+        return;
+    }
+    cache_hmac_str(&h, user);
+    cache_hmac_str(&h, authzid);
+    cache_hmac_str(&h, password);
+    cache_hmac_str(&h, hash);
+    cache_hmac_str(&h, backend);
+    cache_hmac_str(&h, host);
+    HMAC_Update(&h, p, sizeof(p));
+    HMAC_Final(&h, out, &len);
+    HMAC_CTX_cleanup(&h);
+}
+
+int sesscache_park(struct sesscache *c, const char *user, const uint8_t key[SESSCACHE_KEY_LEN],
+                   struct conn *conn, const char *capa)
+{
+    const struct config_session_cache *cc = &c->cfg->session_cache;
+    struct cache_entry *e = calloc(1, sizeof(*e));
+    if (e == NULL || strlen(user) >= sizeof(e->user) || (e->capa = strdup(capa)) == NULL) {
+        free(e);
+        return -1;
+    }
+    /* room first: the user's oldest, then the oldest of all */
+    unsigned mine = 0;
+    struct cache_entry *oldest_mine = NULL;
+    for (struct cache_entry *x = c->head; x != NULL; x = x->next) {
+        if (strcmp(x->user, user) == 0) {
+            if (oldest_mine == NULL) {
+                oldest_mine = x;
+            }
+            mine++;
+        }
+    }
+    if (mine >= cc->max_per_user && oldest_mine != NULL) {
+        cache_evict(oldest_mine, &c->stats.evicted_limit);
+    }
+    while (c->size >= cc->max_total && c->head != NULL) {
+        cache_evict(c->head, &c->stats.evicted_limit);
+    }
+
+    e->c = c;
+    snprintf(e->user, sizeof(e->user), "%s", user);
+    memcpy(e->key, key, SESSCACHE_KEY_LEN);
+    e->conn = conn;
+    e->parked_at = uv_now(c->loop);
+    imap_scan_init(&e->scan);
+    e->prev = c->tail;
+    if (c->tail != NULL) {
+        c->tail->next = e;
+    } else {
+        c->head = e;
+    }
+    c->tail = e;
+    if (c->size++ == 0) {
+        uv_timer_start(&c->timer, cache_on_tick, c->tick_ms, c->tick_ms);
+    }
+    c->stats.size = c->size;
+    c->stats.parked++;
+    conn_set_ops(conn, &cache_conn_ops, e);
+    (void)conn_write(conn, "U UNSELECT\r\n", 12); /* a failure comes as on_eof */
+    (void)conn_read_start(conn);
+    return 0;
+}
+
+struct conn *sesscache_take(struct sesscache *c, const char *user,
+                            const uint8_t key[SESSCACHE_KEY_LEN], char **out_capa)
+{
+    if (c == NULL) {
+        return NULL;
+    }
+    /* the newest first: it has the most of its ttl left */
+    for (struct cache_entry *e = c->tail; e != NULL; e = e->prev) {
+        if (!e->reset || e->lost || strcmp(e->user, user) != 0 ||
+            CRYPTO_memcmp(e->key, key, SESSCACHE_KEY_LEN) != 0) {
+            continue;
+        }
+        struct conn *conn = e->conn;
+        cache_unlink(e);
+        c->stats.hits++;
+        *out_capa = e->capa;
+        e->capa = NULL;
+        cache_entry_free(e);
+        conn_read_stop(conn);
+        return conn;
+    }
+    c->stats.misses++;
+    return NULL;
+}
+
+static void cache_on_tick(uv_timer_t *t)
+{
+    struct sesscache *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    unsigned ttl = c->cfg->session_cache.ttl_ms;
+    while (c->head != NULL && now - c->head->parked_at >= ttl) {
+        cache_evict(c->head, &c->stats.evicted_ttl);
+    }
+}
+
+void sesscache_evict_user(struct sesscache *c, const char *user)
+{
+    if (c == NULL) {
+        return;
+    }
+    struct cache_entry *e = c->head;
+    while (e != NULL) {
+        struct cache_entry *next = e->next;
+        if (strcmp(e->user, user) == 0) {
+            cache_evict(e, &c->stats.evicted_event);
+        }
+        e = next;
+    }
+}
+
+void sesscache_evict_all(struct sesscache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    while (c->head != NULL) {
+        cache_evict(c->head, &c->stats.evicted_event);
+    }
+}
+
+void sesscache_stats(const struct sesscache *c, struct sesscache_stats *out)
+{
+    *out = c->stats;
+}
+
+static void cache_on_timer_close(uv_handle_t *h)
+{
+    struct sesscache *c = h->data;
+    OPENSSL_cleanse(c->secret, sizeof(c->secret));
+    config_unref(&c->cfg);
+    free(c);
+}
+
+void sesscache_free(struct sesscache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    uint64_t dropped = 0;
+    while (c->head != NULL) {
+        cache_evict(c->head, &dropped);
+    }
+    uv_close((uv_handle_t *)&c->timer, cache_on_timer_close);
+}
