@@ -14,9 +14,6 @@
 /* Read scratch: one per worker thread, so idle conns hold no read buffer. */
 static _Thread_local uint8_t conn_scratch[CONN_SCRATCH_LEN];
 static _Thread_local uint8_t conn_plain[CONN_TLS_PLAIN_LEN];
-/* Ciphertext on its way out; apart from the two above because an owner may
- * still be reading those while it writes to another conn. */
-static _Thread_local uint8_t conn_cipher_out[CONN_SCRATCH_LEN];
 
 #define CONN_F_READING   (1u << 0) /* the owner wants reads */
 #define CONN_F_CLOSING   (1u << 1) /* conn_close called */
@@ -169,17 +166,19 @@ static int conn_send_raw(struct conn *c, const uint8_t *data, size_t len)
     return r;
 }
 
-/* conn_flush_tls moves the engine's pending ciphertext to the socket. */
+/* conn_flush_tls moves the engine's pending ciphertext to the socket,
+ * straight from the engine's buffer (conn_send_raw copies what the kernel
+ * does not take at once). */
 static int conn_flush_tls(struct conn *c)
 {
-    while (tls_out_len(c->tls) > 0) {
-        size_t n = tls_take_out(c->tls, conn_cipher_out, sizeof(conn_cipher_out));
-        int r = conn_send_raw(c, conn_cipher_out, n);
-        if (r != 0) {
-            return r;
-        }
+    const uint8_t *p = NULL;
+    size_t n = tls_out_peek(c->tls, &p);
+    if (n == 0) {
+        return 0;
     }
-    return 0;
+    int r = conn_send_raw(c, p, n);
+    tls_out_clear(c->tls);
+    return r;
 }
 
 static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -259,6 +258,9 @@ static void conn_deliver_tls(struct conn *c)
         c->ops->on_read(c->ctx, conn_plain, n);
     }
     c->flags &= ~CONN_F_IN_READ;
+    if (c->tls != NULL && !(c->flags & CONN_F_CLOSING)) {
+        tls_trim(c->tls); /* read side quiet: drop emptied engine buffers */
+    }
 }
 
 int conn_start_tls(struct conn *c, SSL_CTX *ctx, int is_server, const char *server_name)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <uv.h>
 
@@ -101,6 +102,22 @@ static SSL_CTX **main_backend_ctxs(const struct config *cfg)
     return ctxs;
 }
 
+/* main_raise_nofile: every connection is a descriptor (two once logged in),
+ * so take the hard limit the system grants instead of the usual 1024. */
+static void main_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) {
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        log_msg(LOG_DEBUG, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
+                (unsigned long long)rl.rlim_max);
+    }
+}
+
 static int main_run(struct config *cfg)
 {
     struct main_state m;
@@ -114,6 +131,7 @@ static int main_run(struct config *cfg)
     memset(&m, 0, sizeof(m));
     log_init("imapmux", cfg->log_level, cfg->log_target == CONFIG_LOG_SYSLOG);
     signal(SIGPIPE, SIG_IGN);
+    main_raise_nofile();
 
     if (cfg->num_listeners > 0) {
         server_ctx = tls_server_ctx_new(err, sizeof(err), cfg->tls_cert_file, cfg->tls_key_file);

@@ -6,6 +6,8 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/buf.h>
+#include <openssl/mem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -240,6 +242,44 @@ size_t tls_take_out(struct tls *t, uint8_t *out, size_t cap)
 {
     int n = BIO_read(t->wbio, out, cap > (1u << 30) ? (1 << 30) : (int)cap);
     return n > 0 ? (size_t)n : 0;
+}
+
+size_t tls_out_peek(struct tls *t, const uint8_t **out)
+{
+    BUF_MEM *bm = NULL;
+    if (BIO_get_mem_ptr(t->wbio, &bm) != 1 || bm == NULL) {
+        *out = NULL;
+        return 0;
+    }
+    *out = (const uint8_t *)bm->data;
+    return bm->length;
+}
+
+void tls_out_clear(struct tls *t)
+{
+    BUF_MEM *bm = NULL;
+    if (BIO_get_mem_ptr(t->wbio, &bm) == 1 && bm != NULL) {
+        bm->length = 0;
+    }
+}
+
+/* tls_release_bio frees the storage of an empty memory BIO: a memory BIO
+ * keeps its largest size for good, which per idle connection is the
+ * handshake's flights or the last burst of data. */
+static void tls_release_bio(BIO *b)
+{
+    BUF_MEM *bm = NULL;
+    if (BIO_get_mem_ptr(b, &bm) == 1 && bm != NULL && bm->length == 0 && bm->data != NULL) {
+        OPENSSL_free(bm->data);
+        bm->data = NULL;
+        bm->max = 0;
+    }
+}
+
+void tls_trim(struct tls *t)
+{
+    tls_release_bio(t->rbio);
+    tls_release_bio(t->wbio);
 }
 
 int tls_has_buffered(const struct tls *t)

@@ -60,6 +60,16 @@ size_t tls_take_out(struct tls *t, uint8_t *out, size_t cap);
 
 /* tls_has_buffered returns 1 if plaintext or ciphertext is already inside the
  * engine, so a tls_read() may produce data without new input. */
+/* tls_out_peek points *out at the ciphertext waiting to be sent (in the
+ * engine, valid until the next call on t) and returns its length;
+ * tls_out_clear marks all of it sent.  Together they save a copy. */
+size_t tls_out_peek(struct tls *t, const uint8_t **out);
+void tls_out_clear(struct tls *t);
+
+/* tls_trim frees the engine's empty I/O buffers; for a connection going
+ * quiet, so that an idle connection holds none. */
+void tls_trim(struct tls *t);
+
 int tls_has_buffered(const struct tls *t);
 
 /* tls_version and tls_cipher name the negotiated parameters ("" before). */

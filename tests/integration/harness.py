@@ -135,7 +135,7 @@ class Dovecot:
     """A real dovecot IMAP server on a free loopback port."""
 
     def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot", ssl=None,
-                 master_users=None):
+                 master_users=None, extra_conf=""):
         """master_users: {name: password} allowed to log in as any user with
         SASL PLAIN authzid=<user>, authcid=<name>."""
         self.dir = os.path.join(tmpdir, name)
@@ -146,6 +146,7 @@ class Dovecot:
         if ssl_mode not in ("none", "starttls", "implicit"):
             raise ValueError("ssl_mode: none, starttls or implicit")
         self.ssl_mode = ssl_mode
+        self.extra_conf = extra_conf  # appended to dovecot.conf (e.g. the benchmark's limits)
         if ssl_mode != "none" and cert is None:
             os.makedirs(self.dir, exist_ok=True)
             cert = make_cert(self.dir)
@@ -215,7 +216,7 @@ service anvil {{
   chroot =
 }}
 """.format(lo=LOOPBACK, d=self.dir, ssl=ssl_conf, uid=u.pw_uid, gid=u.pw_gid,
-           imap_port=imap_port, imaps_port=imaps_port, master=master_passdb)
+           imap_port=imap_port, imaps_port=imaps_port, master=master_passdb) + self.extra_conf
         self.conf = os.path.join(self.dir, "dovecot.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
@@ -483,7 +484,7 @@ class Imapmux:
 
     def __init__(self, tmpdir, backends, cert=None, routes=None, limits=None, workers=2,
                  name="imapmux", extra_listeners=(), listeners=None, redis=None,
-                 bruteforce=None, audit=None, session_cache=None):
+                 bruteforce=None, audit=None, session_cache=None, log_level="debug"):
         """listeners: (address, port, tls) tuples replacing the default pair
         of an implicit TLS and a STARTTLS listener on free loopback ports;
         extra_listeners are added to either.  cert: (cert, key), made in the
@@ -498,7 +499,7 @@ class Imapmux:
         self.tls_port = next((p for a, p, t in self.listeners if t == "implicit"), None)
         self.plain_port = next((p for a, p, t in self.listeners if t != "implicit"), None)
         lines = ["instance: %s" % name, "workers: %d" % workers,
-                 "log: {level: debug, target: stderr}", "listeners:"]
+                 "log: {level: %s, target: stderr}" % log_level, "listeners:"]
         for l in self.listeners:
             lines.append("  - {address: %s, port: %d, tls: %s}" % (_yaml_value(l[0]), l[1], l[2]))
         lines.append("tls: {cert: %s, key: %s}" % (_yaml_value(cert[0]), _yaml_value(cert[1])))
