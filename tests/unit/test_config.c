@@ -375,3 +375,45 @@ Test(config, sample_file_is_valid)
     cr_assert_eq(c->num_backends, 2);
     config_unref(&c);
 }
+
+Test(config, pool_and_session_cache)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "pool.yaml",
+                            "backends:\n"
+                            "  - {name: a, host: h, port: 1, pool_size: 8, pool_max_idle_ms: 20000,"
+                            " pool_check_interval_ms: 500}\n"
+                            "  - {name: b, host: h, port: 2}\n"
+                            "routes: {default: a}\n"
+                            "session_cache: {enabled: true, ttl_ms: 5000, max_per_user: 3,"
+                            " max_total: 50}\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->backends[0].pool_size, 8);
+    cr_assert_eq(c->backends[0].pool_max_idle_ms, 20000);
+    cr_assert_eq(c->backends[0].pool_check_interval_ms, 500);
+    cr_assert_eq(c->backends[1].pool_size, 0, "pools are off unless asked for");
+    cr_assert_eq(c->backends[1].pool_max_idle_ms, 45000);
+    cr_assert_eq(c->backends[1].pool_check_interval_ms, 15000);
+    cr_assert_eq(c->session_cache.enabled, 1);
+    cr_assert_eq(c->session_cache.ttl_ms, 5000);
+    cr_assert_eq(c->session_cache.max_per_user, 3);
+    cr_assert_eq(c->session_cache.max_total, 50);
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "nocache.yaml", "backends: [{name: x, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->session_cache.enabled, 0, "the session cache is off by default");
+    cr_assert_eq(c->session_cache.ttl_ms, 30000);
+    cr_assert_eq(c->session_cache.max_per_user, 2);
+    cr_assert_eq(c->session_cache.max_total, 1000);
+    config_unref(&c);
+
+    expect_error("backends: [{name: a, host: h, port: 1, pool_max_idle_ms: 10}]\n",
+                 "bad.yaml:1: backends[0].pool_max_idle_ms: expected an integer 1000-86400000");
+    expect_error("backends: [{name: a, host: h, port: 1, pool_size: 99999}]\n",
+                 "bad.yaml:1: backends[0].pool_size: expected an integer 0-10000");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {max_per_user: 0}\n",
+                 "bad.yaml:2: session_cache.max_per_user: expected an integer 1-1000");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {ttl: 5}\n",
+                 "bad.yaml:2: unknown key session_cache.ttl");
+}
