@@ -106,7 +106,7 @@ class HAProxy:
         with open(self.conf, "w") as f:
             f.write("""global
   nbthread 1
-  maxconn 20000
+  maxconn 9000
   ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
   mode tcp
@@ -151,6 +151,7 @@ def imapbench(target, scenario, count, concurrency, tls, label, timeout=300, hol
         if ready.startswith("READY"):
             held = hold(ready)
         p.stdin.close()
+        p.stdin = None
     try:
         out, err = p.communicate(timeout=timeout + 30)
     except subprocess.TimeoutExpired:
@@ -187,7 +188,7 @@ def measure_idle(target, scenario, count, label):
         _, n, failed = ready.split()
         return {"established": int(n), "failed": int(failed), "mem": memory_kib(pid)}
 
-    res = imapbench(target, scenario, count, 1, True, label, hold=hold)
+    res = imapbench(target, scenario, 1, count, True, label, hold=hold)
     held = res.get("held")
     if held is None or held["established"] == 0:
         raise RuntimeError("%s %s: no connection established: %s" % (label, scenario,
