@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds imapmux from scratch (normal and ASan+UBSan) and runs every test:
 # Criterion unit tests and the integration tests against real dovecot and
-# redis-server on loopback.  Exit status 0 only if everything passed.
+# redis-server on loopback, then the benchmark in its short mode.
+# Exit status 0 only if everything passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,10 @@ if command -v clang >/dev/null 2>&1; then
 else
     echo "clang not installed: fuzzing skipped"
 fi
+
+echo "== benchmark, short mode (checks that it works, not its figures)"
+IMAPMUX_BIN="$PWD/build/imapmux" IMAPBENCH_BIN="$PWD/build/imapbench" \
+    python3 tests/bench/bench.py --short
 
 echo "== demo self-check"
 python3 tests/integration/harness.py demo --for 3 --selfcheck --bin build/imapmux

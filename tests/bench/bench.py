@@ -31,7 +31,6 @@ import harness  # noqa: E402
 from harness import LOOPBACK, Dovecot, Imapmux, Redis, TempDir, free_port, make_cert, wait_port  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-pw-1"
-TICK = os.sysconf("SC_CLK_TCK")
 
 # Dovecot sized for thousands of connections: a few login processes that
 # each serve many clients, and enough imap processes for the IDLE sessions.
@@ -50,21 +49,33 @@ service imap {
 service anvil {
   client_limit = 15000
 }
+protocol imap {
+  # one benchmark user holds hundreds of sessions at once
+  mail_max_userip_connections = 10000
+}
 service auth {
   client_limit = 15000
 }
 """
 
-FULL = {"handshake": 3000, "churn": 1500, "bulk": 3, "latency": 3000,
+FULL = {"handshake": 3000, "churn": 1500, "bulk": 8, "latency": 3000,
         "idle_preauth": 5000, "idle_login": 400, "concurrency": 8}
 SHORT = {"handshake": 40, "churn": 20, "bulk": 1, "latency": 50,
          "idle_preauth": 50, "idle_login": 10, "concurrency": 4}
 
 
 def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """CPU time of every thread of pid, in seconds, from the scheduler's
+    nanosecond counters (/proc/PID/task/*/schedstat); /proc/PID/stat's ticks
+    are too coarse for short runs.  Threads of a proxy live as long as it."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / 1e9
 
 
 def memory_kib(pid):
@@ -93,8 +104,8 @@ def bin_path(name):
 class HAProxy:
     """Debian's haproxy, one thread, TCP mode, terminating TLS."""
 
-    def __init__(self, tmpdir, cert, backend_port):
-        self.dir = os.path.join(tmpdir, "haproxy")
+    def __init__(self, tmpdir, cert, backend_port, name="haproxy"):
+        self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
         pem = os.path.join(self.dir, "combined.pem")
@@ -180,7 +191,12 @@ def measure(target, scenario, count, concurrency, tls, label):
 
 
 def measure_idle(target, scenario, count, label):
+    """Memory per held connection, in a proxy process started for it: a
+    process that ran other scenarios reuses the memory they freed."""
     pid = target["pid"]
+    # warm up: the first handshakes allocate what every later one shares
+    imapbench(target, "handshake", 20, 4, True, label)
+    time.sleep(0.5)
     base = memory_kib(pid)
 
     def hold(ready):
@@ -252,19 +268,12 @@ def main():
         redis = Redis(tmp.path).start()
         procs.append(redis)
         mailbox_bytes = fill_mailbox(dovecot, args.short)
-        backend = {"name": "main", "host": LOOPBACK, "port": dovecot.port, "tls": "none",
-                   "pool_size": 4}
         redis_cfg = {"host": LOOPBACK, "port": redis.port, "unknown_users": "passthrough"}
-        mux = Imapmux(tmp.path, [backend], cert, routes={"default": "main"}, workers=1,
-                      redis=redis_cfg, log_level="warning",
-                      session_cache={"enabled": True, "max_per_user": n["concurrency"]},
-                      listeners=[(LOOPBACK, free_port(), "implicit")]).start()
+        backends, kw = imapmux_config(dovecot, redis_cfg, n)
+        mux = Imapmux(tmp.path, backends, cert, **kw).start()
         procs.append(mux)
-        plain_backend = dict(backend)
-        plain_backend.pop("pool_size")
-        mux_plain = Imapmux(tmp.path, [plain_backend], cert, routes={"default": "main"},
-                            workers=1, redis=redis_cfg, log_level="warning", name="imapmux-plain",
-                            listeners=[(LOOPBACK, free_port(), "implicit")]).start()
+        backends, kw = imapmux_config(dovecot, redis_cfg, n, pool=False, cache=False)
+        mux_plain = Imapmux(tmp.path, backends, cert, name="imapmux-plain", **kw).start()
         procs.append(mux_plain)
         haproxy = HAProxy(tmp.path, cert, dovecot.port).start()
         procs.append(haproxy)
@@ -297,7 +306,14 @@ def main():
             for scenario, count in (("idle-preauth", n["idle_preauth"]),
                                     ("idle-login", n["idle_login"])):
                 for name in ("haproxy", "imapmux"):
-                    r = measure_idle(targets[name], scenario, count, name)
+                    fresh = fresh_proxy(name, tmp.path, cert, dovecot, redis_cfg, n, run,
+                                        scenario)
+                    try:
+                        t = {"port": fresh.port if name == "haproxy" else fresh.tls_port,
+                             "pid": fresh.proc.pid, "tls": True}
+                        r = measure_idle(t, scenario, count, name)
+                    finally:
+                        fresh.stop()
                     results.setdefault((scenario, name), []).append(r)
 
         fig = figures(results, mailbox_bytes, n)
@@ -316,6 +332,24 @@ def main():
             except Exception as e:  # keep stopping the others
                 sys.stderr.write("stop failed: %s\n" % e)
         tmp.close()
+
+
+def imapmux_config(dovecot, redis_cfg, n, pool=True, cache=True):
+    backend = {"name": "main", "host": LOOPBACK, "port": dovecot.port, "tls": "none"}
+    if pool:
+        backend["pool_size"] = 4
+    kw = {"routes": {"default": "main"}, "workers": 1, "redis": redis_cfg,
+          "log_level": "warning", "listeners": [(LOOPBACK, free_port(), "implicit")]}
+    if cache:
+        kw["session_cache"] = {"enabled": True, "max_per_user": n["concurrency"]}
+    return [backend], kw
+
+
+def fresh_proxy(name, tmpdir, cert, dovecot, redis_cfg, n, run, scenario):
+    if name == "haproxy":
+        return HAProxy(tmpdir, cert, dovecot.port, name="haproxy-%s-%d" % (scenario, run)).start()
+    backends, kw = imapmux_config(dovecot, redis_cfg, n)
+    return Imapmux(tmpdir, backends, cert, name="imapmux-%s-%d" % (scenario, run), **kw).start()
 
 
 def figures(results, mailbox_bytes, n):
