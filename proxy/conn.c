@@ -221,7 +221,9 @@ static void conn_deliver_tls(struct conn *c)
     while (!(c->flags & (CONN_F_CLOSING | CONN_F_EOF))) {
         if (c->flags & CONN_F_HANDSHAKE) {
             enum tls_result hr = tls_handshake(c->tls);
-            int fr = conn_flush_tls(c);
+            /* a finished handshake's last flight (tickets) waits for what
+               on_handshake writes (the greeting): one write for both */
+            int fr = hr == TLS_DONE ? 0 : conn_flush_tls(c);
             if (hr == TLS_WANT && fr == 0) {
                 break;
             }
@@ -237,13 +239,9 @@ static void conn_deliver_tls(struct conn *c)
             break; /* the rest waits in the engine until conn_read_start */
         }
         size_t n = 0;
+        /* reads can produce output (key updates, alerts): it goes out with
+           the owner's answers, below */
         enum tls_result rr = tls_read(c->tls, &n, conn_plain, sizeof(conn_plain));
-        /* reads can produce output: session tickets, key updates, alerts */
-        int fr = conn_flush_tls(c);
-        if (fr != 0) {
-            conn_report_eof(c, fr);
-            break;
-        }
         if (rr == TLS_WANT) {
             break;
         }
@@ -258,8 +256,19 @@ static void conn_deliver_tls(struct conn *c)
         c->ops->on_read(c->ctx, conn_plain, n);
     }
     c->flags &= ~CONN_F_IN_READ;
-    if (c->tls != NULL && !(c->flags & CONN_F_CLOSING)) {
+    if (!(c->flags & (CONN_F_CLOSING | CONN_F_EOF))) {
+        /* what the owner wrote to this conn while reading it, in one go */
+        int fr = conn_flush_tls(c);
+        if (fr != 0) {
+            conn_report_eof(c, fr);
+            return;
+        }
         tls_trim(c->tls); /* read side quiet: drop emptied engine buffers */
+        if ((c->flags & CONN_F_DRAIN) && conn_write_queue_len(c) <= c->drain_mark) {
+            /* the kernel took it all at once: no write callback will tell */
+            c->flags &= ~CONN_F_DRAIN;
+            c->ops->on_drain(c->ctx);
+        }
     }
 }
 
@@ -317,8 +326,12 @@ int conn_write(struct conn *c, const void *data, size_t len)
     }
     if (c->tls == NULL) {
         r = conn_send_raw(c, data, len);
+    } else if (tls_write(c->tls, data, len) != 0) {
+        r = UV_EPROTO;
     } else {
-        r = tls_write(c->tls, data, len) == 0 ? conn_flush_tls(c) : UV_EPROTO;
+        /* while this conn is being read, its answers are flushed together
+           when the read is done (conn_deliver_tls) */
+        r = (c->flags & CONN_F_IN_READ) ? 0 : conn_flush_tls(c);
     }
     if (r != 0) {
         conn_report_eof(c, r);
@@ -328,7 +341,8 @@ int conn_write(struct conn *c, const void *data, size_t len)
 
 size_t conn_write_queue_len(const struct conn *c)
 {
-    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    size_t n = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    return c->tls != NULL ? n + tls_out_len(c->tls) : n;
 }
 
 void conn_want_drain(struct conn *c, size_t low_mark)
@@ -371,6 +385,9 @@ void conn_close(struct conn *c, int graceful)
     c->flags |= CONN_F_CLOSING;
     c->flags &= ~(CONN_F_READING | CONN_F_DRAIN);
     uv_read_stop((uv_stream_t *)&c->tcp);
+    if (!graceful && c->tls != NULL && !(c->flags & CONN_F_EOF)) {
+        (void)conn_flush_tls(c); /* answers held back during a read still go */
+    }
     if (graceful && !(c->flags & CONN_F_EOF)) {
         if (c->tls != NULL && !(c->flags & CONN_F_HANDSHAKE)) {
             tls_shutdown(c->tls);
