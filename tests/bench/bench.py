@@ -353,54 +353,52 @@ def fresh_proxy(name, tmpdir, cert, dovecot, redis_cfg, n, run, scenario):
 
 
 def figures(results, mailbox_bytes, n):
-    def per(scenario, name, fn):
-        return summary([fn(r) for r in results.get((scenario, name), [])])
+    """Every figure as median (min..max) over runs.  A ratio is taken per
+    run (both sides measured minutes apart at most) and then summarised, so
+    that the machine's load drifting between runs cancels out."""
+    def values(scenario, name, fn):
+        return [fn(r) for r in results.get((scenario, name), [])]
 
-    def cpu_per_op(r):
-        return r["proxy_cpu_s"] / r["ok"] if r.get("ok") else None
+    def cpu_per_op_ms(r):
+        return r["proxy_cpu_s"] * 1000 / r["ok"] if r.get("ok") else None
 
     def cpu_per_gb(r):
         return r["proxy_cpu_s"] / (r["bytes"] / 1e9) if r.get("bytes") else None
 
-    def ratio(a, b):
-        if a is None or b is None or b["median"] == 0:
-            return None
-        return {"median": a["median"] / b["median"], "min": a["min"] / b["max"],
-                "max": a["max"] / b["min"], "runs": min(a["runs"], b["runs"])}
-
-    f = {}
+    v = {}
     for name in ("haproxy", "imapmux"):
-        f["handshake_cpu_ms/" + name] = per("handshake", name, cpu_per_op)
+        v["handshake_cpu_ms/" + name] = values("handshake", name, cpu_per_op_ms)
     for name in ("haproxy", "imapmux", "imapmux-nocache"):
-        f["churn_cpu_ms/" + name] = per("churn", name, cpu_per_op)
+        v["churn_cpu_ms/" + name] = values("churn", name, cpu_per_op_ms)
     for name in ("haproxy", "imapmux"):
-        f["bulk_cpu_s_per_gb/" + name] = per("bulk", name, cpu_per_gb)
+        v["bulk_cpu_s_per_gb/" + name] = values("bulk", name, cpu_per_gb)
     for name in ("haproxy", "imapmux"):
-        f["idle_preauth_pss_kib/" + name] = per("idle-preauth", name,
-                                                lambda r: r["pss_per_conn_kib"])
-        f["idle_login_pss_kib/" + name] = per("idle-login", name, lambda r: r["pss_per_conn_kib"])
+        v["idle_preauth_pss_kib/" + name] = values("idle-preauth", name,
+                                                   lambda r: r["pss_per_conn_kib"])
+        v["idle_login_pss_kib/" + name] = values("idle-login", name,
+                                                 lambda r: r["pss_per_conn_kib"])
     for name in ("direct", "haproxy", "imapmux"):
-        f["noop_p50_us/" + name] = per("latency", name, lambda r: r["p50_us"])
-        f["noop_p99_us/" + name] = per("latency", name, lambda r: r["p99_us"])
+        v["noop_p50_us/" + name] = values("latency", name, lambda r: r["p50_us"])
+        v["noop_p99_us/" + name] = values("latency", name, lambda r: r["p99_us"])
     for name in ("direct", "haproxy", "imapmux", "imapmux-nocache"):
-        f["login_p50_us/" + name] = per("churn", name, lambda r: r.get("login_p50_us"))
-    f["ratio/churn_vs_haproxy"] = ratio(f["churn_cpu_ms/imapmux"], f["churn_cpu_ms/haproxy"])
-    f["ratio/churn_nocache_vs_haproxy"] = ratio(f["churn_cpu_ms/imapmux-nocache"],
-                                                f["churn_cpu_ms/haproxy"])
-    f["ratio/churn_vs_own_handshake"] = ratio(f["churn_cpu_ms/imapmux"],
-                                              f["handshake_cpu_ms/imapmux"])
-    f["ratio/bulk_vs_haproxy"] = ratio(f["bulk_cpu_s_per_gb/imapmux"],
-                                       f["bulk_cpu_s_per_gb/haproxy"])
-    f["ratio/idle_preauth_vs_haproxy"] = ratio(f["idle_preauth_pss_kib/imapmux"],
-                                               f["idle_preauth_pss_kib/haproxy"])
-    f["ratio/noop_p50_vs_haproxy"] = ratio(f["noop_p50_us/imapmux"], f["noop_p50_us/haproxy"])
-    f["ratio/noop_p50_vs_direct"] = ratio(f["noop_p50_us/imapmux"], f["noop_p50_us/direct"])
-    f["ratio/login_cached_vs_direct"] = ratio(f["login_p50_us/imapmux"],
-                                              f["login_p50_us/direct"])
-    for k in list(f):
-        if k.startswith(("handshake_cpu", "churn_cpu")) and f[k] is not None:
-            f[k] = {kk: (vv * 1000 if kk != "runs" else vv) for kk, vv in f[k].items()}
-    return f
+        v["login_p50_us/" + name] = values("churn", name, lambda r: r.get("login_p50_us"))
+
+    def ratio(a, b):
+        return [x / y if x is not None and y else None for x, y in zip(v[a], v[b])]
+
+    v["ratio/churn_vs_haproxy"] = ratio("churn_cpu_ms/imapmux", "churn_cpu_ms/haproxy")
+    v["ratio/churn_nocache_vs_haproxy"] = ratio("churn_cpu_ms/imapmux-nocache",
+                                                "churn_cpu_ms/haproxy")
+    v["ratio/churn_vs_own_handshake"] = ratio("churn_cpu_ms/imapmux", "handshake_cpu_ms/imapmux")
+    v["ratio/bulk_vs_haproxy"] = ratio("bulk_cpu_s_per_gb/imapmux", "bulk_cpu_s_per_gb/haproxy")
+    v["ratio/idle_preauth_vs_haproxy"] = ratio("idle_preauth_pss_kib/imapmux",
+                                               "idle_preauth_pss_kib/haproxy")
+    v["ratio/idle_login_vs_haproxy"] = ratio("idle_login_pss_kib/imapmux",
+                                             "idle_login_pss_kib/haproxy")
+    v["ratio/noop_p50_vs_haproxy"] = ratio("noop_p50_us/imapmux", "noop_p50_us/haproxy")
+    v["ratio/noop_p50_vs_direct"] = ratio("noop_p50_us/imapmux", "noop_p50_us/direct")
+    v["ratio/login_cached_vs_direct"] = ratio("login_p50_us/imapmux", "login_p50_us/direct")
+    return {k: summary(x) for k, x in v.items()}
 
 
 def print_table(f, runs, n, elapsed):
