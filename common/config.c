@@ -412,7 +412,7 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
 {
     struct config_backend *b = arg;
     char kp[128];
-    unsigned long port;
+    unsigned long n; /* a number read from the file */
     int e;
     config_key_path(kp, sizeof(kp), prefix, key);
     if (strcmp(key, "name") == 0) {
@@ -422,8 +422,8 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
         free(b->host);
         b->host = config_string(ld, v, kp);
     } else if (strcmp(key, "port") == 0) {
-        if (config_uint(ld, v, kp, 1, 65535, &port) == 0) {
-            b->port = (uint16_t)port;
+        if (config_uint(ld, v, kp, 1, 65535, &n) == 0) {
+            b->port = (uint16_t)n;
         }
     } else if (strcmp(key, "tls") == 0) {
         if (CONFIG_ENUM(ld, v, kp, config_backend_modes, &e) == 0) {
@@ -434,16 +434,16 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
     } else if (strcmp(key, "forward_id") == 0) {
         config_bool(ld, v, kp, &b->forward_id);
     } else if (strcmp(key, "pool_size") == 0) {
-        if (config_uint(ld, v, kp, 0, 10000, &port) == 0) {
-            b->pool_size = (unsigned)port;
+        if (config_uint(ld, v, kp, 0, 10000, &n) == 0) {
+            b->pool_size = (unsigned)n;
         }
     } else if (strcmp(key, "pool_max_idle_ms") == 0) {
-        if (config_uint(ld, v, kp, 1000, 86400000, &port) == 0) {
-            b->pool_max_idle_ms = (unsigned)port;
+        if (config_uint(ld, v, kp, 1000, 86400000, &n) == 0) {
+            b->pool_max_idle_ms = (unsigned)n;
         }
     } else if (strcmp(key, "pool_check_interval_ms") == 0) {
-        if (config_uint(ld, v, kp, 100, 86400000, &port) == 0) {
-            b->pool_check_interval_ms = (unsigned)port;
+        if (config_uint(ld, v, kp, 100, 86400000, &n) == 0) {
+            b->pool_check_interval_ms = (unsigned)n;
         }
     } else if (strcmp(key, "ca_file") == 0) {
         free(b->ca_file);
