@@ -135,6 +135,8 @@ static void pool_on_backend(void *ctx, enum backend_status st, const char *code,
         h->failures = 0;
         p->stats.connects++;
         p->stats.size++;
+        log_msg(LOG_DEBUG, "pool: warm connection to backend %s host %s:%u ready", h->cfg->name,
+                h->host, (unsigned)h->port);
         return;
     }
     if (pc->ready) {

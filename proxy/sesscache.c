@@ -32,6 +32,8 @@ struct cache_entry {
     uint64_t parked_at;             /* loop time (ms) */
     int reset;                      /* UNSELECT answered: ready to be taken */
     int lost;                       /* the backend said BYE or refused the reset */
+    sesscache_ready_cb waiter;      /* a login waiting for the reset, or NULL */
+    void *waiter_ctx;
     struct imap_scan scan;          /* line ends of what the backend sends */
 };
 
@@ -76,11 +78,22 @@ static void cache_entry_free(struct cache_entry *e)
     free(e);
 }
 
+/* cache_release_waiter tells a waiting login that e is gone. */
+static void cache_release_waiter(struct cache_entry *e)
+{
+    sesscache_ready_cb cb = e->waiter;
+    if (cb != NULL) {
+        e->waiter = NULL;
+        cb(e->waiter_ctx, NULL, NULL);
+    }
+}
+
 /* cache_evict takes e out and ends its backend session; the entry is freed
  * when its conn has closed. */
 static void cache_evict(struct cache_entry *e, uint64_t *counter)
 {
     (*counter)++;
+    cache_release_waiter(e);
     cache_unlink(e);
     (void)conn_write(e->conn, "Z LOGOUT\r\n", 10);
     conn_close(e->conn, 1);
@@ -102,17 +115,38 @@ static void cache_on_line(void *ctx, const uint8_t *head, size_t len)
     }
 }
 
+/* cache_hand_over gives e's connection to the login waiting for it; e is
+ * freed. */
+static void cache_hand_over(struct cache_entry *e)
+{
+    struct sesscache *c = e->c;
+    struct conn *conn = e->conn;
+    sesscache_ready_cb cb = e->waiter;
+    void *ctx = e->waiter_ctx;
+    char *capa = e->capa;
+    cache_unlink(e);
+    c->stats.hits++;
+    c->stats.waits++;
+    e->capa = NULL;
+    cache_entry_free(e);
+    conn_read_stop(conn);
+    cb(ctx, conn, capa);
+}
+
 static void cache_on_read(void *ctx, const uint8_t *data, size_t len)
 {
     struct cache_entry *e = ctx;
     if (e->c == NULL) {
         return; /* evicted; closing */
     }
+    int was_reset = e->reset;
     imap_scan_feed(&e->scan, data, len, cache_on_line, e);
     if (e->lost) {
         log_msg(LOG_INFO, "session cache: parked connection of %s dropped by the backend",
                 e->user);
         cache_evict(e, &e->c->stats.evicted_lost);
+    } else if (e->reset && !was_reset && e->waiter != NULL) {
+        cache_hand_over(e);
     }
 }
 
@@ -122,6 +156,7 @@ static void cache_on_eof(void *ctx, int status)
     (void)status;
     if (e->c != NULL) {
         e->c->stats.evicted_lost++;
+        cache_release_waiter(e);
         cache_unlink(e);
     }
     conn_close(e->conn, 0);
@@ -263,29 +298,56 @@ int sesscache_park(struct sesscache *c, const char *user, const uint8_t key[SESS
     return 0;
 }
 
-struct conn *sesscache_take(struct sesscache *c, const char *user,
-                            const uint8_t key[SESSCACHE_KEY_LEN], char **out_capa)
+enum sesscache_result sesscache_take(struct sesscache *c, const char *user,
+                                     const uint8_t key[SESSCACHE_KEY_LEN], struct conn **out_conn,
+                                     char **out_capa, sesscache_ready_cb cb, void *ctx)
 {
     if (c == NULL) {
-        return NULL;
+        return SESSCACHE_MISS;
     }
+    struct cache_entry *pending = NULL;
     /* the newest first: it has the most of its ttl left */
     for (struct cache_entry *e = c->tail; e != NULL; e = e->prev) {
-        if (!e->reset || e->lost || strcmp(e->user, user) != 0 ||
+        if (e->lost || strcmp(e->user, user) != 0 ||
             CRYPTO_memcmp(e->key, key, SESSCACHE_KEY_LEN) != 0) {
+            continue;
+        }
+        if (!e->reset) {
+            if (pending == NULL && e->waiter == NULL) {
+                pending = e;
+            }
             continue;
         }
         struct conn *conn = e->conn;
         cache_unlink(e);
         c->stats.hits++;
+        *out_conn = conn;
         *out_capa = e->capa;
         e->capa = NULL;
         cache_entry_free(e);
         conn_read_stop(conn);
-        return conn;
+        return SESSCACHE_HIT;
+    }
+    if (pending != NULL && cb != NULL) {
+        pending->waiter = cb;
+        pending->waiter_ctx = ctx;
+        return SESSCACHE_WAIT;
     }
     c->stats.misses++;
-    return NULL;
+    return SESSCACHE_MISS;
+}
+
+void sesscache_cancel(struct sesscache *c, void *ctx)
+{
+    if (c == NULL) {
+        return;
+    }
+    for (struct cache_entry *e = c->head; e != NULL; e = e->next) {
+        if (e->waiter != NULL && e->waiter_ctx == ctx) {
+            e->waiter = NULL;
+            e->waiter_ctx = NULL;
+        }
+    }
 }
 
 static void cache_on_tick(uv_timer_t *t)
@@ -295,6 +357,17 @@ static void cache_on_tick(uv_timer_t *t)
     unsigned ttl = c->cfg->session_cache.ttl_ms;
     while (c->head != NULL && now - c->head->parked_at >= ttl) {
         cache_evict(c->head, &c->stats.evicted_ttl);
+    }
+    /* a backend that does not answer UNSELECT holds no one up for long */
+    struct cache_entry *e = c->head;
+    while (e != NULL) {
+        struct cache_entry *next = e->next;
+        if (!e->reset && now - e->parked_at >= SESSCACHE_RESET_MAX_MS) {
+            log_msg(LOG_WARNING, "session cache: parked connection of %s not reset in %u ms; "
+                    "dropped", e->user, SESSCACHE_RESET_MAX_MS);
+            cache_evict(e, &c->stats.evicted_lost);
+        }
+        e = next;
     }
 }
 

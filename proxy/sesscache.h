@@ -24,6 +24,7 @@ struct sesscache_stats {
     uint64_t size;          /* parked now */
     uint64_t parked;        /* connections parked at LOGOUT */
     uint64_t hits;          /* logins that reused one */
+    uint64_t waits;         /* of those, logins that waited for its reset */
     uint64_t misses;        /* cacheable logins that found none */
     uint64_t evicted_ttl;   /* dropped after ttl_ms */
     uint64_t evicted_limit; /* dropped for max_per_user or max_total */
@@ -50,12 +51,36 @@ void sesscache_key(uint8_t out[SESSCACHE_KEY_LEN], const struct sesscache *c, co
 int sesscache_park(struct sesscache *c, const char *user, const uint8_t key[SESSCACHE_KEY_LEN],
                    struct conn *conn, const char *capa);
 
-/* sesscache_take returns a reset connection parked for user with key and
- * hands it over (the caller conn_set_ops it at once), with the capability
- * list shown at its first login in *out_capa (malloc'd, the caller frees),
- * or NULL (a miss).  NULL c accepted. */
-struct conn *sesscache_take(struct sesscache *c, const char *user,
-                            const uint8_t key[SESSCACHE_KEY_LEN], char **out_capa);
+/* sesscache_ready_cb: the end of a wait (see sesscache_take).  conn is the
+ * reset connection, handed over (the caller conn_set_ops it at once), with
+ * the capability list capa (malloc'd, the caller frees); or both NULL: the
+ * entry waited for was lost, the login goes on without the cache.  Called
+ * from within the cache's own callbacks: the callee must not call back into
+ * the cache, only note the result (and go on from a timer). */
+typedef void (*sesscache_ready_cb)(void *ctx, struct conn *conn, char *capa);
+
+enum sesscache_result {
+    SESSCACHE_MISS = 0,
+    SESSCACHE_HIT,
+    SESSCACHE_WAIT,
+};
+
+/* sesscache_take looks for a connection parked for user with key.
+ * SESSCACHE_HIT: *out_conn is a reset one, handed over (the caller
+ * conn_set_ops it at once), and *out_capa the capability list shown at its
+ * first login (malloc'd, the caller frees).  SESSCACHE_WAIT: one is parked
+ * but its UNSELECT is not answered yet (the client logged out a moment
+ * ago); cb(ctx, ...) is called exactly once when it is, or when the entry is
+ * lost (at most SESSCACHE_RESET_MAX_MS later), unless sesscache_cancel(c,
+ * ctx) comes first.  SESSCACHE_MISS otherwise.  NULL c: a miss. */
+enum sesscache_result sesscache_take(struct sesscache *c, const char *user,
+                                     const uint8_t key[SESSCACHE_KEY_LEN], struct conn **out_conn,
+                                     char **out_capa, sesscache_ready_cb cb, void *ctx);
+
+/* sesscache_cancel forgets the wait of ctx (its session ended first). */
+void sesscache_cancel(struct sesscache *c, void *ctx);
+
+#define SESSCACHE_RESET_MAX_MS 5000 /* a parked connection not reset by then is dropped */
 
 /* sesscache_evict_user drops the connections parked for user (a kick or a
  * route change); sesscache_evict_all drops every one (domain and backend

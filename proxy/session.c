@@ -67,6 +67,8 @@ _Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == S
 #define SESSION_F_CACHE_KEYED  (1u << 12) /* cache_key holds this login's session cache key */
 #define SESSION_F_NO_PARK      (1u << 13) /* a command changed more than the mailbox state */
 #define SESSION_F_CACHE_HIT    (1u << 14) /* backend taken from the cache; relay on the timer */
+#define SESSION_F_CACHE_WAIT   (1u << 15) /* waits for a parked connection's reset */
+#define SESSION_F_CACHE_MISSED (1u << 16) /* that wait failed; log in on the timer */
 
 #define SESSION_KICK_QUIET_MS 50      /* a kicked session ends when the backend is this quiet */
 #define SESSION_KICK_MAX_MS 10000     /* ... or this long after the kick, whatever is in flight */
@@ -469,6 +471,10 @@ static void session_close(struct session *s, const char *reason)
     }
     session_set_state(s, SESSION_CLOSING);
     s->flags &= ~SESSION_F_AUTH_CONT;
+    if (s->flags & SESSION_F_CACHE_WAIT) {
+        sesscache_cancel(s->env->cache, s);
+        s->flags &= ~SESSION_F_CACHE_WAIT;
+    }
     if (s->login != NULL) {
         backend_free(s->login);
         s->login = NULL;
@@ -678,11 +684,19 @@ static void session_on_verified(void *ctx, int result)
  * or let the backend do it. */
 static int session_cache_hit(struct session *s);
 
+static void session_login_check(struct session *s);
+
 static void session_login_verify(struct session *s)
 {
     if (session_cache_hit(s)) {
         return;
     }
+    session_login_check(s);
+}
+
+/* session_login_check: the login without the session cache. */
+static void session_login_check(struct session *s)
+{
     if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
         const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
                                                                                       : s->hash;
@@ -1316,14 +1330,37 @@ static void session_enter_relay(struct session *s, struct conn *conn, char *filt
 
 /* --- session cache ------------------------------------------------------------ */
 
+/* session_on_cache_ready: a connection this login waited for is reset (conn)
+ * or lost (NULL).  Called from the cache's callbacks: note it, go on from
+ * the timer. */
+static void session_on_cache_ready(void *ctx, struct conn *conn, char *capa)
+{
+    struct session *s = ctx;
+    s->flags &= ~SESSION_F_CACHE_WAIT;
+    if (conn != NULL) {
+        session_log(s, LOG_DEBUG, "session cache hit after the reset");
+        s->backend = conn;
+        conn_set_ops(conn, &session_backend_ops, s);
+        s->pending++;
+        s->cached_capa = capa;
+        s->flags |= SESSION_F_CACHE_HIT;
+    } else {
+        s->flags |= SESSION_F_CACHE_MISSED;
+    }
+    session_arm(s, 0);
+}
+
 /* session_cache_hit keys a verified-or-to-be-verified login for the session
  * cache and, when a connection is parked for it, logs in on that one: no
- * password check and no backend login.  Returns 1 when it did.  Unknown,
- * blocked and disabled users and logins acting as another user are never
- * cached. */
+ * password check and no backend login.  A connection parked a moment ago
+ * whose reset is not answered yet is waited for (a client that logs out and
+ * straight in again).  Returns 1 when the cache took the login over.
+ * Unknown, blocked and disabled users and logins acting as another user are
+ * never cached. */
 static int session_cache_hit(struct session *s)
 {
     char *capa = NULL;
+    struct conn *conn = NULL;
     if (s->env->cache == NULL ||
         (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED | SESSION_L_DISABLED)) ||
         (s->authzid != NULL && strcasecmp(s->authzid, s->user) != 0)) {
@@ -1332,9 +1369,16 @@ static int session_cache_hit(struct session *s)
     sesscache_key(s->cache_key, s->env->cache, s->user, s->authzid, s->password, s->hash,
                   s->route->name, s->host, s->port);
     s->flags |= SESSION_F_CACHE_KEYED;
-    struct conn *conn = sesscache_take(s->env->cache, s->user, s->cache_key, &capa);
-    if (conn == NULL) {
+    switch (sesscache_take(s->env->cache, s->user, s->cache_key, &conn, &capa,
+                           session_on_cache_ready, s)) {
+    case SESSCACHE_MISS:
         return 0;
+    case SESSCACHE_WAIT:
+        session_log(s, LOG_DEBUG, "session cache: waiting for a parked connection's reset");
+        s->flags |= SESSION_F_CACHE_WAIT;
+        return 1;
+    case SESSCACHE_HIT:
+        break;
     }
     session_log(s, LOG_DEBUG, "session cache hit");
     /* the lookup may have answered from within the LOGIN command, whose
@@ -1550,6 +1594,12 @@ static void session_on_timer(uv_timer_t *t)
             s->cached_capa = NULL;
             s->flags &= ~SESSION_F_CACHE_HIT;
             session_enter_relay(s, s->backend, capa, NULL, 0, 1);
+            return;
+        }
+        if (s->flags & SESSION_F_CACHE_MISSED) {
+            s->flags &= ~SESSION_F_CACHE_MISSED;
+            session_arm(s, s->cfg->preauth_timeout_ms);
+            session_login_check(s);
             return;
         }
         session_bye(s, "Pre-authentication timeout", "pre-auth timeout");

@@ -24,7 +24,7 @@ struct worker {
     uv_async_t async;            /* wakes the loop for worker_drain */
     uv_timer_t drain_timer;      /* polls for the end of a drain */
     uv_timer_t stats_timer;      /* periodic counters in the log */
-    char last_stats[512];        /* the counters last logged */
+    char last_stats[1024];      /* the counters last logged */
     uv_sem_t ready;              /* posted once listeners are bound (or failed) */
     struct session_env env;
     struct listener **listeners; /* num = cfg->num_listeners */
@@ -58,7 +58,7 @@ static void worker_on_handle_close(uv_handle_t *h)
 static void worker_log_stats(struct worker *w, int final)
 {
     const struct session_stats *st = &w->env.stats;
-    char line[512];
+    char line[1024];
     size_t off = 0;
     off += (size_t)snprintf(line, sizeof(line),
                             "logins_ok=%llu logins_failed=%llu logins_unavailable=%llu "
@@ -83,11 +83,12 @@ static void worker_log_stats(struct worker *w, int final)
         struct sesscache_stats cs;
         sesscache_stats(w->env.cache, &cs);
         snprintf(line + off, sizeof(line) - off,
-                 " cache_size=%llu cache_parked=%llu cache_hits=%llu cache_misses=%llu "
-                 "cache_evicted_ttl=%llu cache_evicted_limit=%llu cache_evicted_lost=%llu "
-                 "cache_evicted_event=%llu",
+                 " cache_size=%llu cache_parked=%llu cache_hits=%llu cache_waits=%llu "
+                 "cache_misses=%llu cache_evicted_ttl=%llu cache_evicted_limit=%llu "
+                 "cache_evicted_lost=%llu cache_evicted_event=%llu",
                  (unsigned long long)cs.size, (unsigned long long)cs.parked,
-                 (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+                 (unsigned long long)cs.hits, (unsigned long long)cs.waits,
+                 (unsigned long long)cs.misses,
                  (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
                  (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
     }
