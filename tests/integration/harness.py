@@ -226,7 +226,10 @@ service anvil {{
         self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _children.append(self.proc)
-        wait_port(self.port, proc=self.proc)
+        try:
+            wait_port(self.port, proc=self.proc)
+        except RuntimeError as e:
+            raise RuntimeError("%s; dovecot's log ends with:\n%s" % (e, self.log_text()[-2000:]))
         return self
 
     def stop(self):
@@ -242,9 +245,23 @@ service anvil {{
         """SIGKILL the children (imap processes, so no BYE goes out) and then
         the master."""
         if self.proc is not None and self.proc.poll() is None:
-            subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
+            # a stopped master cannot start a child in place of a killed one
+            self.proc.send_signal(signal.SIGSTOP)
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                 text=True, check=False).stdout
+            children = [int(x) for x in out.split()]
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.proc.kill()
             self.proc.wait(5)
+            # SIGKILL takes effect asynchronously: a child still alive keeps
+            # its unix sockets in base_dir, and a new master refuses to start
+            deadline = time.monotonic() + 10
+            while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def log_text(self):
         try:
@@ -271,6 +288,15 @@ service anvil {{
         m.logout()
         if typ != "OK":
             raise RuntimeError("APPEND to dovecot failed")
+
+
+def _alive(pid):
+    """pid runs and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 class RespError(Exception):

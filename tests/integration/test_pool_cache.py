@@ -42,6 +42,14 @@ def wait_for(pred, timeout=15.0, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
+def warm_ready(mux):
+    """Warm connections that became ready so far (debug lines of imapmux).
+    An established TCP connection is not yet ready: the greeting and the
+    capabilities come after it."""
+    return len(re.findall(r"pool: warm connection to backend \S+ host \S+ ready",
+                          mux.log_text()))
+
+
 def final_stats(log):
     """The counters of the stats lines at exit, summed over workers."""
     totals = {}
@@ -113,6 +121,7 @@ class PoolTest(unittest.TestCase):
     def test_fills_refills_after_use_and_after_backend_restart(self):
         port = self.dovecot.port
         wait_for(lambda: established_to(port) == self.POOL, what="the pool to fill")
+        wait_for(lambda: warm_ready(self.mux) == self.POOL, what="the warm connections' greetings")
         s = ProxySession(self.mux)
         self.assertTrue(s.login("alice", "pw").startswith(b"OK [CAPABILITY "))
         self.assertIn(b"OK", s.cmd("SELECT INBOX")[-1])
@@ -128,6 +137,8 @@ class PoolTest(unittest.TestCase):
         self.dovecot.start()
         wait_for(lambda: established_to(port) == self.POOL, timeout=20,
                  what="the refill after the restart")
+        wait_for(lambda: warm_ready(self.mux) == 2 * self.POOL + 1,
+                 what="the new warm connections' greetings")
         s = ProxySession(self.mux)
         self.assertTrue(s.login("bob", "pw2").startswith(b"OK [CAPABILITY "))
         s.logout()
@@ -139,7 +150,7 @@ class PoolTest(unittest.TestCase):
         self.assertGreaterEqual(st["pool_connects"], 2 * self.POOL + 1)
 
     def test_wrong_password_through_a_warm_connection(self):
-        wait_for(lambda: established_to(self.dovecot.port) == self.POOL, what="the pool to fill")
+        wait_for(lambda: warm_ready(self.mux) == self.POOL, what="the pool to fill")
         s = ProxySession(self.mux)
         self.assertTrue(s.login("alice", "wrong").startswith(b"NO [AUTHENTICATIONFAILED]"))
         self.assertTrue(s.login("alice", "pw").startswith(b"OK "))
@@ -149,12 +160,14 @@ class PoolTest(unittest.TestCase):
 
     def test_health_check_replaces_a_dead_connection(self):
         port = self.dovecot.port
-        wait_for(lambda: established_to(port) == self.POOL, what="the pool to fill")
+        wait_for(lambda: warm_ready(self.mux) == self.POOL, what="the pool to fill")
         # kill the backend's login processes only: the master stays up and
         # accepts again, the warm connections die without a BYE
         harness.subprocess.run(["pkill", "-KILL", "-f", "dovecot/imap-login"], check=False)
-        wait_for(lambda: established_to(port) == self.POOL, timeout=20,
+        # the pool notices the loss and has new connections greeted
+        wait_for(lambda: warm_ready(self.mux) >= 2 * self.POOL, timeout=20,
                  what="the pool to fill again")
+        self.assertEqual(established_to(port), self.POOL)
         s = ProxySession(self.mux)
         self.assertTrue(s.login("alice", "pw").startswith(b"OK "))
         s.logout()
