@@ -69,6 +69,7 @@ _Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == S
 #define SESSION_F_CACHE_HIT    (1u << 14) /* backend taken from the cache; relay on the timer */
 #define SESSION_F_CACHE_WAIT   (1u << 15) /* waits for a parked connection's reset */
 #define SESSION_F_CACHE_MISSED (1u << 16) /* that wait failed; log in on the timer */
+#define SESSION_F_WARM_LOGIN   (1u << 17) /* the login runs on a warm pool connection */
 
 #define SESSION_KICK_QUIET_MS 50      /* a kicked session ends when the backend is this quiet */
 #define SESSION_KICK_MAX_MS 10000     /* ... or this long after the kick, whatever is in flight */
@@ -604,8 +605,16 @@ static void session_unavailable(struct session *s)
 }
 
 /* session_login_backend logs in to the chosen host: as the master user with
- * the client as authorization identity, or with the client's credentials. */
+ * the client as authorization identity, or with the client's credentials;
+ * on a warm pool connection when one is ready and warm is set. */
+static void session_login_backend_on(struct session *s, int warm_ok);
+
 static void session_login_backend(struct session *s)
+{
+    session_login_backend_on(s, 1);
+}
+
+static void session_login_backend_on(struct session *s, int warm_ok)
 {
     const struct config_backend *b = s->route;
     size_t idx = (size_t)(b - s->cfg->backends);
@@ -631,14 +640,18 @@ static void session_login_backend(struct session *s)
         p.user = target;
         p.password = s->password;
     }
-    struct backend *warm = pool_take(s->env->pool, b, s->host, s->port);
+    struct backend *warm = warm_ok ? pool_take(s->env->pool, b, s->host, s->port) : NULL;
+    s->flags &= ~SESSION_F_WARM_LOGIN;
     if (warm != NULL && backend_resume_login(warm, &p, session_on_login_done, s) == 0) {
         s->login = warm;
+        /* the password is kept until the login is answered: a warm
+           connection the backend dropped a moment ago gets one retry */
+        s->flags |= SESSION_F_WARM_LOGIN;
     } else {
         backend_free(warm);
         s->login = backend_login(s->env->loop, &p, session_on_login_done, s);
+        session_wipe(&s->password); /* the backend has its own copy */
     }
-    session_wipe(&s->password); /* the backend has its own copy */
     if (s->login == NULL) {
         session_log(s, LOG_ERR, "login: out of memory");
         session_unavailable(s);
@@ -1232,6 +1245,20 @@ static void session_on_login_done(void *ctx, enum backend_status st, const char 
     const uint8_t *rest = NULL;
     size_t rest_len = 0;
 
+    if (st == BACKEND_UNAVAILABLE && (s->flags & SESSION_F_WARM_LOGIN)) {
+        /* a warm connection can die (backend restart, idle cut, a NAT that
+           forgot it) before the pool notices: once more on a new one */
+        s->flags &= ~SESSION_F_WARM_LOGIN;
+        backend_free(s->login);
+        s->login = NULL;
+        session_log(s, LOG_INFO, "login: warm connection failed (%s); trying a new connection",
+                    reason);
+        s->env->stats.warm_retries++;
+        session_login_backend_on(s, 0);
+        return;
+    }
+    s->flags &= ~SESSION_F_WARM_LOGIN;
+    session_wipe(&s->password);
     if (st != BACKEND_OK) {
         backend_free(s->login);
         s->login = NULL;

@@ -28,6 +28,8 @@ struct session_stats {
     uint64_t bf_delayed;         /* logins delayed by the brute-force counters */
     uint64_t bf_blocked;         /* logins refused by them */
     uint64_t kicks;              /* sessions ended by kick or route events */
+    uint64_t warm_retries;       /* logins on a warm connection that failed and went on
+                                    on a new one */
 };
 
 /* What a worker shares with its sessions.  Owned by the worker; outlives

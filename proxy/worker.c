@@ -73,11 +73,12 @@ static void worker_log_stats(struct worker *w, int final)
         off += (size_t)snprintf(line + off, sizeof(line) - off,
                                 " pool_size=%llu pool_hits=%llu pool_misses=%llu "
                                 "pool_connects=%llu pool_connect_failures=%llu pool_lost=%llu "
-                                "pool_recycled=%llu",
+                                "pool_recycled=%llu pool_retries=%llu",
                                 (unsigned long long)ps.size, (unsigned long long)ps.hits,
                                 (unsigned long long)ps.misses, (unsigned long long)ps.connects,
                                 (unsigned long long)ps.connect_failures,
-                                (unsigned long long)ps.lost, (unsigned long long)ps.recycled);
+                                (unsigned long long)ps.lost, (unsigned long long)ps.recycled,
+                                (unsigned long long)st->warm_retries);
     }
     if (w->env.cache != NULL && off < sizeof(line)) {
         struct sesscache_stats cs;

@@ -6,7 +6,11 @@ Session cache: a reuse is observed as a login that Dovecot never saw (its
 log has one "Login:" line per backend login)."""
 import os
 import re
+import select
+import socket
+import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -174,6 +178,108 @@ class PoolTest(unittest.TestCase):
         st = self.stop_mux()
         self.assertGreaterEqual(st["pool_lost"], 1)
         self.assertEqual(st["pool_hits"], 1)
+
+
+class ForgetfulRelay:
+    """A TCP relay to the backend that can forget its connections, like a
+    NAT or firewall dropping idle state: after forget(), the backend side of
+    every current connection is closed, and the proxy side is reset by the
+    first byte the proxy sends on it.  New connections are relayed."""
+
+    def __init__(self, backend_port):
+        self.backend_port = backend_port
+        self.sock = socket.socket()
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.pairs = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self.stopping:
+            try:
+                front, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            back = socket.create_connection((LOOPBACK, self.backend_port), timeout=5)
+            pair = {"front": front, "back": back, "forgotten": False}
+            with self.lock:
+                self.pairs.append(pair)
+            threading.Thread(target=self._pump, args=(pair,), daemon=True).start()
+
+    def _pump(self, pair):
+        front, back = pair["front"], pair["back"]
+        deadline = time.monotonic() + 120  # bounded, like every loop here
+        while not self.stopping and time.monotonic() < deadline:
+            socks = [front] if pair["forgotten"] else [front, back]
+            try:
+                ready, _, _ = select.select(socks, [], [], 0.1)
+            except (OSError, ValueError):
+                break
+            if front in ready:
+                data = front.recv(65536)
+                if pair["forgotten"] or not data:
+                    break  # forgotten: this byte meets no state, the proxy gets a reset
+                back.sendall(data)
+            if back in ready and not pair["forgotten"]:
+                data = back.recv(65536)
+                if not data:
+                    break
+                front.sendall(data)
+        front.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        front.close()
+        back.close()
+
+    def forget(self):
+        with self.lock:
+            for pair in self.pairs:
+                pair["forgotten"] = True
+                try:
+                    pair["back"].shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+
+
+class PoolForgottenConnectionTest(unittest.TestCase):
+    def test_login_on_a_dead_warm_connection_goes_on_on_a_new_one(self):
+        with TempDir() as tmp:
+            dovecot = Dovecot(tmp.path, users={"alice": "pw"}).start()
+            relay = ForgetfulRelay(dovecot.port)
+            try:
+                # no health check within the test: the pool cannot know
+                backend = {"name": "main", "host": LOOPBACK, "port": relay.port, "tls": "none",
+                           "pool_size": 1, "pool_check_interval_ms": 60000,
+                           "pool_max_idle_ms": 60000}
+                mux = Imapmux(tmp.path, [backend], make_cert(tmp.path), workers=1).start()
+                wait_for(lambda: warm_ready(mux) == 1, what="the warm connection")
+                relay.forget()
+                s = ProxySession(mux)
+                ok = s.login("alice", "pw")
+                self.assertTrue(ok.startswith(b"OK "), ok)
+                self.assertIn(b"OK", s.cmd("SELECT INBOX")[-1])
+                s.logout()
+                self.assertEqual(mux.stop(), 0)
+                log = mux.log_text()
+                check_sanitizers(self, log)
+                self.assertIn("warm connection failed", log)
+                st = final_stats(log)
+                self.assertEqual(st["pool_hits"], 1)
+                self.assertEqual(st["pool_retries"], 1)
+                self.assertEqual(st["logins_ok"], 1)
+                self.assertEqual(st["logins_unavailable"], 0)
+            finally:
+                relay.close()
+                dovecot.stop()
 
 
 class PoolRecycleTest(unittest.TestCase):
