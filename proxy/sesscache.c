@@ -115,21 +115,28 @@ static void cache_on_line(void *ctx, const uint8_t *head, size_t len)
     }
 }
 
-/* cache_hand_over gives e's connection to the login waiting for it; e is
- * freed. */
-static void cache_hand_over(struct cache_entry *e)
+/* cache_take_entry takes e's reset connection out of the cache (a hit) and
+ * frees e; *out_capa gets its capability list. */
+static struct conn *cache_take_entry(struct cache_entry *e, char **out_capa)
 {
-    struct sesscache *c = e->c;
     struct conn *conn = e->conn;
-    sesscache_ready_cb cb = e->waiter;
-    void *ctx = e->waiter_ctx;
-    char *capa = e->capa;
+    e->c->stats.hits++;
     cache_unlink(e);
-    c->stats.hits++;
-    c->stats.waits++;
+    *out_capa = e->capa;
     e->capa = NULL;
     cache_entry_free(e);
     conn_read_stop(conn);
+    return conn;
+}
+
+/* cache_hand_over gives e's connection to the login waiting for it. */
+static void cache_hand_over(struct cache_entry *e)
+{
+    sesscache_ready_cb cb = e->waiter;
+    void *ctx = e->waiter_ctx;
+    char *capa = NULL;
+    e->c->stats.waits++;
+    struct conn *conn = cache_take_entry(e, &capa);
     cb(ctx, conn, capa);
 }
 
@@ -318,14 +325,7 @@ enum sesscache_result sesscache_take(struct sesscache *c, const char *user,
             }
             continue;
         }
-        struct conn *conn = e->conn;
-        cache_unlink(e);
-        c->stats.hits++;
-        *out_conn = conn;
-        *out_capa = e->capa;
-        e->capa = NULL;
-        cache_entry_free(e);
-        conn_read_stop(conn);
+        *out_conn = cache_take_entry(e, out_capa);
         return SESSCACHE_HIT;
     }
     if (pending != NULL && cb != NULL) {

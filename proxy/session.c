@@ -1357,6 +1357,19 @@ static void session_enter_relay(struct session *s, struct conn *conn, char *filt
 
 /* --- session cache ------------------------------------------------------------ */
 
+/* session_cache_adopt makes a connection from the cache the session's
+ * backend; the relay starts from the timer, on the next turn (the caller may
+ * be the LOGIN command's parser, or the cache). */
+static void session_cache_adopt(struct session *s, struct conn *conn, char *capa)
+{
+    s->backend = conn;
+    conn_set_ops(conn, &session_backend_ops, s);
+    s->pending++;
+    s->cached_capa = capa;
+    s->flags |= SESSION_F_CACHE_HIT;
+    session_arm(s, 0);
+}
+
 /* session_on_cache_ready: a connection this login waited for is reset (conn)
  * or lost (NULL).  Called from the cache's callbacks: note it, go on from
  * the timer. */
@@ -1366,14 +1379,10 @@ static void session_on_cache_ready(void *ctx, struct conn *conn, char *capa)
     s->flags &= ~SESSION_F_CACHE_WAIT;
     if (conn != NULL) {
         session_log(s, LOG_DEBUG, "session cache hit after the reset");
-        s->backend = conn;
-        conn_set_ops(conn, &session_backend_ops, s);
-        s->pending++;
-        s->cached_capa = capa;
-        s->flags |= SESSION_F_CACHE_HIT;
-    } else {
-        s->flags |= SESSION_F_CACHE_MISSED;
+        session_cache_adopt(s, conn, capa);
+        return;
     }
+    s->flags |= SESSION_F_CACHE_MISSED;
     session_arm(s, 0);
 }
 
@@ -1408,14 +1417,7 @@ static int session_cache_hit(struct session *s)
         break;
     }
     session_log(s, LOG_DEBUG, "session cache hit");
-    /* the lookup may have answered from within the LOGIN command, whose
-       parser is still in use: go on from the timer, on the next turn */
-    s->backend = conn;
-    conn_set_ops(conn, &session_backend_ops, s);
-    s->pending++;
-    s->cached_capa = capa;
-    s->flags |= SESSION_F_CACHE_HIT;
-    session_arm(s, 0);
+    session_cache_adopt(s, conn, capa);
     return 1;
 }
 
