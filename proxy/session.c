@@ -462,7 +462,7 @@ static void session_close(struct session *s, const char *reason)
         return;
     }
     if (reason != NULL) {
-        session_log(s, s->state == SESSION_RELAY ? LOG_INFO : LOG_INFO,
+        session_log(s, LOG_INFO,
                     "closed: %s (in %" PRIu64 " bytes, out %" PRIu64 " bytes)", reason, s->bytes_in,
                     s->bytes_out);
     }
