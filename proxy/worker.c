@@ -24,7 +24,7 @@ struct worker {
     uv_async_t async;            /* wakes the loop for worker_drain */
     uv_timer_t drain_timer;      /* polls for the end of a drain */
     uv_timer_t stats_timer;      /* periodic counters in the log */
-    char last_stats[1024];      /* the counters last logged */
+    char last_stats[1024];       /* the counters last logged */
     uv_sem_t ready;              /* posted once listeners are bound (or failed) */
     struct session_env env;
     struct listener **listeners; /* num = cfg->num_listeners */
