@@ -1,0 +1,154 @@
+#include "proxy/session_private.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include <openssl/mem.h>
+
+#include "common/audit_tap.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "proxy/audit.h"
+#include "proxy/conn.h"
+
+/* --- audit records ---------------------------------------------------------- */
+
+uint64_t session_mono_us(void)
+{
+    return uv_hrtime() / 1000u;
+}
+
+/* session_audit_begin starts a record of type with the session's context. */
+static void session_audit_begin(struct session *s, struct json *j, char *buf, size_t cap,
+                                const char *type)
+{
+    char ts[32], addr[320];
+    audit_time(ts, audit_now_us());
+    json_begin(j, buf, cap);
+    json_str(j, "time", ts);
+    json_str(j, "instance", s->cfg->instance);
+    json_str(j, "type", type);
+    json_str(j, "session", s->id);
+    json_str(j, "client", s->client_ip);
+    json_u64(j, "client_port", s->client_port);
+    snprintf(addr, sizeof(addr), strchr(s->listener->address, ':') ? "[%s]:%u" : "%s:%u",
+             s->listener->address, (unsigned)s->listener->port);
+    json_str(j, "listener", addr);
+    if ((s->flags & SESSION_F_TLS) && s->client != NULL) {
+        json_str(j, "tls", conn_tls_version(s->client));
+        json_str(j, "cipher", conn_tls_cipher(s->client));
+    }
+    if (s->user[0] != '\0') {
+        json_str(j, "user", s->user);
+    }
+    if (s->route != NULL) {
+        json_str(j, "backend", s->route->name);
+        snprintf(addr, sizeof(addr), strchr(s->host, ':') ? "[%s]:%u" : "%s:%u", s->host,
+                 (unsigned)s->port);
+        json_str(j, "backend_host", addr);
+    }
+}
+
+/* session_audit_push ends the record and queues it; a full queue pauses
+ * the worker's clients (block) or marks the session for its end (close). */
+static void session_audit_push(struct session *s, struct json *j)
+{
+    size_t len = json_end(j);
+    switch (audit_push(s->env->audit, j->buf, len)) {
+    case AUDIT_PUSHED:
+    case AUDIT_DROPPED:
+        break;
+    case AUDIT_BLOCKED:
+        if (!s->env->audit_paused) {
+            session_audit_pause(s->env);
+        }
+        break;
+    case AUDIT_CLOSE:
+        s->flags |= SESSION_F_AUDIT_FULL;
+        break;
+    }
+}
+
+/* session_audit_full ends a session whose record found the queue full under
+ * policy close; returns 1 when it did. */
+int session_audit_full(struct session *s)
+{
+    if (!(s->flags & SESSION_F_AUDIT_FULL) || s->state == SESSION_CLOSING) {
+        return 0;
+    }
+    session_bye(s, "[UNAVAILABLE] Audit log unavailable, try again later", "audit queue full");
+    return 1;
+}
+
+void session_on_audit_cmd(void *ctx, const struct audit_cmd *c)
+{
+    struct session *s = ctx;
+    char buf[AUDIT_RECORD_MAX];
+    struct json j;
+    session_audit_begin(s, &j, buf, sizeof(buf), "command");
+    json_str(&j, "tag", c->tag);
+    json_str(&j, "command", c->name);
+    json_bool(&j, "uid", c->uid);
+    json_fields(&j, c->fields);
+    json_str(&j, "status", c->status[0] != '\0' ? c->status : "none");
+    if (c->code[0] != '\0') {
+        json_str(&j, "code", c->code);
+    }
+    json_u64(&j, "duration_us", c->end_us - c->start_us);
+    json_u64(&j, "bytes_in", c->bytes_in);
+    json_u64(&j, "bytes_out", c->bytes_out);
+    s->audit_commands++;
+    session_audit_push(s, &j);
+}
+
+/* session_audit_event writes a record of a session event; reason may be NULL. */
+void session_audit_event(struct session *s, const char *type, const char *result,
+                                const char *reason)
+{
+    if (s->env->audit == NULL) {
+        return;
+    }
+    char buf[AUDIT_RECORD_MAX];
+    struct json j;
+    session_audit_begin(s, &j, buf, sizeof(buf), type);
+    if (result != NULL) {
+        json_str(&j, "result", result);
+    }
+    if (reason != NULL) {
+        json_str(&j, "reason", reason);
+    }
+    if (strcmp(type, "session_end") == 0) {
+        json_u64(&j, "duration_us", session_mono_us() - s->start_us);
+        json_u64(&j, "commands", s->audit_commands);
+        json_u64(&j, "bytes_in", s->bytes_in);
+        json_u64(&j, "bytes_out", s->bytes_out);
+    }
+    session_audit_push(s, &j);
+}
+
+/* session_tap_in / session_tap_out: what the client sent (and was taken)
+ * and what it is sent.  0, or -1 when the session ended. */
+int session_tap_in(struct session *s, const uint8_t *data, size_t len)
+{
+    if (s->tap == NULL || len == 0) {
+        return 0;
+    }
+    if (audit_tap_client(s->tap, data, len, session_mono_us()) != 0) {
+        session_bye(s, "Too many commands in flight", "too many commands in flight");
+        return -1;
+    }
+    return session_audit_full(s) ? -1 : 0;
+}
+
+void session_tap_out(struct session *s, const uint8_t *data, size_t len)
+{
+    if (s->tap != NULL && len > 0) {
+        audit_tap_server(s->tap, data, len, session_mono_us());
+    }
+}

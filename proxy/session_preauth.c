@@ -1,0 +1,251 @@
+#include "proxy/session_private.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include <openssl/mem.h>
+
+#include "common/imap_parser.h"
+#include "common/log.h"
+#include "common/sasl_plain.h"
+#include "proxy/conn.h"
+
+/* --- pre-auth commands ---------------------------------------------------- */
+
+static int session_arg_is_string(const struct imap_arg *a)
+{
+    return a->type == IMAP_ARG_ATOM || a->type == IMAP_ARG_QUOTED || a->type == IMAP_ARG_LITERAL;
+}
+
+static void session_cmd_login(struct session *s, const char *tag, const struct imap_arg *args,
+                              size_t num_args)
+{
+    if (!(s->flags & SESSION_F_TLS)) {
+        session_sendf(s, "%s NO [PRIVACYREQUIRED] Use STARTTLS first\r\n", tag);
+        return;
+    }
+    if (num_args != 2 || !session_arg_is_string(&args[0]) || !session_arg_is_string(&args[1])) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD LOGIN expects a user name and a password\r\n", tag);
+        return;
+    }
+    if (memchr(args[1].data, '\0', args[1].len) != NULL) {
+        s->auth_failures++;
+        session_audit_event(s, "login", "failed", "NUL in the password");
+        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+        return;
+    }
+    session_start_login(s, tag, NULL, args[0].data, args[0].len, args[1].data);
+}
+
+/* session_auth_plain handles the base64 PLAIN message (initial response or
+ * continuation line) of an AUTHENTICATE in flight. */
+static void session_auth_plain(struct session *s, const char *b64, size_t len)
+{
+    struct sasl_plain sp;
+    int r;
+
+    if (len == 1 && b64[0] == '=') {
+        len = 0; /* RFC 4959: "=" is an empty initial response */
+    }
+    r = sasl_plain_decode(&sp, b64, len);
+    if (r != 0) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD Invalid SASL PLAIN message: %s\r\n", s->tag, sasl_plain_strerror(r));
+        return;
+    }
+    session_start_login(s, s->tag, sp.authzid, sp.authcid, strlen(sp.authcid), sp.passwd);
+    sasl_plain_cleanup(&sp);
+}
+
+static void session_cmd_authenticate(struct session *s, const char *tag,
+                                     const struct imap_arg *args, size_t num_args)
+{
+    if (!(s->flags & SESSION_F_TLS)) {
+        session_sendf(s, "%s NO [PRIVACYREQUIRED] Use STARTTLS first\r\n", tag);
+        return;
+    }
+    if (num_args < 1 || num_args > 2 || args[0].type != IMAP_ARG_ATOM ||
+        (num_args == 2 && args[1].type != IMAP_ARG_ATOM)) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD AUTHENTICATE expects a mechanism and an optional response\r\n",
+                      tag);
+        return;
+    }
+    if (strcasecmp(args[0].data, "PLAIN") != 0) {
+        session_sendf(s, "%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag);
+        return;
+    }
+    snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    if (num_args == 2) {
+        session_auth_plain(s, args[1].data, args[1].len);
+        return;
+    }
+    s->flags |= SESSION_F_AUTH_CONT;
+    imap_parser_set_line_mode(s->parser);
+    session_send(s, "+ \r\n");
+}
+
+static void session_cmd_id(struct session *s, const char *tag, const struct imap_arg *args,
+                           size_t num_args)
+{
+    if (num_args == 0 || !((num_args == 1 && imap_arg_is_nil(&args[0])) ||
+                           (args[0].type == IMAP_ARG_LIST_BEGIN &&
+                            args[num_args - 1].type == IMAP_ARG_LIST_END))) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD ID expects NIL or a parenthesized list\r\n", tag);
+        return;
+    }
+    session_sendf(s, "* ID (\"name\" \"imapmux\" \"version\" \"%s\")\r\n%s OK ID completed\r\n",
+                  IMAPMUX_VERSION, tag);
+}
+
+static void session_cmd_starttls(struct session *s, const char *tag, size_t num_args)
+{
+    if (num_args != 0) {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD STARTTLS takes no arguments\r\n", tag);
+        return;
+    }
+    if (!(s->flags & SESSION_F_STARTTLS) || (s->flags & SESSION_F_TLS)) {
+        session_sendf(s, "%s BAD TLS is already active\r\n", tag);
+        return;
+    }
+    session_sendf(s, "%s OK Begin TLS negotiation now\r\n", tag);
+    /* Whatever the client sent after STARTTLS in cleartext is dropped, never
+     * run after the handshake (command injection, RFC 9051 section 11.1). */
+    if (s->inbuf != NULL) {
+        OPENSSL_cleanse(s->inbuf, s->inbuf_len);
+        free(s->inbuf);
+        s->inbuf = NULL;
+        s->inbuf_len = 0;
+    }
+    session_set_state(s, SESSION_STARTTLS);
+    if (conn_start_tls(s->client, s->env->server_ctx, 1, NULL) != 0) {
+        session_close(s, "out of memory");
+    }
+}
+
+static void session_command(struct session *s)
+{
+    size_t num_args = 0;
+    const struct imap_arg *args = imap_parser_get_args(s->parser, &num_args);
+    const char *tag = imap_parser_get_tag(s->parser);
+    const char *name = imap_parser_get_name(s->parser);
+
+    if (strcasecmp(name, "CAPABILITY") == 0 && num_args == 0) {
+        session_sendf(s, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", session_capa(s), tag);
+    } else if (strcasecmp(name, "NOOP") == 0 && num_args == 0) {
+        session_sendf(s, "%s OK NOOP completed\r\n", tag);
+    } else if (strcasecmp(name, "LOGOUT") == 0 && num_args == 0) {
+        session_sendf(s, "* BYE Logging out\r\n%s OK LOGOUT completed\r\n", tag);
+        session_close(s, "logout before login");
+    } else if (strcasecmp(name, "ID") == 0) {
+        session_cmd_id(s, tag, args, num_args);
+    } else if (strcasecmp(name, "STARTTLS") == 0) {
+        session_cmd_starttls(s, tag, num_args);
+    } else if (strcasecmp(name, "LOGIN") == 0) {
+        session_cmd_login(s, tag, args, num_args);
+    } else if (strcasecmp(name, "AUTHENTICATE") == 0) {
+        session_cmd_authenticate(s, tag, args, num_args);
+    } else {
+        s->bad_commands++;
+        session_sendf(s, "%s BAD Command unknown or not valid before login\r\n", tag);
+    }
+    /* Credentials were copied where needed; wipe the parser's copy. */
+    for (size_t i = 0; i < num_args; i++) {
+        OPENSSL_cleanse((void *)args[i].data, args[i].len);
+    }
+}
+
+/* session_process runs pre-auth commands from inbuf while the session is in
+ * a state that takes commands; stops when input runs out or a step waits. */
+void session_process(struct session *s)
+{
+    size_t off = 0;
+
+    s->flags |= SESSION_F_PROCESSING;
+    while (s->state == SESSION_PREAUTH && off < s->inbuf_len) {
+        size_t used = 0;
+        enum imap_parse_result r =
+            imap_parser_feed(s->parser, &used, s->inbuf + off, s->inbuf_len - off);
+        if (session_tap_in(s, s->inbuf + off, used) != 0) {
+            off += used;
+            break;
+        }
+        off += used;
+        switch (r) {
+        case IMAP_PARSE_MORE:
+            break;
+        case IMAP_PARSE_LITERAL_WAIT:
+            session_send(s, "+ Ready for literal data\r\n");
+            break;
+        case IMAP_PARSE_COMMAND:
+            session_command(s);
+            if (s->parser != NULL) {
+                imap_parser_reset(s->parser);
+            }
+            break;
+        case IMAP_PARSE_LINE: {
+            size_t n = 0;
+            const struct imap_arg *a = imap_parser_get_args(s->parser, &n);
+            s->flags &= ~SESSION_F_AUTH_CONT;
+            if (n == 1 && a[0].len == 1 && a[0].data[0] == '*') {
+                session_sendf(s, "%s BAD Authentication cancelled\r\n", s->tag);
+            } else if (n == 1) {
+                session_auth_plain(s, a[0].data, a[0].len);
+                OPENSSL_cleanse((void *)a[0].data, a[0].len);
+            }
+            imap_parser_reset(s->parser);
+            break;
+        }
+        case IMAP_PARSE_ERROR: {
+            const char *tag = imap_parser_get_tag(s->parser);
+            const char *why = imap_parser_get_error(s->parser);
+            if (s->flags & SESSION_F_AUTH_CONT) {
+                s->flags &= ~SESSION_F_AUTH_CONT;
+                tag = s->tag;
+            }
+            s->bad_commands++;
+            session_sendf(s, "%s BAD %s\r\n", tag != NULL ? tag : "*",
+                          why != NULL ? why : "Invalid command");
+            session_log(s, LOG_INFO, "bad command: %s", why != NULL ? why : "invalid");
+            imap_parser_reset(s->parser);
+            break;
+        }
+        case IMAP_PARSE_FATAL: {
+            const char *why = imap_parser_get_error(s->parser);
+            session_sendf(s, "* BYE %s\r\n", why != NULL ? why : "Protocol error");
+            session_close(s, why != NULL ? why : "protocol error");
+            break;
+        }
+        }
+        if (s->state == SESSION_PREAUTH && s->bad_commands >= SESSION_MAX_BAD_COMMANDS) {
+            session_bye(s, "Too many invalid commands", "too many invalid commands");
+        } else if (s->state == SESSION_PREAUTH && s->auth_failures >= s->cfg->max_auth_failures) {
+            session_bye(s, "Too many failed logins", "too many failed logins");
+        }
+    }
+    s->flags &= ~SESSION_F_PROCESSING;
+    if (s->inbuf == NULL) {
+        return; /* STARTTLS dropped the buffer */
+    }
+    /* keep what was not parsed (pipelined input waiting for a login); wipe the rest */
+    OPENSSL_cleanse(s->inbuf, off);
+    if (off >= s->inbuf_len || s->state == SESSION_CLOSING) {
+        OPENSSL_cleanse(s->inbuf, s->inbuf_len);
+        free(s->inbuf);
+        s->inbuf = NULL;
+        s->inbuf_len = 0;
+    } else if (off > 0) {
+        memmove(s->inbuf, s->inbuf + off, s->inbuf_len - off);
+        s->inbuf_len -= off;
+        OPENSSL_cleanse(s->inbuf + s->inbuf_len, off);
+    }
+}

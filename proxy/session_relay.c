@@ -1,0 +1,201 @@
+#include "proxy/session_private.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include <openssl/mem.h>
+
+#include "common/imap_scan.h"
+#include "common/log.h"
+#include "proxy/conn.h"
+#include "proxy/directory.h"
+
+/* --- relay ------------------------------------------------------------------ */
+
+/* The relayed streams are scanned for line ends (literals skipped by length)
+ * to know when a kicked session may be ended: after the command in flight.
+ * Client lines that end a command are counted, and so are the backend's
+ * tagged responses; "DONE" ends IDLE, not a command. */
+void session_on_client_line(void *ctx, const uint8_t *head, size_t len)
+{
+    struct session *s = ctx;
+    if (len == 4 && strncasecmp((const char *)head, "DONE", 4) == 0) {
+        return;
+    }
+    s->commands++;
+    if (s->env->cache != NULL && !session_cmd_parkable(head, len)) {
+        s->flags |= SESSION_F_NO_PARK;
+    }
+}
+
+static void session_on_backend_line(void *ctx, const uint8_t *head, size_t len)
+{
+    struct session *s = ctx;
+    if (len >= 5 && memcmp(head, "* BYE", 5) == 0) {
+        s->flags |= SESSION_F_BACKEND_BYE;
+    } else if (len >= 1 && head[0] == '+') {
+        s->flags |= SESSION_F_WAITS_CLIENT; /* IDLE, or a literal wanted */
+    } else if (len >= 1 && head[0] != '*') {
+        s->completions++;
+        s->flags &= ~SESSION_F_WAITS_CLIENT;
+    }
+}
+
+void session_relay(struct session *s, struct conn *dst, struct conn *src,
+                          const uint8_t *data, size_t len, uint32_t pause_flag)
+{
+    if (conn_write(dst, data, len) != 0) {
+        return; /* dst reports on_eof */
+    }
+    if (conn_write_queue_len(dst) > s->cfg->relay_buffer_len && !(s->flags & pause_flag)) {
+        s->flags |= pause_flag;
+        conn_read_stop(src);
+        conn_want_drain(dst, s->cfg->relay_buffer_len / 4);
+    }
+}
+
+static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
+{
+    struct session *s = ctx;
+    if (s->state != SESSION_RELAY) {
+        return;
+    }
+    s->bytes_out += len;
+    s->last_backend_data = uv_now(s->env->loop);
+    imap_scan_feed(&s->backend_scan, data, len, session_on_backend_line, s);
+    session_tap_out(s, data, len);
+    if (session_audit_full(s)) {
+        return;
+    }
+    session_relay(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
+}
+
+static void session_on_backend_eof(void *ctx, int status)
+{
+    struct session *s = ctx;
+    if (s->state != SESSION_RELAY) {
+        return;
+    }
+    if (s->flags & SESSION_F_BACKEND_BYE) {
+        session_close(s, "backend closed after BYE");
+        return;
+    }
+    session_log(s, LOG_WARNING, "backend connection lost: %s",
+                status == UV_EOF ? "closed by the backend" : uv_strerror(status));
+    session_bye(s, "[UNAVAILABLE] Backend connection lost", "backend connection lost");
+}
+
+/* session_on_backend_drain: the backend took what we queued; read the client again */
+static void session_on_backend_drain(void *ctx)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_RELAY && (s->flags & SESSION_F_CLIENT_PAUSE)) {
+        s->flags &= ~SESSION_F_CLIENT_PAUSE;
+        if (!(s->flags & SESSION_F_KICK)) {
+            session_read_client(s);
+        }
+    }
+}
+
+void session_on_client_drain(void *ctx)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_RELAY && (s->flags & SESSION_F_BACK_PAUSE)) {
+        s->flags &= ~SESSION_F_BACK_PAUSE;
+        conn_read_start(s->backend);
+    }
+}
+
+void session_on_unused_connect(void *ctx, int status)
+{
+    (void)ctx;
+    (void)status;
+}
+
+static void session_on_unused_handshake(void *ctx, int status)
+{
+    (void)ctx;
+    (void)status;
+}
+
+const struct conn_ops session_backend_ops = {
+    .on_connect = session_on_unused_connect,
+    .on_handshake = session_on_unused_handshake,
+    .on_read = session_on_backend_read,
+    .on_eof = session_on_backend_eof,
+    .on_drain = session_on_backend_drain,
+    .on_close = session_on_backend_close,
+};
+
+/* session_enter_relay: the login succeeded on conn (taken over); filtered
+ * is the capability list to show the client (malloc'd and taken; NULL after
+ * an OOM); rest is what the backend sent after its tagged OK. */
+void session_enter_relay(struct session *s, struct conn *conn, char *filtered,
+                                const uint8_t *rest, size_t rest_len, int cached)
+{
+    if (s->backend != conn) {
+        s->backend = conn;
+        conn_set_ops(s->backend, &session_backend_ops, s);
+        s->pending++;
+    }
+    if (filtered == NULL) {
+        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
+        return;
+    }
+    session_set_state(s, SESSION_RELAY);
+    session_login_clear(s);
+    dir_record_success(s->env->dir, s->user);
+    s->env->stats.logins_ok++;
+    imap_scan_init(&s->client_scan);
+    imap_scan_init(&s->backend_scan);
+    s->last_backend_data = uv_now(s->env->loop);
+    session_log(s, LOG_INFO, "login ok (%s%s)", s->client != NULL && conn_is_tls(s->client)
+                                                    ? conn_tls_version(s->client) : "cleartext",
+                cached ? ", session cache" : "");
+    session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
+    /* the tagged OK and anything the backend already sent go out together */
+    session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
+    if (s->flags & SESSION_F_CACHE_KEYED) {
+        s->shown_capa = filtered; /* the same list for the next login on this conn */
+    } else {
+        free(filtered);
+    }
+    if (rest_len > 0) {
+        session_on_backend_read(s, rest, rest_len);
+    }
+
+    /* pre-auth state is gone for good */
+    imap_parser_free(s->parser);
+    s->parser = NULL;
+    if (s->inbuf != NULL) {
+        /* commands the client pipelined after its login go to the backend */
+        s->bytes_in += s->inbuf_len;
+        imap_scan_feed(&s->client_scan, s->inbuf, s->inbuf_len, session_on_client_line, s);
+        int gone = session_tap_in(s, s->inbuf, s->inbuf_len);
+        if (!gone) {
+            (void)conn_write(s->backend, s->inbuf, s->inbuf_len);
+        }
+        free(s->inbuf);
+        s->inbuf = NULL;
+        s->inbuf_len = 0;
+        if (gone) {
+            return;
+        }
+    }
+    s->last_activity = uv_now(s->env->loop);
+    session_arm(s, s->cfg->idle_timeout_ms);
+    conn_read_start(s->backend);
+    if (s->state == SESSION_RELAY && (s->flags & SESSION_F_KICK)) {
+        /* kicked while logging in */
+        s->kick_at = uv_now(s->env->loop);
+        session_kick_check(s);
+    } else if (s->state == SESSION_RELAY) {
+        session_read_client(s);
+    }
+}
