@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/imap_syntax.h"
+
 /* Fixed reason texts handed to the session (sent to the client in BAD/BYE). */
 #define IMAP_PARSER_E_EMPTY "Empty command"
 #define IMAP_PARSER_E_TAG "Invalid tag"
@@ -541,7 +543,7 @@ static void imap_parser_step(struct imap_parser *p, uint8_t c)
             p->state = IMAP_PARSER_ST_NAME;
             return;
         }
-        if (imap_parser_is_ctl(c) || (!imap_parser_is_atom_char(c) && c != ']') || c == '+' ||
+        if (!imap_syntax_is_tag_char(c) ||
             p->tag_len >= p->limits.max_tag_len) {
             imap_parser_fail(p, IMAP_PARSER_E_TAG);
             return;

@@ -10,6 +10,7 @@
 #include <openssl/mem.h>
 
 #include "common/capa.h"
+#include "common/imap_syntax.h"
 #include "common/log.h"
 #include "common/sasl_plain.h"
 #include "proxy/conn.h"
@@ -121,7 +122,7 @@ static void backend_report(struct backend *b, enum backend_status st, const char
     b->state = BS_DONE;
     uv_timer_stop(&b->timer);
     if (st != BACKEND_OK && b->conn != NULL) {
-        conn_close(b->conn, 0);
+        conn_close(b->conn, CONN_CLOSE_NOW);
     }
     if (!(b->flags & BACKEND_F_FREED)) {
         b->cb(b->ctx, st, code, reason);
@@ -222,7 +223,7 @@ static void backend_after_capa(struct backend *b)
     backend_send_login(b);
 }
 
-/* backend_quote_needs_literal: IMAP quoted strings carry 7-bit text without
+/* backend_needs_literal: IMAP quoted strings carry 7-bit text without
  * CR, LF or NUL only. */
 static int backend_needs_literal(const char *s)
 {
@@ -416,7 +417,7 @@ static int backend_on_line(struct backend *b, const char *line)
     if (strncmp(line, "* ", 2) == 0) {
         if (strncasecmp(line + 2, "CAPABILITY ", 11) == 0) {
             backend_set_capa(b, line + 13, strlen(line + 13));
-        } else if (strncasecmp(line + 2, "BYE", 3) == 0) {
+        } else if (imap_syntax_is_bye((const uint8_t *)line, strlen(line))) {
             backend_fail(b, "backend said BYE");
             return 0;
         } else if (b->state == BS_GREETING) {
@@ -461,7 +462,7 @@ static int backend_on_line(struct backend *b, const char *line)
         b->state = BS_STARTTLS_TLS;
         b->capa_known = 0;
         b->capa[0] = '\0';
-        if (conn_start_tls(b->conn, b->tls_ctx, 0,
+        if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
                            b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
             backend_fail(b, "out of memory");
         }
@@ -667,7 +668,7 @@ static void backend_on_connect(void *ctx, int status)
     }
     if (b->cfg->tls == CONFIG_BACKEND_TLS_IMPLICIT) {
         b->state = BS_TLS;
-        if (conn_start_tls(b->conn, b->tls_ctx, 0,
+        if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
                            b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
             backend_fail(b, "out of memory");
         }
@@ -872,7 +873,7 @@ void backend_free(struct backend *b)
         uv_cancel((uv_req_t *)&b->gai);
     }
     if (b->conn != NULL) {
-        conn_close(b->conn, 0);
+        conn_close(b->conn, CONN_CLOSE_NOW);
     }
     if (!uv_is_closing((uv_handle_t *)&b->timer)) {
         uv_close((uv_handle_t *)&b->timer, backend_on_timer_close);

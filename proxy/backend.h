@@ -45,7 +45,7 @@ typedef void (*backend_done_cb)(void *ctx, enum backend_status status, const cha
                                 const char *reason);
 
 /* backend_login starts a login and returns its handle, or NULL on OOM.  cb is
- * called once (never from within backend_login) unless backend_abort comes
+ * called once (never from within backend_login) unless backend_free comes
  * first. */
 struct backend *backend_login(uv_loop_t *loop, const struct backend_login_params *p,
                               backend_done_cb cb, void *ctx);

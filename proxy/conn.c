@@ -6,6 +6,7 @@
 
 #include <uv.h>
 
+#include "common/err.h"
 #include "proxy/tls.h"
 
 #define CONN_SCRATCH_LEN 65536      /* bytes of the per-thread read buffer */
@@ -20,7 +21,7 @@ static _Thread_local uint8_t conn_plain[CONN_TLS_PLAIN_LEN];
 #define CONN_F_CLOSED    (1u << 2) /* uv_close called */
 #define CONN_F_EOF       (1u << 3) /* on_eof delivered (or due) */
 #define CONN_F_HANDSHAKE (1u << 4) /* TLS handshake in progress */
-#define CONN_F_IN_READ   (1u << 5) /* inside conn_deliver (no re-entry) */
+#define CONN_F_IN_READ   (1u << 5) /* inside conn_deliver_tls (no re-entry) */
 #define CONN_F_DRAIN     (1u << 6) /* on_drain wanted */
 #define CONN_F_SHUTDOWN  (1u << 7) /* uv_shutdown pending */
 
@@ -93,7 +94,9 @@ static void conn_on_connect(uv_connect_t *req, int status)
     if (status == 0) {
         conn_tune(c);
     }
-    c->ops->on_connect(c->ctx, status);
+    if (c->ops->on_connect != NULL) {
+        c->ops->on_connect(c->ctx, status);
+    }
 }
 
 int conn_connect(struct conn *c, const struct sockaddr *addr)
@@ -125,7 +128,9 @@ static void conn_on_write(uv_write_t *req, int status)
     if ((c->flags & CONN_F_DRAIN) && !(c->flags & CONN_F_CLOSING) &&
         conn_write_queue_len(c) <= c->drain_mark) {
         c->flags &= ~CONN_F_DRAIN;
-        c->ops->on_drain(c->ctx);
+        if (c->ops->on_drain != NULL) {
+            c->ops->on_drain(c->ctx);
+        }
     }
 }
 
@@ -232,7 +237,9 @@ static void conn_deliver_tls(struct conn *c)
                 conn_report_eof(c, fr);
                 break;
             }
-            c->ops->on_handshake(c->ctx, hr == TLS_DONE ? 0 : -1);
+            if (c->ops->on_handshake != NULL) {
+                c->ops->on_handshake(c->ctx, hr == TLS_DONE ? 0 : IMAPMUX_E_TLS);
+            }
             continue;
         }
         if (!(c->flags & CONN_F_READING)) {
@@ -250,7 +257,7 @@ static void conn_deliver_tls(struct conn *c)
             break;
         }
         if (rr == TLS_ERROR) {
-            conn_report_eof(c, -1);
+            conn_report_eof(c, IMAPMUX_E_TLS);
             break;
         }
         c->ops->on_read(c->ctx, conn_plain, n);
@@ -267,20 +274,22 @@ static void conn_deliver_tls(struct conn *c)
         if ((c->flags & CONN_F_DRAIN) && conn_write_queue_len(c) <= c->drain_mark) {
             /* the kernel took it all at once: no write callback will tell */
             c->flags &= ~CONN_F_DRAIN;
-            c->ops->on_drain(c->ctx);
+            if (c->ops->on_drain != NULL) {
+                c->ops->on_drain(c->ctx);
+            }
         }
     }
 }
 
-int conn_start_tls(struct conn *c, SSL_CTX *ctx, int is_server, const char *server_name)
+int conn_start_tls(struct conn *c, SSL_CTX *ctx, enum conn_tls_role role, const char *server_name)
 {
     assert(c->tls == NULL);
-    c->tls = tls_new(ctx, is_server, server_name);
+    c->tls = tls_new(ctx, role == CONN_TLS_SERVER, server_name);
     if (c->tls == NULL) {
-        return -1;
+        return UV_ENOMEM;
     }
     c->flags |= CONN_F_HANDSHAKE;
-    if (!is_server) {
+    if (role == CONN_TLS_CLIENT) {
         /* the client speaks first: produce the ClientHello now */
         conn_deliver_tls(c);
     }
@@ -311,11 +320,6 @@ void conn_read_stop(struct conn *c)
     if (!(c->flags & CONN_F_HANDSHAKE)) {
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
-}
-
-int conn_is_reading(const struct conn *c)
-{
-    return (c->flags & CONN_F_READING) != 0;
 }
 
 int conn_write(struct conn *c, const void *data, size_t len)
@@ -370,11 +374,12 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
     }
 }
 
-void conn_close(struct conn *c, int graceful)
+void conn_close(struct conn *c, enum conn_close_mode mode)
 {
     if (c->flags & CONN_F_CLOSED) {
         return;
     }
+    int graceful = mode == CONN_CLOSE_GRACEFUL;
     if (c->flags & CONN_F_CLOSING) {
         if (!graceful) {
             c->flags |= CONN_F_CLOSED;
@@ -422,11 +427,12 @@ const char *conn_tls_error(const struct conn *c)
     return c->tls != NULL ? tls_error(c->tls) : "no TLS";
 }
 
-int conn_addr(const struct conn *c, int peer, char *ip, size_t ip_len, uint16_t *out_port)
+int conn_addr(const struct conn *c, enum conn_side side, char *ip, size_t ip_len,
+              uint16_t *out_port)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    int r = peer ? uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len)
+    int r = side == CONN_PEER ? uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len)
                  : uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len);
     if (r != 0) {
         return r;

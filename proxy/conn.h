@@ -15,16 +15,17 @@
 struct conn;
 
 /* Callbacks; ctx is what conn_new was given.  Any of them may call
- * conn_close() on this conn. */
+ * conn_close() on this conn.  on_connect, on_handshake and on_drain may be
+ * NULL for an owner that never asks for them. */
 struct conn_ops {
     /* connect finished: status 0 or a UV_E* code (not called once closing) */
     void (*on_connect)(void *ctx, int status);
-    /* TLS handshake finished: status 0, or -1 (reason in conn_tls_error) */
+    /* TLS handshake finished: status 0, or IMAPMUX_E_TLS (reason in conn_tls_error) */
     void (*on_handshake)(void *ctx, int status);
     /* plaintext from the peer; borrowed for the call; all of it is consumed */
     void (*on_read)(void *ctx, const uint8_t *data, size_t len);
-    /* the peer is gone: UV_EOF for a clean end, else a UV_E* code or -1 for a
-       TLS failure; called at most once, never after conn_close */
+    /* the peer is gone: UV_EOF for a clean end, else a UV_E* code or
+       IMAPMUX_E_TLS for a TLS failure; called at most once, never after conn_close */
     void (*on_eof)(void *ctx, int status);
     /* the write queue fell to the mark given to conn_want_drain */
     void (*on_drain)(void *ctx);
@@ -46,13 +47,17 @@ int conn_accept(struct conn *c, uv_stream_t *server);
 /* conn_connect starts connecting to addr; on_connect reports. 0 or UV_E*. */
 int conn_connect(struct conn *c, const struct sockaddr *addr);
 
-/* conn_start_tls begins a TLS handshake as server or client on this conn;
- * reads must be (or be started) on.  Returns 0, or -1 on OOM. */
-int conn_start_tls(struct conn *c, SSL_CTX *ctx, int is_server, const char *server_name);
+enum conn_tls_role {
+    CONN_TLS_CLIENT, /* we connected: send the ClientHello, check server_name */
+    CONN_TLS_SERVER, /* we accepted */
+};
+
+/* conn_start_tls begins a TLS handshake in role on this conn; reads must be
+ * (or be started) on.  Returns 0, or UV_ENOMEM. */
+int conn_start_tls(struct conn *c, SSL_CTX *ctx, enum conn_tls_role role, const char *server_name);
 
 int conn_read_start(struct conn *c);
 void conn_read_stop(struct conn *c);
-int conn_is_reading(const struct conn *c);
 
 /* conn_write queues len bytes of plaintext (copied).  Returns 0 or UV_E*;
  * after a failure the conn reports on_eof. */
@@ -65,18 +70,28 @@ size_t conn_write_queue_len(const struct conn *c);
 /* conn_want_drain asks for one on_drain when the queue is at or below mark. */
 void conn_want_drain(struct conn *c, size_t low_mark);
 
-/* conn_close closes the conn (idempotent).  graceful: send what is queued
- * and a TLS close_notify first; a second call with graceful 0 cuts a graceful
- * close short (e.g. on a timeout). */
-void conn_close(struct conn *c, int graceful);
+enum conn_close_mode {
+    CONN_CLOSE_NOW,      /* drop what is queued and close */
+    CONN_CLOSE_GRACEFUL, /* send what is queued and a TLS close_notify first */
+};
+
+/* conn_close closes the conn (idempotent).  A CONN_CLOSE_NOW after a
+ * graceful close cuts it short (e.g. on a timeout). */
+void conn_close(struct conn *c, enum conn_close_mode mode);
 
 /* Facts about the connection. */
 int conn_is_tls(const struct conn *c);
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
 const char *conn_tls_error(const struct conn *c);
-/* conn_addr writes the peer's (peer 1) or local (peer 0) address as text and
- * port. Returns 0 or UV_E*. */
-int conn_addr(const struct conn *c, int peer, char *ip, size_t ip_len, uint16_t *out_port);
+enum conn_side {
+    CONN_LOCAL, /* our end of the connection */
+    CONN_PEER,  /* the other end */
+};
+
+/* conn_addr writes the address of side as text to ip and its port to
+ * out_port.  Returns 0 or UV_E*. */
+int conn_addr(const struct conn *c, enum conn_side side, char *ip, size_t ip_len,
+              uint16_t *out_port);
 
 #endif

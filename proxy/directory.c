@@ -618,11 +618,6 @@ struct dir *dir_new(uv_loop_t *loop, const struct config *cfg, const struct dir_
     return d;
 }
 
-int dir_usable(const struct dir *d)
-{
-    return d->cmd == NULL || rclient_is_up(d->cmd);
-}
-
 void dir_close(struct dir *d)
 {
     if (d == NULL) {

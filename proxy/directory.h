@@ -52,10 +52,6 @@ typedef void (*dir_cb)(void *ctx, const struct dir_result *res);
 struct dir *dir_new(uv_loop_t *loop, const struct config *cfg, const struct dir_ops *ops,
                     void *ctx);
 
-/* dir_redis_up: Redis is configured and the command connection is up (or
- * Redis is not configured at all). */
-int dir_usable(const struct dir *d);
-
 /* dir_lookup resolves a normalised login.  With client_ip (and brute-force
  * counting on) the failure counters are read too.  cb is called exactly once,
  * possibly before dir_lookup returns.  Returns 0, or -1 on OOM (no cb). */

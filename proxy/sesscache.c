@@ -14,6 +14,7 @@
 #include <openssl/rand.h>
 
 #include "common/imap_scan.h"
+#include "common/imap_syntax.h"
 #include "common/log.h"
 #include "common/schema.h"
 #include "proxy/conn.h"
@@ -96,13 +97,13 @@ static void cache_evict(struct cache_entry *e, uint64_t *counter)
     cache_release_waiter(e);
     cache_unlink(e);
     (void)conn_write(e->conn, "Z LOGOUT\r\n", 10);
-    conn_close(e->conn, 1);
+    conn_close(e->conn, CONN_CLOSE_GRACEFUL);
 }
 
 static void cache_on_line(void *ctx, const uint8_t *head, size_t len)
 {
     struct cache_entry *e = ctx;
-    if (len >= 5 && strncasecmp((const char *)head, "* BYE", 5) == 0) {
+    if (imap_syntax_is_bye(head, len)) {
         e->lost = 1;
     } else if (len >= 4 && memcmp(head, "U ", 2) == 0) {
         /* OK, or BAD when no mailbox was selected: either way none is now */
@@ -166,7 +167,7 @@ static void cache_on_eof(void *ctx, int status)
         cache_release_waiter(e);
         cache_unlink(e);
     }
-    conn_close(e->conn, 0);
+    conn_close(e->conn, CONN_CLOSE_NOW);
 }
 
 static void cache_on_close(void *ctx)
@@ -174,23 +175,9 @@ static void cache_on_close(void *ctx)
     cache_entry_free(ctx);
 }
 
-static void cache_on_unused(void *ctx, int status)
-{
-    (void)ctx;
-    (void)status;
-}
-
-static void cache_on_drain(void *ctx)
-{
-    (void)ctx;
-}
-
 static const struct conn_ops cache_conn_ops = {
-    .on_connect = cache_on_unused,
-    .on_handshake = cache_on_unused,
     .on_read = cache_on_read,
     .on_eof = cache_on_eof,
-    .on_drain = cache_on_drain,
     .on_close = cache_on_close,
 };
 

@@ -11,6 +11,7 @@
 
 #include <openssl/mem.h>
 
+#include "common/err.h"
 #include "common/log.h"
 #include "proxy/audit.h"
 #include "proxy/backend.h"
@@ -18,6 +19,12 @@
 #include "proxy/sesscache.h"
 
 static void session_on_timer(uv_timer_t *t);
+
+static const char *const session_state_names[] = {
+    "tls-accept", "preauth", "starttls", "login", "relay", "closing",
+};
+_Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == SESSION_CLOSING + 1,
+               "a name per state");
 
 /* session_log writes one line with the session's context appended first. */
 void session_log(struct session *s, int level, const char *fmt, ...)
@@ -32,10 +39,11 @@ void session_log(struct session *s, int level, const char *fmt, ...)
         snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route->name, s->host,
                  (unsigned)s->port);
     }
-    snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s state=%s: ",
+    snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s state=%s%s%s: ",
              s->id, s->client_ip, (unsigned)s->client_port, s->listener->address,
              (unsigned)s->listener->port, s->user[0] ? " user=" : "", s->user, backend,
-             session_state_names[s->state]);
+             session_state_names[s->state], s->state == SESSION_LOGIN ? " step=" : "",
+             s->state == SESSION_LOGIN ? session_login_step_name(s->login_step) : "");
     va_start(ap, fmt);
     log_vmsg(level, prefix, fmt, ap);
     va_end(ap);
@@ -49,9 +57,51 @@ void session_set_state(struct session *s, enum session_state st)
     s->state = st;
 }
 
-void session_arm(struct session *s, uint64_t ms)
+void session_set_deadline(struct session *s, uint64_t ms)
 {
     uv_timer_start(&s->timer, session_on_timer, ms, 0);
+}
+
+/* A session_after request: a one-shot timer that holds a reference to its
+ * session.  Owned by itself; freed in its close callback. */
+struct session_after {
+    uv_timer_t timer;
+    struct session *s;
+    session_after_fn fn;
+};
+
+static void session_on_after_close(uv_handle_t *h)
+{
+    struct session_after *a = h->data;
+    struct session *s = a->s;
+    session_after_fn fn = a->fn;
+    free(a);
+    s->pending--;
+    if (s->state == SESSION_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    fn(s);
+}
+
+static void session_on_after(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, session_on_after_close);
+}
+
+int session_after(struct session *s, uint64_t ms, session_after_fn fn)
+{
+    struct session_after *a = malloc(sizeof(*a));
+    if (a == NULL) {
+        return UV_ENOMEM;
+    }
+    a->s = s;
+    a->fn = fn;
+    uv_timer_init(s->env->loop, &a->timer);
+    a->timer.data = a;
+    uv_timer_start(&a->timer, session_on_after, ms, 0);
+    s->pending++;
+    return 0;
 }
 
 /* --- reading the client ------------------------------------------------------ */
@@ -118,17 +168,6 @@ void session_wipe(char **p)
     }
 }
 
-/* session_login_clear forgets what a login in flight held. */
-void session_login_clear(struct session *s)
-{
-    session_wipe(&s->password);
-    session_wipe(&s->authzid);
-    session_wipe(&s->hash);
-    free(s->login_as);
-    s->login_as = NULL;
-    s->login_flags = 0;
-}
-
 void session_maybe_free(struct session *s)
 {
     if (s->state != SESSION_CLOSING || s->pending > 0 || (s->flags & SESSION_F_FREED)) {
@@ -172,7 +211,7 @@ static void session_on_client_close(void *ctx)
     if (s->state != SESSION_CLOSING) {
         session_close(s, NULL);
     }
-    if (s->client == NULL && s->backend == NULL && s->login == NULL &&
+    if (s->client == NULL && s->backend == NULL && s->backend_login == NULL &&
         !uv_is_closing((uv_handle_t *)&s->timer)) {
         uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
     }
@@ -208,20 +247,17 @@ void session_close(struct session *s, const char *reason)
     }
     session_set_state(s, SESSION_CLOSING);
     s->flags &= ~SESSION_F_AUTH_CONT;
-    if (s->flags & SESSION_F_CACHE_WAIT) {
-        sesscache_cancel(s->env->cache, s);
-        s->flags &= ~SESSION_F_CACHE_WAIT;
-    }
-    if (s->login != NULL) {
-        backend_free(s->login);
-        s->login = NULL;
+    session_park_cancel(s);
+    if (s->backend_login != NULL) {
+        backend_free(s->backend_login);
+        s->backend_login = NULL;
     }
     if (s->backend != NULL) {
-        conn_close(s->backend, 0);
+        conn_close(s->backend, CONN_CLOSE_NOW);
     }
     if (s->client != NULL) {
-        conn_close(s->client, 1);
-        session_arm(s, SESSION_CLOSE_TIMEOUT_MS);
+        conn_close(s->client, CONN_CLOSE_GRACEFUL);
+        session_set_deadline(s, SESSION_CLOSE_TIMEOUT_MS);
     } else if (!uv_is_closing((uv_handle_t *)&s->timer)) {
         uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
     }
@@ -265,17 +301,6 @@ void session_bye(struct session *s, const char *code_and_text, const char *reaso
     session_close(s, reason);
 }
 
-const char *session_capa(const struct session *s)
-{
-    return (s->flags & SESSION_F_TLS) ? SESSION_CAPA_TLS : SESSION_CAPA_CLEAR;
-}
-
-static void session_greet(struct session *s)
-{
-    session_set_state(s, SESSION_PREAUTH);
-    session_sendf(s, "* OK [CAPABILITY %s] imapmux ready\r\n", session_capa(s));
-}
-
 /* --- client callbacks ------------------------------------------------------- */
 
 static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
@@ -284,36 +309,14 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
 
     switch (s->state) {
     case SESSION_RELAY:
-        if (s->env->cache != NULL && session_try_park(s, data, len)) {
-            return;
-        }
-        s->bytes_in += len;
-        s->last_activity = uv_now(s->env->loop);
-        imap_scan_feed(&s->client_scan, data, len, session_on_client_line, s);
-        if (session_tap_in(s, data, len) != 0) {
-            return;
-        }
-        session_relay(s, s->backend, s->client, data, len, SESSION_F_CLIENT_PAUSE);
+        session_relay_client_read(s, data, len);
         return;
     case SESSION_PREAUTH:
-        break;
+        session_preauth_input(s, data, len);
+        return;
     default:
         return; /* closing, or input we must not act on */
     }
-    if (s->inbuf_len + len > SESSION_MAX_INBUF_LEN) {
-        /* cannot happen while reads stop during a login; a guard all the same */
-        session_bye(s, "Too much input", "input buffer full");
-        return;
-    }
-    uint8_t *nb = realloc(s->inbuf, s->inbuf_len + len);
-    if (nb == NULL) {
-        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
-        return;
-    }
-    s->inbuf = nb;
-    memcpy(s->inbuf + s->inbuf_len, data, len);
-    s->inbuf_len += len;
-    session_process(s);
 }
 
 void session_on_client_handshake(void *ctx, int status)
@@ -330,7 +333,7 @@ void session_on_client_handshake(void *ctx, int status)
                     conn_tls_cipher(s->client));
     }
     if (s->state == SESSION_TLS_ACCEPT) {
-        session_greet(s);
+        session_preauth_start(s);
     } else if (s->state == SESSION_STARTTLS) {
         session_set_state(s, SESSION_PREAUTH);
     }
@@ -339,14 +342,14 @@ void session_on_client_handshake(void *ctx, int status)
 static void session_on_client_eof(void *ctx, int status)
 {
     struct session *s = ctx;
-    if (s->state == SESSION_TLS_ACCEPT && status == -1) {
+    if (s->state == SESSION_TLS_ACCEPT && status == IMAPMUX_E_TLS) {
         session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
         session_close(s, NULL);
         return;
     }
     if (status == UV_EOF) {
         session_close(s, "client closed the connection");
-    } else if (status == -1) {
+    } else if (status == IMAPMUX_E_TLS) {
         session_log(s, LOG_INFO, "client TLS error: %s", conn_tls_error(s->client));
         session_close(s, "client TLS error");
     } else {
@@ -355,11 +358,10 @@ static void session_on_client_eof(void *ctx, int status)
 }
 
 static const struct conn_ops session_client_ops = {
-    .on_connect = session_on_unused_connect,
     .on_handshake = session_on_client_handshake,
     .on_read = session_on_client_read,
     .on_eof = session_on_client_eof,
-    .on_drain = session_on_client_drain,
+    .on_drain = session_relay_client_drain,
     .on_close = session_on_client_close,
 };
 
@@ -370,7 +372,7 @@ static void session_on_timer(uv_timer_t *t)
     case SESSION_CLOSING:
         /* the client did not take our last words in time: cut */
         if (s->client != NULL) {
-            conn_close(s->client, 0);
+            conn_close(s->client, CONN_CLOSE_NOW);
         }
         return;
     case SESSION_RELAY: {
@@ -380,7 +382,7 @@ static void session_on_timer(uv_timer_t *t)
         }
         uint64_t idle = uv_now(s->env->loop) - s->last_activity;
         if (idle < s->cfg->idle_timeout_ms) {
-            session_arm(s, s->cfg->idle_timeout_ms - idle);
+            session_set_deadline(s, s->cfg->idle_timeout_ms - idle);
             return;
         }
         session_bye(s, "Autologout; idle for too long", "idle timeout");
@@ -390,22 +392,13 @@ static void session_on_timer(uv_timer_t *t)
     case SESSION_STARTTLS:
         session_close(s, "pre-auth timeout during TLS handshake");
         return;
-    case SESSION_LOGIN:
-        if (s->flags & SESSION_F_CACHE_HIT) {
-            char *capa = s->cached_capa;
-            s->cached_capa = NULL;
-            s->flags &= ~SESSION_F_CACHE_HIT;
-            session_enter_relay(s, s->backend, capa, NULL, 0, 1);
-            return;
-        }
-        if (s->flags & SESSION_F_CACHE_MISSED) {
-            s->flags &= ~SESSION_F_CACHE_MISSED;
-            session_arm(s, s->cfg->preauth_timeout_ms);
-            session_login_check(s);
-            return;
-        }
-        session_bye(s, "Pre-authentication timeout", "pre-auth timeout");
+    case SESSION_LOGIN: {
+        char why[64];
+        snprintf(why, sizeof(why), "login timed out in step=%s",
+                 session_login_step_name(s->login_step));
+        session_bye(s, "Pre-authentication timeout", why);
         return;
+    }
     default:
         session_bye(s, "Pre-authentication timeout", "pre-auth timeout");
         return;
@@ -448,22 +441,12 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         session_close(s, NULL);
         return r;
     }
-    conn_addr(s->client, 1, s->client_ip, sizeof(s->client_ip), &s->client_port);
-    conn_addr(s->client, 0, s->local_ip, sizeof(s->local_ip), &s->local_port);
+    conn_addr(s->client, CONN_PEER, s->client_ip, sizeof(s->client_ip), &s->client_port);
+    conn_addr(s->client, CONN_LOCAL, s->local_ip, sizeof(s->local_ip), &s->local_port);
     s->start_us = session_mono_us();
-    if (env->audit != NULL) {
-        const struct config_audit *ac = &s->cfg->audit;
-        const struct audit_tap_opts topts = {
-            .seqset_max = ac->seqset_max,
-            .search_values = ac->search_values,
-            .max_pending = ac->max_pending,
-        };
-        s->tap = audit_tap_new(&topts, session_on_audit_cmd, s);
-        if (s->tap == NULL) {
-            session_close(s, "out of memory");
-            return UV_ENOMEM;
-        }
-        session_audit_event(s, "session_start", NULL, NULL);
+    if (env->audit != NULL && session_audit_start(s) != 0) {
+        session_close(s, "out of memory");
+        return UV_ENOMEM;
     }
 
     memset(&lim, 0, sizeof(lim));
@@ -479,16 +462,16 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         return UV_ENOMEM;
     }
     /* pre-auth is bounded from accept, whatever the client trickles in */
-    session_arm(s, s->cfg->preauth_timeout_ms);
+    session_set_deadline(s, s->cfg->preauth_timeout_ms);
     session_log(s, LOG_DEBUG, "accepted");
     if (listener->tls == CONFIG_LISTENER_IMPLICIT) {
-        if (conn_start_tls(s->client, env->server_ctx, 1, NULL) != 0) {
+        if (conn_start_tls(s->client, env->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
             session_close(s, "out of memory");
             return UV_ENOMEM;
         }
     } else {
         s->flags |= SESSION_F_STARTTLS;
-        session_greet(s);
+        session_preauth_start(s);
     }
     r = session_read_client(s);
     if (r != 0) {

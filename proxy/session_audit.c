@@ -86,7 +86,7 @@ int session_audit_full(struct session *s)
     return 1;
 }
 
-void session_on_audit_cmd(void *ctx, const struct audit_cmd *c)
+static void session_on_audit_cmd(void *ctx, const struct audit_cmd *c)
 {
     struct session *s = ctx;
     char buf[AUDIT_RECORD_MAX];
@@ -151,4 +151,20 @@ void session_tap_out(struct session *s, const uint8_t *data, size_t len)
     if (s->tap != NULL && len > 0) {
         audit_tap_server(s->tap, data, len, session_mono_us());
     }
+}
+
+int session_audit_start(struct session *s)
+{
+    const struct config_audit *ac = &s->cfg->audit;
+    const struct audit_tap_opts topts = {
+        .seqset_max = ac->seqset_max,
+        .search_values = ac->search_values,
+        .max_pending = ac->max_pending,
+    };
+    s->tap = audit_tap_new(&topts, session_on_audit_cmd, s);
+    if (s->tap == NULL) {
+        return UV_ENOMEM;
+    }
+    session_audit_event(s, "session_start", NULL, NULL);
+    return 0;
 }

@@ -36,7 +36,7 @@ void session_kick_check(struct session *s)
         session_bye(s, bye, idle_cmd ? "kicked" : "kicked with a command in flight");
         return;
     }
-    session_arm(s, SESSION_KICK_QUIET_MS);
+    session_set_deadline(s, SESSION_KICK_QUIET_MS);
 }
 
 static void session_kick(struct session *s, const char *reason)

@@ -1,7 +1,15 @@
+/* session_login: the login pipeline, from a LOGIN or AUTHENTICATE that
+ * pre-auth parsed to the relay or back to pre-auth.  It is a step machine:
+ *
+ *   lookup -> delay -> cache -> verify -> backend -> done
+ *
+ * Each step either goes on at once, or starts one piece of async work (a
+ * routing lookup, a brute-force delay, a wait for a parked connection, a
+ * password check on the threadpool, a backend login) whose completion stores
+ * its result and calls session_login_run() again.  Every refusal, whatever
+ * the step, goes through session_login_refuse(). */
 #include "proxy/session_private.h"
 
-#include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +17,7 @@
 
 #include <uv.h>
 
-#include <openssl/mem.h>
-
+#include "common/bruteforce.h"
 #include "common/capa.h"
 #include "common/log.h"
 #include "common/schema.h"
@@ -20,76 +27,314 @@
 #include "proxy/pool.h"
 #include "proxy/verify.h"
 
-static void session_on_login_done(void *ctx, enum backend_status st, const char *code,
-                                  const char *reason);
+static const char *const login_step_names[] = {
+    "lookup", "delay", "cache", "verify", "backend", "done",
+};
+_Static_assert(sizeof(login_step_names) / sizeof(login_step_names[0]) == LOGIN_STEP_DONE + 1,
+               "a name per login step");
 
-/* --- login: directory, verification, backend -------------------------------- */
-
-/* session_login_refused answers a failed login and goes back to pre-auth. */
-static void session_login_refused(struct session *s, const char *code, const char *text,
-                                  int counts)
+const char *session_login_step_name(enum login_step step)
 {
-    if (counts) {
+    return login_step_names[step];
+}
+
+/* --- refusals ----------------------------------------------------------------- */
+
+struct login_refusal_info {
+    const char *code;   /* response code of the tagged NO */
+    const char *text;   /* its text */
+    const char *reason; /* for the log line and the audit record */
+    int level;          /* of the log line */
+    uint8_t counts;     /* a failed attempt: brute-force counters, max_auth_failures */
+    uint8_t unavailable;/* counted as logins_unavailable (else logins_failed) */
+};
+
+/* Unknown users, wrong passwords and blocks get the same answer: the client
+ * cannot tell which it was. */
+#define LOGIN_AUTH_FAILED "AUTHENTICATIONFAILED", "Authentication failed."
+#define LOGIN_TEMP_FAILURE "UNAVAILABLE", "Temporary failure, try again later"
+
+static const struct login_refusal_info login_refusals[] = {
+    [LOGIN_REFUSE_BAD_NAME] = {LOGIN_AUTH_FAILED, "unusable login name", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_NUL_PASSWORD] = {LOGIN_AUTH_FAILED, "NUL in the password", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_NO_ROUTE] = {LOGIN_AUTH_FAILED, "no route", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_UNKNOWN] = {LOGIN_AUTH_FAILED, "unknown user", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_WRONG_PASSWORD] = {LOGIN_AUTH_FAILED, "wrong password", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_BLOCKED] = {LOGIN_AUTH_FAILED, "blocked by the brute-force counters", LOG_INFO,
+                              1, 0},
+    [LOGIN_REFUSE_DISABLED] = {"CONTACTADMIN", "Account disabled", "account disabled", LOG_INFO,
+                               0, 0},
+    [LOGIN_REFUSE_AUTHZID] = {"AUTHORIZATIONFAILED", "Not allowed to act as that user",
+                              "authorization identity differs from the login", LOG_INFO, 0, 0},
+    [LOGIN_REFUSE_BACKEND_AUTH] = {LOGIN_AUTH_FAILED, "refused by the backend", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_MASTER] = {LOGIN_TEMP_FAILURE, "refused by the backend", LOG_ERR, 0, 1},
+    [LOGIN_REFUSE_BACKEND_DOWN] = {"UNAVAILABLE", "Backend unavailable, try again later",
+                                   "backend unavailable", LOG_WARNING, 0, 1},
+    [LOGIN_REFUSE_DIRECTORY_DOWN] = {LOGIN_TEMP_FAILURE, "routing table unavailable",
+                                     LOG_WARNING, 0, 1},
+    [LOGIN_REFUSE_INTERNAL] = {LOGIN_TEMP_FAILURE, "unavailable", LOG_ERR, 0, 1},
+};
+_Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_INTERNAL + 1,
+               "an answer per refusal");
+
+void session_login_refuse(struct session *s, enum login_refusal why, const char *code,
+                          const char *detail)
+{
+    const struct login_refusal_info *r = &login_refusals[why];
+    session_log(s, r->level, "login failed: %s%s%s", r->reason, detail != NULL ? ": " : "",
+                detail != NULL ? detail : "");
+    if (r->counts) {
         s->auth_failures++;
         if (s->user[0] != '\0') {
             dir_record_failure(s->env->dir, s->user, s->client_ip);
         }
     }
-    if (strcmp(code, "UNAVAILABLE") == 0) {
+    if (r->unavailable) {
         s->env->stats.logins_unavailable++;
     } else {
         s->env->stats.logins_failed++;
     }
-    session_audit_event(s, "login", "failed", s->fail_reason != NULL ? s->fail_reason : code);
-    s->fail_reason = NULL;
-    session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code, text);
+    session_audit_event(s, "login", "failed", r->reason);
+    session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
     session_login_clear(s);
     s->user[0] = '\0';
     s->route = NULL;
-    session_set_state(s, SESSION_PREAUTH);
-    if (s->auth_failures >= s->cfg->max_auth_failures) {
-        session_bye(s, "Too many failed logins", "too many failed logins");
+    if (s->state == SESSION_LOGIN) {
+        session_preauth_resume(s);
+    }
+}
+
+/* --- the steps ----------------------------------------------------------------- */
+
+/* session_login_back: an async step's completion came back and dropped the
+ * reference it held.  Returns 1 when the login goes on, 0 when the session
+ * left the login meanwhile (it may be freed by then: touch nothing). */
+static int session_login_back(struct session *s)
+{
+    s->pending--;
+    if (s->state != SESSION_LOGIN) {
+        session_maybe_free(s);
+        return 0;
+    }
+    return 1;
+}
+
+static void session_login_goto(struct session *s, enum login_step step)
+{
+    if (log_enabled(LOG_DEBUG)) {
+        session_log(s, LOG_DEBUG, "login step %s -> %s", login_step_names[s->login_step],
+                    login_step_names[step]);
+    }
+    s->login_step = step;
+}
+
+/* lookup: the routing table says where the user lives, how the password is
+ * checked and what the brute-force counters hold. */
+
+static void session_on_lookup(void *ctx, const struct dir_result *res)
+{
+    struct session *s = ctx;
+    const struct config_bruteforce *bf = &s->cfg->bruteforce;
+
+    if (!session_login_back(s)) {
         return;
     }
-    if (s->flags & SESSION_F_PROCESSING) {
-        /* answered at once, from within the command: the caller's loop goes on */
-        session_read_client(s);
+    if (res->status == DIR_UNAVAILABLE) {
+        session_login_refuse(s, LOGIN_REFUSE_DIRECTORY_DOWN, NULL, res->reason);
         return;
     }
-    session_process(s);
-    if (s->state == SESSION_PREAUTH) {
-        session_read_client(s);
+    if (res->status == DIR_NO_ROUTE) {
+        session_login_refuse(s, LOGIN_REFUSE_NO_ROUTE, NULL, NULL);
+        return;
+    }
+    s->route = res->backend;
+    snprintf(s->host, sizeof(s->host), "%s", res->host);
+    s->port = res->port;
+
+    if (res->have_user) {
+        if (res->user.login_as != NULL &&
+            (s->backend_user = strdup(res->user.login_as)) == NULL) {
+            session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+            return;
+        }
+        if (res->user.state == SCHEMA_DISABLED) {
+            s->login_flags |= SESSION_L_DISABLED;
+        }
+        if (res->user.password != NULL) {
+            s->login_flags |= SESSION_L_LOCAL;
+            if ((s->hash = strdup(res->user.password)) == NULL) {
+                session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+                return;
+            }
+        }
+    } else if (s->cfg->redis.enabled) {
+        int local = res->have_domain && res->domain_auth != SCHEMA_AUTH_DEFAULT
+                        ? res->domain_auth == SCHEMA_AUTH_LOCAL
+                        : !s->cfg->redis.unknown_users_passthrough;
+        if (local) {
+            s->login_flags |= SESSION_L_UNKNOWN;
+        }
+    }
+    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL)) {
+        /* a master login would let in anyone: only verified users get one */
+        if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
+            session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
+                        "password hash; refusing", s->route->name);
+        }
+        s->login_flags |= SESSION_L_UNKNOWN;
+    }
+    if (bruteforce_blocked(bf, res->fails_ip, res->fails_login)) {
+        s->login_flags |= SESSION_L_BLOCKED;
+        s->env->stats.bf_blocked++;
+    }
+    s->login_delay_ms = bruteforce_delay_ms(bf, res->fails_ip > res->fails_login
+                                                    ? res->fails_ip
+                                                    : res->fails_login);
+    session_login_goto(s, LOGIN_STEP_DELAY);
+    session_login_run(s);
+}
+
+static enum login_next session_login_lookup(struct session *s)
+{
+    s->pending++;
+    if (dir_lookup(s->env->dir, s->user, s->client_ip, session_on_lookup, s) != 0) {
+        s->pending--;
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return LOGIN_END;
+    }
+    return LOGIN_WAIT; /* the lookup may have answered already: it ran the steps */
+}
+
+/* delay: the brute-force counters slow down a login with recent failures. */
+
+static void session_on_delay(struct session *s)
+{
+    session_login_goto(s, LOGIN_STEP_CACHE);
+    session_login_run(s);
+}
+
+static enum login_next session_login_delay(struct session *s)
+{
+    if (s->login_delay_ms > 0 && session_after(s, s->login_delay_ms, session_on_delay) == 0) {
+        s->env->stats.bf_delayed++;
+        return LOGIN_WAIT;
+    }
+    session_login_goto(s, LOGIN_STEP_CACHE);
+    return LOGIN_GO;
+}
+
+/* cache: a connection parked at this user's last LOGOUT, with the same
+ * credentials, skips the password check and the backend login. */
+
+static void session_on_cache_relay(struct session *s)
+{
+    char *capa = s->cached_capa;
+    s->cached_capa = NULL;
+    session_login_goto(s, LOGIN_STEP_DONE);
+    session_relay_enter(s, s->backend, capa, NULL, 0, 1);
+}
+
+void session_login_cache_ready(struct session *s, int hit)
+{
+    if (s->state != SESSION_LOGIN) {
+        return;
+    }
+    if (!hit) {
+        session_login_goto(s, LOGIN_STEP_VERIFY);
+    }
+    /* called from within the cache: go on at the next loop turn */
+    if (session_after(s, 0, hit ? session_on_cache_relay : session_login_run) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
     }
 }
 
-static void session_auth_failed(struct session *s)
+static enum login_next session_login_cache(struct session *s)
 {
-    session_login_refused(s, "AUTHENTICATIONFAILED", "Authentication failed.", 1);
-}
-
-static void session_unavailable(struct session *s)
-{
-    if (s->fail_reason == NULL) {
-        s->fail_reason = "unavailable";
+    switch (session_park_take(s)) {
+    case SESSCACHE_MISS:
+        session_login_goto(s, LOGIN_STEP_VERIFY);
+        return LOGIN_GO;
+    case SESSCACHE_WAIT:
+        return LOGIN_WAIT; /* session_login_cache_ready follows */
+    case SESSCACHE_HIT:
+        break;
     }
-    session_login_refused(s, "UNAVAILABLE", "Temporary failure, try again later", 0);
+    /* the LOGIN command's parser may be the caller: relay from the next turn */
+    if (session_after(s, 0, session_on_cache_relay) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return LOGIN_END;
+    }
+    return LOGIN_WAIT;
 }
 
-/* session_login_backend logs in to the chosen host: as the master user with
- * the client as authorization identity, or with the client's credentials;
- * on a warm pool connection when one is ready and warm is set. */
-static void session_login_backend_on(struct session *s, int warm_ok);
+/* verify: the password is checked here (on the threadpool) when the routing
+ * table holds its hash; unknown and blocked users check a dummy, so that
+ * they cost the same. */
 
-static void session_login_backend(struct session *s)
+static void session_on_verified(void *ctx, int result)
 {
-    session_login_backend_on(s, 1);
+    struct session *s = ctx;
+    if (!session_login_back(s)) {
+        return;
+    }
+    if (result < 0 && !(s->login_flags & SESSION_L_UNKNOWN)) {
+        session_log(s, LOG_ERR, "the stored password hash is unusable");
+    }
+    if (result != 1) {
+        session_login_refuse(s,
+                             (s->login_flags & SESSION_L_BLOCKED)   ? LOGIN_REFUSE_BLOCKED
+                             : (s->login_flags & SESSION_L_UNKNOWN) ? LOGIN_REFUSE_UNKNOWN
+                                                                    : LOGIN_REFUSE_WRONG_PASSWORD,
+                             NULL, NULL);
+        return;
+    }
+    if (s->login_flags & SESSION_L_DISABLED) {
+        session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
+        return;
+    }
+    if (s->authzid != NULL && strcasecmp(s->authzid, s->user) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_AUTHZID, NULL, NULL);
+        return;
+    }
+    session_wipe(&s->authzid);
+    session_login_goto(s, LOGIN_STEP_BACKEND);
+    session_login_run(s);
 }
 
-static void session_login_backend_on(struct session *s, int warm_ok)
+static enum login_next session_login_verify(struct session *s)
+{
+    if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
+        const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
+                                                                                      : s->hash;
+        s->pending++;
+        if (verify_start(s->env->loop, hash, s->password, session_on_verified, s) != 0) {
+            s->pending--;
+            session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL,
+                                 "cannot queue the password check");
+            return LOGIN_END;
+        }
+        return LOGIN_WAIT;
+    }
+    if (s->login_flags & SESSION_L_DISABLED) {
+        session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
+        return LOGIN_END;
+    }
+    session_login_goto(s, LOGIN_STEP_BACKEND);
+    return LOGIN_GO;
+}
+
+/* backend: log in to the chosen host, as the master user with the client as
+ * authorization identity, or with the client's credentials; on a warm
+ * connection when one is ready. */
+
+static void session_on_backend_login(void *ctx, enum backend_status st, const char *code,
+                                     const char *reason);
+
+static int session_login_backend_start(struct session *s, int warm_ok)
 {
     const struct config_backend *b = s->route;
     size_t idx = (size_t)(b - s->cfg->backends);
-    const char *target = s->login_as != NULL ? s->login_as : s->user;
+    const char *target = s->backend_user != NULL ? s->backend_user : s->user;
     struct backend_login_params p = {
         .cfg = b,
         .host = s->host,
@@ -113,213 +358,105 @@ static void session_login_backend_on(struct session *s, int warm_ok)
     }
     struct backend *warm = warm_ok ? pool_take(s->env->pool, b, s->host, s->port) : NULL;
     s->flags &= ~SESSION_F_WARM_LOGIN;
-    if (warm != NULL && backend_resume_login(warm, &p, session_on_login_done, s) == 0) {
-        s->login = warm;
+    if (warm != NULL && backend_resume_login(warm, &p, session_on_backend_login, s) == 0) {
+        s->backend_login = warm;
         /* the password is kept until the login is answered: a warm
            connection the backend dropped a moment ago gets one retry */
         s->flags |= SESSION_F_WARM_LOGIN;
     } else {
         backend_free(warm);
-        s->login = backend_login(s->env->loop, &p, session_on_login_done, s);
+        s->backend_login = backend_login(s->env->loop, &p, session_on_backend_login, s);
         session_wipe(&s->password); /* the backend has its own copy */
     }
-    if (s->login == NULL) {
-        session_log(s, LOG_ERR, "login: out of memory");
-        session_unavailable(s);
-    }
+    return s->backend_login != NULL ? 0 : UV_ENOMEM;
 }
 
-static void session_on_verified(void *ctx, int result)
+static void session_on_backend_login(void *ctx, enum backend_status st, const char *code,
+                                     const char *reason)
 {
     struct session *s = ctx;
-    s->pending--;
-    if (s->state != SESSION_LOGIN) {
-        session_maybe_free(s);
-        return;
-    }
-    if (result < 0 && !(s->login_flags & SESSION_L_UNKNOWN)) {
-        session_log(s, LOG_ERR, "login failed: the stored password hash is unusable");
-    }
-    if (result != 1) {
-        s->fail_reason = (s->login_flags & SESSION_L_BLOCKED)   ? "blocked by the brute-force counters"
-                         : (s->login_flags & SESSION_L_UNKNOWN) ? "unknown user"
-                                                                : "wrong password";
-        session_log(s, LOG_INFO, "login failed: %s", s->fail_reason);
-        session_auth_failed(s);
-        return;
-    }
-    if (s->login_flags & SESSION_L_DISABLED) {
-        session_log(s, LOG_INFO, "login refused: account disabled");
-        s->fail_reason = "account disabled";
-        session_login_refused(s, "CONTACTADMIN", "Account disabled", 0);
-        return;
-    }
-    if (s->authzid != NULL && strcasecmp(s->authzid, s->user) != 0) {
-        session_log(s, LOG_INFO, "login refused: authorization identity differs from the login");
-        s->fail_reason = "authorization identity differs from the login";
-        session_login_refused(s, "AUTHORIZATIONFAILED", "Not allowed to act as that user", 0);
-        return;
-    }
-    session_wipe(&s->authzid);
-    session_login_backend(s);
-}
+    const char *capa = NULL;
+    const uint8_t *rest = NULL;
+    size_t rest_len = 0;
 
-/* session_login_verify: after any brute-force delay, check the password here
- * or let the backend do it. */
-
-static void session_login_verify(struct session *s)
-{
-    if (session_cache_hit(s)) {
-        return;
+    if (st != BACKEND_OK) {
+        backend_free(s->backend_login); /* from within its callback: allowed */
+        s->backend_login = NULL;
     }
-    session_login_check(s);
-}
-
-/* session_login_check: the login without the session cache. */
-void session_login_check(struct session *s)
-{
-    if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
-        const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
-                                                                                      : s->hash;
-        if (verify_start(s->env->loop, hash, s->password, session_on_verified, s) != 0) {
-            session_log(s, LOG_ERR, "login: cannot queue the password check");
-            session_unavailable(s);
-            return;
+    if (st == BACKEND_UNAVAILABLE && (s->flags & SESSION_F_WARM_LOGIN)) {
+        /* a warm connection can die (backend restart, idle cut, a NAT that
+           forgot it) before the pool notices: once more on a new one */
+        session_log(s, LOG_INFO, "login: warm connection failed (%s); trying a new connection",
+                    reason);
+        s->env->stats.warm_retries++;
+        if (session_login_backend_start(s, 0) != 0) {
+            session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         }
-        s->pending++;
         return;
     }
-    if (s->login_flags & SESSION_L_DISABLED) {
-        session_log(s, LOG_INFO, "login refused: account disabled");
-        s->fail_reason = "account disabled";
-        session_login_refused(s, "CONTACTADMIN", "Account disabled", 0);
+    s->flags &= ~SESSION_F_WARM_LOGIN;
+    session_wipe(&s->password);
+    switch (st) {
+    case BACKEND_OK:
+        break;
+    case BACKEND_AUTH_FAILED:
+        if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER) {
+            /* our master credentials or the user's mailbox: not the client's fault */
+            session_log(s, LOG_ERR, "backend %s refused the master login", s->route->name);
+            session_login_refuse(s, LOGIN_REFUSE_MASTER, NULL, reason);
+        } else {
+            session_login_refuse(s, LOGIN_REFUSE_BACKEND_AUTH, code, reason);
+        }
+        return;
+    case BACKEND_UNAVAILABLE:
+        session_login_refuse(s, LOGIN_REFUSE_BACKEND_DOWN, NULL, reason);
         return;
     }
-    session_login_backend(s);
+
+    struct conn *conn = backend_take_conn(s->backend_login, &capa, &rest, &rest_len);
+    size_t flen = 0;
+    char *filtered = capa_filter(&flen, capa, strlen(capa));
+    session_login_goto(s, LOGIN_STEP_DONE);
+    session_relay_enter(s, conn, filtered, rest, rest_len, 0);
+    backend_free(s->backend_login); /* rest was used; a close above freed it already */
+    s->backend_login = NULL;
 }
 
-struct session_delay {
-    uv_timer_t timer;
-    struct session *s;
+static enum login_next session_login_backend(struct session *s)
+{
+    if (session_login_backend_start(s, 1) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return LOGIN_END;
+    }
+    return LOGIN_WAIT;
+}
+
+static enum login_next session_login_done(struct session *s)
+{
+    (void)s; /* entered by the completion that got there */
+    return LOGIN_END;
+}
+
+static enum login_next (*const login_steps[])(struct session *s) = {
+    [LOGIN_STEP_LOOKUP] = session_login_lookup,   [LOGIN_STEP_DELAY] = session_login_delay,
+    [LOGIN_STEP_CACHE] = session_login_cache,     [LOGIN_STEP_VERIFY] = session_login_verify,
+    [LOGIN_STEP_BACKEND] = session_login_backend, [LOGIN_STEP_DONE] = session_login_done,
 };
+_Static_assert(sizeof(login_steps) / sizeof(login_steps[0]) == LOGIN_STEP_DONE + 1,
+               "a function per login step");
 
-static void session_on_delay_close(uv_handle_t *h)
+void session_login_run(struct session *s)
 {
-    struct session_delay *d = h->data;
-    struct session *s = d->s;
-    free(d);
-    s->pending--;
-    if (s->state != SESSION_LOGIN) {
-        session_maybe_free(s);
-        return;
-    }
-    session_login_verify(s);
+    enum login_next next;
+    do {
+        next = login_steps[s->login_step](s);
+    } while (next == LOGIN_GO && s->state == SESSION_LOGIN);
 }
 
-static void session_on_delay(uv_timer_t *t)
-{
-    uv_close((uv_handle_t *)t, session_on_delay_close);
-}
+/* --- the entry ------------------------------------------------------------------ */
 
-/* session_bf_delay: the pause before a login from an address or for a login
- * with recent failures; it doubles with each failure past delay_after. */
-static unsigned session_bf_delay(const struct config_bruteforce *bf, unsigned long fails)
-{
-    if (!bf->enabled || fails < bf->delay_after || bf->delay_ms == 0) {
-        return 0;
-    }
-    unsigned long steps = fails - bf->delay_after;
-    uint64_t d = bf->delay_ms;
-    while (steps-- > 0 && d < bf->max_delay_ms) {
-        d *= 2;
-    }
-    return d > bf->max_delay_ms ? bf->max_delay_ms : (unsigned)d;
-}
-
-static void session_on_lookup(void *ctx, const struct dir_result *res)
-{
-    struct session *s = ctx;
-    const struct config_bruteforce *bf = &s->cfg->bruteforce;
-
-    s->pending--;
-    if (s->state != SESSION_LOGIN) {
-        session_maybe_free(s);
-        return;
-    }
-    if (res->status == DIR_UNAVAILABLE) {
-        session_log(s, LOG_WARNING, "login failed: routing table unavailable: %s", res->reason);
-        s->fail_reason = "routing table unavailable";
-        session_unavailable(s);
-        return;
-    }
-    if (res->status == DIR_NO_ROUTE) {
-        session_log(s, LOG_INFO, "login failed: no route for this login");
-        s->fail_reason = "no route";
-        session_auth_failed(s);
-        return;
-    }
-    s->route = res->backend;
-    snprintf(s->host, sizeof(s->host), "%s", res->host);
-    s->port = res->port;
-
-    if (res->have_user) {
-        if (res->user.login_as != NULL && (s->login_as = strdup(res->user.login_as)) == NULL) {
-            session_unavailable(s);
-            return;
-        }
-        if (res->user.state == SCHEMA_DISABLED) {
-            s->login_flags |= SESSION_L_DISABLED;
-        }
-        if (res->user.password != NULL) {
-            s->login_flags |= SESSION_L_LOCAL;
-            if ((s->hash = strdup(res->user.password)) == NULL) {
-                session_unavailable(s);
-                return;
-            }
-        }
-    } else if (s->cfg->redis.enabled) {
-        int local = res->have_domain && res->domain_auth != SCHEMA_AUTH_DEFAULT
-                        ? res->domain_auth == SCHEMA_AUTH_LOCAL
-                        : !s->cfg->redis.unknown_users_passthrough;
-        if (local) {
-            s->login_flags |= SESSION_L_UNKNOWN;
-        }
-    }
-    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL)) {
-        /* a master login would let in anyone: only verified users get one */
-        if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
-            session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
-                        "password hash; refusing", s->route->name);
-        }
-        s->login_flags |= SESSION_L_UNKNOWN;
-    }
-    unsigned long fails = res->fails_ip > res->fails_login ? res->fails_ip : res->fails_login;
-    if (bf->enabled && (res->fails_ip >= bf->block_ip_after ||
-                        res->fails_login >= bf->block_login_after)) {
-        s->login_flags |= SESSION_L_BLOCKED;
-        s->env->stats.bf_blocked++;
-    }
-    unsigned delay = session_bf_delay(bf, fails);
-    if (delay > 0) {
-        struct session_delay *d = malloc(sizeof(*d));
-        if (d != NULL) {
-            d->s = s;
-            uv_timer_init(s->env->loop, &d->timer);
-            d->timer.data = d;
-            uv_timer_start(&d->timer, session_on_delay, delay, 0);
-            s->pending++;
-            s->env->stats.bf_delayed++;
-            return;
-        }
-    }
-    session_login_verify(s);
-}
-
-/* session_start_login normalises the login, keeps the credentials for the
- * steps to come and asks the directory; the client's command is answered
- * when every step is done.  Client reads stop meanwhile. */
-void session_start_login(struct session *s, const char *tag, const char *authzid,
-                                const char *user, size_t user_len, const char *password)
+void session_login_start(struct session *s, const char *tag, const char *authzid,
+                         const char *user, size_t user_len, const char *password)
 {
     if (tag != s->tag) {
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
@@ -327,10 +464,7 @@ void session_start_login(struct session *s, const char *tag, const char *authzid
     session_login_clear(s);
     if (schema_normalize(s->user, user, user_len) != 0) {
         s->user[0] = '\0';
-        s->auth_failures++;
-        session_audit_event(s, "login", "failed", "unusable login name");
-        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
-        session_log(s, LOG_INFO, "login refused: unusable login name");
+        session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
         return;
     }
     s->password = strdup(password);
@@ -338,67 +472,22 @@ void session_start_login(struct session *s, const char *tag, const char *authzid
         s->authzid = strdup(authzid);
     }
     if (s->password == NULL || (authzid != NULL && authzid[0] != '\0' && s->authzid == NULL)) {
-        session_login_clear(s);
-        s->user[0] = '\0';
-        session_sendf(s, "%s NO [UNAVAILABLE] Temporary failure, try again later\r\n", tag);
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return;
     }
     session_set_state(s, SESSION_LOGIN);
+    s->login_step = LOGIN_STEP_LOOKUP;
     conn_read_stop(s->client);
-    s->pending++;
-    if (dir_lookup(s->env->dir, s->user, s->client_ip, session_on_lookup, s) != 0) {
-        s->pending--;
-        session_unavailable(s);
-    }
+    session_login_run(s);
 }
 
-static void session_on_login_done(void *ctx, enum backend_status st, const char *code,
-                                  const char *reason)
+void session_login_clear(struct session *s)
 {
-    struct session *s = ctx;
-    const char *capa = NULL;
-    const uint8_t *rest = NULL;
-    size_t rest_len = 0;
-
-    if (st == BACKEND_UNAVAILABLE && (s->flags & SESSION_F_WARM_LOGIN)) {
-        /* a warm connection can die (backend restart, idle cut, a NAT that
-           forgot it) before the pool notices: once more on a new one */
-        s->flags &= ~SESSION_F_WARM_LOGIN;
-        backend_free(s->login);
-        s->login = NULL;
-        session_log(s, LOG_INFO, "login: warm connection failed (%s); trying a new connection",
-                    reason);
-        s->env->stats.warm_retries++;
-        session_login_backend_on(s, 0);
-        return;
-    }
-    s->flags &= ~SESSION_F_WARM_LOGIN;
     session_wipe(&s->password);
-    if (st != BACKEND_OK) {
-        backend_free(s->login);
-        s->login = NULL;
-        if (st == BACKEND_AUTH_FAILED) {
-            session_log(s, LOG_INFO, "login failed: %s", reason);
-            s->fail_reason = "refused by the backend";
-            if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER) {
-                /* our master credentials or the user's mailbox: not the client's fault */
-                session_log(s, LOG_ERR, "backend %s refused the master login", s->route->name);
-                session_unavailable(s);
-            } else {
-                session_login_refused(s, code, "Authentication failed.", 1);
-            }
-        } else {
-            session_log(s, LOG_WARNING, "login failed: backend unavailable: %s", reason);
-            s->fail_reason = "backend unavailable";
-            session_login_refused(s, "UNAVAILABLE", "Backend unavailable, try again later", 0);
-        }
-        return;
-    }
-
-    struct conn *conn = backend_take_conn(s->login, &capa, &rest, &rest_len);
-    size_t flen = 0;
-    char *filtered = capa_filter(&flen, capa, strlen(capa));
-    session_enter_relay(s, conn, filtered, rest, rest_len, 0);
-    backend_free(s->login); /* rest was used; a close above freed it already */
-    s->login = NULL;
+    session_wipe(&s->authzid);
+    session_wipe(&s->hash);
+    free(s->backend_user);
+    s->backend_user = NULL;
+    s->login_flags = 0;
+    s->login_delay_ms = 0;
 }

@@ -1,7 +1,10 @@
+/* session_preauth: the commands imapmux answers itself before login
+ * (CAPABILITY, NOOP, ID, STARTTLS, LOGOUT, LOGIN, AUTHENTICATE PLAIN).  Input
+ * is buffered (bounded) and parsed incrementally; a LOGIN or AUTHENTICATE
+ * hands over to session_login_start, and a refused login comes back through
+ * session_preauth_resume. */
 #include "proxy/session_private.h"
 
-#include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +19,57 @@
 #include "common/sasl_plain.h"
 #include "proxy/conn.h"
 
-/* --- pre-auth commands ---------------------------------------------------- */
+#define SESSION_CAPA_CLEAR "IMAP4rev1 ID LITERAL+ STARTTLS LOGINDISABLED"
+#define SESSION_CAPA_TLS "IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN"
+
+static void session_preauth_process(struct session *s);
+
+static const char *session_preauth_capa(const struct session *s)
+{
+    return (s->flags & SESSION_F_TLS) ? SESSION_CAPA_TLS : SESSION_CAPA_CLEAR;
+}
+
+void session_preauth_start(struct session *s)
+{
+    session_set_state(s, SESSION_PREAUTH);
+    session_sendf(s, "* OK [CAPABILITY %s] imapmux ready\r\n", session_preauth_capa(s));
+}
+
+void session_preauth_input(struct session *s, const uint8_t *data, size_t len)
+{
+    if (s->inbuf_len + len > SESSION_MAX_INBUF_LEN) {
+        /* cannot happen while reads stop during a login; a guard all the same */
+        session_bye(s, "Too much input", "input buffer full");
+        return;
+    }
+    uint8_t *nb = realloc(s->inbuf, s->inbuf_len + len);
+    if (nb == NULL) {
+        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
+        return;
+    }
+    s->inbuf = nb;
+    memcpy(s->inbuf + s->inbuf_len, data, len);
+    s->inbuf_len += len;
+    session_preauth_process(s);
+}
+
+void session_preauth_resume(struct session *s)
+{
+    session_set_state(s, SESSION_PREAUTH);
+    if (s->auth_failures >= s->cfg->max_auth_failures) {
+        session_bye(s, "Too many failed logins", "too many failed logins");
+        return;
+    }
+    if (s->flags & SESSION_F_PROCESSING) {
+        /* answered at once, from within the command: the caller's loop goes on */
+        session_read_client(s);
+        return;
+    }
+    session_preauth_process(s);
+    if (s->state == SESSION_PREAUTH) {
+        session_read_client(s);
+    }
+}
 
 static int session_arg_is_string(const struct imap_arg *a)
 {
@@ -36,12 +89,11 @@ static void session_cmd_login(struct session *s, const char *tag, const struct i
         return;
     }
     if (memchr(args[1].data, '\0', args[1].len) != NULL) {
-        s->auth_failures++;
-        session_audit_event(s, "login", "failed", "NUL in the password");
-        session_sendf(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", tag);
+        snprintf(s->tag, sizeof(s->tag), "%s", tag);
+        session_login_refuse(s, LOGIN_REFUSE_NUL_PASSWORD, NULL, NULL);
         return;
     }
-    session_start_login(s, tag, NULL, args[0].data, args[0].len, args[1].data);
+    session_login_start(s, tag, NULL, args[0].data, args[0].len, args[1].data);
 }
 
 /* session_auth_plain handles the base64 PLAIN message (initial response or
@@ -60,7 +112,7 @@ static void session_auth_plain(struct session *s, const char *b64, size_t len)
         session_sendf(s, "%s BAD Invalid SASL PLAIN message: %s\r\n", s->tag, sasl_plain_strerror(r));
         return;
     }
-    session_start_login(s, s->tag, sp.authzid, sp.authcid, strlen(sp.authcid), sp.passwd);
+    session_login_start(s, s->tag, sp.authzid, sp.authcid, strlen(sp.authcid), sp.passwd);
     sasl_plain_cleanup(&sp);
 }
 
@@ -127,7 +179,7 @@ static void session_cmd_starttls(struct session *s, const char *tag, size_t num_
         s->inbuf_len = 0;
     }
     session_set_state(s, SESSION_STARTTLS);
-    if (conn_start_tls(s->client, s->env->server_ctx, 1, NULL) != 0) {
+    if (conn_start_tls(s->client, s->env->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
         session_close(s, "out of memory");
     }
 }
@@ -140,7 +192,7 @@ static void session_command(struct session *s)
     const char *name = imap_parser_get_name(s->parser);
 
     if (strcasecmp(name, "CAPABILITY") == 0 && num_args == 0) {
-        session_sendf(s, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", session_capa(s), tag);
+        session_sendf(s, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", session_preauth_capa(s), tag);
     } else if (strcasecmp(name, "NOOP") == 0 && num_args == 0) {
         session_sendf(s, "%s OK NOOP completed\r\n", tag);
     } else if (strcasecmp(name, "LOGOUT") == 0 && num_args == 0) {
@@ -164,9 +216,10 @@ static void session_command(struct session *s)
     }
 }
 
-/* session_process runs pre-auth commands from inbuf while the session is in
- * a state that takes commands; stops when input runs out or a step waits. */
-void session_process(struct session *s)
+/* session_preauth_process runs pre-auth commands from inbuf while the
+ * session is in a state that takes commands; stops when input runs out or a
+ * step waits. */
+static void session_preauth_process(struct session *s)
 {
     size_t off = 0;
 

@@ -1,6 +1,16 @@
-/* session_private.h: struct session, its states and flags, and the calls the
- * session's files (session.c and session_*.c) make of each other.  Nothing
- * outside those files includes it.  See docs/ARCHITECTURE.md for the phases. */
+/* session_private.h: struct session, its states and flags, and the calls
+ * that the session's files make of each other:
+ *
+ *   session.c          accept, lifetime, reading and writing, timers, drain
+ *   session_preauth.c  the commands imapmux answers itself before login
+ *   session_login.c    the login step machine and every refusal
+ *   session_relay.c    the logged-in session: both directions, the tap
+ *   session_park.c     the session cache: parking at LOGOUT, taking back
+ *   session_kick.c     kicks and route re-checks from routing-table events
+ *   session_audit.c    the session's audit records
+ *
+ * Nothing outside these files includes it.  docs/ARCHITECTURE.md tells the
+ * phases and who owns what. */
 #ifndef IMAPMUX_PROXY_SESSION_PRIVATE_H
 #define IMAPMUX_PROXY_SESSION_PRIVATE_H
 
@@ -13,60 +23,79 @@
 #include "common/config.h"
 #include "common/imap_parser.h"
 #include "common/imap_scan.h"
-#include "common/json.h"
 #include "common/schema.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
-#include "proxy/directory.h"
 #include "proxy/sesscache.h"
 #include "proxy/session.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
 #define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
 #define SESSION_CLOSE_TIMEOUT_MS 5000   /* a graceful close may take this long */
-#define SESSION_MAX_TAG_LEN 64
-#define SESSION_MAX_ARGS 32
-#define SESSION_MAX_DEPTH 4
-#define SESSION_LOGIN_MAX_LEN 256       /* bytes of a login name we accept */
-
-#define SESSION_CAPA_CLEAR "IMAP4rev1 ID LITERAL+ STARTTLS LOGINDISABLED"
-#define SESSION_CAPA_TLS "IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN"
+#define SESSION_MAX_TAG_LEN 64          /* bytes of a tag */
+#define SESSION_MAX_ARGS 32             /* arguments of a pre-auth command */
+#define SESSION_MAX_DEPTH 4             /* parenthesis depth of a pre-auth command */
+#define SESSION_KICK_QUIET_MS 50        /* a kicked session ends when the backend is this quiet */
+#define SESSION_KICK_MAX_MS 10000       /* ... or this long after the kick, whatever is in flight */
 
 enum session_state {
     SESSION_TLS_ACCEPT, /* implicit TLS: handshake running, nothing sent yet */
     SESSION_PREAUTH,    /* greeting sent; commands answered here */
     SESSION_STARTTLS,   /* STARTTLS accepted; handshake running, input discarded */
-    SESSION_LOGIN,      /* backend login running; client reads stopped */
+    SESSION_LOGIN,      /* a login's steps run (login_step); client reads stopped */
     SESSION_RELAY,      /* logged in; bytes copied both ways */
-    SESSION_CLOSING,    /* session_close called; waiting for handles */
+    SESSION_CLOSING,    /* session_close called; waiting for handles and references */
 };
 
-static const char *const session_state_names[] = {
-    "tls-accept", "preauth", "starttls", "login", "relay", "closing",
+/* The steps of a login, in order (session_login.c). */
+enum login_step {
+    LOGIN_STEP_LOOKUP,  /* routing lookup: route, password hash, brute-force counters */
+    LOGIN_STEP_DELAY,   /* the brute-force delay, if the counters ask for one */
+    LOGIN_STEP_CACHE,   /* a parked connection for these credentials, or a wait for one */
+    LOGIN_STEP_VERIFY,  /* the password checked here (threadpool), when imapmux holds it */
+    LOGIN_STEP_BACKEND, /* the backend login, on a warm connection or a new one */
+    LOGIN_STEP_DONE,    /* the relay is entered */
 };
-_Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == SESSION_CLOSING + 1,
-               "a name per state");
 
-#define SESSION_F_TLS          (1u << 0) /* client side is TLS now */
-#define SESSION_F_STARTTLS     (1u << 1) /* listener is cleartext + STARTTLS */
-#define SESSION_F_AUTH_CONT    (1u << 2) /* AUTHENTICATE waits for the client's line */
-#define SESSION_F_BACKEND_BYE  (1u << 3) /* the backend sent "* BYE" (LOGOUT, shutdown) */
-#define SESSION_F_CLIENT_PAUSE (1u << 5) /* client reads stopped by backpressure */
-#define SESSION_F_BACK_PAUSE   (1u << 6) /* backend reads stopped by backpressure */
-#define SESSION_F_FREED        (1u << 7) /* session_maybe_free ran the free */
-#define SESSION_F_KICK         (1u << 8) /* kicked: BYE after the command in flight */
-#define SESSION_F_WAITS_CLIENT (1u << 9) /* the backend's last word was a "+" */
-#define SESSION_F_PROCESSING   (1u << 10) /* inside session_process: do not re-enter */
+/* What a login step says to the driver. */
+enum login_next {
+    LOGIN_GO,   /* the next step is set: run it now */
+    LOGIN_WAIT, /* async work runs; its completion runs the steps again */
+    LOGIN_END,  /* refused or done: the session left the login */
+};
+
+/* Every way a login is refused (session_login_refuse). */
+enum login_refusal {
+    LOGIN_REFUSE_BAD_NAME,       /* the login name cannot be normalised */
+    LOGIN_REFUSE_NUL_PASSWORD,   /* a NUL in the password */
+    LOGIN_REFUSE_NO_ROUTE,       /* no user, domain or default route */
+    LOGIN_REFUSE_UNKNOWN,        /* no such user where imapmux verifies */
+    LOGIN_REFUSE_WRONG_PASSWORD, /* checked here */
+    LOGIN_REFUSE_BLOCKED,        /* by the brute-force counters */
+    LOGIN_REFUSE_DISABLED,       /* the account is disabled (right password) */
+    LOGIN_REFUSE_AUTHZID,        /* an authorization identity other than the login */
+    LOGIN_REFUSE_BACKEND_AUTH,   /* the backend refused the client's credentials */
+    LOGIN_REFUSE_MASTER,         /* the backend refused our master login */
+    LOGIN_REFUSE_BACKEND_DOWN,   /* backend unreachable, TLS or greeting failure, timeout */
+    LOGIN_REFUSE_DIRECTORY_DOWN, /* the routing table is unavailable */
+    LOGIN_REFUSE_INTERNAL,       /* out of memory, the verification queue */
+};
+
+#define SESSION_F_TLS          (1u << 0)  /* client side is TLS now */
+#define SESSION_F_STARTTLS     (1u << 1)  /* listener is cleartext + STARTTLS */
+#define SESSION_F_AUTH_CONT    (1u << 2)  /* AUTHENTICATE waits for the client's line */
+#define SESSION_F_BACKEND_BYE  (1u << 3)  /* the backend sent "* BYE" (LOGOUT, shutdown) */
+#define SESSION_F_CLIENT_PAUSE (1u << 5)  /* client reads stopped by backpressure */
+#define SESSION_F_BACK_PAUSE   (1u << 6)  /* backend reads stopped by backpressure */
+#define SESSION_F_FREED        (1u << 7)  /* session_maybe_free ran the free */
+#define SESSION_F_KICK         (1u << 8)  /* kicked: BYE after the command in flight */
+#define SESSION_F_WAITS_CLIENT (1u << 9)  /* the backend's last word was a "+" */
+#define SESSION_F_PROCESSING   (1u << 10) /* pre-auth commands are being run: no re-entry */
 #define SESSION_F_AUDIT_FULL   (1u << 11) /* a record did not fit (policy close): end */
 #define SESSION_F_CACHE_KEYED  (1u << 12) /* cache_key holds this login's session cache key */
 #define SESSION_F_NO_PARK      (1u << 13) /* a command changed more than the mailbox state */
-#define SESSION_F_CACHE_HIT    (1u << 14) /* backend taken from the cache; relay on the timer */
 #define SESSION_F_CACHE_WAIT   (1u << 15) /* waits for a parked connection's reset */
-#define SESSION_F_CACHE_MISSED (1u << 16) /* that wait failed; log in on the timer */
 #define SESSION_F_WARM_LOGIN   (1u << 17) /* the login runs on a warm pool connection */
-
-#define SESSION_KICK_QUIET_MS 50      /* a kicked session ends when the backend is this quiet */
-#define SESSION_KICK_MAX_MS 10000     /* ... or this long after the kick, whatever is in flight */
 
 #define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
@@ -85,8 +114,8 @@ struct session {
 
     struct conn *client;         /* owned; NULL once closed */
     struct conn *backend;        /* owned after login; NULL before and once closed */
-    struct backend *login;       /* running backend login, or NULL */
-    uv_timer_t timer;            /* one per session; re-armed per state */
+    struct backend *backend_login; /* the backend login in flight (owned), or NULL */
+    uv_timer_t timer;            /* the deadline of the state (session_set_deadline) */
     uint64_t last_activity;      /* loop time of the last client read (ms) */
 
     struct imap_parser *parser;  /* pre-auth only; freed at login */
@@ -100,10 +129,12 @@ struct session {
     uint16_t port;
 
     /* a login in flight (state SESSION_LOGIN) */
+    enum login_step login_step;  /* where it is */
+    unsigned login_delay_ms;     /* brute-force delay the lookup asked for */
     char *password;              /* the client's; wiped as soon as it is used */
     char *authzid;               /* the client's SASL authorization identity, or NULL */
     char *hash;                  /* stored hash to verify, or NULL */
-    char *login_as;              /* backend login (rename), or NULL */
+    char *backend_user;          /* the user name at the backend if not the login, or NULL */
     unsigned login_flags;        /* SESSION_L_* */
     unsigned auth_failures;
     unsigned bad_commands;
@@ -124,63 +155,136 @@ struct session {
 
     struct audit_tap *tap;          /* with an audit queue: the command records */
     uint64_t start_us;              /* monotonic, for the session's duration */
-    const char *fail_reason;        /* why the login in flight failed (static) */
     uint64_t audit_commands;        /* command records written */
 
     uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
     char *shown_capa;               /* capabilities the client got at login (cache on) */
-    char *cached_capa;              /* with SESSION_F_CACHE_HIT: the list to show */
+    char *cached_capa;              /* a session cache hit's list to show, until the relay */
 };
 
-/* session.c */
-void session_arm(struct session *s, uint64_t ms);
-void session_audit_pause(struct session_env *env);
-void session_bye(struct session *s, const char *code_and_text, const char *reason);
-const char *session_capa(const struct session *s);
-void session_close(struct session *s, const char *reason);
+/* --- session.c ---------------------------------------------------------------- */
+
+/* session_log writes one line with the session's context first. */
 void session_log(struct session *s, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void session_login_clear(struct session *s);
-void session_maybe_free(struct session *s);
-void session_on_backend_close(void *ctx);
-void session_on_client_handshake(void *ctx, int status);
-int session_read_client(struct session *s);
+void session_set_state(struct session *s, enum session_state st);
+
+/* session_set_deadline (re)arms the session's one timer: what it means
+ * depends on the state (pre-auth timeout, idle timeout, close grace). */
+void session_set_deadline(struct session *s, uint64_t ms);
+
+typedef void (*session_after_fn)(struct session *s);
+
+/* session_after calls fn(s) ms from now (0: at the next loop turn), unless
+ * the session closes first; it holds a reference meanwhile.  Returns 0 or
+ * UV_ENOMEM (fn is then never called). */
+int session_after(struct session *s, uint64_t ms, session_after_fn fn);
+
+/* session_send / session_sendf queue text for the client (shown to the tap
+ * first); failures come back as the client's on_eof. */
 void session_send(struct session *s, const char *text);
 void session_sendf(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void session_set_state(struct session *s, enum session_state st);
+
+/* session_close ends the session (idempotent); reason, when not NULL, is
+ * logged and recorded.  session_bye sends "* BYE code_and_text" first. */
+void session_close(struct session *s, const char *reason);
+void session_bye(struct session *s, const char *code_and_text, const char *reason);
+
+/* session_maybe_free frees a closing session whose handles are closed and
+ * whose references are gone; any completion that dropped one calls it. */
+void session_maybe_free(struct session *s);
+void session_on_backend_close(void *ctx);
+
+/* session_read_client reads the client again unless the audit queue waits. */
+int session_read_client(struct session *s);
+void session_audit_pause(struct session_env *env);
+
+/* session_wipe wipes and frees a string and clears the pointer. */
 void session_wipe(char **p);
 
-/* session_audit.c */
-uint64_t session_mono_us(void);
-void session_audit_event(struct session *s, const char *type, const char *result, const char *reason);
-int session_audit_full(struct session *s);
-void session_on_audit_cmd(void *ctx, const struct audit_cmd *c);
-int session_tap_in(struct session *s, const uint8_t *data, size_t len);
-void session_tap_out(struct session *s, const uint8_t *data, size_t len);
+/* --- session_preauth.c ---------------------------------------------------------- */
 
-/* session_kick.c */
+/* session_preauth_start greets the client (after the TLS handshake on an
+ * implicit-TLS listener). */
+void session_preauth_start(struct session *s);
+/* session_preauth_input buffers and runs what the client sent before login. */
+void session_preauth_input(struct session *s, const uint8_t *data, size_t len);
+/* session_preauth_resume: a refused login comes back to pre-auth and runs
+ * what the client pipelined meanwhile. */
+void session_preauth_resume(struct session *s);
+
+/* --- session_login.c ------------------------------------------------------------ */
+
+/* session_login_start begins a login for a LOGIN or AUTHENTICATE command
+ * (tag) with the client's credentials (copied; the caller wipes its own). */
+void session_login_start(struct session *s, const char *tag, const char *authzid,
+                         const char *user, size_t user_len, const char *password);
+/* session_login_run runs the login's steps until one waits or it ends. */
+void session_login_run(struct session *s);
+/* session_login_refuse answers the login of s->tag with the refusal why (code,
+ * when not NULL, replaces its response code; detail goes to the log only),
+ * counts it, records it, forgets the credentials and goes back to pre-auth. */
+void session_login_refuse(struct session *s, enum login_refusal why, const char *code,
+                          const char *detail);
+/* session_login_cache_ready: the parked connection this login waited for was
+ * adopted (hit) or lost. */
+void session_login_cache_ready(struct session *s, int hit);
+/* session_login_clear forgets what a login in flight held (wiping secrets). */
+void session_login_clear(struct session *s);
+const char *session_login_step_name(enum login_step step);
+
+/* --- session_relay.c ------------------------------------------------------------ */
+
+extern const struct conn_ops session_backend_ops;
+
+/* session_relay_enter: the login succeeded on conn (taken over); filtered is
+ * the capability list to show the client (malloc'd and taken; NULL after an
+ * OOM); rest is what the backend sent after its tagged OK; cached says the
+ * connection came from the session cache. */
+void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
+                         const uint8_t *rest, size_t rest_len, int cached);
+void session_relay_client_read(struct session *s, const uint8_t *data, size_t len);
+void session_relay_client_drain(void *ctx);
+
+/* --- session_park.c ------------------------------------------------------------- */
+
+/* session_park_take: the login's cache step.  Keys the login and, on a hit,
+ * adopts the parked connection (s->backend, s->cached_capa); on a wait,
+ * session_login_cache_ready follows.  Unknown, blocked and disabled users and
+ * logins acting as another user always miss. */
+enum sesscache_result session_park_take(struct session *s);
+/* session_park_cancel ends a wait for a parked connection, if any. */
+void session_park_cancel(struct session *s);
+/* session_park_note_command: a relayed command ended (its line's head). */
+void session_park_note_command(struct session *s, const uint8_t *head, size_t len);
+/* session_park_try: data is what the client just sent.  When it is a lone
+ * LOGOUT of a parkable session, the client is answered here, the backend
+ * connection goes to the cache and the session ends: returns 1.  Else 0. */
+int session_park_try(struct session *s, const uint8_t *data, size_t len);
+
+/* --- session_kick.c ------------------------------------------------------------- */
+
+/* session_kick_check ends a kicked session once the command in flight is
+ * done, or looks again soon. */
 void session_kick_check(struct session *s);
 
-/* session_login.c */
-void session_login_check(struct session *s);
-void session_start_login(struct session *s, const char *tag, const char *authzid, const char *user, size_t user_len, const char *password);
+/* --- session_audit.c ------------------------------------------------------------ */
 
-/* session_park.c */
-int session_cache_hit(struct session *s);
-int session_cmd_parkable(const uint8_t *head, size_t len);
-int session_try_park(struct session *s, const uint8_t *data, size_t len);
-
-/* session_preauth.c */
-void session_process(struct session *s);
-
-/* session_relay.c */
-extern const struct conn_ops session_backend_ops;
-void session_enter_relay(struct session *s, struct conn *conn, char *filtered, const uint8_t *rest, size_t rest_len, int cached);
-void session_on_client_drain(void *ctx);
-void session_on_client_line(void *ctx, const uint8_t *head, size_t len);
-void session_on_unused_connect(void *ctx, int status);
-void session_relay(struct session *s, struct conn *dst, struct conn *src, const uint8_t *data, size_t len, uint32_t pause_flag);
-
+uint64_t session_mono_us(void);
+/* session_audit_start creates the session's tap and writes session_start.
+ * Returns 0 or UV_ENOMEM. */
+int session_audit_start(struct session *s);
+/* session_audit_event writes a session event record; result and reason may
+ * be NULL. */
+void session_audit_event(struct session *s, const char *type, const char *result,
+                         const char *reason);
+/* session_audit_full ends a session whose record found the queue full under
+ * policy close; returns 1 when it did. */
+int session_audit_full(struct session *s);
+/* session_tap_in / session_tap_out show the tap what the client sent and
+ * what it is sent.  session_tap_in returns 0, or -1 when the session ended. */
+int session_tap_in(struct session *s, const uint8_t *data, size_t len);
+void session_tap_out(struct session *s, const uint8_t *data, size_t len);
 
 #endif

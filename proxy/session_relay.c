@@ -1,43 +1,40 @@
+/* session_relay: a logged-in session.  Entered once per session by
+ * session_relay_enter (after a backend login or a session cache hit); from
+ * then on both directions are copied as they come, with backpressure, each
+ * byte shown to the audit tap and scanned for line ends (kicks and parking
+ * need to know where commands end). */
 #include "proxy/session_private.h"
 
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <uv.h>
 
-#include <openssl/mem.h>
-
 #include "common/imap_scan.h"
+#include "common/imap_syntax.h"
 #include "common/log.h"
 #include "proxy/conn.h"
 #include "proxy/directory.h"
-
-/* --- relay ------------------------------------------------------------------ */
 
 /* The relayed streams are scanned for line ends (literals skipped by length)
  * to know when a kicked session may be ended: after the command in flight.
  * Client lines that end a command are counted, and so are the backend's
  * tagged responses; "DONE" ends IDLE, not a command. */
-void session_on_client_line(void *ctx, const uint8_t *head, size_t len)
+static void session_on_client_line(void *ctx, const uint8_t *head, size_t len)
 {
     struct session *s = ctx;
     if (len == 4 && strncasecmp((const char *)head, "DONE", 4) == 0) {
         return;
     }
     s->commands++;
-    if (s->env->cache != NULL && !session_cmd_parkable(head, len)) {
-        s->flags |= SESSION_F_NO_PARK;
-    }
+    session_park_note_command(s, head, len);
 }
 
 static void session_on_backend_line(void *ctx, const uint8_t *head, size_t len)
 {
     struct session *s = ctx;
-    if (len >= 5 && memcmp(head, "* BYE", 5) == 0) {
+    if (imap_syntax_is_bye(head, len)) {
         s->flags |= SESSION_F_BACKEND_BYE;
     } else if (len >= 1 && head[0] == '+') {
         s->flags |= SESSION_F_WAITS_CLIENT; /* IDLE, or a literal wanted */
@@ -47,8 +44,10 @@ static void session_on_backend_line(void *ctx, const uint8_t *head, size_t len)
     }
 }
 
-void session_relay(struct session *s, struct conn *dst, struct conn *src,
-                          const uint8_t *data, size_t len, uint32_t pause_flag)
+/* session_relay_copy writes to dst what src sent; past the high mark of
+ * dst's queue, src is not read until dst drains to a quarter of it. */
+static void session_relay_copy(struct session *s, struct conn *dst, struct conn *src,
+                               const uint8_t *data, size_t len, uint32_t pause_flag)
 {
     if (conn_write(dst, data, len) != 0) {
         return; /* dst reports on_eof */
@@ -73,7 +72,7 @@ static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
     if (session_audit_full(s)) {
         return;
     }
-    session_relay(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
+    session_relay_copy(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
 }
 
 static void session_on_backend_eof(void *ctx, int status)
@@ -103,7 +102,7 @@ static void session_on_backend_drain(void *ctx)
     }
 }
 
-void session_on_client_drain(void *ctx)
+void session_relay_client_drain(void *ctx)
 {
     struct session *s = ctx;
     if (s->state == SESSION_RELAY && (s->flags & SESSION_F_BACK_PAUSE)) {
@@ -112,32 +111,15 @@ void session_on_client_drain(void *ctx)
     }
 }
 
-void session_on_unused_connect(void *ctx, int status)
-{
-    (void)ctx;
-    (void)status;
-}
-
-static void session_on_unused_handshake(void *ctx, int status)
-{
-    (void)ctx;
-    (void)status;
-}
-
 const struct conn_ops session_backend_ops = {
-    .on_connect = session_on_unused_connect,
-    .on_handshake = session_on_unused_handshake,
     .on_read = session_on_backend_read,
     .on_eof = session_on_backend_eof,
     .on_drain = session_on_backend_drain,
     .on_close = session_on_backend_close,
 };
 
-/* session_enter_relay: the login succeeded on conn (taken over); filtered
- * is the capability list to show the client (malloc'd and taken; NULL after
- * an OOM); rest is what the backend sent after its tagged OK. */
-void session_enter_relay(struct session *s, struct conn *conn, char *filtered,
-                                const uint8_t *rest, size_t rest_len, int cached)
+void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
+                         const uint8_t *rest, size_t rest_len, int cached)
 {
     if (s->backend != conn) {
         s->backend = conn;
@@ -189,7 +171,7 @@ void session_enter_relay(struct session *s, struct conn *conn, char *filtered,
         }
     }
     s->last_activity = uv_now(s->env->loop);
-    session_arm(s, s->cfg->idle_timeout_ms);
+    session_set_deadline(s, s->cfg->idle_timeout_ms);
     conn_read_start(s->backend);
     if (s->state == SESSION_RELAY && (s->flags & SESSION_F_KICK)) {
         /* kicked while logging in */
@@ -198,4 +180,18 @@ void session_enter_relay(struct session *s, struct conn *conn, char *filtered,
     } else if (s->state == SESSION_RELAY) {
         session_read_client(s);
     }
+}
+
+void session_relay_client_read(struct session *s, const uint8_t *data, size_t len)
+{
+    if (session_park_try(s, data, len)) {
+        return;
+    }
+    s->bytes_in += len;
+    s->last_activity = uv_now(s->env->loop);
+    imap_scan_feed(&s->client_scan, data, len, session_on_client_line, s);
+    if (session_tap_in(s, data, len) != 0) {
+        return;
+    }
+    session_relay_copy(s, s->backend, s->client, data, len, SESSION_F_CLIENT_PAUSE);
 }

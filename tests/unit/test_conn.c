@@ -63,7 +63,7 @@ static void send_bulk(struct side *s)
     if (p->to_send > 0) {
         conn_want_drain(s->c, 64 * 1024);
     } else {
-        conn_close(s->c, 1);
+        conn_close(s->c, CONN_CLOSE_GRACEFUL);
     }
 }
 
@@ -81,7 +81,7 @@ static void side_connect(void *ctx, int status)
     s->connected++;
     cr_assert_eq(conn_read_start(s->c), 0);
     if (s->pair->tls) {
-        cr_assert_eq(conn_start_tls(s->c, s->pair->cctx, 0, "localhost"), 0);
+        cr_assert_eq(conn_start_tls(s->c, s->pair->cctx, CONN_TLS_CLIENT, "localhost"), 0);
     } else {
         side_ready(s);
     }
@@ -113,7 +113,7 @@ static void side_eof(void *ctx, int status)
     struct side *s = ctx;
     cr_assert_eq(status, UV_EOF);
     s->eofs++;
-    conn_close(s->c, 0);
+    conn_close(s->c, CONN_CLOSE_NOW);
 }
 
 static void side_drain(void *ctx)
@@ -137,7 +137,7 @@ static void on_connection(uv_stream_t *server, int status)
     p->srv.c = conn_new(&p->loop, &test_ops, &p->srv);
     cr_assert_eq(conn_accept(p->srv.c, server), 0);
     if (p->tls) {
-        cr_assert_eq(conn_start_tls(p->srv.c, p->sctx, 1, NULL), 0);
+        cr_assert_eq(conn_start_tls(p->srv.c, p->sctx, CONN_TLS_SERVER, NULL), 0);
     }
     cr_assert_eq(conn_read_start(p->srv.c), 0);
     uv_close((uv_handle_t *)server, NULL); /* one connection is all we take */

@@ -335,7 +335,7 @@ Test(sesscache, login_waits_for_the_reset_then_takes_the_connection)
     cr_assert_eq(w2.calls, 0);
 
     conn_set_ops(w.conn, &client_ops, &client);
-    conn_close(w.conn, 0);
+    conn_close(w.conn, CONN_CLOSE_NOW);
     run_until(&client.closed);
     peer_close();
 }
@@ -358,7 +358,7 @@ Test(sesscache, reset_connection_is_taken_at_once)
     free(capa);
     cr_assert_eq(w.calls, 0);
     conn_set_ops(conn, &client_ops, &client);
-    conn_close(conn, 0);
+    conn_close(conn, CONN_CLOSE_NOW);
     run_until(&client.closed);
     peer_close();
 }
