@@ -1,5 +1,6 @@
 #include "proxy/backend.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,13 @@ enum backend_state {
     BS_PING,          /* warm: "H NOOP" sent as a health check */
     BS_DONE,          /* reported; nothing more happens */
 };
+
+static const char *const backend_state_names[] = {
+    "resolve", "connect", "tls", "greeting", "starttls", "starttls-tls", "capability",
+    "auth-continue", "login", "post-capability", "ready", "id-pending", "ping", "done",
+};
+_Static_assert(sizeof(backend_state_names) / sizeof(backend_state_names[0]) == BS_DONE + 1,
+               "a name per backend state");
 
 #define BACKEND_F_FREED   (1u << 0) /* backend_free called */
 #define BACKEND_F_TAKEN   (1u << 1) /* conn handed to the caller */
@@ -73,9 +81,37 @@ struct backend {
     size_t rest_len;
 
     const char *deferred_reason;    /* with BACKEND_F_DEFER */
+    char session[32];               /* id of the session it logs in for; "" for a warm one */
 };
 
 static void backend_on_timer(uv_timer_t *t);
+
+/* backend_log writes one line with the backend's context first. */
+static void backend_log(const struct backend *b, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void backend_log(const struct backend *b, int level, const char *fmt, ...)
+{
+    char prefix[400];
+    va_list ap;
+    if (!log_enabled(level)) {
+        return;
+    }
+    snprintf(prefix, sizeof(prefix), "%s%s%sbackend=%s(%s:%u) state=%s: ",
+             b->session[0] != '\0' ? "session=" : "", b->session,
+             b->session[0] != '\0' ? " " : "", b->cfg->name, b->host, (unsigned)b->port,
+             backend_state_names[b->state]);
+    va_start(ap, fmt);
+    log_vmsg(level, prefix, fmt, ap);
+    va_end(ap);
+}
+
+static void backend_set_state(struct backend *b, enum backend_state st)
+{
+    if (log_enabled(LOG_DEBUG)) {
+        backend_log(b, LOG_DEBUG, "-> %s", backend_state_names[st]);
+    }
+    b->state = st;
+}
 static void backend_send_login(struct backend *b);
 static void backend_after_capa(struct backend *b);
 
@@ -119,7 +155,7 @@ static void backend_report(struct backend *b, enum backend_status st, const char
     if (b->state == BS_DONE) {
         return;
     }
-    b->state = BS_DONE;
+    backend_set_state(b, BS_DONE);
     uv_timer_stop(&b->timer);
     if (st != BACKEND_OK && b->conn != NULL) {
         conn_close(b->conn, CONN_CLOSE_NOW);
@@ -200,15 +236,14 @@ static void backend_after_capa(struct backend *b)
     char line[512];
     if (b->flags & BACKEND_F_PREPARE) {
         /* a warm connection: wait here for backend_resume_login */
-        b->state = BS_READY;
+        backend_set_state(b, BS_READY);
         uv_timer_stop(&b->timer);
         b->cb(b->ctx, BACKEND_OK, NULL, "ready");
         return;
     }
     if (b->cfg->forward_id) {
         if (!backend_has(b, "ID")) {
-            log_msg(LOG_DEBUG, "backend %s: no ID capability, not forwarding the client address",
-                    b->cfg->name);
+            backend_log(b, LOG_DEBUG, "no ID capability, not forwarding the client address");
         } else {
             /* pipelined with the login: its answer is not waited for, which
                saves a round trip; a refusal does not stop the login */
@@ -250,7 +285,7 @@ static void backend_append_quoted(char *out, size_t *off, const char *s)
 
 static void backend_send_login(struct backend *b)
 {
-    b->state = BS_LOGIN;
+    backend_set_state(b, BS_LOGIN);
     if (backend_has(b, "AUTH=PLAIN")) {
         size_t b64_len = 0;
         char *b64 = sasl_plain_encode(&b64_len, b->authzid != NULL ? b->authzid : "", b->user,
@@ -285,7 +320,7 @@ static void backend_send_login(struct backend *b)
             snprintf(b->next_part, b64_len + 3, "%s\r\n", b64);
             OPENSSL_cleanse(b64, b64_len);
             free(b64);
-            b->state = BS_AUTH_CONTINUE;
+            backend_set_state(b, BS_AUTH_CONTINUE);
             backend_send(b, "L AUTHENTICATE PLAIN\r\n");
         }
         return;
@@ -336,7 +371,7 @@ static void backend_send_login(struct backend *b)
                 return;
             }
             snprintf(b->next_part, plen + 3, "%s\r\n", b->password);
-            b->state = BS_AUTH_CONTINUE;
+            backend_set_state(b, BS_AUTH_CONTINUE);
             backend_send(b, cmd);
         }
     } else {
@@ -352,7 +387,7 @@ static void backend_send_login(struct backend *b)
 
 static void backend_query_capa(struct backend *b, enum backend_state st)
 {
-    b->state = st;
+    backend_set_state(b, st);
     b->capa_known = 0;
     b->capa[0] = '\0';
     backend_send(b, st == BS_POST_CAPA ? "P CAPABILITY\r\n" : "C CAPABILITY\r\n");
@@ -428,7 +463,7 @@ static int backend_on_line(struct backend *b, const char *line)
             backend_capa_from_text(b, line + 4 + (line[4] == ' '));
             uv_timer_start(&b->timer, backend_on_timer, b->greeting_timeout_ms, 0);
             if (b->cfg->tls == CONFIG_BACKEND_TLS_STARTTLS) {
-                b->state = BS_STARTTLS;
+                backend_set_state(b, BS_STARTTLS);
                 backend_send(b, "S STARTTLS\r\n");
             } else if (b->capa_known) {
                 backend_after_capa(b);
@@ -440,7 +475,7 @@ static int backend_on_line(struct backend *b, const char *line)
     }
     if (line[0] == '+') {
         if (b->state == BS_AUTH_CONTINUE && b->next_part != NULL) {
-            b->state = BS_LOGIN;
+            backend_set_state(b, BS_LOGIN);
             backend_send(b, b->next_part);
             OPENSSL_cleanse(b->next_part, strlen(b->next_part));
             free(b->next_part);
@@ -459,7 +494,7 @@ static int backend_on_line(struct backend *b, const char *line)
             backend_fail(b, "backend refused STARTTLS");
             return 0;
         }
-        b->state = BS_STARTTLS_TLS;
+        backend_set_state(b, BS_STARTTLS_TLS);
         b->capa_known = 0;
         b->capa[0] = '\0';
         if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
@@ -486,7 +521,7 @@ static int backend_on_line(struct backend *b, const char *line)
         break;
     case BS_PING:
         if (backend_tagged(line, "H", &text) != NULL) {
-            b->state = BS_READY; /* any answer shows the backend alive */
+            backend_set_state(b, BS_READY); /* any answer shows the backend alive */
             uv_timer_stop(&b->timer);
             return 0;
         }
@@ -524,7 +559,7 @@ static int backend_on_line(struct backend *b, const char *line)
     default:
         break;
     }
-    log_msg(LOG_DEBUG, "backend %s: unexpected line in login phase", b->cfg->name);
+    backend_log(b, LOG_DEBUG, "unexpected line in login phase");
     return 0;
 }
 
@@ -620,13 +655,12 @@ static void backend_on_handshake(void *ctx, int status)
 {
     struct backend *b = ctx;
     if (status != 0) {
-        log_msg(LOG_WARNING, "backend %s: TLS handshake failed: %s", b->cfg->name,
-                conn_tls_error(b->conn));
+        backend_log(b, LOG_WARNING, "TLS handshake failed: %s", conn_tls_error(b->conn));
         backend_fail(b, "backend TLS handshake failed");
         return;
     }
     if (b->state == BS_TLS) {
-        b->state = BS_GREETING;
+        backend_set_state(b, BS_GREETING);
     } else {
         backend_query_capa(b, BS_CAPABILITY);
     }
@@ -656,8 +690,7 @@ static void backend_on_connect(void *ctx, int status)
 {
     struct backend *b = ctx;
     if (status != 0) {
-        log_msg(LOG_WARNING, "backend %s: connect to %s:%u failed: %s", b->cfg->name,
-                b->host, (unsigned)b->port, uv_strerror(status));
+        backend_log(b, LOG_WARNING, "connect failed: %s", uv_strerror(status));
         backend_fail(b, "backend connect failed");
         return;
     }
@@ -667,13 +700,13 @@ static void backend_on_connect(void *ctx, int status)
         return;
     }
     if (b->cfg->tls == CONFIG_BACKEND_TLS_IMPLICIT) {
-        b->state = BS_TLS;
+        backend_set_state(b, BS_TLS);
         if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
                            b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
             backend_fail(b, "out of memory");
         }
     } else {
-        b->state = BS_GREETING;
+        backend_set_state(b, BS_GREETING);
     }
 }
 
@@ -696,8 +729,7 @@ static void backend_on_resolved(uv_getaddrinfo_t *req, int status, struct addrin
         return;
     }
     if (status != 0 || res == NULL) {
-        log_msg(LOG_WARNING, "backend %s: cannot resolve %s: %s", b->cfg->name, b->host,
-                uv_strerror(status));
+        backend_log(b, LOG_WARNING, "cannot resolve the host: %s", uv_strerror(status));
         uv_freeaddrinfo(res);
         backend_fail(b, "backend host not resolved");
         return;
@@ -709,11 +741,11 @@ static void backend_on_resolved(uv_getaddrinfo_t *req, int status, struct addrin
         return;
     }
     b->pending++;
-    b->state = BS_CONNECT;
+    backend_set_state(b, BS_CONNECT);
     int r = conn_connect(b->conn, res->ai_addr);
     uv_freeaddrinfo(res);
     if (r != 0) {
-        log_msg(LOG_WARNING, "backend %s: connect failed: %s", b->cfg->name, uv_strerror(r));
+        backend_log(b, LOG_WARNING, "connect failed: %s", uv_strerror(r));
         backend_fail(b, "backend connect failed");
     }
 }
@@ -741,6 +773,7 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     snprintf(b->host, sizeof(b->host), "%s", p->host != NULL ? p->host : p->cfg->host);
     b->port = p->host != NULL ? p->port : p->cfg->port;
     b->tls_ctx = p->tls_ctx;
+    snprintf(b->session, sizeof(b->session), "%s", p->session_id != NULL ? p->session_id : "");
     b->greeting_timeout_ms = p->greeting_timeout_ms;
     b->client_port = p->client_port;
     b->local_port = p->local_port;
@@ -758,7 +791,7 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     b->timer.data = b;
     b->pending = 1;
     b->gai.data = b;
-    b->state = BS_RESOLVE;
+    backend_set_state(b, BS_RESOLVE);
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -796,7 +829,7 @@ void backend_ping(struct backend *b)
     if (b->state != BS_READY) {
         return;
     }
-    b->state = BS_PING;
+    backend_set_state(b, BS_PING);
     uv_timer_start(&b->timer, backend_on_timer, b->greeting_timeout_ms, 0);
     backend_send(b, "H NOOP\r\n");
 }
@@ -839,11 +872,12 @@ int backend_resume_login(struct backend *b, const struct backend_login_params *p
     b->client_port = p->client_port;
     b->local_port = p->local_port;
     b->greeting_timeout_ms = p->greeting_timeout_ms;
+    snprintf(b->session, sizeof(b->session), "%s", p->session_id != NULL ? p->session_id : "");
     b->cb = cb;
     b->ctx = ctx;
     b->flags &= ~BACKEND_F_PREPARE;
     b->flags |= BACKEND_F_RESUME;
-    b->state = BS_ID_PENDING;
+    backend_set_state(b, BS_ID_PENDING);
     /* the login starts on the next loop turn: no callback from within */
     uv_timer_start(&b->timer, backend_on_timer, 0, 0);
     return 0;
@@ -868,7 +902,7 @@ void backend_free(struct backend *b)
         return;
     }
     b->flags |= BACKEND_F_FREED;
-    b->state = BS_DONE;
+    backend_set_state(b, BS_DONE);
     if (b->flags & BACKEND_F_GAI) {
         uv_cancel((uv_req_t *)&b->gai);
     }

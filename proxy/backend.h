@@ -37,6 +37,7 @@ struct backend_login_params {
     uint16_t local_port;
     unsigned connect_timeout_ms;
     unsigned greeting_timeout_ms;     /* for everything after connect */
+    const char *session_id;           /* for log lines; NULL for a warm connection */
 };
 
 /* code: the response code of a refusal ("AUTHENTICATIONFAILED", ...) or NULL;

@@ -15,6 +15,7 @@
 
 #include "common/imap_scan.h"
 #include "common/imap_syntax.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/schema.h"
 #include "proxy/conn.h"
@@ -25,7 +26,7 @@ struct sesscache;
 
 struct cache_entry {
     struct sesscache *c;            /* NULL once the entry left the cache */
-    struct cache_entry *next, *prev;/* oldest first */
+    struct list_link link;          /* in c->entries, oldest first */
     char user[SCHEMA_MAX_LOGIN_LEN + 1];
     uint8_t key[SESSCACHE_KEY_LEN];
     struct conn *conn;
@@ -42,29 +43,21 @@ struct sesscache {
     uv_loop_t *loop;
     struct config *cfg;             /* our reference */
     uint8_t secret[32];             /* HMAC key, random per process start */
-    struct cache_entry *head, *tail;
+    struct list_link entries;       /* of struct cache_entry, oldest first */
     size_t size;
     uv_timer_t timer;               /* ttl pass while entries exist; timer.data = this */
     unsigned tick_ms;
     struct sesscache_stats stats;
 };
 
+#define CACHE_ENTRY(l) LIST_ITEM(l, struct cache_entry, link)
+
 static void cache_on_tick(uv_timer_t *t);
 
 static void cache_unlink(struct cache_entry *e)
 {
     struct sesscache *c = e->c;
-    if (e->prev != NULL) {
-        e->prev->next = e->next;
-    } else {
-        c->head = e->next;
-    }
-    if (e->next != NULL) {
-        e->next->prev = e->prev;
-    } else {
-        c->tail = e->prev;
-    }
-    e->next = e->prev = NULL;
+    list_remove(&e->link);
     e->c = NULL;
     c->size--;
     c->stats.size = c->size;
@@ -193,6 +186,7 @@ struct sesscache *sesscache_new(uv_loop_t *loop, struct config *cfg)
     }
     c->loop = loop;
     c->cfg = config_ref(cfg);
+    list_init(&c->entries);
     RAND_bytes(c->secret, sizeof(c->secret));
     c->tick_ms = cfg->session_cache.ttl_ms / 4;
     if (c->tick_ms > SESSCACHE_TICK_MAX_MS) {
@@ -253,7 +247,9 @@ int sesscache_park(struct sesscache *c, const char *user, const uint8_t key[SESS
     /* room first: the user's oldest, then the oldest of all */
     unsigned mine = 0;
     struct cache_entry *oldest_mine = NULL;
-    for (struct cache_entry *x = c->head; x != NULL; x = x->next) {
+    struct list_link *l, *n;
+    LIST_FOREACH_SAFE(l, n, &c->entries) {
+        struct cache_entry *x = CACHE_ENTRY(l);
         if (strcmp(x->user, user) == 0) {
             if (oldest_mine == NULL) {
                 oldest_mine = x;
@@ -264,8 +260,8 @@ int sesscache_park(struct sesscache *c, const char *user, const uint8_t key[SESS
     if (mine >= cc->max_per_user && oldest_mine != NULL) {
         cache_evict(oldest_mine, &c->stats.evicted_limit);
     }
-    while (c->size >= cc->max_total && c->head != NULL) {
-        cache_evict(c->head, &c->stats.evicted_limit);
+    while (c->size >= cc->max_total && !list_empty(&c->entries)) {
+        cache_evict(CACHE_ENTRY(list_first(&c->entries)), &c->stats.evicted_limit);
     }
 
     e->c = c;
@@ -274,13 +270,7 @@ int sesscache_park(struct sesscache *c, const char *user, const uint8_t key[SESS
     e->conn = conn;
     e->parked_at = uv_now(c->loop);
     imap_scan_init(&e->scan);
-    e->prev = c->tail;
-    if (c->tail != NULL) {
-        c->tail->next = e;
-    } else {
-        c->head = e;
-    }
-    c->tail = e;
+    list_push_back(&c->entries, &e->link);
     if (c->size++ == 0) {
         uv_timer_start(&c->timer, cache_on_tick, c->tick_ms, c->tick_ms);
     }
@@ -301,7 +291,8 @@ enum sesscache_result sesscache_take(struct sesscache *c, const char *user,
     }
     struct cache_entry *pending = NULL;
     /* the newest first: it has the most of its ttl left */
-    for (struct cache_entry *e = c->tail; e != NULL; e = e->prev) {
+    for (struct list_link *l = c->entries.prev; l != &c->entries; l = l->prev) {
+        struct cache_entry *e = CACHE_ENTRY(l);
         if (e->lost || strcmp(e->user, user) != 0 ||
             CRYPTO_memcmp(e->key, key, SESSCACHE_KEY_LEN) != 0) {
             continue;
@@ -329,7 +320,9 @@ void sesscache_cancel(struct sesscache *c, void *ctx)
     if (c == NULL) {
         return;
     }
-    for (struct cache_entry *e = c->head; e != NULL; e = e->next) {
+    struct list_link *l, *n;
+    LIST_FOREACH_SAFE(l, n, &c->entries) {
+        struct cache_entry *e = CACHE_ENTRY(l);
         if (e->waiter != NULL && e->waiter_ctx == ctx) {
             e->waiter = NULL;
             e->waiter_ctx = NULL;
@@ -342,19 +335,19 @@ static void cache_on_tick(uv_timer_t *t)
     struct sesscache *c = t->data;
     uint64_t now = uv_now(c->loop);
     unsigned ttl = c->cfg->session_cache.ttl_ms;
-    while (c->head != NULL && now - c->head->parked_at >= ttl) {
-        cache_evict(c->head, &c->stats.evicted_ttl);
+    struct list_link *l, *n;
+    while (!list_empty(&c->entries) &&
+           now - CACHE_ENTRY(list_first(&c->entries))->parked_at >= ttl) {
+        cache_evict(CACHE_ENTRY(list_first(&c->entries)), &c->stats.evicted_ttl);
     }
     /* a backend that does not answer UNSELECT holds no one up for long */
-    struct cache_entry *e = c->head;
-    while (e != NULL) {
-        struct cache_entry *next = e->next;
+    LIST_FOREACH_SAFE(l, n, &c->entries) {
+        struct cache_entry *e = CACHE_ENTRY(l);
         if (!e->reset && now - e->parked_at >= SESSCACHE_RESET_MAX_MS) {
             log_msg(LOG_WARNING, "session cache: parked connection of %s not reset in %u ms; "
                     "dropped", e->user, SESSCACHE_RESET_MAX_MS);
             cache_evict(e, &c->stats.evicted_lost);
         }
-        e = next;
     }
 }
 
@@ -363,13 +356,12 @@ void sesscache_evict_user(struct sesscache *c, const char *user)
     if (c == NULL) {
         return;
     }
-    struct cache_entry *e = c->head;
-    while (e != NULL) {
-        struct cache_entry *next = e->next;
+    struct list_link *l, *n;
+    LIST_FOREACH_SAFE(l, n, &c->entries) {
+        struct cache_entry *e = CACHE_ENTRY(l);
         if (strcmp(e->user, user) == 0) {
             cache_evict(e, &c->stats.evicted_event);
         }
-        e = next;
     }
 }
 
@@ -378,8 +370,8 @@ void sesscache_evict_all(struct sesscache *c)
     if (c == NULL) {
         return;
     }
-    while (c->head != NULL) {
-        cache_evict(c->head, &c->stats.evicted_event);
+    while (!list_empty(&c->entries)) {
+        cache_evict(CACHE_ENTRY(list_first(&c->entries)), &c->stats.evicted_event);
     }
 }
 
@@ -402,8 +394,8 @@ void sesscache_free(struct sesscache *c)
         return;
     }
     uint64_t dropped = 0;
-    while (c->head != NULL) {
-        cache_evict(c->head, &dropped);
+    while (!list_empty(&c->entries)) {
+        cache_evict(CACHE_ENTRY(list_first(&c->entries)), &dropped);
     }
     uv_close((uv_handle_t *)&c->timer, cache_on_timer_close);
 }

@@ -21,7 +21,7 @@
 static void session_on_timer(uv_timer_t *t);
 
 static const char *const session_state_names[] = {
-    "tls-accept", "preauth", "starttls", "login", "relay", "closing",
+    "tls-accept", "preauth", "starttls", "logging-in", "relay", "closing",
 };
 _Static_assert(sizeof(session_state_names) / sizeof(session_state_names[0]) == SESSION_CLOSING + 1,
                "a name per state");
@@ -42,8 +42,8 @@ void session_log(struct session *s, int level, const char *fmt, ...)
     snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s state=%s%s%s: ",
              s->id, s->client_ip, (unsigned)s->client_port, s->listener->address,
              (unsigned)s->listener->port, s->user[0] ? " user=" : "", s->user, backend,
-             session_state_names[s->state], s->state == SESSION_LOGIN ? " step=" : "",
-             s->state == SESSION_LOGIN ? session_login_step_name(s->login_step) : "");
+             session_state_names[s->state], s->state == SESSION_LOGGING_IN ? " step=" : "",
+             s->state == SESSION_LOGGING_IN ? session_login_step_name(s->login_step) : "");
     va_start(ap, fmt);
     log_vmsg(level, prefix, fmt, ap);
     va_end(ap);
@@ -130,16 +130,30 @@ int session_read_client(struct session *s)
     return conn_read_start(s->client);
 }
 
-void session_audit_pause(struct session_env *env)
+/* session_audit_set_paused stops (paused) or resumes reading the clients of
+ * every session of env: the audit queue is full, or drained. */
+static void session_audit_set_paused(struct session_env *env, int paused)
 {
-    env->audit_paused = 1;
-    log_msg(LOG_WARNING, "worker %u: audit queue full: clients wait until it drains",
-            env->worker_id);
-    for (struct session *s = env->sessions; s != NULL; s = s->next) {
-        if (s->client != NULL && s->state != SESSION_CLOSING) {
+    struct list_link *l, *n;
+    env->audit_paused = paused;
+    LIST_FOREACH_SAFE(l, n, &env->sessions) {
+        struct session *s = SESSION_OF(l);
+        if (s->client == NULL || s->state == SESSION_CLOSING) {
+            continue;
+        }
+        if (paused) {
             conn_read_stop(s->client);
+        } else if (session_reads_client(s)) {
+            conn_read_start(s->client);
         }
     }
+}
+
+void session_audit_pause(struct session_env *env)
+{
+    log_msg(LOG_WARNING, "worker %u: audit queue full: clients wait until it drains",
+            env->worker_id);
+    session_audit_set_paused(env, 1);
 }
 
 void session_audit_resume(struct session_env *env)
@@ -147,14 +161,9 @@ void session_audit_resume(struct session_env *env)
     if (!env->audit_paused) {
         return;
     }
-    env->audit_paused = 0;
     log_msg(LOG_NOTICE, "worker %u: audit queue drained: reading clients again",
             env->worker_id);
-    for (struct session *s = env->sessions; s != NULL; s = s->next) {
-        if (s->client != NULL && session_reads_client(s)) {
-            conn_read_start(s->client);
-        }
-    }
+    session_audit_set_paused(env, 0);
 }
 
 /* --- lifetime -------------------------------------------------------------- */
@@ -174,14 +183,7 @@ void session_maybe_free(struct session *s)
         return;
     }
     s->flags |= SESSION_F_FREED;
-    if (s->prev != NULL) {
-        s->prev->next = s->next;
-    } else {
-        s->env->sessions = s->next;
-    }
-    if (s->next != NULL) {
-        s->next->prev = s->prev;
-    }
+    list_remove(&s->link);
     s->env->num_sessions--;
     session_login_clear(s);
     free(s->shown_capa);
@@ -392,7 +394,7 @@ static void session_on_timer(uv_timer_t *t)
     case SESSION_STARTTLS:
         session_close(s, "pre-auth timeout during TLS handshake");
         return;
-    case SESSION_LOGIN: {
+    case SESSION_LOGGING_IN: {
         char why[64];
         snprintf(why, sizeof(why), "login timed out in step=%s",
                  session_login_step_name(s->login_step));
@@ -428,11 +430,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     s->pending = 2; /* client conn, timer */
     uv_timer_init(env->loop, &s->timer);
     s->timer.data = s;
-    s->next = env->sessions;
-    if (env->sessions != NULL) {
-        env->sessions->prev = s;
-    }
-    env->sessions = s;
+    list_push_front(&env->sessions, &s->link);
     env->num_sessions++;
     s->state = SESSION_TLS_ACCEPT;
 
@@ -482,15 +480,14 @@ int session_accept(struct session_env *env, uv_stream_t *server,
 
 void session_drain_all(struct session_env *env, int final)
 {
-    struct session *s = env->sessions;
-    while (s != NULL) {
-        struct session *next = s->next; /* session_close never frees at once */
+    struct list_link *l, *n;
+    LIST_FOREACH_SAFE(l, n, &env->sessions) { /* session_close never frees at once */
+        struct session *s = SESSION_OF(l);
         if (s->state == SESSION_TLS_ACCEPT || s->state == SESSION_STARTTLS) {
             session_close(s, "server shutting down");
-        } else if (s->state == SESSION_PREAUTH || s->state == SESSION_LOGIN ||
+        } else if (s->state == SESSION_PREAUTH || s->state == SESSION_LOGGING_IN ||
                    (final && s->state == SESSION_RELAY)) {
             session_bye(s, "[UNAVAILABLE] Server shutting down", "server shutting down");
         }
-        s = next;
     }
 }

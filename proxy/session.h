@@ -12,12 +12,13 @@
 #include <openssl/ssl.h>
 
 #include "common/config.h"
+#include "common/list.h"
 #include "common/schema.h"
 
 struct session;
 struct dir;
 struct audit_queue;
-struct pool;
+struct warm;
 struct sesscache;
 
 /* Counters of one worker, written to the log periodically and at exit. */
@@ -40,12 +41,12 @@ struct session_env {
     struct config *cfg;          /* snapshot; sessions take their own reference */
     SSL_CTX *server_ctx;         /* for client TLS; shared by workers */
     SSL_CTX *const *backend_ctx; /* per cfg->backends index; NULL for tls none */
-    struct session *sessions;    /* list of live sessions (see session_drain_all) */
+    struct list_link sessions;   /* of live sessions (struct session), newest first */
     size_t num_sessions;
     uint64_t next_id;            /* session ids: worker_id and this counter */
     struct dir *dir;             /* routing table of this worker */
     struct audit_queue *audit;   /* this worker's audit queue, or NULL */
-    struct pool *pool;           /* warm backend connections, or NULL */
+    struct warm *warm;           /* warm backend connections, or NULL */
     struct sesscache *cache;     /* parked logged-in connections, or NULL */
     int audit_paused;            /* the queue is full (policy block): clients not read */
     struct session_stats stats;

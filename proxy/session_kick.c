@@ -44,7 +44,7 @@ static void session_kick(struct session *s, const char *reason)
     if (s->flags & SESSION_F_KICK) {
         return;
     }
-    if (s->state == SESSION_LOGIN) {
+    if (s->state == SESSION_LOGGING_IN) {
         s->flags |= SESSION_F_KICK; /* applied when the login succeeds */
         s->kick_reason = reason;
         return;
@@ -86,7 +86,6 @@ static void session_on_recheck(void *ctx, const struct dir_result *res)
 
 void session_on_event(struct session_env *env, enum schema_event_type type, const char *arg)
 {
-    struct session *next;
     /* parked connections follow the same events: a kicked or moved user's
        go; domain and backend changes drop them all (they are cheap to redo) */
     if (type == SCHEMA_EV_KICK || type == SCHEMA_EV_ROUTE) {
@@ -94,9 +93,10 @@ void session_on_event(struct session_env *env, enum schema_event_type type, cons
     } else {
         sesscache_evict_all(env->cache);
     }
-    for (struct session *s = env->sessions; s != NULL; s = next) {
-        next = s->next; /* sessions are never freed from here, but be sure */
-        if (s->state != SESSION_RELAY && s->state != SESSION_LOGIN) {
+    struct list_link *l, *n;
+    LIST_FOREACH_SAFE(l, n, &env->sessions) { /* sessions are never freed from here */
+        struct session *s = SESSION_OF(l);
+        if (s->state != SESSION_RELAY && s->state != SESSION_LOGGING_IN) {
             continue;
         }
         const char *domain;

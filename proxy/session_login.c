@@ -24,7 +24,7 @@
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/directory.h"
-#include "proxy/pool.h"
+#include "proxy/warm.h"
 #include "proxy/verify.h"
 
 static const char *const login_step_names[] = {
@@ -99,7 +99,7 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
     session_login_clear(s);
     s->user[0] = '\0';
     s->route = NULL;
-    if (s->state == SESSION_LOGIN) {
+    if (s->state == SESSION_LOGGING_IN) {
         session_preauth_resume(s);
     }
 }
@@ -112,7 +112,7 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
 static int session_login_back(struct session *s)
 {
     s->pending--;
-    if (s->state != SESSION_LOGIN) {
+    if (s->state != SESSION_LOGGING_IN) {
         session_maybe_free(s);
         return 0;
     }
@@ -236,7 +236,7 @@ static void session_on_cache_relay(struct session *s)
 
 void session_login_cache_ready(struct session *s, int hit)
 {
-    if (s->state != SESSION_LOGIN) {
+    if (s->state != SESSION_LOGGING_IN) {
         return;
     }
     if (!hit) {
@@ -346,6 +346,7 @@ static int session_login_backend_start(struct session *s, int warm_ok)
         .local_port = s->local_port,
         .connect_timeout_ms = s->cfg->backend_connect_timeout_ms,
         .greeting_timeout_ms = s->cfg->backend_greeting_timeout_ms,
+        .session_id = s->id,
     };
     if (b->auth == CONFIG_BACKEND_AUTH_MASTER) {
         p.authzid = target;
@@ -356,7 +357,7 @@ static int session_login_backend_start(struct session *s, int warm_ok)
         p.user = target;
         p.password = s->password;
     }
-    struct backend *warm = warm_ok ? pool_take(s->env->pool, b, s->host, s->port) : NULL;
+    struct backend *warm = warm_ok ? warm_take(s->env->warm, b, s->host, s->port) : NULL;
     s->flags &= ~SESSION_F_WARM_LOGIN;
     if (warm != NULL && backend_resume_login(warm, &p, session_on_backend_login, s) == 0) {
         s->backend_login = warm;
@@ -450,7 +451,7 @@ void session_login_run(struct session *s)
     enum login_next next;
     do {
         next = login_steps[s->login_step](s);
-    } while (next == LOGIN_GO && s->state == SESSION_LOGIN);
+    } while (next == LOGIN_GO && s->state == SESSION_LOGGING_IN);
 }
 
 /* --- the entry ------------------------------------------------------------------ */
@@ -475,7 +476,7 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return;
     }
-    session_set_state(s, SESSION_LOGIN);
+    session_set_state(s, SESSION_LOGGING_IN);
     s->login_step = LOGIN_STEP_LOOKUP;
     conn_read_stop(s->client);
     session_login_run(s);

@@ -38,11 +38,14 @@
 #define SESSION_KICK_QUIET_MS 50        /* a kicked session ends when the backend is this quiet */
 #define SESSION_KICK_MAX_MS 10000       /* ... or this long after the kick, whatever is in flight */
 
+/* SESSION_OF: the session of a link in env->sessions. */
+#define SESSION_OF(l) LIST_ITEM(l, struct session, link)
+
 enum session_state {
     SESSION_TLS_ACCEPT, /* implicit TLS: handshake running, nothing sent yet */
     SESSION_PREAUTH,    /* greeting sent; commands answered here */
     SESSION_STARTTLS,   /* STARTTLS accepted; handshake running, input discarded */
-    SESSION_LOGIN,      /* a login's steps run (login_step); client reads stopped */
+    SESSION_LOGGING_IN, /* a login's steps run (login_step); client reads stopped */
     SESSION_RELAY,      /* logged in; bytes copied both ways */
     SESSION_CLOSING,    /* session_close called; waiting for handles and references */
 };
@@ -104,7 +107,7 @@ enum login_refusal {
 
 struct session {
     struct session_env *env;     /* borrowed; the worker outlives us */
-    struct session *next, *prev; /* in env->sessions */
+    struct list_link link;       /* in env->sessions */
     struct config *cfg;          /* our own reference */
     const struct config_listener *listener; /* in cfg */
     char id[32];                 /* "w<worker>-<n>" for logs */
@@ -128,7 +131,7 @@ struct session {
     char host[256];              /* chosen host of route */
     uint16_t port;
 
-    /* a login in flight (state SESSION_LOGIN) */
+    /* a login in flight (state SESSION_LOGGING_IN) */
     enum login_step login_step;  /* where it is */
     unsigned login_delay_ms;     /* brute-force delay the lookup asked for */
     char *password;              /* the client's; wiped as soon as it is used */

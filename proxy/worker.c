@@ -7,11 +7,12 @@
 
 #include <uv.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "proxy/audit.h"
 #include "proxy/directory.h"
 #include "proxy/listener.h"
-#include "proxy/pool.h"
+#include "proxy/warm.h"
 #include "proxy/sesscache.h"
 #include "proxy/session.h"
 
@@ -67,9 +68,9 @@ static void worker_log_stats(struct worker *w, int final)
                             (unsigned long long)st->logins_unavailable,
                             (unsigned long long)st->bf_delayed, (unsigned long long)st->bf_blocked,
                             (unsigned long long)st->kicks);
-    if (w->env.pool != NULL) {
-        struct pool_stats ps;
-        pool_stats(w->env.pool, &ps);
+    if (w->env.warm != NULL) {
+        struct warm_stats ps;
+        warm_stats(w->env.warm, &ps);
         off += (size_t)snprintf(line + off, sizeof(line) - off,
                                 " pool_size=%llu pool_hits=%llu pool_misses=%llu "
                                 "pool_connects=%llu pool_connect_failures=%llu pool_lost=%llu "
@@ -110,8 +111,8 @@ static void worker_on_drain_timer(uv_timer_t *t)
     struct worker *w = t->data;
     if (w->env.num_sessions == 0) {
         worker_log_stats(w, 1);
-        pool_free(w->env.pool);
-        w->env.pool = NULL;
+        warm_free(w->env.warm);
+        w->env.warm = NULL;
         sesscache_free(w->env.cache);
         w->env.cache = NULL;
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
@@ -224,7 +225,7 @@ static void worker_main(void *arg)
         uv_sem_post(&w->ready);
         return;
     }
-    w->env.pool = pool_new(&w->loop, w->env.cfg, w->env.backend_ctx);
+    w->env.warm = warm_new(&w->loop, w->env.cfg, w->env.backend_ctx);
     w->env.cache = sesscache_new(&w->loop, w->env.cfg);
     uv_timer_start(&w->stats_timer, worker_on_stats_timer, WORKER_STATS_MS, WORKER_STATS_MS);
     uv_sem_post(&w->ready);
@@ -262,6 +263,7 @@ struct worker *worker_start(char *err, size_t err_len, unsigned id, struct confi
     }
     uv_sem_init(&w->ready, 0);
     w->env.loop = &w->loop;
+    list_init(&w->env.sessions);
     w->env.worker_id = id;
     w->env.cfg = config_ref(cfg);
     w->env.server_ctx = server_ctx;

@@ -1,4 +1,4 @@
-#include "proxy/pool.h"
+#include "proxy/warm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,84 +6,76 @@
 
 #include <uv.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "proxy/backend.h"
 
-#define POOL_TICK_MS 500          /* refill, age and health-check pass */
-#define POOL_BACKOFF_MIN_MS 250   /* first retry after a failed connect */
-#define POOL_BACKOFF_MAX_MS 5000  /* retries of a failing host are this far apart at most */
-#define POOL_LOG_EVERY 20         /* a failing host is logged at its 1st, 21st, ... failure */
+#define WARM_TICK_MS 500          /* refill, age and health-check pass */
+#define WARM_BACKOFF_MIN_MS 250   /* first retry after a failed connect */
+#define WARM_BACKOFF_MAX_MS 5000  /* retries of a failing host are this far apart at most */
+#define WARM_LOG_EVERY 20         /* a failing host is logged at its 1st, 21st, ... failure */
 
-struct pool_host;
+struct warm_host;
 
-struct pool_conn {
-    struct pool_host *h;
+struct warm_conn {
+    struct warm_host *h;
     struct backend *b;
-    struct pool_conn *next, *prev; /* oldest first */
+    struct list_link link;         /* in h->conns, oldest first */
     uint64_t ready_at;             /* loop time (ms) it became ready */
     uint64_t retire_at;            /* loop time it is replaced */
     uint64_t checked_at;           /* loop time of the last health check */
     int ready;
 };
 
-struct pool_host {
-    struct pool *p;
+struct warm_host {
+    struct warm *p;
     const struct config_backend *cfg;
     size_t idx;                    /* in cfg->backends, for the TLS context */
     char host[256];
     uint16_t port;
-    struct pool_conn *head, *tail;
+    struct list_link conns;        /* of struct warm_conn, oldest first */
     unsigned count;                /* connecting and ready */
     unsigned failures;             /* failed connects in a row */
     uint64_t retry_at;             /* no new connect before this loop time */
 };
 
-struct pool {
+struct warm {
     uv_loop_t *loop;
     struct config *cfg;            /* our reference */
     SSL_CTX *const *backend_ctx;
-    struct pool_host *hosts;
+    struct warm_host *hosts;
     size_t num_hosts;
     uv_timer_t timer;              /* timer.data = this */
-    struct pool_stats stats;
+    struct warm_stats stats;
 };
 
-static void pool_on_backend(void *ctx, enum backend_status st, const char *code,
+static void warm_on_backend(void *ctx, enum backend_status st, const char *code,
                             const char *reason);
 
-static void pool_unlink(struct pool_conn *pc)
+static void warm_unlink(struct warm_conn *pc)
 {
-    struct pool_host *h = pc->h;
-    if (pc->prev != NULL) {
-        pc->prev->next = pc->next;
-    } else {
-        h->head = pc->next;
-    }
-    if (pc->next != NULL) {
-        pc->next->prev = pc->prev;
-    } else {
-        h->tail = pc->prev;
-    }
+    struct warm_host *h = pc->h;
+    list_remove(&pc->link);
     h->count--;
     if (pc->ready) {
         h->p->stats.size--;
     }
 }
 
-/* pool_drop closes a warm connection (or an attempt) and forgets it. */
-static void pool_drop(struct pool_conn *pc)
+/* warm_drop closes a warm connection (or an attempt) and forgets it. */
+static void warm_drop(struct warm_conn *pc)
 {
-    pool_unlink(pc);
+    warm_unlink(pc);
     backend_free(pc->b);
     free(pc);
 }
 
-static void pool_fill(struct pool_host *h)
+static void warm_fill(struct warm_host *h)
 {
-    struct pool *p = h->p;
+    struct warm *p = h->p;
     uint64_t now = uv_now(p->loop);
     while (h->count < h->cfg->pool_size && now >= h->retry_at) {
-        struct pool_conn *pc = calloc(1, sizeof(*pc));
+        struct warm_conn *pc = calloc(1, sizeof(*pc));
         if (pc == NULL) {
             return;
         }
@@ -96,28 +88,22 @@ static void pool_fill(struct pool_host *h)
             .greeting_timeout_ms = p->cfg->backend_greeting_timeout_ms,
         };
         pc->h = h;
-        pc->b = backend_prepare(p->loop, &bp, pool_on_backend, pc);
+        pc->b = backend_prepare(p->loop, &bp, warm_on_backend, pc);
         if (pc->b == NULL) {
             free(pc);
             return;
         }
-        pc->prev = h->tail;
-        if (h->tail != NULL) {
-            h->tail->next = pc;
-        } else {
-            h->head = pc;
-        }
-        h->tail = pc;
+        list_push_back(&h->conns, &pc->link);
         h->count++;
     }
 }
 
-static void pool_on_backend(void *ctx, enum backend_status st, const char *code,
+static void warm_on_backend(void *ctx, enum backend_status st, const char *code,
                             const char *reason)
 {
-    struct pool_conn *pc = ctx;
-    struct pool_host *h = pc->h;
-    struct pool *p = h->p;
+    struct warm_conn *pc = ctx;
+    struct warm_host *h = pc->h;
+    struct warm *p = h->p;
     uint64_t now = uv_now(p->loop);
     (void)code;
 
@@ -129,62 +115,61 @@ static void pool_on_backend(void *ctx, enum backend_status st, const char *code,
            expire on the same tick */
         pc->retire_at = now + max_idle - (uv_hrtime() / 1000u) % (max_idle / 4 + 1);
         if (h->failures > 0) {
-            log_msg(LOG_INFO, "pool: backend %s host %s:%u is back", h->cfg->name, h->host,
+            log_msg(LOG_INFO, "warm pool: backend %s host %s:%u is back", h->cfg->name, h->host,
                     (unsigned)h->port);
         }
         h->failures = 0;
         p->stats.connects++;
         p->stats.size++;
-        log_msg(LOG_DEBUG, "pool: warm connection to backend %s host %s:%u ready", h->cfg->name,
+        log_msg(LOG_DEBUG, "warm pool: warm connection to backend %s host %s:%u ready", h->cfg->name,
                 h->host, (unsigned)h->port);
         return;
     }
     if (pc->ready) {
         p->stats.lost++;
-        log_msg(LOG_INFO, "pool: warm connection to backend %s host %s:%u lost: %s",
+        log_msg(LOG_INFO, "warm pool: warm connection to backend %s host %s:%u lost: %s",
                 h->cfg->name, h->host, (unsigned)h->port, reason);
     } else {
         p->stats.connect_failures++;
         h->failures++;
         unsigned shift = h->failures > 5 ? 5 : h->failures - 1;
-        unsigned backoff = POOL_BACKOFF_MIN_MS << shift;
-        h->retry_at = now + (backoff > POOL_BACKOFF_MAX_MS ? POOL_BACKOFF_MAX_MS : backoff);
-        if (h->failures % POOL_LOG_EVERY == 1) {
-            log_msg(LOG_WARNING, "pool: backend %s host %s:%u: warm connection failed (%u in a "
+        unsigned backoff = WARM_BACKOFF_MIN_MS << shift;
+        h->retry_at = now + (backoff > WARM_BACKOFF_MAX_MS ? WARM_BACKOFF_MAX_MS : backoff);
+        if (h->failures % WARM_LOG_EVERY == 1) {
+            log_msg(LOG_WARNING, "warm pool: backend %s host %s:%u: warm connection failed (%u in a "
                     "row): %s", h->cfg->name, h->host, (unsigned)h->port, h->failures, reason);
         }
     }
-    pool_drop(pc);
-    pool_fill(h);
+    warm_drop(pc);
+    warm_fill(h);
 }
 
-static void pool_on_tick(uv_timer_t *t)
+static void warm_on_tick(uv_timer_t *t)
 {
-    struct pool *p = t->data;
+    struct warm *p = t->data;
     uint64_t now = uv_now(p->loop);
     for (size_t i = 0; i < p->num_hosts; i++) {
-        struct pool_host *h = &p->hosts[i];
-        struct pool_conn *pc = h->head;
-        while (pc != NULL) {
-            struct pool_conn *next = pc->next;
+        struct warm_host *h = &p->hosts[i];
+        struct list_link *l, *n;
+        LIST_FOREACH_SAFE(l, n, &h->conns) {
+            struct warm_conn *pc = LIST_ITEM(l, struct warm_conn, link);
             if (pc->ready && backend_is_ready(pc->b)) {
                 if (now >= pc->retire_at) {
                     p->stats.recycled++;
-                    pool_drop(pc);
+                    warm_drop(pc);
                 } else if (now - pc->checked_at >= h->cfg->pool_check_interval_ms) {
                     pc->checked_at = now;
                     backend_ping(pc->b);
                 }
             }
-            pc = next;
         }
-        pool_fill(h);
+        warm_fill(h);
     }
 }
 
-struct pool *pool_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backend_ctx)
+struct warm *warm_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backend_ctx)
 {
-    struct pool *p = calloc(1, sizeof(*p));
+    struct warm *p = calloc(1, sizeof(*p));
     size_t n = 0;
     if (p == NULL) {
         return NULL;
@@ -207,43 +192,46 @@ struct pool *pool_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backe
             continue;
         }
         for (size_t j = 0; j < b->num_hosts; j++) {
-            struct pool_host *h = &p->hosts[p->num_hosts++];
+            struct warm_host *h = &p->hosts[p->num_hosts++];
             h->p = p;
             h->cfg = b;
             h->idx = i;
             snprintf(h->host, sizeof(h->host), "%s", b->hosts[j].host);
             h->port = b->hosts[j].port;
+            list_init(&h->conns);
         }
     }
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
     if (p->num_hosts > 0) {
         for (size_t i = 0; i < p->num_hosts; i++) {
-            pool_fill(&p->hosts[i]);
+            warm_fill(&p->hosts[i]);
         }
-        uv_timer_start(&p->timer, pool_on_tick, POOL_TICK_MS, POOL_TICK_MS);
+        uv_timer_start(&p->timer, warm_on_tick, WARM_TICK_MS, WARM_TICK_MS);
     }
     return p;
 }
 
-struct backend *pool_take(struct pool *p, const struct config_backend *cfg, const char *host,
+struct backend *warm_take(struct warm *p, const struct config_backend *cfg, const char *host,
                           uint16_t port)
 {
     if (p == NULL || cfg->pool_size == 0) {
         return NULL;
     }
     for (size_t i = 0; i < p->num_hosts; i++) {
-        struct pool_host *h = &p->hosts[i];
+        struct warm_host *h = &p->hosts[i];
         if (h->cfg != cfg || h->port != port || strcmp(h->host, host) != 0) {
             continue;
         }
-        for (struct pool_conn *pc = h->head; pc != NULL; pc = pc->next) {
+        struct list_link *l, *n;
+        LIST_FOREACH_SAFE(l, n, &h->conns) {
+            struct warm_conn *pc = LIST_ITEM(l, struct warm_conn, link);
             if (pc->ready && backend_is_ready(pc->b)) {
                 struct backend *b = pc->b;
-                pool_unlink(pc);
+                warm_unlink(pc);
                 free(pc);
                 p->stats.hits++;
-                pool_fill(h);
+                warm_fill(h);
                 return b;
             }
         }
@@ -253,28 +241,28 @@ struct backend *pool_take(struct pool *p, const struct config_backend *cfg, cons
     return NULL;
 }
 
-void pool_stats(const struct pool *p, struct pool_stats *out)
+void warm_stats(const struct warm *p, struct warm_stats *out)
 {
     *out = p->stats;
 }
 
-static void pool_on_timer_close(uv_handle_t *h)
+static void warm_on_timer_close(uv_handle_t *h)
 {
-    struct pool *p = h->data;
+    struct warm *p = h->data;
     config_unref(&p->cfg);
     free(p->hosts);
     free(p);
 }
 
-void pool_free(struct pool *p)
+void warm_free(struct warm *p)
 {
     if (p == NULL) {
         return;
     }
     for (size_t i = 0; i < p->num_hosts; i++) {
-        while (p->hosts[i].head != NULL) {
-            pool_drop(p->hosts[i].head);
+        while (!list_empty(&p->hosts[i].conns)) {
+            warm_drop(LIST_ITEM(list_first(&p->hosts[i].conns), struct warm_conn, link));
         }
     }
-    uv_close((uv_handle_t *)&p->timer, pool_on_timer_close);
+    uv_close((uv_handle_t *)&p->timer, warm_on_timer_close);
 }
