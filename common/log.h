@@ -1,6 +1,6 @@
 /* log: one line per event, to stderr or syslog, with levels from <syslog.h>.
  * Thread-safe: each line is formatted into a stack buffer and written with
- * one call.  Callers never pass secrets here (STYLE.md §8). */
+ * one call.  Callers never pass secrets here (docs/ARCHITECTURE.md, "Secrets"). */
 #ifndef IMAPMUX_COMMON_LOG_H
 #define IMAPMUX_COMMON_LOG_H
 

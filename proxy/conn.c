@@ -71,7 +71,7 @@ void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *ctx)
 
 static void conn_tune(struct conn *c)
 {
-    /* Nagle would stall each login behind a delayed ACK (DESIGN lessons). */
+    /* Nagle would stall each login behind a delayed ACK (docs/ARCHITECTURE.md). */
     uv_tcp_nodelay(&c->tcp, 1);
     uv_tcp_keepalive(&c->tcp, 1, 300);
 }

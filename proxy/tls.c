@@ -40,8 +40,8 @@ static int tls_ctx_common(SSL_CTX *ctx)
         !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)) {
         return -1;
     }
-    /* Idle connections must not keep record buffers (DESIGN: memory per idle
-     * connection is the capacity limit). */
+    /* Idle connections must not keep record buffers (memory per idle
+     * connection is the capacity limit: docs/ARCHITECTURE.md). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     return 0;
 }

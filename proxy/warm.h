@@ -1,8 +1,7 @@
 /* warm: the warm pool, backend connections of one worker kept ready.  Per
  * host of every backend with pool_size > 0, that many connections are kept
  * connected, greeted, past TLS or STARTTLS and with their capabilities
- * known, so that a login saves
- * those round trips.  They are refilled in the background (with a backoff
+ * known, so that a login saves those round trips.  They are refilled in the background (with a backoff
  * while the host fails), health-checked with NOOP every
  * pool_check_interval_ms and replaced once older than pool_max_idle_ms
  * (backends drop connections that never log in). */
