@@ -175,10 +175,10 @@ static int jc_string(struct jc *c)
             if (u < 0) {
                 return jc_fail(c, "a bad \\u escape");
             }
-            c->pos += 6;
             if (u >= 0xdc00 && u <= 0xdfff) {
                 return jc_fail(c, "a lone low surrogate escape");
             }
+            c->pos += 6;
             if (u >= 0xd800 && u <= 0xdbff) {
                 long lo = -1;
                 size_t rest = c->len - c->pos;
