@@ -298,11 +298,17 @@ Test(json, json_check_agrees_with_python)
         size_t n = make_record(&s, buf, 64 + prng(&s) % 2000);
         put_case(f, buf, n);
         /* near misses: one byte changed, dropped or added */
-        for (int m = 0; m < 2; m++) {
+        for (int m = 0; m < 3 && n > 0; m++) {
             size_t at = prng(&s) % n;
-            static const char some[] = "\"\\{}[]:,0-eE.tfn\x01\x80\xc3 u";
+            static const char some[] = "\"\\{}[]:,0-eE.tfn\x01\x1f\x7f\x80\xc3 u";
+            /* snippets that make a near miss of another kind: a name twice, a
+             * lone surrogate, a constant Python knows, a number at an edge */
+            static const char *const snips[] = {
+                "\"time\":1,", ",\"time\":1", "\\ud800", "\\udc00", "\\ud83d\\ude00", "NaN",
+                "Infinity", "-0", "1e5", "0.5", "01", "\\u00e9", "\\u0000", "\xed\xa0\x80",
+                "\xf4\x90\x80\x80", "\xc3\xa9", "\"x\":[1,{}]", "\"\\u0074ime\":0,", "\t", "\r\n"};
             char c = prng(&s) % 3 == 0 ? (char)prng(&s) : some[prng(&s) % (sizeof(some) - 1)];
-            switch (prng(&s) % 3) {
+            switch (prng(&s) % 4) {
             case 0:
                 buf[at] = c;
                 break;
@@ -310,11 +316,21 @@ Test(json, json_check_agrees_with_python)
                 memmove(buf + at, buf + at + 1, n - at);
                 n--;
                 break;
-            default:
+            case 2:
                 memmove(buf + at + 1, buf + at, n - at + 1);
                 buf[at] = c;
                 n++;
                 break;
+            default: {
+                const char *sn = snips[prng(&s) % (sizeof(snips) / sizeof(snips[0]))];
+                size_t sl = strlen(sn);
+                if (n + sl < sizeof(buf)) {
+                    memmove(buf + at + sl, buf + at, n - at + 1);
+                    memcpy(buf + at, sn, sl);
+                    n += sl;
+                }
+                break;
+            }
             }
             put_case(f, buf, n);
             if (valid(buf, n)) {
