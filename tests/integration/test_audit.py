@@ -3,7 +3,10 @@ and the master-login path): a scripted session gives exactly the expected
 records; no secret reaches a record on any authentication path; the hash
 chain catches an edited, a deleted and a swapped line; SIGUSR1 reopens the
 file; the policies block, drop and close act on a stalled sink; the Redis
-stream gets every record, also after Redis was down for a while."""
+stream gets every record, also after Redis was down for a while; the chain
+goes on across restarts, a record cut by a crash and a broken end, records
+stay strict JSON whatever the mailbox name, and verify rejects a line that
+is not."""
 import base64
 import json
 import os
@@ -660,6 +663,27 @@ class RestartTest(unittest.TestCase):
         r = self.verify(p)
         self.assertEqual(r.returncode, 1, r.stdout)
         self.assertIn("line %d: a chain_start whose prev" % (starts[1] + 1), r.stdout)
+
+    def test_a_reopen_of_the_same_file_goes_on(self):
+        """SIGUSR1 with no rotation: the file is reopened and its chain goes on."""
+        path = os.path.join(self.tmp.path, "reopen.log")
+
+        def session(mux):
+            m = mux.ssl_client()
+            m.login("alice", USERS["alice"])
+            mux.proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 10
+            while "reopened" not in mux.log_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIn("audit file %s reopened" % path, mux.log_text())
+            m.select("INBOX")
+            m.logout()
+        self.run_mux(path, session)
+        recs = [strict_json(l) for l in self.lines(path)]
+        self.assertEqual([r["type"] for r in recs].count("chain_start"), 2)
+        r = self.verify(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("chain intact over 2 starts", r.stdout)
 
     def test_a_record_cut_by_a_crash_is_cut_off(self):
         path = os.path.join(self.tmp.path, "cut.log")
