@@ -6,6 +6,10 @@
 /* bytes kept free at the end of buf for ',"truncated":true}' and the NUL */
 #define JSON_RESERVE 24
 
+/* the field json_end adds to an object that lost fields */
+#define JSON_MARK "\"truncated\":true"
+#define JSON_MARK_LEN (sizeof(JSON_MARK) - 1)
+
 void json_begin(struct json *j, char *buf, size_t cap)
 {
     j->buf = buf;
@@ -195,6 +199,15 @@ void json_bool(struct json *j, const char *key, int val)
 void json_fields(struct json *j, const char *fields)
 {
     size_t n = strlen(fields);
+    /* fields of an object that was itself cut end in its mark: that mark
+     * becomes this object's, so that the record has one "truncated" key */
+    if (n >= JSON_MARK_LEN && memcmp(fields + n - JSON_MARK_LEN, JSON_MARK, JSON_MARK_LEN) == 0) {
+        n -= JSON_MARK_LEN;
+        if (n > 0 && fields[n - 1] == ',') {
+            n--;
+        }
+        j->full = 1;
+    }
     if (n == 0) {
         return;
     }
@@ -206,18 +219,24 @@ void json_fields(struct json *j, const char *fields)
     if (comma) {
         j->buf[j->len++] = ',';
     }
-    memcpy(j->buf + j->len, fields, n + 1);
+    memcpy(j->buf + j->len, fields, n);
     j->len += n;
+    j->buf[j->len] = '\0';
     j->fields++;
 }
 
 size_t json_end(struct json *j)
 {
     if (j->full) {
-        /* fields stop JSON_RESERVE bytes short of cap: room for this */
-        static const char mark[] = ",\"truncated\":true";
-        size_t n = sizeof(mark) - 1;
-        memcpy(j->buf + j->len, mark, n);
+        /* fields stop JSON_RESERVE bytes short of cap: room for this.  The
+         * comma only follows a field: an object whose every field was left
+         * out is {"truncated":true}, not {,"truncated":true}, which broke
+         * every record that took such an object's fields (json_fields). */
+        size_t n = JSON_MARK_LEN;
+        if (j->fields > 0) {
+            j->buf[j->len++] = ',';
+        }
+        memcpy(j->buf + j->len, JSON_MARK, n);
         j->len += n;
     }
     j->buf[j->len++] = '}';

@@ -30,10 +30,17 @@ void json_bool(struct json *j, const char *key, int val);
 void json_raw(struct json *j, const char *key, const char *json_text);
 
 /* json_fields adds fields already written as JSON text ("a":1,"b":"x"),
- * as the audit tap makes them; "" adds nothing. */
+ * as the audit tap makes them; "" adds nothing.  Fields that end in the
+ * mark of an object cut short ("truncated":true) lose it and this object
+ * gets it instead, so a record never holds the key twice.  The text must be
+ * our own code's (json_begin/json_end output without its braces): it is
+ * copied as it is. */
 void json_fields(struct json *j, const char *fields);
 
-/* json_end closes the object; returns its length (without the NUL). */
+/* json_end closes the object; returns its length (without the NUL).  The
+ * result is one valid JSON object whatever the values were; when fields were
+ * left out its last field is "truncated":true ({"truncated":true} when all
+ * were). */
 size_t json_end(struct json *j);
 
 /* json_escape appends the JSON string literal of val[0..len) (with quotes)

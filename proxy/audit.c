@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/sha.h>
 
 #include "common/audit_chain.h"
 #include "common/json.h"
@@ -23,7 +24,9 @@
 #define AUDIT_FAIL_LOG_MS 30000     /* a sink that stays down is logged this often */
 #define AUDIT_HARD_FACTOR 4         /* policy block: over this many queue_bytes, drop */
 #define AUDIT_REDIS_BATCH 512       /* XADDs pipelined at once */
-#define AUDIT_TAIL_READ 65536       /* bytes read from the end of the file at start */
+#define AUDIT_TAIL_STEP 4096        /* bytes of the file's end read first at open */
+#define AUDIT_ASIDE_TRIES 16        /* names tried for a file moved aside */
+#define AUDIT_ASIDE_NAME_LEN 4200   /* bytes of its name (a path and a suffix) */
 #define AUDIT_BATCH_MS 10           /* the writer lets records gather this long */
 
 struct audit_buf {
@@ -134,31 +137,114 @@ static int audit_buf_add(struct audit_buf *b, const char *rec, size_t len)
 
 /* --- the file sink ----------------------------------------------------------------- */
 
-/* audit_file_tail finds the chain value of the file's last line, so that a
- * restart continues the chain.  0 when found, -1 when the file is empty or
- * its end is not a chained line. */
-static int audit_file_tail(int fd, uint8_t out[AUDIT_CHAIN_LEN])
+/* What the end of the file holds, as audit_file_tail found it. */
+struct audit_tail {
+    enum audit_chain_tail kind;
+    uint8_t chain[AUDIT_CHAIN_LEN];   /* OK, CUT, UNENDED: the value to go on from */
+    size_t cut_len;                   /* CUT: bytes of the record cut short */
+    uint8_t cut_sha[SHA256_DIGEST_LENGTH]; /* CUT: their SHA-256 */
+    int ended;                        /* the last record is a chain_end */
+    int read_errno;                   /* BROKEN: the read failed with this (0: it did not) */
+};
+
+/* audit_pread_all reads n bytes at off into p; 0 or -1 (errno; EIO when
+ * the file got shorter). */
+static int audit_pread_all(int fd, char *p, size_t n, off_t off)
 {
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size == 0) {
-        return -1;
-    }
-    size_t n = st.st_size < AUDIT_TAIL_READ ? (size_t)st.st_size : AUDIT_TAIL_READ;
-    char *buf = malloc(n + 1);
-    if (buf == NULL) {
-        return -1;
-    }
-    ssize_t r = pread(fd, buf, n, st.st_size - (off_t)n);
-    int rc = -1;
-    if (r == (ssize_t)n && buf[n - 1] == '\n') {
-        size_t end = n - 1, start = end;
-        while (start > 0 && buf[start - 1] != '\n') {
-            start--;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, p + done, n - done, off + (off_t)done);
+        if (r < 0 && errno == EINTR) {
+            continue;
         }
-        rc = audit_chain_field(buf + start, end - start, "chain", out);
+        if (r <= 0) {
+            if (r == 0) {
+                errno = EIO;
+            }
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* audit_file_tail reads the file's end backwards, AUDIT_TAIL_STEP bytes at
+ * first and twice as many each time up to AUDIT_CHAIN_TAIL_MAX, until
+ * audit_chain_tail can tell what it holds: a large file costs one small
+ * read.  A failed read, or a last line longer than AUDIT_CHAIN_TAIL_MAX,
+ * is BROKEN. */
+static void audit_file_tail(struct audit_tail *out, int fd, off_t size)
+{
+    memset(out, 0, sizeof(*out));
+    out->kind = AUDIT_TAIL_EMPTY;
+    if (size == 0) {
+        return;
+    }
+    out->kind = AUDIT_TAIL_BROKEN;
+    char *buf = malloc(AUDIT_CHAIN_TAIL_MAX);
+    if (buf == NULL) {
+        out->read_errno = ENOMEM;
+        return;
+    }
+    /* buf holds the file's last have bytes at its end */
+    char *end = buf + AUDIT_CHAIN_TAIL_MAX;
+    size_t have = 0, want = AUDIT_TAIL_STEP;
+    for (;;) {
+        size_t n = (off_t)want < size ? want : (size_t)size;
+        if (audit_pread_all(fd, end - n, n - have, size - (off_t)n) != 0) {
+            out->read_errno = errno;
+            break;
+        }
+        have = n;
+        enum audit_chain_tail k = audit_chain_tail(out->chain, &out->cut_len, &out->ended,
+                                                   end - have, have, (off_t)have == size);
+        if (k != AUDIT_TAIL_MORE) {
+            out->kind = k;
+            break;
+        }
+        if ((off_t)have == size || have == AUDIT_CHAIN_TAIL_MAX) {
+            break; /* BROKEN: a line longer than any record */
+        }
+        want = want * 2 < AUDIT_CHAIN_TAIL_MAX ? want * 2 : AUDIT_CHAIN_TAIL_MAX;
+    }
+    if (out->kind == AUDIT_TAIL_CUT) {
+        SHA256((const uint8_t *)end - out->cut_len, out->cut_len, out->cut_sha);
     }
     free(buf);
-    return rc;
+}
+
+/* audit_aside_name writes "<file>.broken-<UTC time>[-n]" to out; 0 or -1. */
+static int audit_aside_name(char *out, size_t cap, const char *file, unsigned n)
+{
+    char ts[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", &tm);
+    int w = n == 0 ? snprintf(out, cap, "%s.broken-%s", file, ts)
+                   : snprintf(out, cap, "%s.broken-%s-%u", file, ts, n);
+    return w > 0 && (size_t)w < cap ? 0 : -1;
+}
+
+/* audit_file_aside moves the file to a name of its own (never over an older
+ * one: link fails where rename would replace); 0 with the name in out, or -1
+ * (errno). */
+static int audit_file_aside(char *out, size_t cap, const char *file)
+{
+    for (unsigned n = 0; n < AUDIT_ASIDE_TRIES; n++) {
+        if (audit_aside_name(out, cap, file, n) != 0) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        if (link(file, out) == 0) {
+            return unlink(file);
+        }
+        if (errno != EEXIST) {
+            return -1;
+        }
+    }
+    errno = EEXIST;
+    return -1;
 }
 
 /* audit_write_all writes p[*done..n), advancing *done; 0 or -1 (errno). */
@@ -177,10 +263,12 @@ static int audit_write_all(int fd, const char *p, size_t n, size_t *done)
     return 0;
 }
 
-/* audit_file_mark writes a chain_start or chain_end record. */
-static int audit_file_mark(struct audit *a, const char *type)
+/* audit_file_mark writes a chain_start or chain_end record; fields (JSON
+ * text from json_end without its braces, or "") go into a chain_start. */
+static int audit_file_mark(struct audit *a, const char *type, const char *fields)
 {
-    char rec[512], sealed[640], ts[32], hex[AUDIT_CHAIN_HEX_LEN + 1];
+    char rec[AUDIT_RECORD_MAX], sealed[AUDIT_RECORD_MAX + 128], ts[32];
+    char hex[AUDIT_CHAIN_HEX_LEN + 1];
     struct json j;
     audit_time(ts, audit_now_us());
     json_begin(&j, rec, sizeof(rec));
@@ -190,6 +278,7 @@ static int audit_file_mark(struct audit *a, const char *type)
     if (strcmp(type, "chain_start") == 0) {
         audit_chain_hex(hex, a->chain.prev);
         json_str(&j, "prev", hex);
+        json_fields(&j, fields);
     } else {
         json_u64(&j, "records", a->file_records);
     }
@@ -199,36 +288,137 @@ static int audit_file_mark(struct audit *a, const char *type)
     return n > 0 ? audit_write_all(a->fd, sealed, n, &done) : -1;
 }
 
+/* audit_file_fd opens the file for appending and, when it is a regular one,
+ * for reading its end; the fd or -1 (errno).  *out_size: its size, or -1
+ * when it is no regular file (a pipe, /dev/null: no chain to go on from). */
+static int audit_file_fd(const char *file, off_t *out_size)
+{
+    int fd = open(file, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int readable = fd >= 0;
+    if (fd < 0 && errno == EACCES) {
+        fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    }
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        errno = e;
+        return -1;
+    }
+    *out_size = S_ISREG(st.st_mode) ? st.st_size : -1;
+    if (*out_size > 0 && !readable) {
+        /* its end cannot be read: going on would start the chain again in it */
+        close(fd);
+        errno = EACCES;
+        return -1;
+    }
+    return fd;
+}
+
+/* audit_file_open opens the file and writes its chain_start, going on from
+ * the chain value its last record holds (a restart), or from the one this
+ * process wrote last when it is empty (a rotation; zero at the first start).
+ * A record cut short at its end (the writer died) is cut off; an end that
+ * cannot be read or is no chained record moves the file aside, and a new
+ * chain starts in a new file.  Each case is logged and named in the
+ * chain_start.  0, or -1 with the reason in err. */
 static int audit_file_open(struct audit *a, char *err, size_t err_len)
 {
-    a->fd = open(a->ac->file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (a->fd < 0) {
-        snprintf(err, err_len, "audit file %s: %s", a->ac->file, strerror(errno));
-        return -1;
-    }
-    uint8_t last[AUDIT_CHAIN_LEN];
-    struct stat st;
-    if (audit_file_tail(a->fd, last) == 0) {
-        memcpy(a->chain.prev, last, sizeof(last));
-    } else if (fstat(a->fd, &st) == 0 && st.st_size > 0) {
-        log_msg(LOG_WARNING, "audit file %s: its last line has no chain value; the chain "
-                "starts again (imapmuxctl audit verify will report this point)", a->ac->file);
-    }
-    a->file_records = 0;
-    if (audit_file_mark(a, "chain_start") != 0) {
-        snprintf(err, err_len, "audit file %s: %s", a->ac->file, strerror(errno));
+    const char *file = a->ac->file;
+    char fields[AUDIT_ASIDE_NAME_LEN + 256], aside[AUDIT_ASIDE_NAME_LEN];
+    struct json fj;
+    off_t size = -1;
+    struct audit_tail t;
+    json_begin(&fj, fields, sizeof(fields));
+    for (int tries = 0;; tries++) {
+        a->fd = audit_file_fd(file, &size);
+        if (a->fd < 0) {
+            snprintf(err, err_len, "audit file %s: %s", file, strerror(errno));
+            return -1;
+        }
+        if (size < 0) {
+            t.kind = AUDIT_TAIL_EMPTY;
+            break;
+        }
+        audit_file_tail(&t, a->fd, size);
+        if (t.kind != AUDIT_TAIL_BROKEN) {
+            break;
+        }
         close(a->fd);
         a->fd = -1;
-        return -1;
+        if (tries > 0) {
+            snprintf(err, err_len, "audit file %s: its end is no chained record again after "
+                     "it was moved aside", file);
+            return -1;
+        }
+        if (audit_file_aside(aside, sizeof(aside), file) != 0) {
+            snprintf(err, err_len, "audit file %s: its end is no chained record and it cannot "
+                     "be moved aside: %s", file, strerror(errno));
+            return -1;
+        }
+        log_msg(LOG_WARNING, "audit file %s: its end %s; moved aside to %s, a new chain "
+                "starts in a new file", file,
+                t.read_errno != 0 ? "cannot be read" : "is no chained record", aside);
+        json_str(&fj, "broken_aside", aside);
+        if (t.read_errno != 0) {
+            json_str(&fj, "broken_reason", strerror(t.read_errno));
+        }
+    }
+    switch (t.kind) {
+    case AUDIT_TAIL_OK:
+        memcpy(a->chain.prev, t.chain, sizeof(t.chain));
+        break;
+    case AUDIT_TAIL_UNENDED: {
+        size_t done = 0;
+        if (audit_write_all(a->fd, "\n", 1, &done) != 0) {
+            snprintf(err, err_len, "audit file %s: %s", file, strerror(errno));
+            goto fail;
+        }
+        memcpy(a->chain.prev, t.chain, sizeof(t.chain));
+        log_msg(LOG_NOTICE, "audit file %s: its last record had no newline; added", file);
+        break;
+    }
+    case AUDIT_TAIL_CUT: {
+        char sha[2 * SHA256_DIGEST_LENGTH + 1];
+        audit_chain_hex(sha, t.cut_sha);
+        if (ftruncate(a->fd, size - (off_t)t.cut_len) != 0) {
+            snprintf(err, err_len, "audit file %s: cannot cut its last, cut short record: %s",
+                     file, strerror(errno));
+            goto fail;
+        }
+        memcpy(a->chain.prev, t.chain, sizeof(t.chain));
+        log_msg(LOG_WARNING, "audit file %s: its last record was cut short (%zu bytes, "
+                "SHA-256 %s: the writer died mid-write); those bytes were removed, the chain "
+                "goes on from the record before", file, t.cut_len, sha);
+        json_u64(&fj, "cut_bytes", t.cut_len);
+        json_str(&fj, "cut_sha256", sha);
+        break;
+    }
+    default:
+        break; /* EMPTY: go on from what this process wrote last, if anything */
+    }
+    json_end(&fj);
+    fields[fj.len - 1] = '\0';
+    a->file_records = 0;
+    if (audit_file_mark(a, "chain_start", fields + 1) != 0) {
+        snprintf(err, err_len, "audit file %s: %s", file, strerror(errno));
+        goto fail;
     }
     return 0;
+
+fail:
+    close(a->fd);
+    a->fd = -1;
+    return -1;
 }
 
 static void audit_file_reopen(struct audit *a)
 {
     char err[512];
     if (a->fd >= 0) {
-        (void)audit_file_mark(a, "chain_end");
+        (void)audit_file_mark(a, "chain_end", "");
         close(a->fd);
         a->fd = -1;
     }
@@ -705,7 +895,7 @@ void audit_free(struct audit *a)
         audit_queue_free(q);
     }
     if (a->fd >= 0) {
-        (void)audit_file_mark(a, "chain_end");
+        (void)audit_file_mark(a, "chain_end", "");
         close(a->fd);
     }
     audit_redis_drop(a);

@@ -17,6 +17,7 @@
 
 #include "common/audit_chain.h"
 #include "common/config.h"
+#include "common/json_check.h"
 #include "common/passwd.h"
 #include "common/schema.h"
 
@@ -714,8 +715,20 @@ static int ctl_kick(struct ctl *c, int argc, char **argv)
     return CTL_OK;
 }
 
-/* ctl_audit_verify checks the hash chain of an audit file and names the
- * first line where it breaks. */
+/* ctl_has_type: line (checked JSON) has the member "type":"<type>"; in
+ * checked JSON '":"' cannot fall inside a string. */
+static int ctl_has_type(const char *line, const char *type)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "\"type\":\"%s\"", type);
+    return strstr(line, want) != NULL;
+}
+
+/* ctl_audit_verify checks an audit file: every line one strictly valid JSON
+ * object (json_check), the first a chain_start, each later chain_start
+ * naming as prev the chain value of the line before it (a restart goes on
+ * with the chain), and the hash chain unbroken.  Names the first line that
+ * fails. */
 static int ctl_audit_verify(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -726,7 +739,7 @@ static int ctl_audit_verify(const char *path)
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
-    unsigned long long lineno = 0, records = 0;
+    unsigned long long lineno = 0, records = 0, starts = 0, cuts = 0, asides = 0;
     int ended = 0, rc = CTL_OK;
     while ((n = getline(&line, &cap, f)) > 0) {
         lineno++;
@@ -737,14 +750,30 @@ static int ctl_audit_verify(const char *path)
             break;
         }
         line[--n] = '\0';
+        size_t off;
+        const char *why;
+        if (json_check_object(&off, &why, line, (size_t)n) != 0) {
+            printf("%s: line %llu: not valid JSON (%s, at byte %zu): the line was altered or "
+                   "inserted\n", path, lineno, why, off + 1);
+            rc = CTL_REFUSED;
+            break;
+        }
+        int start = ctl_has_type(line, "chain_start");
+        uint8_t prev[AUDIT_CHAIN_LEN];
         if (lineno == 1) {
-            if (strstr(line, "\"type\":\"chain_start\"") == NULL ||
-                audit_chain_field(line, (size_t)n, "prev", chain.prev) != 0) {
+            if (!start || audit_chain_field(line, (size_t)n, "prev", chain.prev) != 0) {
                 printf("%s: line 1: not a chain_start record: lines were removed from the "
                        "start, or this is not an imapmux audit file\n", path);
                 rc = CTL_REFUSED;
                 break;
             }
+        } else if (start && (audit_chain_field(line, (size_t)n, "prev", prev) != 0 ||
+                             memcmp(prev, chain.prev, AUDIT_CHAIN_LEN) != 0)) {
+            printf("%s: line %llu: a chain_start whose prev is not the chain value of the "
+                   "line before: the chain was started again in this file, or lines before "
+                   "it were removed\n", path, lineno);
+            rc = CTL_REFUSED;
+            break;
         }
         int r = audit_chain_check(&chain, line, (size_t)n);
         if (r != 0) {
@@ -755,7 +784,12 @@ static int ctl_audit_verify(const char *path)
             rc = CTL_REFUSED;
             break;
         }
-        ended = strstr(line, "\"type\":\"chain_end\"") != NULL;
+        if (start) {
+            starts++;
+            cuts += strstr(line, "\"cut_bytes\":") != NULL;
+            asides += strstr(line, "\"broken_aside\":") != NULL;
+        }
+        ended = ctl_has_type(line, "chain_end");
         records++;
     }
     free(line);
@@ -765,8 +799,17 @@ static int ctl_audit_verify(const char *path)
         printf("%s: empty\n", path);
         rc = CTL_REFUSED;
     } else if (rc == CTL_OK) {
-        printf("%s: %llu lines, chain intact%s\n", path, records,
+        printf("%s: %llu lines, chain intact over %llu start%s%s", path, records, starts,
+               starts == 1 ? "" : "s",
                ended ? "" : " (no chain_end last: the file is in use, or its end was cut)");
+        if (cuts > 0) {
+            printf("; %llu record%s cut short by a crash removed at a start (see cut_bytes)",
+                   cuts, cuts == 1 ? "" : "s");
+        }
+        if (asides > 0) {
+            printf("; a broken file was moved aside before it (see broken_aside)");
+        }
+        printf("\n");
     }
     fclose(f);
     return rc;

@@ -3,7 +3,10 @@ and the master-login path): a scripted session gives exactly the expected
 records; no secret reaches a record on any authentication path; the hash
 chain catches an edited, a deleted and a swapped line; SIGUSR1 reopens the
 file; the policies block, drop and close act on a stalled sink; the Redis
-stream gets every record, also after Redis was down for a while."""
+stream gets every record, also after Redis was down for a while; the chain
+goes on across restarts, a record cut by a crash and a broken end, records
+stay strict JSON whatever the mailbox name, and verify rejects a line that
+is not."""
 import base64
 import json
 import os
@@ -543,6 +546,257 @@ class RedisStreamTest(unittest.TestCase):
                 redis.stop()
                 dovecot.stop()
             self.assertIn("audit: cannot write: redis stream", mux.log_text())
+
+
+def strict_json(line):
+    """json.loads under the verifier's rules: one object, no NaN, no name twice."""
+    def no_dups(pairs):
+        names = [k for k, _ in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError("a name twice: %r" % names)
+        return dict(pairs)
+
+    def no_constant(name):
+        raise ValueError("constant " + name)
+    rec = json.loads(line, object_pairs_hook=no_dups, parse_constant=no_constant)
+    if not isinstance(rec, dict):
+        raise ValueError("not an object")
+    return rec
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def seal(prev_hex, record):
+    """The line audit_chain_seal makes of record (JSON text ending in '}')
+    after a line whose chain value is prev_hex; returns (line, chain)."""
+    import hashlib
+    body = record.encode("utf-8", "surrogateescape") if isinstance(record, str) else record
+    chain = hashlib.sha256(bytes.fromhex(prev_hex) + body).hexdigest()
+    sep = b"," if body != b"{}" else b""
+    return body[:-1] + sep + b'"chain":"' + chain.encode() + b'"}\n', chain
+
+
+class RestartTest(unittest.TestCase):
+    """The chain goes on across restarts, a record cut by a crash, and a
+    broken end; verify rejects a chain started again and a line that is not
+    strict JSON, even when its chain value is right."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = harness.TempDir()
+        cls.cert = harness.make_cert(cls.tmp.path)
+        cls.dovecot = harness.Dovecot(cls.tmp.path, users=USERS).start()
+        cls.runs = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dovecot.stop()
+        cls.tmp.close()
+
+    def run_mux(self, path, session=None):
+        """One daemon run on the audit file path with a session in it;
+        returns the daemon's log."""
+        type(self).runs += 1
+        mux = harness.Imapmux(self.tmp.path, [{"name": "local", "host": LOOPBACK,
+                                               "port": self.dovecot.port, "tls": "none"}],
+                              self.cert, workers=1, name="mux%d" % self.runs,
+                              audit={"file": path}).start()
+        try:
+            if session is not None:
+                session(mux)
+            else:
+                m = mux.ssl_client()
+                m.login("alice", USERS["alice"])
+                m.select("INBOX")
+                m.noop()
+                m.logout()
+        finally:
+            rc = mux.stop()
+        log = mux.log_text()
+        self.assertEqual(rc, 0, log[-3000:])
+        for bad in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
+            self.assertNotIn(bad, log)
+        return log
+
+    def verify(self, path):
+        return harness.imapmuxctl(None, "audit", "verify", path)
+
+    def lines(self, path):
+        with open(path, "rb") as f:
+            return f.read().splitlines(True)
+
+    def test_three_runs_make_one_chain(self):
+        path = os.path.join(self.tmp.path, "three.log")
+        for _ in range(3):
+            self.run_mux(path)
+        recs = [strict_json(l) for l in self.lines(path)]
+        starts = [i for i, r in enumerate(recs) if r["type"] == "chain_start"]
+        self.assertEqual(len(starts), 3)
+        self.assertEqual(starts[0], 0)
+        self.assertEqual(recs[0]["prev"], "0" * 64)
+        for i in starts[1:]:
+            self.assertEqual(recs[i - 1]["type"], "chain_end")
+            self.assertEqual(recs[i]["prev"], recs[i - 1]["chain"])
+        self.assertEqual(sum(1 for r in recs if r.get("command") == "SELECT"), 3)
+        r = self.verify(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("chain intact over 3 starts", r.stdout)
+
+        # a chain started again at zero in the same file (what a restart did
+        # before) is named, though every hash in it is right
+        lines = self.lines(path)
+        restarted = lines[:starts[1]]
+        prev = "0" * 64
+        for l in lines[starts[1]:]:
+            rec = strict_json(l)
+            if rec["type"] == "chain_start":
+                rec["prev"] = prev
+            del rec["chain"]
+            line, prev = seal(prev, json.dumps(rec, separators=(",", ":"), ensure_ascii=False))
+            restarted.append(line)
+        p = os.path.join(self.tmp.path, "restarted.log")
+        with open(p, "wb") as f:
+            f.writelines(restarted)
+        r = self.verify(p)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("line %d: a chain_start whose prev" % (starts[1] + 1), r.stdout)
+
+    def test_a_reopen_of_the_same_file_goes_on(self):
+        """SIGUSR1 with no rotation: the file is reopened and its chain goes on."""
+        path = os.path.join(self.tmp.path, "reopen.log")
+
+        def session(mux):
+            m = mux.ssl_client()
+            m.login("alice", USERS["alice"])
+            mux.proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 10
+            while "reopened" not in mux.log_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIn("audit file %s reopened" % path, mux.log_text())
+            m.select("INBOX")
+            m.logout()
+        self.run_mux(path, session)
+        recs = [strict_json(l) for l in self.lines(path)]
+        self.assertEqual([r["type"] for r in recs].count("chain_start"), 2)
+        r = self.verify(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("chain intact over 2 starts", r.stdout)
+
+    def test_a_record_cut_by_a_crash_is_cut_off(self):
+        path = os.path.join(self.tmp.path, "cut.log")
+        self.run_mux(path)
+        lines = self.lines(path)
+        whole = b"".join(lines[:-1])
+        cut = lines[-1][:len(lines[-1]) // 2]  # the chain_end, half written
+        with open(path, "wb") as f:
+            f.write(whole + cut)
+        r = self.verify(path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cut short", r.stdout)
+        log = self.run_mux(path)
+        self.assertIn("its last record was cut short (%d bytes" % len(cut), log)
+        data = read_bytes(path)
+        self.assertTrue(data.startswith(whole))
+        after = data[len(whole):].splitlines(True)
+        start = strict_json(after[0])
+        self.assertEqual(start["type"], "chain_start")
+        self.assertEqual(start["cut_bytes"], len(cut))
+        import hashlib
+        self.assertEqual(start["cut_sha256"], hashlib.sha256(cut).hexdigest())
+        self.assertEqual(start["prev"], strict_json(lines[-2])["chain"])
+        r = self.verify(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("1 record cut short by a crash", r.stdout)
+
+        # a last record whole but for its newline is kept, and the newline added
+        lines = self.lines(path)
+        with open(path, "wb") as f:
+            f.write(b"".join(lines)[:-1])
+        log = self.run_mux(path)
+        self.assertIn("its last record had no newline; added", log)
+        self.assertTrue(read_bytes(path).startswith(b"".join(lines)))
+        r = self.verify(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_a_broken_end_moves_the_file_aside(self):
+        path = os.path.join(self.tmp.path, "broken.log")
+        self.run_mux(path)
+        # garbage, garbage cut short (no record's start), valid JSON with no chain
+        for i, garbage in enumerate((b"\x00\xffgarbage\n", b"not json at all",
+                                     b'{"type":"command"}\n')):
+            with open(path, "ab") as f:
+                f.write(garbage)
+            before = read_bytes(path)
+            log = self.run_mux(path)
+            asides = sorted(n for n in os.listdir(self.tmp.path) if n.startswith("broken.log.broken-"))
+            self.assertEqual(len(asides), i + 1, asides)
+            moved = [n for n in asides if read_bytes(os.path.join(self.tmp.path, n)) == before]
+            self.assertEqual(len(moved), 1, "the broken file is kept byte for byte")
+            self.assertIn("audit file %s: its end is no chained record; moved aside to %s"
+                          % (path, os.path.join(self.tmp.path, moved[0])), log)
+            recs = [strict_json(l) for l in self.lines(path)]
+            self.assertEqual(recs[0]["type"], "chain_start")
+            self.assertEqual(recs[0]["prev"], "0" * 64)
+            self.assertEqual(recs[0]["broken_aside"], os.path.join(self.tmp.path, moved[0]))
+            r = self.verify(path)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("chain intact over 1 start", r.stdout)
+
+    def test_a_hostile_mailbox_name_gives_valid_json(self):
+        path = os.path.join(self.tmp.path, "hostile.log")
+        names = [b"\x02\x1f" * 300,  # 3600 bytes escaped: more than a record's fields hold
+                 b"ctl\x01\x07\x1b[2J\x7f \\\" quote \xc3\xa9 \xff\xfe 8bit",
+                 b"\\\\\\\"" * 40]
+
+        def session(mux):
+            s, greeting = mux.raw_tls()
+            self.assertIn(b"a0 OK", send(s, b"a0 LOGIN alice " + USERS["alice"].encode() + b"\r\n",
+                                         b"a0"))
+            for i, name in enumerate(names):
+                tag = b"h%d" % i
+                send(s, tag + b' SELECT "' + name + b'"\r\n', tag)
+            lit = b"\"q\\\x01\xff\xc3\xa9}{,"
+            s.sendall(b"h9 DELETE {%d}\r\n" % len(lit))
+            self.assertTrue(read_line(s).startswith(b"+"))
+            send(s, lit + b"\r\n", b"h9")
+            send(s, b"z LOGOUT\r\n", b"z")
+            s.close()
+        self.run_mux(path, session)
+        lines = self.lines(path)
+        recs = [strict_json(l) for l in lines]  # every line, strictly
+        by_tag = {r.get("tag"): r for r in recs}
+        self.assertTrue(by_tag["h0"].get("truncated"), by_tag["h0"])
+        self.assertEqual(by_tag["h0"]["command"], "SELECT")
+        # the tap unescapes a quoted string and shows a \x01 (its own mark) as ?
+        self.assertEqual(by_tag["h1"]["mailbox"],
+                         "ctl?\x07\x1b[2J\x7f \" quote \u00e9 \ufffd\ufffd 8bit")
+        self.assertEqual(by_tag["h2"]["mailbox"], "\\\"" * 40)
+        self.assertEqual(by_tag["h9"]["mailbox"], "\"q\\\x01\ufffd\u00e9}{,")
+        r = self.verify(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+        def check(new_lines):
+            p = os.path.join(self.tmp.path, "hostile-edited.log")
+            with open(p, "wb") as f:
+                f.writelines(new_lines)
+            return self.verify(p)
+        # a line that is no JSON, with a right chain value, at the end...
+        last = strict_json(lines[-1])["chain"]
+        for bad in (b'{"a":1,,"truncated":true}', b'{"a":1,"a":2}', b'{"a":"\xff"}',
+                    b'{"a":"\x01"}', b'{"a":NaN}'):
+            forged, _ = seal(last, bad)
+            r = check(lines + [forged])
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("line %d: not valid JSON" % (len(lines) + 1), r.stdout)
+        # ...and in the middle
+        mid = len(lines) // 2
+        forged, _ = seal(strict_json(lines[mid - 1])["chain"], b'{"type":"command",,"x":1}')
+        r = check(lines[:mid] + [forged] + lines[mid:])
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("line %d: not valid JSON" % (mid + 1), r.stdout)
 
 
 if __name__ == "__main__":
