@@ -60,7 +60,9 @@ enum imap_parser_tail {
 };
 
 struct imap_parser {
-    struct imap_parser_limits limits;
+    struct imap_parser_limits base;   /* as configured */
+    struct imap_parser_limits limits; /* of the command being parsed (ID may raise them) */
+    size_t skip_len;            /* bytes discarded of a bad line so far */
     enum imap_parser_state state;
     enum imap_parser_tail tail; /* only meaningful in IMAP_PARSER_ST_SKIP */
     int line_mode;              /* next command is a raw line (set_line_mode) */
@@ -105,6 +107,7 @@ struct imap_parser *imap_parser_new(const struct imap_parser_limits *limits)
     if (p == NULL) {
         return NULL;
     }
+    p->base = *limits;
     p->limits = *limits;
     p->state = IMAP_PARSER_ST_TAG;
     return p;
@@ -131,12 +134,13 @@ void imap_parser_free(struct imap_parser *p)
 
 void imap_parser_reset(struct imap_parser *p)
 {
-    struct imap_parser_limits limits = p->limits;
+    struct imap_parser_limits base = p->base;
     int line_mode = p->line_mode;
 
     imap_parser_release(p);
     memset(p, 0, sizeof(*p));
-    p->limits = limits;
+    p->base = base;
+    p->limits = base;
     /* set_line_mode is called while the AUTHENTICATE command is handled,
      * before its reset: the mode must survive to the next line. */
     p->line_mode = line_mode;
@@ -150,6 +154,7 @@ void imap_parser_set_line_mode(struct imap_parser *p)
 
 void imap_parser_set_literal_limit(struct imap_parser *p, size_t max_literal_len)
 {
+    p->base.max_literal_len = max_literal_len;
     p->limits.max_literal_len = max_literal_len;
 }
 
@@ -234,6 +239,30 @@ static int imap_parser_put(struct imap_parser *p, uint8_t c)
     }
     p->buf[p->buf_used++] = c;
     return 0;
+}
+
+/* imap_parser_named: the command's name is complete.  ID (RFC 2971) may
+ * carry 30 field-value pairs with values of 1024 bytes, more than other
+ * pre-auth commands need: its line and argument limits are raised for this
+ * command alone. */
+static void imap_parser_named(struct imap_parser *p)
+{
+    const uint8_t *name = p->buf + p->name_off;
+    if (p->name_len != 2 || (name[0] | 0x20) != 'i' || (name[1] | 0x20) != 'd') {
+        return;
+    }
+    if (p->limits.max_line_len < IMAP_PARSER_ID_MAX_LINE_LEN) {
+        p->limits.max_line_len = IMAP_PARSER_ID_MAX_LINE_LEN;
+    }
+    if (p->limits.max_command_len < IMAP_PARSER_ID_MAX_LINE_LEN) {
+        p->limits.max_command_len = IMAP_PARSER_ID_MAX_LINE_LEN;
+    }
+    if (p->limits.max_args < IMAP_PARSER_ID_MAX_ARGS) {
+        p->limits.max_args = IMAP_PARSER_ID_MAX_ARGS;
+    }
+    size_t max = imap_parser_add_sat(p->limits.max_line_len, p->limits.max_command_len);
+    max = imap_parser_add_sat(max, p->limits.max_args);
+    p->buf_max = imap_parser_add_sat(max, 16);
 }
 
 /* imap_parser_start allocates the storage of a new command; 0 or -1. */
@@ -561,6 +590,7 @@ static void imap_parser_step(struct imap_parser *p, uint8_t c)
             if (imap_parser_put(p, '\0') == 0) {
                 p->has_name = 1;
                 p->state = IMAP_PARSER_ST_ARG_START;
+                imap_parser_named(p);
             }
             return;
         }
@@ -763,6 +793,13 @@ enum imap_parse_result imap_parser_feed(struct imap_parser *p, size_t *out_consu
             if (c == '\n') {
                 *out_consumed = i;
                 return imap_parser_end_of_line(p);
+            }
+            if (++p->skip_len > IMAP_PARSER_MAX_SKIP_LEN) {
+                /* no line end in sight: reading on would be reading forever */
+                *out_consumed = i;
+                p->error = IMAP_PARSER_E_LINE_TOO_LONG;
+                p->state = IMAP_PARSER_ST_FATAL;
+                return IMAP_PARSE_FATAL;
             }
             imap_parser_tail_update(p, c);
             continue;

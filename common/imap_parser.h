@@ -41,6 +41,16 @@ struct imap_arg {
     size_t len;       /* bytes in data, not counting the terminating NUL */
 };
 
+/* A bad line is discarded up to its LF and answered with BAD; one that is
+ * still without a line end after this many bytes ends the session (FATAL,
+ * "Line too long"): a line without an end would be read forever. */
+#define IMAP_PARSER_MAX_SKIP_LEN (4u << 20)
+
+/* ID (RFC 2971) may carry 30 field-value pairs of up to 30 and 1024 bytes:
+ * for an ID command the line and argument limits are at least these. */
+#define IMAP_PARSER_ID_MAX_LINE_LEN 65536
+#define IMAP_PARSER_ID_MAX_ARGS 64
+
 struct imap_parser_limits {
     size_t max_line_len;    /* bytes of one line, excluding literal contents (e.g. 8192) */
     size_t max_literal_len; /* bytes of one literal (e.g. 65536 before login) */

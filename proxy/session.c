@@ -111,9 +111,10 @@ static int session_reads_client(const struct session *s)
 {
     switch (s->state) {
     case SESSION_TLS_ACCEPT:
-    case SESSION_PREAUTH:
     case SESSION_STARTTLS:
         return 1;
+    case SESSION_PREAUTH:
+        return !(s->flags & SESSION_F_OUT_FULL);
     case SESSION_RELAY:
         return !(s->flags & (SESSION_F_CLIENT_PAUSE | SESSION_F_KICK));
     default:
@@ -121,10 +122,11 @@ static int session_reads_client(const struct session *s)
     }
 }
 
-/* session_read_client reads the client again unless the audit queue waits. */
+/* session_read_client reads the client again, unless the audit queue waits
+ * or the state does not read it (session_reads_client). */
 int session_read_client(struct session *s)
 {
-    if (s->client == NULL || s->env->audit_paused) {
+    if (s->client == NULL || s->env->audit_paused || !session_reads_client(s)) {
         return 0;
     }
     return conn_read_start(s->client);
@@ -359,11 +361,22 @@ static void session_on_client_eof(void *ctx, int status)
     }
 }
 
+/* session_on_client_drain: the client took what was queued for it. */
+static void session_on_client_drain(void *ctx)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_PREAUTH) {
+        session_preauth_drained(s);
+    } else if (s->state == SESSION_RELAY) {
+        session_relay_client_drained(s);
+    }
+}
+
 static const struct conn_ops session_client_ops = {
     .on_handshake = session_on_client_handshake,
     .on_read = session_on_client_read,
     .on_eof = session_on_client_eof,
-    .on_drain = session_relay_client_drain,
+    .on_drain = session_on_client_drain,
     .on_close = session_on_client_close,
 };
 

@@ -53,6 +53,18 @@ void session_preauth_input(struct session *s, const uint8_t *data, size_t len)
     session_preauth_process(s);
 }
 
+void session_preauth_drained(struct session *s)
+{
+    if (!(s->flags & SESSION_F_OUT_FULL)) {
+        return;
+    }
+    s->flags &= ~SESSION_F_OUT_FULL;
+    session_preauth_process(s);
+    if (s->state == SESSION_PREAUTH && !(s->flags & SESSION_F_OUT_FULL)) {
+        session_read_client(s);
+    }
+}
+
 void session_preauth_resume(struct session *s)
 {
     session_set_state(s, SESSION_PREAUTH);
@@ -224,7 +236,7 @@ static void session_preauth_process(struct session *s)
     size_t off = 0;
 
     s->flags |= SESSION_F_PROCESSING;
-    while (s->state == SESSION_PREAUTH && off < s->inbuf_len) {
+    while (s->state == SESSION_PREAUTH && off < s->inbuf_len && !(s->flags & SESSION_F_OUT_FULL)) {
         size_t used = 0;
         enum imap_parse_result r =
             imap_parser_feed(s->parser, &used, s->inbuf + off, s->inbuf_len - off);
@@ -278,6 +290,14 @@ static void session_preauth_process(struct session *s)
             session_close(s, why != NULL ? why : "protocol error");
             break;
         }
+        }
+        if (s->state == SESSION_PREAUTH && s->client != NULL &&
+            conn_write_queue_len(s->client) > SESSION_PREAUTH_MAX_OUT_LEN) {
+            /* a client that sends without reading: its answers wait in our
+               memory, so its input waits in its own until it reads */
+            s->flags |= SESSION_F_OUT_FULL;
+            conn_read_stop(s->client);
+            conn_want_drain(s->client, SESSION_PREAUTH_MAX_OUT_LEN / 4);
         }
         if (s->state == SESSION_PREAUTH && s->bad_commands >= SESSION_MAX_BAD_COMMANDS) {
             session_bye(s, "Too many invalid commands", "too many invalid commands");

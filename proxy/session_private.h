@@ -31,6 +31,7 @@
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
 #define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
+#define SESSION_PREAUTH_MAX_OUT_LEN 65536 /* queued pre-auth answers before input waits */
 #define SESSION_CLOSE_TIMEOUT_MS 5000   /* a graceful close may take this long */
 #define SESSION_MAX_TAG_LEN 64          /* bytes of a tag */
 #define SESSION_MAX_ARGS 32             /* arguments of a pre-auth command */
@@ -99,6 +100,7 @@ enum login_refusal {
 #define SESSION_F_NO_PARK      (1u << 13) /* a command changed more than the mailbox state */
 #define SESSION_F_CACHE_WAIT   (1u << 15) /* waits for a parked connection's reset */
 #define SESSION_F_WARM_LOGIN   (1u << 17) /* the login runs on a warm pool connection */
+#define SESSION_F_OUT_FULL     (1u << 18) /* pre-auth answers wait for the client to read */
 
 #define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
@@ -199,7 +201,8 @@ void session_bye(struct session *s, const char *code_and_text, const char *reaso
 void session_maybe_free(struct session *s);
 void session_on_backend_close(void *ctx);
 
-/* session_read_client reads the client again unless the audit queue waits. */
+/* session_read_client reads the client again, unless the audit queue waits
+ * or the state does not read it (session_reads_client). */
 int session_read_client(struct session *s);
 void session_audit_pause(struct session_env *env);
 
@@ -213,6 +216,8 @@ void session_wipe(char **p);
 void session_preauth_start(struct session *s);
 /* session_preauth_input buffers and runs what the client sent before login. */
 void session_preauth_input(struct session *s, const uint8_t *data, size_t len);
+/* session_preauth_drained: the client read what was queued for it. */
+void session_preauth_drained(struct session *s);
 /* session_preauth_resume: a refused login comes back to pre-auth and runs
  * what the client pipelined meanwhile. */
 void session_preauth_resume(struct session *s);
@@ -248,7 +253,8 @@ extern const struct conn_ops session_backend_ops;
 void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
                          const uint8_t *rest, size_t rest_len, int cached);
 void session_relay_client_read(struct session *s, const uint8_t *data, size_t len);
-void session_relay_client_drain(void *ctx);
+/* session_relay_client_drained: the client drained below the low mark. */
+void session_relay_client_drained(struct session *s);
 
 /* --- session_park.c ------------------------------------------------------------- */
 

@@ -102,9 +102,8 @@ static void session_on_backend_drain(void *ctx)
     }
 }
 
-void session_relay_client_drain(void *ctx)
+void session_relay_client_drained(struct session *s)
 {
-    struct session *s = ctx;
     if (s->state == SESSION_RELAY && (s->flags & SESSION_F_BACK_PAUSE)) {
         s->flags &= ~SESSION_F_BACK_PAUSE;
         conn_read_start(s->backend);

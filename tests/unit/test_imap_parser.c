@@ -583,3 +583,83 @@ Test(imap_parser, nil_is_an_atom)
     cr_assert_not(imap_arg_is_nil(&q));
     cr_assert_not(imap_arg_is_nil(&b));
 }
+
+Test(imap_parser, unterminated_line_is_fatal_past_the_skip_limit)
+{
+    struct imap_parser *p = imap_parser_new(&test_limits);
+    uint8_t chunk[65536];
+    size_t fed = 0;
+    enum imap_parse_result r = IMAP_PARSE_MORE;
+
+    cr_assert_not_null(p);
+    memset(chunk, 'x', sizeof(chunk));
+    memcpy(chunk, "a NOOP ", 7);
+    /* 32 MiB offered in 64 KiB reads: the parser gives up at the skip limit */
+    while (fed < (32u << 20) && r == IMAP_PARSE_MORE) {
+        size_t used = 0;
+        r = imap_parser_feed(p, &used, chunk, sizeof(chunk));
+        fed += used;
+        memset(chunk, 'x', 7);
+    }
+    cr_assert_eq(r, IMAP_PARSE_FATAL);
+    cr_assert_str_eq(imap_parser_get_error(p), "Line too long");
+    cr_assert_leq(fed, IMAP_PARSER_MAX_SKIP_LEN + test_limits.max_line_len + 2, "fed %zu", fed);
+    cr_assert_geq(fed, IMAP_PARSER_MAX_SKIP_LEN);
+    imap_parser_free(p);
+}
+
+/* id_command builds "t ID (" + pairs of ("fieldNN" "<value of vlen bytes>") + ")" CRLF. */
+static char *id_command(size_t *out_len, const char *name, int pairs, size_t vlen)
+{
+    size_t cap = 64 + (size_t)pairs * (vlen + 48);
+    char *s = malloc(cap);
+    size_t off = (size_t)snprintf(s, cap, "t %s (", name);
+    cr_assert_not_null(s);
+    for (int i = 0; i < pairs; i++) {
+        off += (size_t)snprintf(s + off, cap - off, "%s\"field%02d\" \"", i ? " " : "", i);
+        memset(s + off, 'v', vlen);
+        off += vlen;
+        s[off++] = '"';
+    }
+    off += (size_t)snprintf(s + off, cap - off, ")\r\n");
+    *out_len = off;
+    return s;
+}
+
+Test(imap_parser, id_at_rfc2971_limits)
+{
+    struct imap_parser_limits lim = {
+        .max_line_len = 8192,
+        .max_literal_len = 8192,
+        .max_command_len = 8192 + 2 * 8192,
+        .max_args = 32,
+        .max_depth = 4,
+        .max_tag_len = 64,
+    };
+    struct imap_parser *p = imap_parser_new(&lim);
+    size_t len, used, num = 0;
+    char *s = id_command(&len, "ID", 30, 1024);
+
+    cr_assert_not_null(p);
+    cr_assert_eq(imap_parser_feed(p, &used, (const uint8_t *)s, len), IMAP_PARSE_COMMAND);
+    cr_assert_eq(used, len);
+    const struct imap_arg *a = imap_parser_get_args(p, &num);
+    cr_assert_eq(num, 62); /* ( 30 pairs ) */
+    cr_assert_eq(a[60].len, 1024);
+    imap_parser_reset(p);
+    free(s);
+
+    /* the raised limits are the ID command's alone */
+    s = id_command(&len, "XID", 30, 1024);
+    enum imap_parse_result r = imap_parser_feed(p, &used, (const uint8_t *)s, len);
+    cr_assert_eq(r, IMAP_PARSE_ERROR);
+    cr_assert_eq(used, len);
+    imap_parser_reset(p);
+    free(s);
+
+    s = id_command(&len, "id", 30, 1024);
+    cr_assert_eq(imap_parser_feed(p, &used, (const uint8_t *)s, len), IMAP_PARSE_COMMAND);
+    imap_parser_reset(p);
+    free(s);
+    imap_parser_free(p);
+}
