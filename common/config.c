@@ -433,6 +433,8 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
         config_bool(ld, v, kp, &b->tls_verify);
     } else if (strcmp(key, "forward_id") == 0) {
         config_bool(ld, v, kp, &b->forward_id);
+    } else if (strcmp(key, "passthrough_authzid") == 0) {
+        config_bool(ld, v, kp, &b->passthrough_authzid);
     } else if (strcmp(key, "pool_size") == 0) {
         if (config_uint(ld, v, kp, 0, 10000, &n) == 0) {
             b->pool_size = (unsigned)n;

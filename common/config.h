@@ -51,6 +51,8 @@ struct config_backend {
     char *ca_file;     /* CA bundle for verification; NULL: system default */
     char *server_name; /* name to verify and send as SNI; NULL: host */
     int forward_id;    /* 1: send ID with x-originating-ip etc. before login */
+    int passthrough_authzid; /* 1: a SASL authorization identity other than the login
+                                goes to the backend (which decides); 0: refused */
     unsigned pool_size;             /* warm connections per host and worker (default 0: off) */
     unsigned pool_max_idle_ms;      /* a warm connection older than this is replaced (45000) */
     unsigned pool_check_interval_ms;/* NOOP health check of warm connections (15000) */

@@ -47,6 +47,9 @@ static void session_audit_begin(struct session *s, struct json *j, char *buf, si
     if (s->user[0] != '\0') {
         json_str(j, "user", s->user);
     }
+    if (s->auth_user[0] != '\0') {
+        json_str(j, "auth_user", s->auth_user);
+    }
     if (s->route != NULL) {
         json_str(j, "backend", s->route->name);
         snprintf(addr, sizeof(addr), strchr(s->host, ':') ? "[%s]:%u" : "%s:%u", s->host,

@@ -98,6 +98,7 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
     session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
     session_login_clear(s);
     s->user[0] = '\0';
+    s->auth_user[0] = '\0';
     s->route = NULL;
     if (s->state == SESSION_LOGGING_IN) {
         session_preauth_resume(s);
@@ -182,6 +183,13 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
                         "password hash; refusing", s->route->name);
         }
         s->login_flags |= SESSION_L_UNKNOWN;
+    }
+    if (s->auth_user[0] != '\0' &&
+        (s->route->auth != CONFIG_BACKEND_AUTH_PASSTHROUGH || !s->route->passthrough_authzid ||
+         (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN)))) {
+        /* only a backend that is told so may decide who acts as whom */
+        session_login_refuse(s, LOGIN_REFUSE_AUTHZID, NULL, s->auth_user);
+        return;
     }
     if (bruteforce_blocked(bf, res->fails_ip, res->fails_login)) {
         s->login_flags |= SESSION_L_BLOCKED;
@@ -292,11 +300,6 @@ static void session_on_verified(void *ctx, int result)
         session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
         return;
     }
-    if (s->authzid != NULL && strcasecmp(s->authzid, s->user) != 0) {
-        session_login_refuse(s, LOGIN_REFUSE_AUTHZID, NULL, NULL);
-        return;
-    }
-    session_wipe(&s->authzid);
     session_login_goto(s, LOGIN_STEP_BACKEND);
     session_login_run(s);
 }
@@ -352,8 +355,11 @@ static int session_login_backend_start(struct session *s, int warm_ok)
         p.authzid = target;
         p.user = b->master_user;
         p.password = b->master_password;
+    } else if (s->auth_user[0] != '\0') {
+        p.authzid = target; /* checked in the lookup: the backend decides */
+        p.user = s->auth_user;
+        p.password = s->password;
     } else {
-        p.authzid = s->authzid;
         p.user = target;
         p.password = s->password;
     }
@@ -468,11 +474,22 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
         return;
     }
-    s->password = strdup(password);
     if (authzid != NULL && authzid[0] != '\0') {
-        s->authzid = strdup(authzid);
+        char as[SCHEMA_MAX_LOGIN_LEN + 1];
+        if (schema_normalize(as, authzid, strlen(authzid)) != 0) {
+            s->user[0] = '\0';
+            session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
+            return;
+        }
+        if (strcmp(as, s->user) != 0) {
+            /* acting as another user: the session is that user's (routed,
+               counted and audited as that user), its credentials are ours */
+            memcpy(s->auth_user, s->user, sizeof(s->auth_user));
+            memcpy(s->user, as, sizeof(s->user));
+        }
     }
-    if (s->password == NULL || (authzid != NULL && authzid[0] != '\0' && s->authzid == NULL)) {
+    s->password = strdup(password);
+    if (s->password == NULL) {
         session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return;
     }
@@ -485,7 +502,6 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
 void session_login_clear(struct session *s)
 {
     session_wipe(&s->password);
-    session_wipe(&s->authzid);
     session_wipe(&s->hash);
     free(s->backend_user);
     s->backend_user = NULL;

@@ -128,7 +128,10 @@ struct session {
     size_t inbuf_len;            /* bytes in inbuf */
 
     char tag[SESSION_MAX_TAG_LEN + 1];  /* tag of the LOGIN/AUTHENTICATE in flight */
-    char user[SCHEMA_MAX_LOGIN_LEN + 1]; /* normalised login of the session ("" before) */
+    char user[SCHEMA_MAX_LOGIN_LEN + 1]; /* normalised login of the session ("" before);
+                                            with a SASL authzid, the user acted as */
+    char auth_user[SCHEMA_MAX_LOGIN_LEN + 1]; /* with an authzid other than the login: the
+                                                 login whose credentials were given; "" else */
     const struct config_backend *route; /* chosen backend, in cfg */
     char host[256];              /* chosen host of route */
     uint16_t port;
@@ -137,7 +140,6 @@ struct session {
     enum login_step login_step;  /* where it is */
     unsigned login_delay_ms;     /* brute-force delay the lookup asked for */
     char *password;              /* the client's; wiped as soon as it is used */
-    char *authzid;               /* the client's SASL authorization identity, or NULL */
     char *hash;                  /* stored hash to verify, or NULL */
     char *backend_user;          /* the user name at the backend if not the login, or NULL */
     unsigned login_flags;        /* SESSION_L_* */

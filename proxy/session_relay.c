@@ -136,9 +136,11 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
     imap_scan_init(&s->client_scan);
     imap_scan_init(&s->backend_scan);
     s->last_backend_data = uv_now(s->env->loop);
-    session_log(s, LOG_INFO, "login ok (%s%s)", s->client != NULL && conn_is_tls(s->client)
-                                                    ? conn_tls_version(s->client) : "cleartext",
-                cached ? ", session cache" : "");
+    session_log(s, LOG_INFO, "login ok (%s%s%s%s)",
+                s->client != NULL && conn_is_tls(s->client) ? conn_tls_version(s->client)
+                                                            : "cleartext",
+                cached ? ", session cache" : "",
+                s->auth_user[0] != '\0' ? ", with the credentials of " : "", s->auth_user);
     session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
     /* the tagged OK and anything the backend already sent go out together */
     session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);

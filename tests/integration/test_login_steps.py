@@ -1,6 +1,7 @@
 """The login's steps and its one refusal path, seen from outside: every
 refusal is counted, a login that times out says in which step, and backend
 log lines carry the session they work for."""
+import base64
 import re
 import socket
 import threading
@@ -131,6 +132,50 @@ class StepInLogTest(unittest.TestCase):
             # the session's own refusal names the same session and the step
             self.assertRegex(log, r"session=%s .*state=logging-in step=backend: login failed: "
                                   r"backend unavailable" % m.group(1))
+
+
+class AuthzidTest(unittest.TestCase):
+    """A SASL authorization identity other than the login, in pass-through
+    mode, is refused by imapmux unless the backend is configured to decide."""
+
+    def run_plain(self, backend_extra):
+        with harness.TempDir() as tmp:
+            dovecot = harness.Dovecot(tmp.path, users={"alice": "pw", "bob": "pw2"}).start()
+            try:
+                backend = {"name": "main", "host": harness.LOOPBACK, "port": dovecot.port,
+                           "tls": "none"}
+                backend.update(backend_extra)
+                mux = harness.Imapmux(tmp.path, [backend], workers=1).start()
+                try:
+                    s, _ = mux.raw_tls()
+                    msg = base64.b64encode(b"bob\0alice\0pw")
+                    s.sendall(b"a AUTHENTICATE PLAIN " + msg + b"\r\n")
+                    answer = b"".join(read_until_tag(s, "a", 30))
+                    s.sendall(b"b LOGIN alice pw\r\n")
+                    self.assertIn(b"b OK", b"".join(read_until_tag(s, "b", 30)))
+                    s.close()
+                finally:
+                    self.assertEqual(mux.stop(), 0)
+                return answer, mux.log_text(), dovecot.log_text()
+            finally:
+                dovecot.stop()
+
+    def test_refused_without_asking_the_backend(self):
+        answer, log, dlog = self.run_plain({})
+        self.assertTrue(answer.startswith(b"a NO [AUTHORIZATIONFAILED]"), answer)
+        self.assertIn("login failed: authorization identity differs from the login: alice", log)
+        # routed and logged as the user acted as
+        self.assertRegex(log, r"user=bob .*login failed: authorization identity")
+        # the backend saw one login: the LOGIN that followed
+        self.assertEqual(dlog.count("imap-login: Info: Login:"), 1, dlog[-2000:])
+        self.assertNotIn("auth failed", dlog)
+
+    def test_the_backend_decides_when_configured(self):
+        answer, log, dlog = self.run_plain({"passthrough_authzid": True})
+        # Dovecot knows no master users here: it refuses, but it was asked
+        self.assertTrue(answer.startswith(b"a NO"), answer)
+        self.assertNotIn("authorization identity differs", log)
+        self.assertIn("login failed: refused by the backend", log)
 
 
 if __name__ == "__main__":
