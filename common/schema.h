@@ -16,6 +16,10 @@
  *                                  "backend <name>", "domain <domain>"
  *   <prefix>bf:ip:<address>, <prefix>bf:login:<login>
  *                            STRING failed-login counters with a TTL
+ *   <prefix>kick:<login>     STRING the login's kick generation: incremented
+ *                            before each kick is published, so that an
+ *                            instance that missed the event while away from
+ *                            Redis finds it when it looks its sessions up again
  *
  * The prefix defaults to "imapmux:".  Logins and domains are normalised by
  * schema_normalize (ASCII lowercase) before they become part of a key. */
@@ -45,7 +49,11 @@ const char *schema_domain(const char *login);
 int schema_name_valid(const char *name);
 
 enum schema_kind { SCHEMA_USER, SCHEMA_DOMAIN, SCHEMA_BACKEND, SCHEMA_EVENTS,
-                   SCHEMA_BF_IP, SCHEMA_BF_LOGIN };
+                   SCHEMA_BF_IP, SCHEMA_BF_LOGIN, SCHEMA_KICK };
+
+/* A kick's generation lives this long (s): a session older than that is not
+ * kicked by a re-check that missed the event. */
+#define SCHEMA_KICK_TTL_S 2592000
 
 /* schema_key writes "<prefix><kind>:<name>" (or "<prefix>events") into out;
  * returns its length, or -1 if it does not fit. */

@@ -35,6 +35,7 @@ struct dir {
     void *ctx;
     struct rclient *cmd;          /* lookups; NULL without Redis */
     struct rclient *events;       /* subscribed to <prefix>events */
+    int events_were_up;           /* the subscription was up once: a later up is a return */
     char channel[DIR_KEY_LEN];
     struct dir_entry *buckets[DIR_BUCKETS];
     size_t num_entries;
@@ -214,10 +215,15 @@ static void dir_on_event_message(void *ctx, const char *msg, size_t len)
 static void dir_on_events_up(void *ctx, int up)
 {
     struct dir *d = ctx;
-    if (up) {
-        /* events may have been missed while we were away */
-        dir_cache_clear(d);
+    if (!up) {
+        return;
     }
+    /* events may have been missed while we were away */
+    dir_cache_clear(d);
+    if (d->events_were_up && d->ops != NULL && d->ops->on_resync != NULL) {
+        d->ops->on_resync(d->ctx);
+    }
+    d->events_were_up = 1;
 }
 
 static const struct rclient_ops dir_events_ops = {
@@ -460,11 +466,14 @@ static unsigned long dir_counter(const redisReply *r)
 static void dir_on_counters(void *ctx, const redisReply *r)
 {
     struct dir_req *q = ctx;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || (r->elements != 1 && r->elements != 3)) {
         dir_fail(q, DIR_UNAVAILABLE, r == NULL ? "redis unavailable" : "redis error");
     } else {
-        q->res.fails_ip = dir_counter(r->element[0]);
-        q->res.fails_login = dir_counter(r->element[1]);
+        q->res.kick_gen = dir_counter(r->element[0]);
+        if (r->elements == 3) {
+            q->res.fails_ip = dir_counter(r->element[1]);
+            q->res.fails_login = dir_counter(r->element[2]);
+        }
     }
     dir_phase_one_done(q);
 }
@@ -531,13 +540,16 @@ int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb c
             }
         }
     }
-    if (client_ip != NULL && d->cfg->bruteforce.enabled) {
-        char kip[DIR_KEY_LEN], klogin[DIR_KEY_LEN];
-        schema_key(kip, sizeof(kip), prefix, SCHEMA_BF_IP, client_ip);
+    {
+        /* the kick generation always, the brute-force counters for logins */
+        char kkick[DIR_KEY_LEN], kip[DIR_KEY_LEN], klogin[DIR_KEY_LEN];
+        schema_key(kkick, sizeof(kkick), prefix, SCHEMA_KICK, q->login);
+        schema_key(kip, sizeof(kip), prefix, SCHEMA_BF_IP, client_ip != NULL ? client_ip : "");
         schema_key(klogin, sizeof(klogin), prefix, SCHEMA_BF_LOGIN, q->login);
-        const char *argv[3] = {"MGET", kip, klogin};
+        const char *argv[4] = {"MGET", kkick, kip, klogin};
+        int argc = client_ip != NULL && d->cfg->bruteforce.enabled ? 4 : 2;
         q->waiting++;
-        if (rclient_cmd(d->cmd, dir_on_counters, q, 3, argv, NULL) != 0) {
+        if (rclient_cmd(d->cmd, dir_on_counters, q, argc, argv, NULL) != 0) {
             q->waiting--;
             dir_fail(q, DIR_UNAVAILABLE, "redis unavailable");
         }

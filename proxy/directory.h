@@ -22,6 +22,9 @@ struct dir;
 struct dir_ops {
     /* an event from the channel, after the cache dropped what it names */
     void (*on_event)(void *ctx, enum schema_event_type type, const char *arg);
+    /* the events channel is back after an outage: events may have been
+       missed, so what lives on should be looked up again (may be NULL) */
+    void (*on_resync)(void *ctx);
 };
 
 enum dir_status {
@@ -42,6 +45,7 @@ struct dir_result {
     uint16_t port;
     unsigned long fails_ip;         /* brute-force counters (0 when not asked) */
     unsigned long fails_login;
+    unsigned long kick_gen;         /* the login's kick generation (0: never kicked) */
 };
 
 /* cb owns nothing; the result is freed after it returns. */

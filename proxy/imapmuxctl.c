@@ -346,13 +346,28 @@ static int ctl_publish(struct ctl *c, enum schema_event_type type, const char *a
     ctl_key(c, chan, SCHEMA_EVENTS, NULL);
     snprintf(msg, sizeof(msg), "%s %s", schema_event_name(type), arg);
     const char *pub[3] = {"PUBLISH", chan, msg};
-    for (size_t i = 0; i < nbefore; i++) {
-        cmds[i] = before[i];
-        argcs[i] = before_argc[i];
+    char kick[CTL_KEY_LEN], ttl[16];
+    ctl_key(c, kick, SCHEMA_KICK, arg);
+    snprintf(ttl, sizeof(ttl), "%d", SCHEMA_KICK_TTL_S);
+    const char *incr[2] = {"INCR", kick};
+    const char *expire[3] = {"EXPIRE", kick, ttl};
+    size_t n = 0;
+    if (nbefore + 3 > sizeof(cmds) / sizeof(cmds[0])) {
+        return ctl_fail(CTL_USAGE, "too many commands in one change");
     }
-    cmds[nbefore] = pub;
-    argcs[nbefore] = 3;
-    return ctl_exec(c, nbefore + 1, (const char **const *)cmds, argcs);
+    for (size_t i = 0; i < nbefore; i++) {
+        cmds[n] = before[i];
+        argcs[n++] = before_argc[i];
+    }
+    if (type == SCHEMA_EV_KICK) {
+        cmds[n] = incr;
+        argcs[n++] = 2;
+        cmds[n] = expire;
+        argcs[n++] = 3;
+    }
+    cmds[n] = pub;
+    argcs[n++] = 3;
+    return ctl_exec(c, n, (const char **const *)cmds, argcs);
 }
 
 /* --- user ------------------------------------------------------------------- */
@@ -705,8 +720,23 @@ static int ctl_kick(struct ctl *c, int argc, char **argv)
     }
     ctl_key(c, chan, SCHEMA_EVENTS, NULL);
     snprintf(msg, sizeof(msg), "kick %s", login);
+    /* the generation first: an instance that misses the event finds it */
+    char kick[CTL_KEY_LEN], ttl[16];
+    ctl_key(c, kick, SCHEMA_KICK, login);
+    snprintf(ttl, sizeof(ttl), "%d", SCHEMA_KICK_TTL_S);
+    const char *incr[2] = {"INCR", kick};
+    const char *expire[3] = {"EXPIRE", kick, ttl};
+    redisReply *r = ctl_cmd(c, 2, incr);
+    if (r == NULL) {
+        return CTL_REDIS;
+    }
+    freeReplyObject(r);
+    if ((r = ctl_cmd(c, 3, expire)) == NULL) {
+        return CTL_REDIS;
+    }
+    freeReplyObject(r);
     const char *a[3] = {"PUBLISH", chan, msg};
-    redisReply *r = ctl_cmd(c, 3, a);
+    r = ctl_cmd(c, 3, a);
     if (r == NULL) {
         return CTL_REDIS;
     }

@@ -72,4 +72,10 @@ void session_audit_resume(struct session_env *env);
  * waits for the client, such as IDLE) with "* BYE [UNAVAILABLE] reason". */
 void session_on_event(struct session_env *env, enum schema_event_type type, const char *arg);
 
+/* session_on_resync: routing-table events may have been missed (the events
+ * channel was away).  Every logged-in session is looked up again, spread
+ * over two seconds, and ended when it moved or was kicked
+ * meanwhile. */
+void session_on_resync(struct session_env *env);
+
 #endif

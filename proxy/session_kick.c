@@ -77,6 +77,12 @@ static void session_on_recheck(void *ctx, const struct dir_result *res)
         session_kick(s, "Account moved, please reconnect");
         return;
     }
+    if (res->kick_gen > s->kick_gen) {
+        /* a kick this instance did not hear of (it was away from Redis) */
+        session_log(s, LOG_INFO, "kicked while the events channel was away");
+        session_kick(s, "Session ended by the administrator");
+        return;
+    }
     if (res->backend != s->route || res->port != s->port || strcmp(res->host, s->host) != 0) {
         session_log(s, LOG_INFO, "route changed to %s(%s:%u)", res->backend->name, res->host,
                     (unsigned)res->port);
@@ -125,5 +131,39 @@ void session_on_event(struct session_env *env, enum schema_event_type type, cons
                 s->pending--;
             }
         }
+    }
+}
+
+/* session_kick_recheck looks a logged-in session up again. */
+static void session_kick_recheck(struct session *s)
+{
+    if (s->state != SESSION_RELAY || (s->flags & SESSION_F_KICK)) {
+        return;
+    }
+    s->pending++;
+    if (dir_lookup(s->env->dir, s->user, NULL, session_on_recheck, s) != 0) {
+        s->pending--;
+    }
+}
+
+void session_on_resync(struct session_env *env)
+{
+    struct list_link *l, *n;
+    size_t num = 0;
+    uint64_t seed = uv_hrtime();
+    LIST_FOREACH_SAFE(l, n, &env->sessions) {
+        struct session *s = SESSION_OF(l);
+        if (s->state != SESSION_RELAY) {
+            continue;
+        }
+        /* spread: Redis is just back, and every instance asks at once */
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        if (session_after(s, (seed >> 33) % SESSION_RESYNC_SPREAD_MS, session_kick_recheck) == 0) {
+            num++;
+        }
+    }
+    if (num > 0) {
+        log_msg(LOG_INFO, "worker %u: events channel back: looking %zu sessions up again",
+                env->worker_id, num);
     }
 }

@@ -149,6 +149,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         return;
     }
     s->route = res->backend;
+    s->kick_gen = res->kick_gen;
     snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;
 

@@ -38,6 +38,7 @@
 #define SESSION_MAX_DEPTH 4             /* parenthesis depth of a pre-auth command */
 #define SESSION_KICK_QUIET_MS 50        /* a kicked session ends when the backend is this quiet */
 #define SESSION_KICK_MAX_MS 10000       /* ... or this long after the kick, whatever is in flight */
+#define SESSION_RESYNC_SPREAD_MS 2000   /* re-checks after an events outage are spread this wide */
 
 /* SESSION_OF: the session of a link in env->sessions. */
 #define SESSION_OF(l) LIST_ITEM(l, struct session, link)
@@ -139,6 +140,7 @@ struct session {
     /* a login in flight (state SESSION_LOGGING_IN) */
     enum login_step login_step;  /* where it is */
     unsigned login_delay_ms;     /* brute-force delay the lookup asked for */
+    unsigned long kick_gen;      /* the login's kick generation at login (directory) */
     char *password;              /* the client's; wiped as soon as it is used */
     char *hash;                  /* stored hash to verify, or NULL */
     char *backend_user;          /* the user name at the backend if not the login, or NULL */

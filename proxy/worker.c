@@ -158,8 +158,15 @@ static void worker_on_event(void *ctx, enum schema_event_type type, const char *
     session_on_event(&w->env, type, arg);
 }
 
+static void worker_on_resync(void *ctx)
+{
+    struct worker *w = ctx;
+    session_on_resync(&w->env);
+}
+
 static const struct dir_ops worker_dir_ops = {
     .on_event = worker_on_event,
+    .on_resync = worker_on_resync,
 };
 
 static void worker_on_audit_resume(void *ctx)
