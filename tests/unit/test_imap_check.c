@@ -1,0 +1,366 @@
+/* The grammar gate fed client streams as a session would: one chunk, split
+ * at every offset, and a byte at a time; each way must give the same
+ * verdicts over the same bytes.  The attacks that fool the naive scanner of
+ * the audit tap are shown to fool it (audit_tap misses the command) and to
+ * be stopped here. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/audit_tap.h"
+#include "common/imap_check.h"
+
+#define TEST_LINE_LEN 128
+#define TEST_OUT_LEN 16384
+
+static const struct imap_check_opts test_opts = {
+    .max_line_len = TEST_LINE_LEN,
+    .max_literal_len = 1000,
+    .max_arg_literal_len = 100,
+    .max_tag_len = 16,
+    .max_pending = 8,
+    .nonsync = IMAP_CHECK_NONSYNC_PLUS,
+};
+
+/* A normalised transcript: held bytes join the verdict that ends them, runs
+ * of LITERAL and DROP merge, so every split of the input gives one text. */
+struct tr {
+    char out[TEST_OUT_LEN];
+    size_t out_len;
+    char held[TEST_LINE_LEN + 1];
+    size_t held_len;
+    char run_kind;        /* 'L' or 'D' while a run is open, else 0 */
+    const char *const *events; /* server events for WAIT: "+" or a tag */
+    size_t num_events, next_event;
+    int stopped;          /* FATAL, or WAIT with no event left */
+    size_t fwd_bytes, lit_bytes, drop_bytes;
+};
+
+static void tr_add(struct tr *t, const char *s, size_t n)
+{
+    cr_assert_lt(t->out_len + n, sizeof(t->out), "transcript overflow");
+    memcpy(t->out + t->out_len, s, n);
+    t->out_len += n;
+    t->out[t->out_len] = '\0';
+}
+
+static void tr_str(struct tr *t, const char *s)
+{
+    tr_add(t, s, strlen(s));
+}
+
+static void tr_bytes(struct tr *t, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char buf[8];
+
+        if (p[i] == '\r') {
+            tr_str(t, "\\r");
+        } else if (p[i] == '\n') {
+            tr_str(t, "\\n");
+        } else if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] >= 0x7f) {
+            snprintf(buf, sizeof(buf), "\\x%02x", (unsigned char)p[i]);
+            tr_str(t, buf);
+        } else {
+            tr_add(t, p + i, 1);
+        }
+    }
+}
+
+static void tr_close_run(struct tr *t)
+{
+    if (t->run_kind != 0) {
+        tr_str(t, "] ");
+        t->run_kind = 0;
+    }
+}
+
+/* tr_verdict records one verdict over p[0..n). */
+static void tr_verdict(struct tr *t, struct imap_check *c, enum imap_check_action a,
+                       const char *p, size_t n)
+{
+    const char *reason = imap_check_reason(c);
+    char run = a == IMAP_CHECK_LITERAL ? 'L' : a == IMAP_CHECK_DROP ? 'D' : 0;
+
+    if (a == IMAP_CHECK_HOLD) {
+        cr_assert_leq(t->held_len + n, TEST_LINE_LEN, "held part over the limit");
+        memcpy(t->held + t->held_len, p, n);
+        t->held_len += n;
+        return;
+    }
+    if (run != 0) {
+        cr_assert_eq(t->held_len, 0, "bytes held across a literal or drop");
+        if (t->run_kind != run) {
+            tr_close_run(t);
+            tr_add(t, &run, 1);
+            tr_str(t, "[");
+            t->run_kind = run;
+        }
+        tr_bytes(t, p, n);
+        if (run == 'L') {
+            t->lit_bytes += n;
+        } else {
+            t->drop_bytes += n;
+        }
+        return;
+    }
+    tr_close_run(t);
+    switch (a) {
+    case IMAP_CHECK_FORWARD:
+        tr_str(t, "F[");
+        t->fwd_bytes += t->held_len + n;
+        break;
+    case IMAP_CHECK_FORWARD_END:
+        tr_str(t, "E(");
+        tr_str(t, imap_check_uid(c) ? "UID " : "");
+        tr_str(t, imap_check_name(c));
+        tr_str(t, ")[");
+        t->fwd_bytes += t->held_len + n;
+        break;
+    case IMAP_CHECK_LOCAL:
+        tr_str(t, "C(");
+        tr_str(t, imap_check_name(c));
+        tr_str(t, ")[");
+        t->drop_bytes += t->held_len + n;
+        break;
+    case IMAP_CHECK_REJECT:
+        tr_str(t, "R(");
+        tr_str(t, reason != NULL ? reason : "?");
+        tr_str(t, ")[");
+        t->drop_bytes += t->held_len + n;
+        break;
+    case IMAP_CHECK_FATAL:
+        tr_str(t, "X(");
+        tr_str(t, reason != NULL ? reason : "?");
+        tr_str(t, ")[");
+        t->drop_bytes += t->held_len + n;
+        break;
+    case IMAP_CHECK_WAIT_CONTINUATION:
+        cr_assert_eq(n, 0);
+        cr_assert_eq(t->held_len, 0);
+        cr_assert(imap_check_blocked(c));
+        tr_str(t, "W ");
+        return;
+    default:
+        cr_assert_fail("unexpected action %d", (int)a);
+    }
+    tr_bytes(t, t->held, t->held_len);
+    tr_bytes(t, p, n);
+    tr_str(t, "] ");
+    t->held_len = 0;
+}
+
+/* tr_on_wait applies the next server event; returns 0 when none is left. */
+static int tr_on_wait(struct tr *t, struct imap_check *c)
+{
+    const char *ev;
+
+    if (t->next_event >= t->num_events) {
+        return 0;
+    }
+    ev = t->events[t->next_event++];
+    if (strcmp(ev, "+") == 0) {
+        cr_assert_eq(imap_check_server_continuation(c), 1);
+        tr_str(t, "<+> ");
+    } else {
+        cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)ev, strlen(ev)), 1);
+        tr_str(t, "<");
+        tr_str(t, ev);
+        tr_str(t, "> ");
+    }
+    return 1;
+}
+
+/* tr_chunk feeds one chunk to the end (or to a stop). */
+static void tr_chunk(struct tr *t, struct imap_check *c, const char *p, size_t n)
+{
+    size_t off = 0;
+    int loops = 0;
+
+    while (!t->stopped) {
+        size_t used = 0;
+        enum imap_check_action a = imap_check_feed(c, &used, (const uint8_t *)p + off, n - off);
+
+        cr_assert_lt(++loops, 100000, "feed does not progress");
+        cr_assert_leq(used, n - off);
+        tr_verdict(t, c, a, p + off, used);
+        off += used;
+        if (a == IMAP_CHECK_FATAL) {
+            t->stopped = 1;
+            break;
+        }
+        if (a == IMAP_CHECK_WAIT_CONTINUATION) {
+            if (!tr_on_wait(t, c)) {
+                t->stopped = 1;
+            }
+            continue;
+        }
+        if (off == n) {
+            break;
+        }
+        cr_assert_gt(used, 0, "no progress with %s", imap_check_action_name(a));
+    }
+}
+
+/* tr_run: cut 0 is byte by byte, cut k two chunks at k, cut len one chunk */
+static void tr_run(struct tr *t, const struct imap_check_opts *opts, const char *in, size_t len,
+                   size_t cut, const char *const *events, size_t num_events)
+{
+    struct imap_check *c = imap_check_new(opts);
+
+    cr_assert_not_null(c);
+    memset(t, 0, sizeof(*t));
+    t->events = events;
+    t->num_events = num_events;
+    if (cut == 0) {
+        for (size_t i = 0; i < len && !t->stopped; i++) {
+            tr_chunk(t, c, in + i, 1);
+        }
+    } else {
+        tr_chunk(t, c, in, cut);
+        tr_chunk(t, c, in + cut, len - cut);
+    }
+    /* a WAIT is seen only on the next feed: give one with nothing */
+    tr_chunk(t, c, in + len, 0);
+    tr_close_run(t);
+    if (t->held_len > 0) {
+        tr_str(t, "H[");
+        tr_bytes(t, t->held, t->held_len);
+        tr_str(t, "]");
+    }
+    if (!t->stopped) {
+        cr_assert_eq(t->fwd_bytes + t->lit_bytes + t->drop_bytes + t->held_len, len,
+                     "bytes lost or doubled");
+    }
+    imap_check_free(c);
+}
+
+/* expect: every split and byte by byte give `want` (trailing space cut). */
+static void expect_ev(const struct imap_check_opts *opts, const char *in, size_t len,
+                      const char *const *events, size_t num_events, const char *want)
+{
+    static struct tr t;
+    char want_buf[TEST_OUT_LEN];
+
+    snprintf(want_buf, sizeof(want_buf), "%s", want);
+    for (size_t cut = 0; cut <= len; cut++) {
+        size_t n;
+
+        tr_run(&t, opts, in, len, cut, events, num_events);
+        n = t.out_len;
+        while (n > 0 && t.out[n - 1] == ' ') {
+            t.out[--n] = '\0';
+        }
+        cr_assert_str_eq(t.out, want_buf, "cut %zu of %s\ngot  %s\nwant %s", cut, in, t.out, want_buf);
+    }
+}
+
+static void expect(const char *in, const char *want)
+{
+    expect_ev(&test_opts, in, strlen(in), NULL, 0, want);
+}
+
+static void expect_plus(const char *in, const char *want)
+{
+    static const char *const plus[] = {"+", "+", "+", "+", "+", "+", "+", "+"};
+    expect_ev(&test_opts, in, strlen(in), plus, 8, want);
+}
+
+/* ---- the naive scanner: what audit_tap records for a stream -------------- */
+
+struct audit_out {
+    char text[2048];
+    size_t len;
+};
+
+static void on_audit(void *ctx, const struct audit_cmd *cmd)
+{
+    struct audit_out *o = ctx;
+    int n = snprintf(o->text + o->len, sizeof(o->text) - o->len, "%s %s;", cmd->tag, cmd->name);
+    cr_assert(n > 0 && (size_t)n < sizeof(o->text) - o->len);
+    o->len += (size_t)n;
+}
+
+static void audit_of(struct audit_out *o, const char *client, const char *server)
+{
+    static const struct audit_tap_opts opts = {.seqset_max = 16, .max_pending = 64};
+    struct audit_tap *t;
+
+    memset(o, 0, sizeof(*o));
+    t = audit_tap_new(&opts, on_audit, o);
+    cr_assert_not_null(t);
+    audit_tap_client(t, (const uint8_t *)client, strlen(client), 1);
+    audit_tap_server(t, (const uint8_t *)server, strlen(server), 2);
+    audit_tap_finish(t, 3);
+    audit_tap_free(t);
+}
+
+/* ---- the attacks ------------------------------------------------------------ */
+
+Test(imap_check, attack_unknown_command_with_literal_hides_delete)
+{
+    /* Dovecot skips the rest of an unknown command's line without reading
+     * its literal, then runs B2 DELETE; the naive tap takes B2 as literal */
+    const char *in = "B1 XFOO {19+}\r\nB2 DELETE Finance\r\n";
+    struct audit_out o;
+
+    audit_of(&o, in, "B1 BAD Unknown command\r\nB2 OK Delete completed.\r\n");
+    cr_assert_null(strstr(o.text, "DELETE"), "the naive tap now sees it: %s", o.text);
+    /* here: the {19+} of a refused command is data that cannot be placed */
+    expect(in, "R(Unknown command)[B1 XFOO ] D[{19+}\\r] "
+               "X(Non-synchronizing literal in a rejected command)[\\n]");
+    /* with a synchronising literal the line is refused and the DELETE,
+     * validated on its own, is forwarded: audit and backend agree */
+    expect("B1 XFOO {19}\r\nB2 DELETE Finance\r\n",
+           "R(Unknown command)[B1 XFOO ] D[{19}\\r\\n] E(DELETE)[B2 DELETE Finance\\r\\n]");
+    /* an allowed vendor command is one line without literals */
+    static const char *const allowed[] = {"XFOO"};
+    struct imap_check_opts opts = test_opts;
+    opts.allowed_commands = allowed;
+    opts.num_allowed_commands = 1;
+    const char *in2 = "B1 XFOO {19}\r\nB2 DELETE Finance\r\n";
+    expect_ev(&opts, in2, strlen(in2), NULL, 0,
+              "R(Literal not allowed here)[B1 XFOO {19}] D[\\r\\n] E(DELETE)[B2 DELETE Finance\\r\\n]");
+    const char *in3 = "B1 XFOO a \"b c\" (d (e)) NIL\r\n";
+    expect_ev(&opts, in3, strlen(in3), NULL, 0, "E(XFOO)[B1 XFOO a \"b c\" (d (e)) NIL\\r\\n]");
+}
+
+Test(imap_check, attack_append_announcement_with_bare_lf)
+{
+    /* Dovecot takes LF as a line end: the 36 bytes after "{36}" LF are the
+     * message; the naive tap wants CRLF and reads the body as commands */
+    const char *in = "A1 APPEND INBOX {36}\n"
+                     "A2 DELETE Finance\r\nA3 NOOP\r\nxxxxx\r\n";
+    struct audit_out o;
+
+    audit_of(&o, in, "+ OK\r\nA1 OK Append completed.\r\n");
+    cr_assert_not_null(strstr(o.text, "A2 DELETE"), "the naive tap reads the body: %s", o.text);
+    /* here: refused without forwarding; what follows is validated as
+     * commands (a conforming client sends no data after a BAD) */
+    expect(in, "R(Line must end in CRLF)[A1 APPEND INBOX {36}\\n] E(DELETE)[A2 DELETE Finance\\r\\n] "
+               "E(NOOP)[A3 NOOP\\r\\n] R(Missing command name)[xxxxx\\r] D[\\n]");
+    expect("A1 APPEND INBOX {3+}\nabc\r\n",
+           "X(Line must end in CRLF)[A1 APPEND INBOX {3+}\\n]");
+}
+
+Test(imap_check, attack_body_line_ending_in_huge_literal)
+{
+    /* once the tap reads a body as commands, a body line ending in
+     * {999999999999} makes it skip everything after it as "literal" */
+    const char *in = "A1 APPEND INBOX {25}\n"
+                     "Subject: {999999999999}\r\n\r\n"
+                     "A2 DELETE Finance\r\n";
+    struct audit_out o;
+
+    audit_of(&o, in, "+ OK\r\nA1 OK Append completed.\r\nA2 OK Delete completed.\r\n");
+    cr_assert_null(strstr(o.text, "DELETE"), "the naive tap now sees it: %s", o.text);
+    expect(in, "R(Line must end in CRLF)[A1 APPEND INBOX {25}\\n] "
+               "R(Literal not allowed here)[Subject: {999999999999}] D[\\r\\n] "
+               "R(Empty command)[\\r] D[\\n] E(DELETE)[A2 DELETE Finance\\r\\n]");
+    /* a well-formed message is counted by its length and never scanned */
+    expect_plus("A1 APPEND INBOX {25}\r\nSubject: {999999999999}\r\n\r\nA2 DELETE Finance\r\n",
+                "F[A1 APPEND INBOX {25}\\r\\n] W <+> L[Subject: {999999999999}\\r\\n] "
+                "E(APPEND)[\\r\\n] E(DELETE)[A2 DELETE Finance\\r\\n]");
+}
