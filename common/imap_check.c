@@ -1831,6 +1831,10 @@ enum imap_check_action imap_check_feed(struct imap_check *c, size_t *out_len,
     case ST_LITDATA: {
         size_t n = len;
 
+        if (len == 0) {
+            return IMAP_CHECK_HOLD;
+        }
+
         if ((uint64_t)n > c->lit_left) {
             n = (size_t)c->lit_left;
         }

@@ -364,3 +364,232 @@ Test(imap_check, attack_body_line_ending_in_huge_literal)
                 "F[A1 APPEND INBOX {25}\\r\\n] W <+> L[Subject: {999999999999}\\r\\n] "
                 "E(APPEND)[\\r\\n] E(DELETE)[A2 DELETE Finance\\r\\n]");
 }
+
+/* ---- line ends and characters ---------------------------------------------- */
+
+Test(imap_check, crlf_only)
+{
+    expect("a NOOP\r\nb NOOP\r\n", "E(NOOP)[a NOOP\\r\\n] E(NOOP)[b NOOP\\r\\n]");
+    expect("a NOOP\nb NOOP\r\n", "R(Line must end in CRLF)[a NOOP\\n] E(NOOP)[b NOOP\\r\\n]");
+    expect("a NOOP\rb NOOP\r\n", "R(Line must end in CRLF)[a NOOP\\rb] D[ NOOP\\r\\n]");
+    expect("a SELECT \"IN\nBOX\"\r\nb NOOP\r\n",
+           "R(Invalid quoted string)[a SELECT \"IN\\n] R(Invalid tag)[BOX\"] D[\\r\\n] "
+           "E(NOOP)[b NOOP\\r\\n]");
+    expect("\r\n", "R(Empty command)[\\r] D[\\n]");
+    expect("a\r\n", "R(Missing command name)[a\\r] D[\\n]");
+    expect("a \r\n", "R(Missing command name)[a \\r\\n]");
+}
+
+Test(imap_check, control_and_8bit_bytes)
+{
+    static const char nul[] = "a SELECT IN\0BOX\r\nb NOOP\r\n";
+    expect_ev(&test_opts, nul, sizeof(nul) - 1, NULL, 0,
+              "R(Invalid character in command)[a SELECT IN\\x00] D[BOX\\r\\n] E(NOOP)[b NOOP\\r\\n]");
+    expect("a SELECT INB\x01OX\r\n", "R(Invalid character in command)[a SELECT INB\\x01] D[OX\\r\\n]");
+    expect("a SELECT Entw\xc3\xbcrfe\r\n",
+           "R(Invalid character in command)[a SELECT Entw\\xc3] D[\\xbcrfe\\r\\n]");
+    /* 8-bit inside a quoted string is allowed (UTF8=ACCEPT), CTL is not */
+    expect("a SELECT \"Entw\xc3\xbcrfe\"\r\n", "E(SELECT)[a SELECT \"Entw\\xc3\\xbcrfe\"\\r\\n]");
+    expect("a SELECT \"a\tb\"\r\n", "R(Invalid quoted string)[a SELECT \"a\\x09] D[b\"\\r\\n]");
+    expect("a SELECT \"a\\\"b\\\\\"\r\n", "E(SELECT)[a SELECT \"a\\\"b\\\\\"\\r\\n]");
+    expect("a SELECT \"a\\b\"\r\n", "R(Invalid quoted string)[a SELECT \"a\\b] D[\"\\r\\n]");
+    expect("a\x7f NOOP\r\n", "R(Invalid tag)[a\\x7f] D[ NOOP\\r\\n]");
+}
+
+Test(imap_check, spaces_are_exact)
+{
+    expect("a  NOOP\r\n", "R(Missing or extra space)[a  ] D[NOOP\\r\\n]");
+    expect("a NOOP \r\n", "R(Missing or extra space)[a NOOP \\r\\n]");
+    expect("a SELECT  INBOX\r\n", "R(Missing or extra space)[a SELECT  ] D[INBOX\\r\\n]");
+    expect("a FETCH 1 ( FLAGS)\r\n", "R(Missing or extra space)[a FETCH 1 ( FLAGS)] D[\\r\\n]");
+    expect("a FETCH 1 (FLAGS )\r\n", "R(Missing or extra space)[a FETCH 1 (FLAGS )] D[\\r\\n]");
+    expect("a SELECT\"INBOX\"\r\n", "R(Missing or extra space)[a SELECT\"INBOX\"] D[\\r\\n]");
+}
+
+/* ---- tags and names ----------------------------------------------------------- */
+
+Test(imap_check, tags)
+{
+    expect("a.1]x NOOP\r\n", "E(NOOP)[a.1]x NOOP\\r\\n]");
+    expect("a+ NOOP\r\n", "R(Invalid tag)[a+] D[ NOOP\\r\\n]");
+    expect("a* NOOP\r\n", "R(Invalid tag)[a*] D[ NOOP\\r\\n]");
+    expect("a% NOOP\r\n", "R(Invalid tag)[a%] D[ NOOP\\r\\n]");
+    expect("a{ NOOP\r\n", "R(Invalid tag)[a{] D[ NOOP\\r\\n]");
+    expect("{3} NOOP\r\n", "R(Invalid tag)[{] D[3} NOOP\\r\\n]");
+    expect(" NOOP\r\n", "R(Invalid tag)[ ] D[NOOP\\r\\n]");
+    expect("\"a\" NOOP\r\n", "R(Invalid tag)[\"] D[a\" NOOP\\r\\n]");
+    expect("0123456789abcdefg NOOP\r\n", "R(Tag too long)[0123456789abcdefg] D[ NOOP\\r\\n]");
+    expect("0123456789abcdef NOOP\r\n", "E(NOOP)[0123456789abcdef NOOP\\r\\n]");
+}
+
+Test(imap_check, names_case_and_uid)
+{
+    expect("a nOoP\r\n", "E(NOOP)[a nOoP\\r\\n]");
+    expect("a uid fetch 1:* flags\r\n", "E(UID FETCH)[a uid fetch 1:* flags\\r\\n]");
+    expect("a UID EXPUNGE 1:3\r\n", "E(UID EXPUNGE)[a UID EXPUNGE 1:3\\r\\n]");
+    expect("a EXPUNGE 1:3\r\n", "R(Invalid arguments)[a EXPUNGE 1:3\\r] D[\\n]");
+    expect("a UID SELECT INBOX\r\n", "R(Command not allowed after UID)[a UID SELECT ] D[INBOX\\r\\n]");
+    expect("a UID UID FETCH 1 FLAGS\r\n", "R(Command not allowed after UID)[a UID UID ] D[FETCH 1 FLAGS\\r\\n]");
+    expect("a UID\r\n", "R(Missing command name)[a UID\\r\\n]");
+    expect("a {4}\r\n", "R(Literal not allowed here)[a {4}] D[\\r\\n]");
+    expect("a \"NOOP\"\r\n", "R(Missing command name)[a \"NOOP\"] D[\\r\\n]");
+    expect("a XYZZY\r\n", "R(Unknown command)[a XYZZY\\r] D[\\n]");
+    expect("a NOOP extra\r\n", "R(Invalid arguments)[a NOOP extra\\r] D[\\n]");
+}
+
+Test(imap_check, refused_and_local_commands)
+{
+    struct imap_check *c = imap_check_new(&test_opts);
+    size_t n;
+
+    expect("a LOGIN bob secret\r\n", "R(Already logged in)[a LOGIN ] D[bob secret\\r\\n]");
+    expect("a AUTHENTICATE PLAIN\r\n", "R(Already logged in)[a AUTHENTICATE ] D[PLAIN\\r\\n]");
+    expect("a STARTTLS\r\n", "R(STARTTLS not allowed after login)[a STARTTLS\\r] D[\\n]");
+    expect("a UNAUTHENTICATE\r\n", "R(UNAUTHENTICATE not supported)[a UNAUTHENTICATE\\r] D[\\n]");
+    /* a literal password in a refused LOGIN: sync, no data comes; non-sync: BYE */
+    expect("a LOGIN {3}\r\n", "R(Already logged in)[a LOGIN ] D[{3}\\r\\n]");
+    expect("a LOGIN {3+}\r\nbob\r\n",
+           "R(Already logged in)[a LOGIN ] D[{3+}\\r] X(Non-synchronizing literal in a rejected command)[\\n]");
+    expect("a COMPRESS DEFLATE\r\nb NOOP\r\n", "C(COMPRESS)[a COMPRESS DEFLATE\\r\\n] E(NOOP)[b NOOP\\r\\n]");
+    expect("a COMPRESS {7}\r\n", "R(Literal not allowed here)[a COMPRESS {7}] D[\\r\\n]");
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"t1 COMPRESS DEFLATE\r\n", 21),
+                 IMAP_CHECK_LOCAL);
+    cr_assert_eq(imap_check_cmd(c), IMAP_CHECK_CMD_COMPRESS);
+    cr_assert_str_eq(imap_check_tag(c, NULL), "t1");
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"t2 LOGIN a b\r\n", 14), IMAP_CHECK_REJECT);
+    cr_assert_eq(imap_check_cmd(c), IMAP_CHECK_CMD_REFUSED);
+    cr_assert_str_eq(imap_check_tag(c, NULL), "t2");
+    cr_assert_str_eq(imap_check_name(c), "LOGIN");
+    imap_check_free(c);
+}
+
+/* ---- literals ------------------------------------------------------------------ */
+
+Test(imap_check, literal_positions)
+{
+    expect_plus("a SELECT {5}\r\nINBOX\r\n", "F[a SELECT {5}\\r\\n] W <+> L[INBOX] E(SELECT)[\\r\\n]");
+    expect("a SELECT {5+}\r\nINBOX\r\n", "F[a SELECT {5+}\\r\\n] L[INBOX] E(SELECT)[\\r\\n]");
+    expect("a FETCH {1}\r\n", "R(Literal not allowed here)[a FETCH {1}] D[\\r\\n]");
+    expect("a FETCH 1 {5}\r\n", "R(Literal not allowed here)[a FETCH 1 {5}] D[\\r\\n]");
+    expect("a STORE 1 +FLAGS {5}\r\n", "R(Literal not allowed here)[a STORE 1 +FLAGS {5}] D[\\r\\n]");
+    expect("a STORE 1 +FLAGS ({5}\r\n", "R(Literal not allowed here)[a STORE 1 +FLAGS ({5}] D[\\r\\n]");
+    expect("a STORE 1 {5}\r\n", "R(Literal not allowed here)[a STORE 1 {5}] D[\\r\\n]");
+    expect("a NOOP {5}\r\n", "R(Literal not allowed here)[a NOOP {5}] D[\\r\\n]");
+    expect("a SELECT INBOX ({5}\r\n", "R(Literal not allowed here)[a SELECT INBOX ({5}] D[\\r\\n]");
+    expect("a STATUS INBOX ({8}\r\n", "R(Literal not allowed here)[a STATUS INBOX ({8}] D[\\r\\n]");
+    expect("a SELECT x{5}\r\n", "R(Literal not allowed here)[a SELECT x{5}] D[\\r\\n]");
+    /* a literal must end its line part */
+    expect("a SELECT {5} x\r\n", "R(Line must end in CRLF)[a SELECT {5} ] D[x\\r\\n]");
+    expect("a SELECT {5+} x\r\n", "X(Line must end in CRLF)[a SELECT {5+} ]");
+    expect("a SELECT {5}\rx\r\n", "R(Line must end in CRLF)[a SELECT {5}\\rx] D[\\r\\n]");
+    expect("a SELECT {}\r\n", "R(Invalid literal)[a SELECT {}] D[\\r\\n]");
+    expect("a SELECT {+}\r\n", "R(Invalid literal)[a SELECT {+] D[}\\r\\n]");
+    expect("a SELECT {1x}\r\n", "R(Invalid literal)[a SELECT {1x] D[}\\r\\n]");
+    expect("a SELECT {1++}\r\n", "R(Invalid literal)[a SELECT {1++] D[}\\r] "
+           "X(Non-synchronizing literal in a rejected command)[\\n]");
+    /* a literal8 only in message data */
+    expect("a SELECT ~{5}\r\n", "R(literal8 not allowed here)[a SELECT ~{5}] D[\\r\\n]");
+    expect("a SELECT ~x\r\n", "E(SELECT)[a SELECT ~x\\r\\n]");
+    /* zero-length literals */
+    expect_plus("a SELECT {0}\r\n\r\n", "F[a SELECT {0}\\r\\n] W <+> E(SELECT)[\\r\\n]");
+    expect("a SELECT {0+}\r\n\r\n", "F[a SELECT {0+}\\r\\n] E(SELECT)[\\r\\n]");
+}
+
+Test(imap_check, literal_sizes)
+{
+    struct imap_check_opts minus = test_opts, none = test_opts;
+
+    minus.nonsync = IMAP_CHECK_NONSYNC_MINUS;
+    minus.max_arg_literal_len = 10000;
+    none.nonsync = IMAP_CHECK_NONSYNC_NONE;
+    /* sync over the limit: refused before the "+", no data comes */
+    expect("a SELECT {101}\r\nb NOOP\r\n", "R(Literal too large)[a SELECT {101}] D[\\r\\n] E(NOOP)[b NOOP\\r\\n]");
+    expect_plus("a SELECT {100}\r\n", "F[a SELECT {100}\\r\\n] W <+>");
+    expect("a APPEND INBOX {1001}\r\n", "R(Literal too large)[a APPEND INBOX {1001}] D[\\r\\n]");
+    expect_plus("a APPEND INBOX {1000}\r\n", "F[a APPEND INBOX {1000}\\r\\n] W <+>");
+    /* more digits than fit */
+    expect("a SELECT {99999999999999999999}\r\nb NOOP\r\n",
+           "R(Literal too large)[a SELECT {99999999999999999999] D[}\\r\\n] E(NOOP)[b NOOP\\r\\n]");
+    expect("a SELECT {99999999999999999999+}\r\nxx\r\n",
+           "R(Literal too large)[a SELECT {99999999999999999999] D[+}\\r] "
+           "X(Non-synchronizing literal in a rejected command)[\\n]");
+    expect("a SELECT {18446744073709551615}\r\n",
+           "R(Literal too large)[a SELECT {18446744073709551615] D[}\\r\\n]");
+    /* non-sync over the limit: its data follows, BYE */
+    expect("a SELECT {101+}\r\n", "X(Literal too large)[a SELECT {101+}]");
+    /* LITERAL-: 4096 at most */
+    const char *m1 = "a SELECT {4096+}\r\n";
+    expect_ev(&minus, m1, strlen(m1), NULL, 0, "F[a SELECT {4096+}\\r\\n]");
+    const char *m2 = "a SELECT {4097+}\r\n";
+    expect_ev(&minus, m2, strlen(m2), NULL, 0, "X(Non-synchronizing literal too large)[a SELECT {4097+}]");
+    const char *m3 = "a SELECT {4097}\r\n";
+    static const char *const plus[] = {"+"};
+    expect_ev(&minus, m3, strlen(m3), plus, 1, "F[a SELECT {4097}\\r\\n] W <+>");
+    const char *n1 = "a SELECT {1+}\r\n";
+    expect_ev(&none, n1, strlen(n1), NULL, 0, "X(Non-synchronizing literal not allowed)[a SELECT {1+}]");
+}
+
+Test(imap_check, refused_literal_and_continuation)
+{
+    /* the backend refuses a sync literal: the client's next bytes are a
+     * new command; nothing is forwarded while waiting */
+    static const char *const no[] = {"a"};
+    const char *in = "a APPEND INBOX {5}\r\nb NOOP\r\n";
+    expect_ev(&test_opts, in, strlen(in), no, 1,
+              "F[a APPEND INBOX {5}\\r\\n] W <a> E(NOOP)[b NOOP\\r\\n]");
+    /* accepted: the same bytes are message data */
+    expect_plus(in, "F[a APPEND INBOX {5}\\r\\n] W <+> L[b NOO] X(Invalid arguments)[P\\r]");
+    /* a tagged answer of another command does not end the wait */
+    struct imap_check *c = imap_check_new(&test_opts);
+    size_t n;
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)in, strlen(in)), IMAP_CHECK_FORWARD);
+    cr_assert_eq(n, 20);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)in + 20, strlen(in) - 20),
+                 IMAP_CHECK_WAIT_CONTINUATION);
+    cr_assert_eq(n, 0);
+    cr_assert(imap_check_blocked(c));
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"z", 1), 0);
+    cr_assert(imap_check_blocked(c));
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"a", 1), 1);
+    cr_assert(!imap_check_blocked(c));
+    cr_assert_eq(imap_check_server_continuation(c), 0, "a stray + is not taken");
+    imap_check_free(c);
+}
+
+Test(imap_check, invalid_after_a_forwarded_part_is_fatal)
+{
+    expect("a SELECT {5+}\r\nINBOX x\r\n", "F[a SELECT {5+}\\r\\n] L[INBOX] X(Invalid arguments)[ x\\r]");
+    expect("a SELECT {5+}\r\nINBOX\n", "F[a SELECT {5+}\\r\\n] L[INBOX] X(Line must end in CRLF)[\\n]");
+    expect("a LIST {1+}\r\nx {5}\r\n", "F[a LIST {1+}\\r\\n] L[x] F[ {5}\\r\\n] W");
+    expect("a RENAME {1+}\r\nx y{2}\r\n", "F[a RENAME {1+}\\r\\n] L[x] X(Literal not allowed here)[ y{2}]");
+}
+
+Test(imap_check, line_length)
+{
+    char in[512];
+    char want[1024];
+
+    /* exactly the limit (CRLF included) passes; one more is refused and
+     * nothing more than the limit is ever held */
+    memset(in, 0, sizeof(in));
+    strcpy(in, "a SELECT ");
+    memset(in + 9, 'x', TEST_LINE_LEN - 11);
+    strcat(in, "\r\n");
+    cr_assert_eq(strlen(in), TEST_LINE_LEN);
+    snprintf(want, sizeof(want), "E(SELECT)[%.*s\\r\\n]", TEST_LINE_LEN - 2, in);
+    expect(in, want);
+    memset(in, 0, sizeof(in));
+    strcpy(in, "a SELECT ");
+    memset(in + 9, 'x', TEST_LINE_LEN - 5);
+    strcat(in, "\r\n");
+    snprintf(want, sizeof(want), "R(Line too long)[%.*s] D[xxx\\r\\n]", TEST_LINE_LEN + 1, in);
+    expect(in, want);
+    /* in a later part of a command: BYE */
+    memset(in, 0, sizeof(in));
+    strcpy(in, "a RENAME {1+}\r\nx ");
+    memset(in + 17, 'y', TEST_LINE_LEN);
+    strcat(in, "\r\n");
+    snprintf(want, sizeof(want), "F[a RENAME {1+}\\r\\n] L[x] X(Line too long)[ %.*s]",
+             TEST_LINE_LEN, in + 17);
+    expect(in, want);
+}
