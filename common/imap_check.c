@@ -704,7 +704,7 @@ static enum g_result rule_catpart(struct imap_check *c, struct check_frame *f,
         return g_bad(c, t);
     case 1:
         if (!t->sp) {
-            return g_err(c, IMAP_CHECK_E_SPACE);
+            return t->type == TOK_EOL ? g_err(c, IMAP_CHECK_E_ARGS) : g_err(c, IMAP_CHECK_E_SPACE);
         }
         if (t->type != TOK_LITERAL) {
             return g_bad(c, t);
@@ -713,7 +713,7 @@ static enum g_result rule_catpart(struct imap_check *c, struct check_frame *f,
         return g_literal(c, t, 1, 1);
     case 2:
         if (!t->sp) {
-            return g_err(c, IMAP_CHECK_E_SPACE);
+            return t->type == TOK_EOL ? g_err(c, IMAP_CHECK_E_ARGS) : g_err(c, IMAP_CHECK_E_SPACE);
         }
         f->step = 3;
         return want_astring(c, t);

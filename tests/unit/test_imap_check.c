@@ -593,3 +593,284 @@ Test(imap_check, line_length)
              TEST_LINE_LEN, in + 17);
     expect(in, want);
 }
+
+/* ---- the command grammar ---------------------------------------------------- */
+
+/* valid: each line is forwarded whole as one command */
+static void expect_valid(const char *line)
+{
+    char in[512], want[1024];
+    struct imap_check *c;
+    size_t n;
+    char name[64];
+
+    snprintf(in, sizeof(in), "%s\r\n", line);
+    c = imap_check_new(&test_opts);
+    cr_assert_not_null(c);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)in, strlen(in)), IMAP_CHECK_FORWARD_END,
+                 "%s: %s", line, imap_check_reason(c));
+    snprintf(name, sizeof(name), "%s", imap_check_name(c));
+    imap_check_free(c);
+    snprintf(want, sizeof(want), "E(%s%s)[%s\\r\\n]", strstr(line, " UID ") == line + 1 ? "UID " : "",
+             name, line);
+    if (strncasecmp(line + 2, "UID ", 4) == 0) {
+        snprintf(want, sizeof(want), "E(UID %s)[%s\\r\\n]", name, line);
+    }
+    expect(in, want);
+}
+
+/* invalid: the first verdict is REJECT with this reason */
+static void expect_invalid(const char *line, const char *reason)
+{
+    char in[512];
+    struct imap_check *c = imap_check_new(&test_opts);
+    size_t n, off = 0;
+    enum imap_check_action a;
+
+    snprintf(in, sizeof(in), "%s\r\n", line);
+    do {
+        a = imap_check_feed(c, &n, (const uint8_t *)in + off, strlen(in) - off);
+        off += n;
+    } while (a == IMAP_CHECK_HOLD && off < strlen(in));
+    cr_assert_eq(a, IMAP_CHECK_REJECT, "%s: %s", line, imap_check_action_name(a));
+    cr_assert_str_eq(imap_check_reason(c), reason, "%s: got %s", line, imap_check_reason(c));
+    imap_check_free(c);
+}
+
+Test(imap_check, simple_commands)
+{
+    static const char *const ok[] = {
+        "a CAPABILITY", "a NOOP", "a CHECK", "a CLOSE", "a UNSELECT", "a EXPUNGE", "a NAMESPACE",
+        "a LOGOUT", "a CREATE Archive/2024", "a CREATE \"a b\" (USE (\\Archive))",
+        "a DELETE Finance", "a DELETE \"\"", "a RENAME a b", "a RENAME \"a\" \"b c\"",
+        "a SUBSCRIBE INBOX.x", "a UNSUBSCRIBE x]y", "a SELECT INBOX", "a EXAMINE INBOX",
+        "a SELECT INBOX (CONDSTORE)", "a SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211 (1:5 1:5)))",
+        "a STATUS INBOX (MESSAGES UNSEEN UIDNEXT)", "a COPY 1:3,5 Trash", "a MOVE * \"Junk\"",
+        "a UID COPY 1:* Trash", "a UID MOVE $ x", "a UID EXPUNGE 3000:3002", "a ENABLE QRESYNC",
+        "a ENABLE CONDSTORE UTF8=ACCEPT", "a GETQUOTA \"\"", "a GETQUOTAROOT INBOX",
+        "a SETQUOTA \"\" (STORAGE 512)", "a SETQUOTA x ()", "a GETACL INBOX",
+        "a SETACL INBOX bob +lrswi", "a DELETEACL INBOX bob", "a LISTRIGHTS INBOX bob",
+        "a MYRIGHTS INBOX", "a ID NIL", "a ID (\"name\" \"mbsync\" \"version\" NIL)", "a ID ()",
+        "a LSUB \"\" *", "a LSUB \"\" %/x",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        expect_valid(ok[i]);
+    }
+    expect_invalid("a CREATE", IMAP_CHECK_E_ARGS);
+    expect_invalid("a CREATE (x)", IMAP_CHECK_E_ARGS);
+    expect_invalid("a RENAME a", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SELECT *", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SELECT a%", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STATUS INBOX MESSAGES", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STATUS INBOX (MESSAGES", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STATUS INBOX (MESSAGES))", IMAP_CHECK_E_ARGS);
+    expect_invalid("a COPY x Trash", IMAP_CHECK_E_ARGS);
+    expect_invalid("a COPY \"1\" Trash", IMAP_CHECK_E_ARGS);
+    expect_invalid("a ENABLE", IMAP_CHECK_E_ARGS);
+    expect_invalid("a ENABLE \"X\"", IMAP_CHECK_E_ARGS);
+    expect_invalid("a ID (\"name\")", IMAP_CHECK_E_ARGS);
+    expect_invalid("a ID (name \"x\")", IMAP_CHECK_E_ARGS);
+    expect_invalid("a ID", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SETQUOTA x (STORAGE x)", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SETACL INBOX bob", IMAP_CHECK_E_ARGS);
+    expect_invalid("a LSUB \"\"", IMAP_CHECK_E_ARGS);
+    expect_invalid("a IDLE x", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SELECT INBOX (CONDSTORE) x", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SELECT INBOX ((((((((((((((((x))))))))))))))))", IMAP_CHECK_E_DEPTH);
+}
+
+Test(imap_check, string_commands_take_literals)
+{
+    expect_plus("a ID ({4}\r\nname {6}\r\nmbsync)\r\n",
+                "F[a ID ({4}\\r\\n] W <+> L[name] F[ {6}\\r\\n] W <+> L[mbsync] E(ID)[)\\r\\n]");
+    expect("a RENAME {1+}\r\na {1+}\r\nb\r\n",
+           "F[a RENAME {1+}\\r\\n] L[a] F[ {1+}\\r\\n] L[b] E(RENAME)[\\r\\n]");
+    expect("a SETACL {1+}\r\nx {3+}\r\nbob lr\r\n",
+           "F[a SETACL {1+}\\r\\n] L[x] F[ {3+}\\r\\n] L[bob] E(SETACL)[ lr\\r\\n]");
+    expect("a UID COPY 1 {5+}\r\nTrash\r\n", "F[a UID COPY 1 {5+}\\r\\n] L[Trash] E(UID COPY)[\\r\\n]");
+    expect("a STATUS {1+}\r\nx (MESSAGES)\r\n",
+           "F[a STATUS {1+}\\r\\n] L[x] E(STATUS)[ (MESSAGES)\\r\\n]");
+    expect("a GETQUOTA {1+}\r\nx\r\n", "F[a GETQUOTA {1+}\\r\\n] L[x] E(GETQUOTA)[\\r\\n]");
+    expect_invalid("a SETQUOTA x ({7}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a ENABLE {4}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a ID NIL {4}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a COPY {1}", IMAP_CHECK_E_LITERAL_HERE);
+}
+
+Test(imap_check, list)
+{
+    static const char *const ok[] = {
+        "a LIST \"\" *", "a LIST \"\" %", "a LIST INBOX/ x*%]", "a LIST \"\" (INBOX Drafts*)",
+        "a LIST (SUBSCRIBED RECURSIVEMATCH) \"\" *",
+        "a LIST \"\" * RETURN (STATUS (MESSAGES UNSEEN) SPECIAL-USE CHILDREN)",
+        "a LIST () \"\" \"%\" RETURN ()",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        expect_valid(ok[i]);
+    }
+    expect("a LIST {1+}\r\nx {1+}\r\n*\r\n", "F[a LIST {1+}\\r\\n] L[x] F[ {1+}\\r\\n] L[*] E(LIST)[\\r\\n]");
+    expect_invalid("a LIST \"\"", IMAP_CHECK_E_ARGS);
+    expect_invalid("a LIST \"\" * RETURN", IMAP_CHECK_E_ARGS);
+    expect_invalid("a LIST \"\" * STATUS", IMAP_CHECK_E_ARGS);
+    expect_invalid("a LIST \"\" ()", IMAP_CHECK_E_ARGS);
+    expect_invalid("a LIST ({3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a LIST \"\" * RETURN ({3}", IMAP_CHECK_E_LITERAL_HERE);
+}
+
+Test(imap_check, append_multiappend_catenate_replace)
+{
+    expect_plus("a APPEND INBOX (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {3}\r\nabc\r\n",
+                "F[a APPEND INBOX (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {3}\\r\\n] W <+> L[abc] "
+                "E(APPEND)[\\r\\n]");
+    /* MULTIAPPEND: several messages */
+    expect("a APPEND INBOX {2+}\r\nab (\\Draft) {2+}\r\ncd \"01-Jan-2024 10:00:00 +0000\" ~{2+}\r\nef\r\n",
+           "F[a APPEND INBOX {2+}\\r\\n] L[ab] F[ (\\Draft) {2+}\\r\\n] L[cd] "
+           "F[ \"01-Jan-2024 10:00:00 +0000\" ~{2+}\\r\\n] L[ef] E(APPEND)[\\r\\n]");
+    /* BINARY literal8 as message data */
+    static const char bin[] = "a APPEND INBOX ~{3+}\r\n\x00\r\n\r\n";
+    expect_ev(&test_opts, bin, sizeof(bin) - 1, NULL, 0,
+              "F[a APPEND INBOX ~{3+}\\r\\n] L[\\x00\\r\\n] E(APPEND)[\\r\\n]");
+    /* CATENATE (RFC 4469) */
+    expect("a APPEND Drafts CATENATE (URL \"/Drafts;UIDVALIDITY=385759045/;UID=20\" TEXT {3+}\r\nabc)\r\n",
+           "F[a APPEND Drafts CATENATE (URL \"/Drafts;UIDVALIDITY=385759045/;UID=20\" TEXT {3+}\\r\\n] "
+           "L[abc] E(APPEND)[)\\r\\n]");
+    expect("a APPEND Drafts CATENATE (TEXT ~{1+}\r\nx URL {3+}\r\n/x;)\r\n",
+           "F[a APPEND Drafts CATENATE (TEXT ~{1+}\\r\\n] L[x] F[ URL {3+}\\r\\n] L[/x;] E(APPEND)[)\\r\\n]");
+    /* REPLACE (RFC 8508): one message */
+    expect("a UID REPLACE 17 Drafts (\\Draft) {3+}\r\nabc\r\n",
+           "F[a UID REPLACE 17 Drafts (\\Draft) {3+}\\r\\n] L[abc] E(UID REPLACE)[\\r\\n]");
+    expect("a REPLACE 1 Drafts {1+}\r\na {1+}\r\nb\r\n",
+           "F[a REPLACE 1 Drafts {1+}\\r\\n] L[a] X(Literal not allowed here)[ {1+}]");
+    expect_invalid("a APPEND INBOX", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX (\\Seen)", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX abc", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX (\\Seen) (\\Seen) {1}", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX (\"x\") {1}", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX ({1}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a APPEND INBOX CATENATE (URL", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX CATENATE ()", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX CATENATE (TEXT \"abc\")", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND ~{5}", IMAP_CHECK_E_LITERAL8_HERE);
+}
+
+Test(imap_check, search_sort_thread_esearch)
+{
+    static const char *const ok[] = {
+        "a SEARCH ALL", "a SEARCH 1:5,7 UNSEEN", "a UID SEARCH UID 1:*",
+        "a SEARCH CHARSET UTF-8 FROM \"bob\" SUBJECT hello",
+        "a SEARCH OR (FROM a TO b) NOT SEEN", "a SEARCH HEADER X-Spam yes",
+        "a SEARCH SINCE 1-Feb-2024 BEFORE \"10-Feb-2024\" LARGER 100 SMALLER 9000",
+        "a SEARCH KEYWORD $Forwarded UNKEYWORD Junk", "a SEARCH RETURN (MIN MAX COUNT) UNSEEN",
+        "a SEARCH RETURN () ALL", "a SEARCH MODSEQ 620162338",
+        "a SEARCH MODSEQ \"/flags/\\\\draft\" all 620162338", "a SEARCH $", "a SEARCH YOUNGER 3600",
+        "a SEARCH (SEEN (DELETED))", "a SORT (REVERSE ARRIVAL) UTF-8 ALL",
+        "a UID SORT RETURN (ALL) (DATE) US-ASCII SINCE 1-Feb-2024",
+        "a THREAD REFERENCES UTF-8 ALL", "a UID THREAD ORDEREDSUBJECT UTF-8 SUBJECT x",
+        "a ESEARCH IN (PERSONAL) RETURN (COUNT) UNSEEN",
+        "a ESEARCH IN (SUBTREE \"Lists\" MAILBOXES (a \"b\")) CHARSET UTF-8 ALL",
+        "a SEARCH TEXT \"\\\"quoted\\\"\"",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        expect_valid(ok[i]);
+    }
+    /* astring values take literals, charset too */
+    expect("a SEARCH CHARSET {5+}\r\nUTF-8 SUBJECT {3+}\r\nabc FROM x\r\n",
+           "F[a SEARCH CHARSET {5+}\\r\\n] L[UTF-8] F[ SUBJECT {3+}\\r\\n] L[abc] E(SEARCH)[ FROM x\\r\\n]");
+    expect("a SEARCH HEADER {1+}\r\nX {1+}\r\ny\r\n",
+           "F[a SEARCH HEADER {1+}\\r\\n] L[X] F[ {1+}\\r\\n] L[y] E(SEARCH)[\\r\\n]");
+    expect_invalid("a SEARCH", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SEARCH CHARSET UTF-8", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SEARCH SEEN {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a SEARCH BEFORE {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a SEARCH LARGER {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a SEARCH KEYWORD {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a SEARCH UID {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a SEARCH {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a SEARCH FOO", IMAP_CHECK_E_SEARCH_KEY);
+    expect_invalid("a SEARCH NOT", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SEARCH OR SEEN", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SEARCH HEADER x", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SEARCH LARGER x", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SEARCH ()", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SEARCH RETURN ({3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a SORT ARRIVAL UTF-8 ALL", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SORT (ARRIVAL) ALL", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SORT ({3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a THREAD {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a THREAD REFERENCES UTF-8", IMAP_CHECK_E_ARGS);
+    expect_invalid("a ESEARCH IN ({3}", IMAP_CHECK_E_LITERAL_HERE);
+}
+
+Test(imap_check, fetch)
+{
+    static const char *const ok[] = {
+        "a FETCH 1 ALL", "a FETCH 1:* FAST", "a FETCH 1 FULL", "a FETCH 1 FLAGS",
+        "a FETCH 1 (FLAGS UID RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)",
+        "a FETCH 1 BODY[]", "a FETCH 1 BODY.PEEK[]<0.1024>", "a FETCH 1 (BODY[1.2.MIME] BINARY[1]<5>)",
+        "a FETCH 1 (BODY.PEEK[HEADER.FIELDS (From To \"Subject\")])",
+        "a FETCH 1 BODY[1.HEADER.FIELDS.NOT (X-Spam)]<0.100>",
+        "a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345 VANISHED)", "a FETCH 1 BINARY.SIZE[2]",
+        "a FETCH 1 (MODSEQ EMAILID)",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        expect_valid(ok[i]);
+    }
+    /* header-list astrings take literals */
+    expect("a FETCH 1 (BODY[HEADER.FIELDS ({4+}\r\nFrom)])\r\n",
+           "F[a FETCH 1 (BODY[HEADER.FIELDS ({4+}\\r\\n] L[From] E(FETCH)[)])\\r\\n]");
+    expect_invalid("a FETCH 1 BODY[HEADER.FIELDS {4}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a FETCH 1 BODY[HEADER.FIELDS ()]", IMAP_CHECK_E_ARGS);
+    expect_invalid("a FETCH 1 BODY[HEADER.FIELDS (From)", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 BODY[HEADER.FIELDS (From)] ", IMAP_CHECK_E_SPACE);
+    expect_invalid("a FETCH 1 BODY[HEADER", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 BODY[]<>", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 BODY[]<1.>", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 BODY[]x", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 FOO[]", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 BODY[a b]", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 ()", IMAP_CHECK_E_ARGS);
+    expect_invalid("a FETCH 1 \"FLAGS\"", IMAP_CHECK_E_FETCH_ITEM);
+    expect_invalid("a FETCH 1 {5}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a FETCH 1 (FLAGS {5}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a FETCH 1 FLAGS ({5}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a FETCH FLAGS", IMAP_CHECK_E_ARGS);
+}
+
+Test(imap_check, store)
+{
+    static const char *const ok[] = {
+        "a STORE 1 +FLAGS (\\Seen)", "a STORE 1:* -FLAGS.SILENT (\\Seen \\Deleted $Junk)",
+        "a STORE 1 FLAGS ()", "a UID STORE 5 +FLAGS \\Seen \\Flagged",
+        "a STORE 1 (UNCHANGEDSINCE 12345) +FLAGS (\\Seen)", "a STORE 1 FLAGS \\*",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        expect_valid(ok[i]);
+    }
+    expect_invalid("a STORE 1 +FLAGS", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STORE 1 +FLAGS (\"x\")", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STORE 1 +FLAGS \"x\"", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STORE 1 +FLAGS (\\Seen) x", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STORE 1 +FLAGS {3}", IMAP_CHECK_E_LITERAL_HERE);
+    expect_invalid("a STORE 1 +FLAGS \\Seen {3}", IMAP_CHECK_E_LITERAL_HERE);
+}
+
+Test(imap_check, metadata)
+{
+    static const char *const ok[] = {
+        "a GETMETADATA INBOX /private/comment",
+        "a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/shared/comment /private/x)",
+        "a SETMETADATA INBOX (/private/comment \"hello\")",
+        "a SETMETADATA INBOX (/private/comment NIL /shared/x \"y\")",
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        expect_valid(ok[i]);
+    }
+    /* values may be literals or literal8 (RFC 5464) */
+    expect("a SETMETADATA INBOX (/private/comment {5+}\r\nhello /shared/x ~{2+}\r\n\x01\x02)\r\n",
+           "F[a SETMETADATA INBOX (/private/comment {5+}\\r\\n] L[hello] "
+           "F[ /shared/x ~{2+}\\r\\n] L[\\x01\\x02] E(SETMETADATA)[)\\r\\n]");
+    expect_invalid("a SETMETADATA INBOX (/private/comment)", IMAP_CHECK_E_ARGS);
+    expect_invalid("a SETMETADATA INBOX (~{3}", IMAP_CHECK_E_LITERAL8_HERE);
+    expect_invalid("a GETMETADATA INBOX ~{3}", IMAP_CHECK_E_LITERAL8_HERE);
+    expect_invalid("a GETMETADATA ({3}", IMAP_CHECK_E_LITERAL_HERE);
+}
