@@ -874,3 +874,157 @@ Test(imap_check, metadata)
     expect_invalid("a GETMETADATA INBOX ~{3}", IMAP_CHECK_E_LITERAL8_HERE);
     expect_invalid("a GETMETADATA ({3}", IMAP_CHECK_E_LITERAL_HERE);
 }
+
+/* ---- IDLE, tags in use, the audit's view ------------------------------------- */
+
+Test(imap_check, idle_then_only_done)
+{
+    static const char *const plus[] = {"+"};
+    static const char *const refused[] = {"i"};
+    const char *in = "i IDLE\r\nb NOOP\r\ndone\r\nc NOOP\r\n";
+
+    /* after "+", only DONE; anything else is refused, IDLE goes on */
+    expect_ev(&test_opts, in, strlen(in), plus, 1,
+              "E(IDLE)[i IDLE\\r\\n] W <+> R(Expected DONE)[b] D[ NOOP\\r\\n] "
+              "E(DONE)[done\\r\\n] E(NOOP)[c NOOP\\r\\n]");
+    /* refused IDLE: lines are commands again */
+    const char *in2 = "i IDLE\r\nDONE\r\nc NOOP\r\n";
+    expect_ev(&test_opts, in2, strlen(in2), refused, 1,
+              "E(IDLE)[i IDLE\\r\\n] W <i> R(Missing command name)[DONE\\r] D[\\n] E(NOOP)[c NOOP\\r\\n]");
+    const char *in3 = "i IDLE\r\nDONE x\r\nDONE\n";
+    expect_ev(&test_opts, in3, strlen(in3), plus, 1,
+              "E(IDLE)[i IDLE\\r\\n] W <+> R(Expected DONE)[DONE ] D[x\\r\\n] R(Expected DONE)[DONE\\n]");
+
+    /* the DONE line carries the IDLE's tag; the backend's tagged answer
+     * while IDLE runs ends it */
+    struct imap_check *c = imap_check_new(&test_opts);
+    size_t n;
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"i IDLE\r\n", 8), IMAP_CHECK_FORWARD_END);
+    cr_assert_eq(imap_check_cmd(c), IMAP_CHECK_CMD_IDLE);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"DONE\r\n", 6), IMAP_CHECK_WAIT_CONTINUATION);
+    cr_assert_eq(imap_check_server_continuation(c), 1);
+    cr_assert(!imap_check_blocked(c));
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"DONE\r\n", 6), IMAP_CHECK_FORWARD_END);
+    cr_assert_eq(imap_check_cmd(c), IMAP_CHECK_CMD_DONE);
+    cr_assert_str_eq(imap_check_tag(c, NULL), "i");
+    cr_assert_str_eq(imap_check_name(c), "DONE");
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"i", 1), 0);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"j IDLE\r\n", 8), IMAP_CHECK_FORWARD_END);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"", 0), IMAP_CHECK_WAIT_CONTINUATION);
+    cr_assert_eq(imap_check_server_continuation(c), 1);
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"j", 1), 1, "server ended IDLE");
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"k NOOP\r\n", 8), IMAP_CHECK_FORWARD_END);
+    /* a partial DONE held when the server ends IDLE is finished as DONE */
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"k", 1), 0);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"l IDLE\r\n", 8), IMAP_CHECK_FORWARD_END);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"", 0), IMAP_CHECK_WAIT_CONTINUATION);
+    cr_assert_eq(imap_check_server_continuation(c), 1);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"DO", 2), IMAP_CHECK_HOLD);
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"l", 1), 1);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"NE\r\nm NOOP\r\n", 12), IMAP_CHECK_FORWARD_END);
+    cr_assert_eq(n, 4);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"m NOOP\r\n", 8), IMAP_CHECK_FORWARD_END);
+    cr_assert_str_eq(imap_check_name(c), "NOOP");
+    imap_check_free(c);
+}
+
+Test(imap_check, tags_in_use_and_pending_limit)
+{
+    struct imap_check *c = imap_check_new(&test_opts);
+    size_t n;
+    char line[32];
+
+    /* a tag is in use from its first forwarded byte to its tagged answer:
+     * a duplicate could make a refused literal look accepted */
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"a NOOP\r\n", 8), IMAP_CHECK_FORWARD_END);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"a APPEND x {5}\r\n", 16), IMAP_CHECK_REJECT);
+    cr_assert_str_eq(imap_check_reason(c), IMAP_CHECK_E_TAG_IN_USE);
+    cr_assert_str_eq(imap_check_tag(c, NULL), "a");
+    cr_assert_eq(n, 2);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"APPEND x {5}\r\n", 14), IMAP_CHECK_DROP);
+    cr_assert_eq(n, 14);
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"a", 1), 0);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"a NOOP\r\n", 8), IMAP_CHECK_FORWARD_END);
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"a", 1), 0);
+    /* at most max_pending (8) unanswered */
+    for (int i = 0; i < 8; i++) {
+        snprintf(line, sizeof(line), "t%d NOOP\r\n", i);
+        cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)line, strlen(line)),
+                     IMAP_CHECK_FORWARD_END);
+    }
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"t9 NOOP\r\n", 9), IMAP_CHECK_REJECT);
+    cr_assert_str_eq(imap_check_reason(c), IMAP_CHECK_E_PENDING);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"NOOP\r\n", 6), IMAP_CHECK_DROP);
+    cr_assert_eq(imap_check_server_tagged(c, (const uint8_t *)"t3", 2), 0);
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"t9 NOOP\r\n", 9), IMAP_CHECK_FORWARD_END);
+    imap_check_free(c);
+}
+
+Test(imap_check, fatal_is_final)
+{
+    struct imap_check *c = imap_check_new(&test_opts);
+    size_t n;
+
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"a SELECT {9999+}\r\n", 18), IMAP_CHECK_FATAL);
+    cr_assert_str_eq(imap_check_reason(c), IMAP_CHECK_E_LITERAL_SIZE);
+    cr_assert(imap_check_blocked(c));
+    cr_assert_eq(imap_check_feed(c, &n, (const uint8_t *)"b NOOP\r\n", 8), IMAP_CHECK_FATAL);
+    cr_assert_eq(n, 8);
+    cr_assert_eq(imap_check_server_continuation(c), 0);
+    imap_check_free(c);
+}
+
+Test(imap_check, names_for_logs)
+{
+    cr_assert_str_eq(imap_check_action_name(IMAP_CHECK_WAIT_CONTINUATION), "WAIT_CONTINUATION");
+    cr_assert_str_eq(imap_check_action_name(IMAP_CHECK_FATAL), "FATAL");
+    cr_assert_str_eq(imap_check_action_name((enum imap_check_action)99), "?");
+    cr_assert_str_eq(imap_check_cmd_name(IMAP_CHECK_CMD_VENDOR), "VENDOR");
+    cr_assert_str_eq(imap_check_cmd_name((enum imap_check_cmd)99), "?");
+}
+
+Test(imap_check, options_are_checked)
+{
+    struct imap_check_opts o = test_opts;
+
+    o.max_line_len = 15;
+    cr_assert_null(imap_check_new(&o));
+    o = test_opts;
+    o.max_tag_len = IMAP_CHECK_TAG_MAX_LEN + 1;
+    cr_assert_null(imap_check_new(&o));
+    o = test_opts;
+    o.max_pending = IMAP_CHECK_MAX_PENDING + 1;
+    cr_assert_null(imap_check_new(&o));
+    o = test_opts;
+    o.num_allowed_commands = 1;
+    cr_assert_null(imap_check_new(&o));
+    imap_check_free(NULL);
+}
+
+/* A session's worth of valid and invalid commands, pipelined: every split
+ * offset and byte by byte give the same verdicts. */
+Test(imap_check, pipelined_stream_every_split)
+{
+    static const char *const ev[] = {"+", "c", "+"};
+    const char *in = "a SELECT INBOX\r\n"
+                     "b UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From {4+}\r\nDate)])\r\n"
+                     "c APPEND Sent {3}\r\n"
+                     "d BOGUS\r\n"
+                     "e APPEND Sent (\\Seen) {4}\r\nabcd\r\n"
+                     "f STORE 1 +FLAGS ({3}\r\n"
+                     "g LOGOUT\r\n";
+
+    expect_ev(&test_opts, in, strlen(in), ev, 3,
+              "E(SELECT)[a SELECT INBOX\\r\\n] "
+              "F[b UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From {4+}\\r\\n] L[Date] "
+              "E(UID FETCH)[)])\\r\\n] "
+              "F[c APPEND Sent {3}\\r\\n] W <+> L[d B] X(Invalid arguments)[OGUS\\r]");
+    static const char *const ev2[] = {"c", "+"};
+    expect_ev(&test_opts, in, strlen(in), ev2, 2,
+              "E(SELECT)[a SELECT INBOX\\r\\n] "
+              "F[b UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From {4+}\\r\\n] L[Date] "
+              "E(UID FETCH)[)])\\r\\n] "
+              "F[c APPEND Sent {3}\\r\\n] W <c> R(Unknown command)[d BOGUS\\r] D[\\n] "
+              "F[e APPEND Sent (\\Seen) {4}\\r\\n] W <+> L[abcd] E(APPEND)[\\r\\n] "
+              "R(Literal not allowed here)[f STORE 1 +FLAGS ({3}] D[\\r\\n] E(LOGOUT)[g LOGOUT\\r\\n]");
+}
