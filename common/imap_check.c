@@ -334,6 +334,68 @@ static const struct check_command check_commands[] = {
     {"EXPUNGE", IMAP_CHECK_CMD_RELAYED, R_SEQ, SEQ_SEQ, CF_UID, NULL},
 };
 
+/* The extension a command needs; commands not listed are IMAP4rev1. */
+struct check_command_ext {
+    const char *name;
+    uint8_t where; /* CF_* */
+    uint32_t ext;
+};
+
+static const struct check_command_ext check_command_exts[] = {
+    {"DELETEACL", CF_PLAIN, IMAP_CHECK_EXT_ACL},
+    {"ENABLE", CF_PLAIN, IMAP_CHECK_EXT_ENABLE},
+    {"ESEARCH", CF_PLAIN, IMAP_CHECK_EXT_MULTISEARCH},
+    {"EXPUNGE", CF_UID, IMAP_CHECK_EXT_UIDPLUS},
+    {"GETACL", CF_PLAIN, IMAP_CHECK_EXT_ACL},
+    {"GETMETADATA", CF_PLAIN, IMAP_CHECK_EXT_METADATA},
+    {"GETQUOTA", CF_PLAIN, IMAP_CHECK_EXT_QUOTA},
+    {"GETQUOTAROOT", CF_PLAIN, IMAP_CHECK_EXT_QUOTA},
+    {"ID", CF_PLAIN, IMAP_CHECK_EXT_ID},
+    {"IDLE", CF_PLAIN, IMAP_CHECK_EXT_IDLE},
+    {"LISTRIGHTS", CF_PLAIN, IMAP_CHECK_EXT_ACL},
+    {"MOVE", CF_PLAIN | CF_UID, IMAP_CHECK_EXT_MOVE},
+    {"MYRIGHTS", CF_PLAIN, IMAP_CHECK_EXT_ACL},
+    {"NAMESPACE", CF_PLAIN, IMAP_CHECK_EXT_NAMESPACE},
+    {"REPLACE", CF_PLAIN | CF_UID, IMAP_CHECK_EXT_REPLACE},
+    {"SETACL", CF_PLAIN, IMAP_CHECK_EXT_ACL},
+    {"SETMETADATA", CF_PLAIN, IMAP_CHECK_EXT_METADATA},
+    {"SETQUOTA", CF_PLAIN, IMAP_CHECK_EXT_QUOTA},
+    {"SORT", CF_PLAIN | CF_UID, IMAP_CHECK_EXT_SORT},
+    {"THREAD", CF_PLAIN | CF_UID, IMAP_CHECK_EXT_THREAD},
+    {"UNSELECT", CF_PLAIN, IMAP_CHECK_EXT_UNSELECT},
+};
+
+/* Capability atoms and what they give; a trailing "=" matches a prefix. */
+struct check_capability {
+    const char *atom;
+    uint32_t exts;
+};
+
+static const struct check_capability check_capabilities[] = {
+    {"ACL", IMAP_CHECK_EXT_ACL},
+    {"BINARY", IMAP_CHECK_EXT_BINARY},
+    {"CATENATE", IMAP_CHECK_EXT_CATENATE},
+    {"ENABLE", IMAP_CHECK_EXT_ENABLE},
+    {"ID", IMAP_CHECK_EXT_ID},
+    {"IDLE", IMAP_CHECK_EXT_IDLE},
+    {"IMAP4REV2", IMAP_CHECK_EXT_NAMESPACE | IMAP_CHECK_EXT_UNSELECT | IMAP_CHECK_EXT_MOVE |
+                      IMAP_CHECK_EXT_ENABLE | IMAP_CHECK_EXT_IDLE | IMAP_CHECK_EXT_UIDPLUS},
+    {"METADATA", IMAP_CHECK_EXT_METADATA},
+    {"METADATA-SERVER", IMAP_CHECK_EXT_METADATA},
+    {"MOVE", IMAP_CHECK_EXT_MOVE},
+    {"MULTIAPPEND", IMAP_CHECK_EXT_MULTIAPPEND},
+    {"MULTISEARCH", IMAP_CHECK_EXT_MULTISEARCH},
+    {"NAMESPACE", IMAP_CHECK_EXT_NAMESPACE},
+    {"QUOTA", IMAP_CHECK_EXT_QUOTA},
+    {"QUOTA=", IMAP_CHECK_EXT_QUOTA},
+    {"REPLACE", IMAP_CHECK_EXT_REPLACE},
+    {"SORT", IMAP_CHECK_EXT_SORT},
+    {"SORT=", IMAP_CHECK_EXT_SORT},
+    {"THREAD=", IMAP_CHECK_EXT_THREAD},
+    {"UIDPLUS", IMAP_CHECK_EXT_UIDPLUS},
+    {"UNSELECT", IMAP_CHECK_EXT_UNSELECT},
+};
+
 /* Search keys and their arguments: A astring, D date, N number, S sequence
  * set, F flag keyword (atom), K search key, M the MODSEQ form. */
 struct check_search_key {
@@ -419,6 +481,9 @@ static enum g_result g_literal(struct imap_check *c, const struct check_tok *t, 
 {
     if (t->lit8 && !lit8_ok) {
         return g_err(c, IMAP_CHECK_E_LITERAL8_HERE);
+    }
+    if (t->lit8 && !(c->opts.server_exts & IMAP_CHECK_EXT_BINARY)) {
+        return g_err(c, IMAP_CHECK_E_EXT_NOT_SUPPORTED);
     }
     c->lit_data = (uint8_t)is_data;
     return G_TAKE;
@@ -660,11 +725,17 @@ static enum g_result rule_append(struct imap_check *c, struct check_frame *f,
     case 2:
     case 3:
     case 4:
+        if (f->step == 4 && !(c->opts.server_exts & IMAP_CHECK_EXT_MULTIAPPEND)) {
+            return g_err(c, IMAP_CHECK_E_EXT_NOT_SUPPORTED);
+        }
         if (t->type == TOK_LITERAL) {
             f->step = 4;
             return g_literal(c, t, 1, 1);
         }
         if (tok_word_is(t, "CATENATE")) {
+            if (!(c->opts.server_exts & IMAP_CHECK_EXT_CATENATE)) {
+                return g_err(c, IMAP_CHECK_E_EXT_NOT_SUPPORTED);
+            }
             f->step = 5;
             return G_TAKE;
         }
@@ -1254,6 +1325,18 @@ static const struct check_command *command_find(const char *name, int uid)
     return NULL;
 }
 
+static uint32_t command_ext(const char *name, int uid)
+{
+    for (size_t i = 0; i < NUM_ITEMS(check_command_exts); i++) {
+        const struct check_command_ext *e = &check_command_exts[i];
+
+        if (strcmp(e->name, name) == 0 && (e->where & (uid ? CF_UID : CF_PLAIN))) {
+            return e->ext;
+        }
+    }
+    return 0;
+}
+
 static int command_exists(const char *name)
 {
     for (size_t i = 0; i < NUM_ITEMS(check_commands); i++) {
@@ -1333,6 +1416,9 @@ static enum g_result rule_cmd(struct imap_check *c, struct check_frame *f,
     c->cmd = k->cmd;
     if (k->rule == RULE_REFUSED) {
         return g_err(c, k->refusal);
+    }
+    if (command_ext(c->name, c->uid) & ~c->opts.server_exts) {
+        return g_err(c, IMAP_CHECK_E_NOT_SUPPORTED);
     }
     if (g_push(c, (enum check_rule)k->rule, k->aux) == G_ERR) {
         return G_ERR;
@@ -2039,6 +2125,47 @@ const char *imap_check_cmd_name(enum imap_check_cmd k)
         return "?";
     }
     return names[k];
+}
+
+void imap_check_opts_from_capability(struct imap_check_opts *opts, const char *caps,
+                                     size_t caps_len)
+{
+    size_t i = 0;
+    int plus = 0, minus = 0;
+
+    opts->server_exts = 0;
+    while (i < caps_len) {
+        char atom[32];
+        size_t n = 0;
+
+        while (i < caps_len && caps[i] == ' ') {
+            i++;
+        }
+        while (i < caps_len && caps[i] != ' ') {
+            if (n < sizeof(atom) - 1) {
+                atom[n++] = (char)ch_upper((uint8_t)caps[i]);
+            }
+            i++;
+        }
+        atom[n] = '\0';
+        if (n == 0) {
+            continue;
+        }
+        plus |= strcmp(atom, "LITERAL+") == 0;
+        minus |= strcmp(atom, "LITERAL-") == 0;
+        for (size_t k = 0; k < NUM_ITEMS(check_capabilities); k++) {
+            const char *a = check_capabilities[k].atom;
+            size_t alen = strlen(a);
+            int prefix = a[alen - 1] == '=';
+
+            if (prefix ? strncmp(atom, a, alen) == 0 : strcmp(atom, a) == 0) {
+                opts->server_exts |= check_capabilities[k].exts;
+            }
+        }
+    }
+    opts->nonsync = plus ? IMAP_CHECK_NONSYNC_PLUS
+                    : minus ? IMAP_CHECK_NONSYNC_MINUS
+                            : IMAP_CHECK_NONSYNC_NONE;
 }
 
 struct imap_check *imap_check_new(const struct imap_check_opts *opts)

@@ -62,6 +62,33 @@
 #define IMAP_CHECK_E_FETCH_ITEM "Invalid fetch item"
 #define IMAP_CHECK_E_DONE "Expected DONE"
 
+#define IMAP_CHECK_E_NOT_SUPPORTED "Command not supported by the server"
+#define IMAP_CHECK_E_EXT_NOT_SUPPORTED "Extension not supported by the server"
+
+/* Extensions the backend announced (opts.server_exts).  A command or a
+ * literal-bearing syntax of an extension the backend lacks is refused here:
+ * the backend would take such a command as unknown and skip the rest of its
+ * line without reading the literals it announces, which is exactly how
+ * commands get hidden in literal data. */
+#define IMAP_CHECK_EXT_ACL (1u << 0)         /* GETACL SETACL DELETEACL LISTRIGHTS MYRIGHTS */
+#define IMAP_CHECK_EXT_QUOTA (1u << 1)       /* GETQUOTA GETQUOTAROOT SETQUOTA */
+#define IMAP_CHECK_EXT_METADATA (1u << 2)    /* GETMETADATA SETMETADATA */
+#define IMAP_CHECK_EXT_SORT (1u << 3)        /* SORT, UID SORT */
+#define IMAP_CHECK_EXT_THREAD (1u << 4)      /* THREAD, UID THREAD */
+#define IMAP_CHECK_EXT_MULTISEARCH (1u << 5) /* the ESEARCH command */
+#define IMAP_CHECK_EXT_REPLACE (1u << 6)     /* REPLACE, UID REPLACE */
+#define IMAP_CHECK_EXT_ID (1u << 7)          /* ID */
+#define IMAP_CHECK_EXT_NAMESPACE (1u << 8)   /* NAMESPACE */
+#define IMAP_CHECK_EXT_UNSELECT (1u << 9)    /* UNSELECT */
+#define IMAP_CHECK_EXT_MOVE (1u << 10)       /* MOVE, UID MOVE */
+#define IMAP_CHECK_EXT_ENABLE (1u << 11)     /* ENABLE */
+#define IMAP_CHECK_EXT_IDLE (1u << 12)       /* IDLE */
+#define IMAP_CHECK_EXT_UIDPLUS (1u << 13)    /* UID EXPUNGE */
+#define IMAP_CHECK_EXT_CATENATE (1u << 14)   /* APPEND ... CATENATE (...) */
+#define IMAP_CHECK_EXT_BINARY (1u << 15)     /* literal8 ~{n} */
+#define IMAP_CHECK_EXT_MULTIAPPEND (1u << 16) /* several messages in one APPEND */
+#define IMAP_CHECK_EXT_ALL 0x1ffffu
+
 /* One verdict over the first *out_len bytes of a feed's input. */
 enum imap_check_action {
     IMAP_CHECK_HOLD,         /* the bytes belong to the current line part, not yet
@@ -128,6 +155,8 @@ struct imap_check_opts {
     size_t max_pending;          /* commands forwarded and unanswered, at most
                                     IMAP_CHECK_MAX_PENDING (0 means the maximum) */
     enum imap_check_nonsync nonsync;
+    uint32_t server_exts;        /* IMAP_CHECK_EXT_* the backend has (see
+                                    imap_check_opts_from_capability) */
     const char *const *allowed_commands; /* upper-case names of vendor commands
                                     relayed as plain lines; borrowed for the
                                     checker's lifetime; may be NULL */
@@ -135,6 +164,13 @@ struct imap_check_opts {
 };
 
 struct imap_check;
+
+/* imap_check_opts_from_capability sets opts->server_exts and opts->nonsync
+ * from the backend's capability list (the atoms after "CAPABILITY",
+ * space-separated, any case; IMAP4rev2 counts as NAMESPACE, UNSELECT, MOVE,
+ * ENABLE, IDLE and UIDPLUS).  The other fields are left alone. */
+void imap_check_opts_from_capability(struct imap_check_opts *opts, const char *caps,
+                                     size_t caps_len);
 
 /* imap_check_new returns a checker at a line start with a copy of opts, or
  * NULL when out of memory or when opts are out of range (max_line_len < 16).

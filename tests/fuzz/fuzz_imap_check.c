@@ -156,11 +156,15 @@ static void fuzz_run(struct fuzz_run *r, uint8_t flags, const uint8_t *sizes, co
         .max_pending = 4,
         .allowed_commands = allowed,
         .num_allowed_commands = 1,
+        .server_exts = IMAP_CHECK_EXT_ALL,
     };
     struct imap_check *c;
     size_t off = 0, k = 0;
 
     opts.nonsync = (enum imap_check_nonsync)((flags >> 6) % 3);
+    if (flags & 0x20) {
+        opts.server_exts = IMAP_CHECK_EXT_MOVE | IMAP_CHECK_EXT_IDLE; /* a bare backend */
+    }
     memset(r, 0, sizeof(*r));
     r->hash = 14695981039346656037ULL;
     c = imap_check_new(&opts);

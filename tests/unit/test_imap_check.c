@@ -22,6 +22,7 @@ static const struct imap_check_opts test_opts = {
     .max_tag_len = 16,
     .max_pending = 8,
     .nonsync = IMAP_CHECK_NONSYNC_PLUS,
+    .server_exts = IMAP_CHECK_EXT_ALL,
 };
 
 /* A normalised transcript: held bytes join the verdict that ends them, runs
@@ -1027,4 +1028,39 @@ Test(imap_check, pipelined_stream_every_split)
               "F[c APPEND Sent {3}\\r\\n] W <c> R(Unknown command)[d BOGUS\\r] D[\\n] "
               "F[e APPEND Sent (\\Seen) {4}\\r\\n] W <+> L[abcd] E(APPEND)[\\r\\n] "
               "R(Literal not allowed here)[f STORE 1 +FLAGS ({3}] D[\\r\\n] E(LOGOUT)[g LOGOUT\\r\\n]");
+}
+
+/* ---- what the backend supports ------------------------------------------------- */
+
+Test(imap_check, commands_the_backend_lacks)
+{
+    struct imap_check_opts o = test_opts;
+    const char *caps = "IMAP4rev1 LITERAL+ SASL-IR IDLE ID UIDPLUS";
+
+    imap_check_opts_from_capability(&o, caps, strlen(caps));
+    cr_assert_eq(o.nonsync, IMAP_CHECK_NONSYNC_PLUS);
+    cr_assert_eq(o.server_exts, IMAP_CHECK_EXT_IDLE | IMAP_CHECK_EXT_ID | IMAP_CHECK_EXT_UIDPLUS);
+    /* the XFOO evasion through a real extension the backend does not have:
+     * it would skip the line unread and run B2 */
+    const char *in = "B1 SETMETADATA INBOX (/private/x {19+}\r\nB2 DELETE Finance\r\n)\r\n";
+    expect_ev(&o, in, strlen(in), NULL, 0,
+              "R(Command not supported by the server)[B1 SETMETADATA ] D[INBOX (/private/x {19+}\\r] "
+              "X(Non-synchronizing literal in a rejected command)[\\n]");
+    const char *in2 = "a MOVE 1 x\r\na UID EXPUNGE 1\r\n";
+    expect_ev(&o, in2, strlen(in2), NULL, 0,
+              "R(Command not supported by the server)[a MOVE ] D[1 x\\r\\n] E(UID EXPUNGE)[a UID EXPUNGE 1\\r\\n]");
+    const char *in3 = "a APPEND x ~{1}\r\nb APPEND x CATENATE (TEXT {1}\r\nc APPEND x {1+}\r\ny {1}\r\n";
+    expect_ev(&o, in3, strlen(in3), NULL, 0,
+              "R(Extension not supported by the server)[a APPEND x ~{1}] D[\\r\\n] "
+              "R(Extension not supported by the server)[b APPEND x CATENATE ] D[(TEXT {1}\\r\\n] "
+              "F[c APPEND x {1+}\\r\\n] L[y] X(Extension not supported by the server)[ {1}]");
+
+    const char *rev2 = "imap4rev2 LITERAL- QUOTA=RES-STORAGE SORT=DISPLAY THREAD=REFERENCES "
+                       "METADATA-SERVER MULTIAPPEND CATENATE BINARY ACL REPLACE MULTISEARCH";
+    imap_check_opts_from_capability(&o, rev2, strlen(rev2));
+    cr_assert_eq(o.nonsync, IMAP_CHECK_NONSYNC_MINUS);
+    cr_assert_eq(o.server_exts, IMAP_CHECK_EXT_ALL & ~IMAP_CHECK_EXT_ID);
+    imap_check_opts_from_capability(&o, "", 0);
+    cr_assert_eq(o.nonsync, IMAP_CHECK_NONSYNC_NONE);
+    cr_assert_eq(o.server_exts, 0);
 }
