@@ -180,9 +180,12 @@ void imap_check_free(struct imap_check *c);
 
 /* imap_check_feed gives the verdict on the first *out_len bytes of
  * data[0..len) (client bytes after login, in order).  The caller acts on the
- * verdict and calls again with data + *out_len until its input is used up;
- * *out_len is 0 only for WAIT_CONTINUATION, for FATAL with len 0, and for
- * HOLD with len 0.  Nothing is kept from data after the call returns. */
+ * verdict and calls again with data + *out_len until its input is used up or
+ * the verdict is WAIT_CONTINUATION, LOCAL or FATAL.  *out_len is 0 only for
+ * WAIT_CONTINUATION and for HOLD or FATAL with len 0; a feed after FATAL
+ * covers all of its input.  A feed with len 0 is allowed (it reports a
+ * pending WAIT_CONTINUATION).  Nothing is kept from data after the call
+ * returns: the module holds no client byte, only its parse state. */
 enum imap_check_action imap_check_feed(struct imap_check *c, size_t *out_len,
                                        const uint8_t *data, size_t len);
 
