@@ -859,17 +859,17 @@ Test(imap_check, metadata)
 {
     static const char *const ok[] = {
         "a GETMETADATA INBOX /private/comment",
-        "a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/shared/comment /private/x)",
+        "a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/private/note /private/x)",
         "a SETMETADATA INBOX (/private/comment \"hello\")",
-        "a SETMETADATA INBOX (/private/comment NIL /shared/x \"y\")",
+        "a SETMETADATA INBOX (/private/comment NIL /private/y \"y\")",
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         expect_valid(ok[i]);
     }
     /* values may be literals or literal8 (RFC 5464) */
-    expect("a SETMETADATA INBOX (/private/comment {5+}\r\nhello /shared/x ~{2+}\r\n\x01\x02)\r\n",
+    expect("a SETMETADATA INBOX (/private/comment {5+}\r\nhello /private/y ~{2+}\r\n\x01\x02)\r\n",
            "F[a SETMETADATA INBOX (/private/comment {5+}\\r\\n] L[hello] "
-           "F[ /shared/x ~{2+}\\r\\n] L[\\x01\\x02] E(SETMETADATA)[)\\r\\n]");
+           "F[ /private/y ~{2+}\\r\\n] L[\\x01\\x02] E(SETMETADATA)[)\\r\\n]");
     expect_invalid("a SETMETADATA INBOX (/private/comment)", IMAP_CHECK_E_ARGS);
     expect_invalid("a SETMETADATA INBOX (~{3}", IMAP_CHECK_E_LITERAL8_HERE);
     expect_invalid("a GETMETADATA INBOX ~{3}", IMAP_CHECK_E_LITERAL8_HERE);
