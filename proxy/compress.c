@@ -359,6 +359,7 @@ int compress_flush(struct compress *z, compress_sink_cb sink, void *ctx)
     int r = compress_run(z, Z_SYNC_FLUSH, sink, ctx);
     if (r == 0) {
         z->out_dirty = 0;
+        z->stats.flushes++;
     }
     return r;
 }

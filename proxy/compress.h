@@ -120,10 +120,11 @@ size_t compress_mem_len(const struct compress *z);
 size_t compress_mem_peak(const struct compress *z);
 
 struct compress_stats {
-    uint64_t in_z;     /* compressed bytes fed */
-    uint64_t in_plain; /* bytes inflated */
-    uint64_t out_plain;/* bytes given to compress_deflate */
-    uint64_t out_z;    /* compressed bytes given to the sink */
+    uint64_t in_z;      /* compressed bytes fed */
+    uint64_t in_plain;  /* bytes inflated */
+    uint64_t out_plain; /* bytes given to compress_deflate */
+    uint64_t out_z;     /* compressed bytes given to the sink */
+    uint64_t flushes;   /* sync flushes made (write bursts) */
 };
 
 /* compress_get_stats copies the byte counters into out. */
