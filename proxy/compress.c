@@ -1,6 +1,7 @@
 #include "proxy/compress.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,9 @@
 /* Deflate output lands here before the sink copies it: one per thread, so an
  * engine holds no output buffer of its own. */
 static _Thread_local uint8_t compress_out[COMPRESS_OUT_CHUNK_LEN];
+
+/* bytes zlib holds for all engines of the process (every worker thread) */
+static atomic_size_t compress_mem_all_len;
 
 struct compress {
     z_stream in;          /* inflate: the peer's stream */
@@ -64,6 +68,7 @@ static voidpf compress_zalloc(voidpf opaque, uInt items, uInt size)
     }
     h->len = len;
     z->mem_len += len;
+    atomic_fetch_add_explicit(&compress_mem_all_len, len, memory_order_relaxed);
     if (z->mem_len > z->mem_peak) {
         z->mem_peak = z->mem_len;
     }
@@ -79,6 +84,7 @@ static void compress_zfree(voidpf opaque, voidpf p)
     union compress_mem_hdr *h = (union compress_mem_hdr *)p - 1;
     assert(z->mem_len >= h->len);
     z->mem_len -= h->len;
+    atomic_fetch_sub_explicit(&compress_mem_all_len, h->len, memory_order_relaxed);
     free(h);
 }
 
@@ -394,6 +400,11 @@ size_t compress_mem_len(const struct compress *z)
 size_t compress_mem_peak(const struct compress *z)
 {
     return z->mem_peak;
+}
+
+size_t compress_mem_all(void)
+{
+    return atomic_load_explicit(&compress_mem_all_len, memory_order_relaxed);
 }
 
 void compress_get_stats(const struct compress *z, struct compress_stats *out)

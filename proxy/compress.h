@@ -119,6 +119,10 @@ size_t compress_out_pending(const struct compress *z);
 size_t compress_mem_len(const struct compress *z);
 size_t compress_mem_peak(const struct compress *z);
 
+/* compress_mem_all returns the bytes zlib holds for all engines of the
+ * process, every thread's (a gauge for metrics; 0 when none lives). */
+size_t compress_mem_all(void);
+
 struct compress_stats {
     uint64_t in_z;      /* compressed bytes fed */
     uint64_t in_plain;  /* bytes inflated */

@@ -482,6 +482,7 @@ Test(compress, memory_is_counted_and_bounded)
     /* deflate 2^12 window, memLevel 5, and inflate's state: under 64 KiB */
     cr_assert_gt(start, 16 * 1024);
     cr_assert_lt(start, 64 * 1024, "zlib holds %zu bytes", start);
+    cr_assert_eq(compress_mem_all(), start, "the process-wide gauge counts the same");
     cr_assert_eq(compress_mem_peak(z), start);
 
     /* the inflate window comes with the first input: 32 KiB */
@@ -504,6 +505,8 @@ Test(compress, memory_is_counted_and_bounded)
     cr_assert_eq(compress_mem_len(z), used);
     cr_assert_eq(sink.len, 0, "held until the flush");
     compress_free(z);
+
+    cr_assert_eq(compress_mem_all(), 0, "freed");
 
     /* zlib's defaults would cost several times more */
     compress_opts_default(&big);

@@ -216,6 +216,7 @@ Test(conn, tls_bulk_with_drain_and_close_notify)
 #define Z_PAUSE_EVERY (1024 * 1024)     /* bytes the server reads between pauses */
 #define Z_TIMEOUT_MS 60000              /* the whole test, at most */
 #define Z_QUEUE_MARK (256 * 1024)       /* bytes queued before waiting for a drain */
+#define Z_NOISE_LEN 30000               /* random bytes in each "* pause" note */
 
 enum z_mode { Z_MODE_MIX, Z_MODE_BOMB, Z_MODE_CORRUPT };
 
@@ -247,6 +248,7 @@ struct zpair {
     int tls;
     enum z_mode mode;
     struct zbuf mix;            /* the bulk plaintext both ways */
+    uint8_t noise[Z_NOISE_LEN]; /* incompressible: the pause note's body */
     /* server (the proxy's side) */
     struct zbuf srv_in;         /* inflated lines not yet handled */
     int srv_compressing, srv_pings, srv_bulk, srv_paused, srv_pauses, srv_eofs, srv_eof_status;
@@ -367,6 +369,10 @@ static void zsrv_bulk(struct zpair *p, const uint8_t *data, size_t len)
         conn_read_stop(p->srv);
         p->srv_paused = 1;
         p->srv_pauses++;
+        /* the client reads this meanwhile, in the same thread: read scratch
+           buffers are reused while the server holds unused input */
+        cr_assert_eq(conn_write(p->srv, "* pause ", 8), 0);
+        cr_assert_eq(conn_write(p->srv, p->noise, sizeof(p->noise)), 0);
         cr_assert_eq(uv_timer_start(&p->resume, z_on_resume, 1, 0), 0);
     }
 }
@@ -381,6 +387,7 @@ static void zsrv_line(struct zpair *p, const char *line)
         cr_assert_eq(conn_start_compress(p->srv, ok, sizeof(ok) - 1), 0);
         cr_assert_eq(conn_start_compress(p->srv, ok, sizeof(ok) - 1), UV_EALREADY);
         cr_assert(conn_is_compressed(p->srv));
+        cr_assert_gt(compress_mem_all(), 0);
         p->srv_compressing = 1;
         cr_assert_eq(conn_write(p->srv, "* hello\r\n", 9), 0);
         return;
@@ -542,6 +549,14 @@ static void zcli_handle(struct zpair *p)
     for (;;) {
         uint8_t *base = p->cli_plain.p + p->cli_used;
         size_t avail = p->cli_plain.len - p->cli_used;
+        if (p->cli_pongs == Z_PINGS && avail >= 8 && memcmp(base, "* pause ", 8) == 0) {
+            if (avail < 8 + Z_NOISE_LEN) {
+                return;
+            }
+            cr_assert_eq(memcmp(base + 8, p->noise, Z_NOISE_LEN), 0);
+            p->cli_used += 8 + Z_NOISE_LEN;
+            continue;
+        }
         if (p->cli_pongs == Z_PINGS) {
             /* the reply: the mix */
             if (avail == p->mix.len && !p->cli_done) {
@@ -678,6 +693,9 @@ static void run_zpair(int tls, enum z_mode mode)
     p.tls = tls;
     p.mode = mode;
     make_mix(&p.mix, Z_MIX_LEN);
+    for (size_t i = 0; i < sizeof(p.noise); i++) {
+        p.noise[i] = (uint8_t)((i * 2654435761u) >> 13);
+    }
     cr_assert_eq(inflateInit2(&p.cli_inf, -15), Z_OK);
     cr_assert_eq(deflateInit2(&p.cli_def, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
     if (tls) {
@@ -719,6 +737,8 @@ static void run_zpair(int tls, enum z_mode mode)
         cr_assert_leq(p.srv_max_mem, 96 * 1024 + 65536, "held %zu", p.srv_max_mem);
         cr_assert_gt(p.srv_max_mem, 32768);
     }
+    /* the conn freed its zlib state when it closed */
+    cr_assert_eq(compress_mem_all(), 0, "zlib still holds %zu bytes", compress_mem_all());
     cr_assert_eq(uv_loop_close(&p.loop), 0, "a handle leaked");
     inflateEnd(&p.cli_inf);
     deflateEnd(&p.cli_def);
