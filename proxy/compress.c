@@ -39,6 +39,7 @@ struct compress {
     size_t mem_limit;     /* bytes; 0: none */
     struct compress_opts opts; /* to set deflate up again after a trim */
     const char *err;      /* reason of the last failure */
+    int err_code;         /* its code: COMPRESS_E_DATA, UV_ENOMEM, UV_EPROTO */
     struct compress_stats stats;
 };
 
@@ -95,6 +96,7 @@ static int compress_out_init(struct compress *z)
     if (deflateInit2(&z->out, z->opts.level, Z_DEFLATED, -z->opts.window_bits,
                      z->opts.mem_level, Z_DEFAULT_STRATEGY) != Z_OK) {
         z->err = "out of memory for the deflate state";
+        z->err_code = UV_ENOMEM;
         return UV_ENOMEM;
     }
     z->out_ready = 1;
@@ -242,10 +244,11 @@ int compress_in_pending(const struct compress *z)
     return !z->in_failed && (z->in.avail_in > 0 || z->in_more);
 }
 
-static enum compress_result compress_in_fail(struct compress *z, const char *why)
+static enum compress_result compress_in_fail(struct compress *z, int code, const char *why)
 {
     z->in_failed = 1;
     z->err = why;
+    z->err_code = code;
     return COMPRESS_ERROR;
 }
 
@@ -258,7 +261,8 @@ enum compress_result compress_inflate(struct compress *z, size_t *out_len, uint8
     }
     if (z->in_ended) {
         if (z->in.avail_in > 0) {
-            return compress_in_fail(z, "data after the end of the compressed stream");
+            return compress_in_fail(z, COMPRESS_E_DATA,
+                                    "data after the end of the compressed stream");
         }
         return COMPRESS_WANT;
     }
@@ -286,10 +290,11 @@ enum compress_result compress_inflate(struct compress *z, size_t *out_len, uint8
         z->in_more = 0;
         break;
     case Z_MEM_ERROR:
-        return compress_in_fail(z, "out of memory for the inflate window");
+        return compress_in_fail(z, UV_ENOMEM, "out of memory for the inflate window");
     default:
         /* Z_DATA_ERROR, or Z_NEED_DICT (a raw stream cannot ask for one) */
-        return compress_in_fail(z, z->in.msg != NULL ? z->in.msg : "corrupt compressed stream");
+        return compress_in_fail(z, COMPRESS_E_DATA,
+                                z->in.msg != NULL ? z->in.msg : "corrupt compressed stream");
     }
     if (n == 0) {
         return COMPRESS_WANT;
@@ -311,6 +316,7 @@ static int compress_run(struct compress *z, int flush, compress_sink_cb sink, vo
         if (r == Z_STREAM_ERROR) {
             z->out_failed = 1;
             z->err = "deflate stream broken";
+            z->err_code = UV_EPROTO;
             return UV_EPROTO;
         }
         size_t n = sizeof(compress_out) - z->out.avail_out;
@@ -410,6 +416,11 @@ size_t compress_mem_all(void)
 void compress_get_stats(const struct compress *z, struct compress_stats *out)
 {
     *out = z->stats;
+}
+
+int compress_error_code(const struct compress *z)
+{
+    return z->err_code;
 }
 
 const char *compress_error(const struct compress *z)

@@ -138,4 +138,8 @@ void compress_get_stats(const struct compress *z, struct compress_stats *out);
  * text, or zlib's, valid while the engine lives). */
 const char *compress_error(const struct compress *z);
 
+/* compress_error_code returns the last failure's code: COMPRESS_E_DATA for
+ * the peer's corrupt stream, UV_ENOMEM, UV_EPROTO; 0 if none. */
+int compress_error_code(const struct compress *z);
+
 #endif

@@ -264,7 +264,7 @@ static int conn_inflate_step(struct conn *c)
         return 0;
     }
     if (zr == COMPRESS_ERROR) {
-        conn_report_eof(c, COMPRESS_E_DATA);
+        conn_report_eof(c, compress_error_code(c->z)); /* COMPRESS_E_DATA, UV_ENOMEM */
         return -1;
     }
     c->ops->on_read(c->ctx, conn_inflated, n);

@@ -27,8 +27,9 @@ struct conn_ops {
     void (*on_read)(void *ctx, const uint8_t *data, size_t len);
     /* the peer is gone: UV_EOF for a clean end, else a UV_E* code, -1 for a
        TLS failure, or COMPRESS_E_DATA (proxy/compress.h) for a corrupt
-       compressed stream (reason in conn_compress_error); called at most
-       once, never after conn_close */
+       compressed stream (reason in conn_compress_error; UV_ENOMEM if the
+       inflate window cannot be had); called at most once, never after
+       conn_close */
     void (*on_eof)(void *ctx, int status);
     /* the write queue fell to the mark given to conn_want_drain */
     void (*on_drain)(void *ctx);

@@ -384,6 +384,7 @@ static void expect_corrupt(const uint8_t *data, size_t len, const char *reason)
     }
     cr_assert_eq(r, COMPRESS_ERROR, "%s: not an error", reason);
     cr_assert(strstr(compress_error(z), reason) != NULL, "reason: %s", compress_error(z));
+    cr_assert_eq(compress_error_code(z), COMPRESS_E_DATA);
     cr_assert_eq(compress_inflate(z, &n, out, sizeof(out)), COMPRESS_ERROR, "errors stay");
     cr_assert_eq(compress_in_pending(z), 0);
     compress_free(z);
@@ -566,6 +567,7 @@ Test(compress, allocation_failures_are_errors)
     cr_assert_eq(compress_in_feed(z, zdata.p, zdata.len), 0);
     cr_assert_eq(compress_inflate(z, &n, out, sizeof(out)), COMPRESS_ERROR);
     cr_assert(strstr(compress_error(z), "memory") != NULL, "%s", compress_error(z));
+    cr_assert_eq(compress_error_code(z), UV_ENOMEM);
     compress_free(z);
 
     /* a trimmed compressor that cannot come back */
