@@ -5,6 +5,7 @@
 #ifndef IMAPMUX_COMMON_ERR_H
 #define IMAPMUX_COMMON_ERR_H
 
-#define IMAPMUX_E_TLS (-20001) /* a TLS failure; conn_tls_error() says which */
+#define IMAPMUX_E_TLS (-20001)      /* a TLS failure; conn_tls_error() says which */
+#define IMAPMUX_E_COMPRESS (-20002) /* a corrupt compressed stream; conn_compress_error() */
 
 #endif

@@ -7,14 +7,17 @@
 #include <uv.h>
 
 #include "common/err.h"
+#include "proxy/compress.h"
 #include "proxy/tls.h"
 
 #define CONN_SCRATCH_LEN 65536      /* bytes of the per-thread read buffer */
 #define CONN_TLS_PLAIN_LEN 16384    /* bytes decrypted per tls_read call */
+#define CONN_INFLATE_LEN 16384      /* bytes inflated per on_read call */
 
 /* Read scratch: one per worker thread, so idle conns hold no read buffer. */
 static _Thread_local uint8_t conn_scratch[CONN_SCRATCH_LEN];
 static _Thread_local uint8_t conn_plain[CONN_TLS_PLAIN_LEN];
+static _Thread_local uint8_t conn_inflated[CONN_INFLATE_LEN];
 
 #define CONN_F_READING   (1u << 0) /* the owner wants reads */
 #define CONN_F_CLOSING   (1u << 1) /* conn_close called */
@@ -32,6 +35,8 @@ struct conn {
     const struct conn_ops *ops;
     void *ctx;
     struct tls *tls;             /* NULL for cleartext; owned */
+    struct compress *z;          /* NULL until conn_start_compress; owned, freed in
+                                    conn_on_close; sits between the owner and tls */
     size_t drain_mark;           /* bytes; see conn_want_drain */
     uint32_t flags;              /* CONN_F_* */
 };
@@ -45,7 +50,7 @@ struct conn_write_req {
 
 static void conn_on_close(uv_handle_t *h);
 static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void conn_deliver_tls(struct conn *c);
+static void conn_deliver(struct conn *c);
 
 struct conn *conn_new(uv_loop_t *loop, const struct conn_ops *ops, void *ctx)
 {
@@ -171,6 +176,22 @@ static int conn_send_raw(struct conn *c, const uint8_t *data, size_t len)
     return r;
 }
 
+/* conn_put hands bytes to the layer below compression: the TLS engine, or
+ * the socket. */
+static int conn_put(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (c->tls == NULL) {
+        return conn_send_raw(c, data, len);
+    }
+    return tls_write(c->tls, data, len) != 0 ? UV_EPROTO : 0;
+}
+
+/* conn_on_deflated is the compressor's sink. */
+static int conn_on_deflated(void *ctx, const uint8_t *data, size_t len)
+{
+    return conn_put(ctx, data, len);
+}
+
 /* conn_flush_tls moves the engine's pending ciphertext to the socket,
  * straight from the engine's buffer (conn_send_raw copies what the kernel
  * does not take at once). */
@@ -184,6 +205,19 @@ static int conn_flush_tls(struct conn *c)
     int r = conn_send_raw(c, p, n);
     tls_out_clear(c->tls);
     return r;
+}
+
+/* conn_flush ends a write burst: the compressor's sync flush (so that the
+ * client can inflate every byte written so far), then the TLS records. */
+static int conn_flush(struct conn *c)
+{
+    if (c->z != NULL) {
+        int r = compress_flush(c->z, conn_on_deflated, c);
+        if (r != 0) {
+            return r;
+        }
+    }
+    return c->tls != NULL ? conn_flush_tls(c) : 0;
 }
 
 static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -204,20 +238,49 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_report_eof(c, (int)nread);
         return;
     }
-    if (c->tls == NULL) {
+    if (c->tls == NULL && c->z == NULL) {
         c->ops->on_read(c->ctx, (const uint8_t *)buf->base, (size_t)nread);
         return;
     }
-    if (tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) != 0) {
-        conn_report_eof(c, UV_ENOMEM);
-        return;
+    if (c->tls != NULL) {
+        if (tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) != 0) {
+            conn_report_eof(c, UV_ENOMEM);
+            return;
+        }
+    } else {
+        /* borrowed from the scratch: conn_deliver keeps what is left */
+        int r = compress_in_feed(c->z, (const uint8_t *)buf->base, (size_t)nread);
+        if (r != 0) {
+            conn_report_eof(c, r);
+            return;
+        }
     }
-    conn_deliver_tls(c);
+    conn_deliver(c);
 }
 
-/* conn_deliver_tls runs the handshake or decrypts buffered records for the
- * owner, as long as the owner keeps reading. */
-static void conn_deliver_tls(struct conn *c)
+/* conn_inflate_step gives the owner one piece of inflated input.  Returns 1
+ * if it did (go on), 0 if the inflater wants more input, -1 if the conn
+ * failed (reported). */
+static int conn_inflate_step(struct conn *c)
+{
+    size_t n = 0;
+    enum compress_result zr = compress_inflate(c->z, &n, conn_inflated, sizeof(conn_inflated));
+    if (zr == COMPRESS_WANT) {
+        return 0;
+    }
+    if (zr == COMPRESS_ERROR) {
+        conn_report_eof(c, compress_error_code(c->z)); /* COMPRESS_E_DATA, UV_ENOMEM */
+        return -1;
+    }
+    c->ops->on_read(c->ctx, conn_inflated, n);
+    return 1;
+}
+
+/* conn_deliver runs the handshake, decrypts buffered records and inflates
+ * them for the owner, as long as the owner keeps reading.  What the owner
+ * writes meanwhile goes out in one flush at the end: one TLS write and one
+ * compressor sync flush per read burst. */
+static void conn_deliver(struct conn *c)
 {
     if (c->flags & CONN_F_IN_READ) {
         return; /* the running loop below picks it up */
@@ -245,6 +308,17 @@ static void conn_deliver_tls(struct conn *c)
         if (!(c->flags & CONN_F_READING)) {
             break; /* the rest waits in the engine until conn_read_start */
         }
+        if (c->z != NULL) {
+            /* inflate first: a bomb's output comes one piece per turn of
+               this loop and stops when the owner stops reading */
+            int ir = conn_inflate_step(c);
+            if (ir > 0) {
+                continue;
+            }
+            if (ir < 0 || c->tls == NULL) {
+                break; /* failed, or cleartext: the next read brings more */
+            }
+        }
         size_t n = 0;
         /* reads can produce output (key updates, alerts): it goes out with
            the owner's answers, below */
@@ -260,17 +334,33 @@ static void conn_deliver_tls(struct conn *c)
             conn_report_eof(c, IMAPMUX_E_TLS);
             break;
         }
+        if (c->z != NULL) {
+            /* borrowed: inflated on the next turn, kept below if not */
+            int zr = compress_in_feed(c->z, conn_plain, n);
+            if (zr != 0) {
+                conn_report_eof(c, zr);
+                break;
+            }
+            continue;
+        }
         c->ops->on_read(c->ctx, conn_plain, n);
     }
     c->flags &= ~CONN_F_IN_READ;
+    if (c->z != NULL && compress_in_keep(c->z) != 0) {
+        /* the owner paused with input left in the scratch, and no copy */
+        conn_report_eof(c, UV_ENOMEM);
+        return;
+    }
     if (!(c->flags & (CONN_F_CLOSING | CONN_F_EOF))) {
         /* what the owner wrote to this conn while reading it, in one go */
-        int fr = conn_flush_tls(c);
+        int fr = conn_flush(c);
         if (fr != 0) {
             conn_report_eof(c, fr);
             return;
         }
-        tls_trim(c->tls); /* read side quiet: drop emptied engine buffers */
+        if (c->tls != NULL) {
+            tls_trim(c->tls); /* read side quiet: drop emptied engine buffers */
+        }
         if ((c->flags & CONN_F_DRAIN) && conn_write_queue_len(c) <= c->drain_mark) {
             /* the kernel took it all at once: no write callback will tell */
             c->flags &= ~CONN_F_DRAIN;
@@ -291,8 +381,38 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, enum conn_tls_role role, const 
     c->flags |= CONN_F_HANDSHAKE;
     if (role == CONN_TLS_CLIENT) {
         /* the client speaks first: produce the ClientHello now */
-        conn_deliver_tls(c);
+        conn_deliver(c);
     }
+    return 0;
+}
+
+int conn_start_compress(struct conn *c, const void *reply, size_t reply_len)
+{
+    struct compress *z;
+    int r;
+
+    if (c->flags & (CONN_F_CLOSING | CONN_F_EOF)) {
+        return UV_EPIPE;
+    }
+    if (c->z != NULL) {
+        return UV_EALREADY;
+    }
+    if (c->flags & CONN_F_HANDSHAKE) {
+        return UV_EBUSY;
+    }
+    /* first the memory, so that a refusal can still be said in clear */
+    z = compress_new(NULL);
+    if (z == NULL) {
+        return UV_ENOMEM;
+    }
+    if (reply_len > 0) {
+        r = conn_write(c, reply, reply_len);
+        if (r != 0) {
+            compress_free(z);
+            return r;
+        }
+    }
+    c->z = z;
     return 0;
 }
 
@@ -307,8 +427,9 @@ int conn_read_start(struct conn *c)
     if (r != 0 && r != UV_EALREADY) {
         return r;
     }
-    if (c->tls != NULL && tls_has_buffered(c->tls)) {
-        conn_deliver_tls(c);
+    if ((c->tls != NULL && tls_has_buffered(c->tls)) ||
+        (c->z != NULL && compress_in_pending(c->z))) {
+        conn_deliver(c);
     }
     return 0;
 }
@@ -328,14 +449,15 @@ int conn_write(struct conn *c, const void *data, size_t len)
     if (c->flags & (CONN_F_CLOSING | CONN_F_EOF)) {
         return UV_EPIPE;
     }
-    if (c->tls == NULL) {
-        r = conn_send_raw(c, data, len);
-    } else if (tls_write(c->tls, data, len) != 0) {
-        r = UV_EPROTO;
+    if (c->z != NULL) {
+        r = compress_deflate(c->z, data, len, conn_on_deflated, c);
     } else {
+        r = conn_put(c, data, len);
+    }
+    if (r == 0 && (c->z != NULL || c->tls != NULL) && !(c->flags & CONN_F_IN_READ)) {
         /* while this conn is being read, its answers are flushed together
-           when the read is done (conn_deliver_tls) */
-        r = (c->flags & CONN_F_IN_READ) ? 0 : conn_flush_tls(c);
+           when the read is done (conn_deliver); else this write is a burst */
+        r = conn_flush(c);
     }
     if (r != 0) {
         conn_report_eof(c, r);
@@ -345,8 +467,15 @@ int conn_write(struct conn *c, const void *data, size_t len)
 
 size_t conn_write_queue_len(const struct conn *c)
 {
+    /* compressed bytes: what the kernel still has to take */
     size_t n = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
-    return c->tls != NULL ? n + tls_out_len(c->tls) : n;
+    if (c->tls != NULL) {
+        n += tls_out_len(c->tls);
+    }
+    if (c->z != NULL) {
+        n += compress_out_pending(c->z);
+    }
+    return n;
 }
 
 void conn_want_drain(struct conn *c, size_t low_mark)
@@ -359,6 +488,7 @@ static void conn_on_close(uv_handle_t *h)
 {
     struct conn *c = h->data;
     c->ops->on_close(c->ctx);
+    compress_free(c->z);
     tls_free(c->tls);
     free(c);
 }
@@ -390,8 +520,8 @@ void conn_close(struct conn *c, enum conn_close_mode mode)
     c->flags |= CONN_F_CLOSING;
     c->flags &= ~(CONN_F_READING | CONN_F_DRAIN);
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (!graceful && c->tls != NULL && !(c->flags & CONN_F_EOF)) {
-        (void)conn_flush_tls(c); /* answers held back during a read still go */
+    if (!(c->flags & CONN_F_EOF)) {
+        (void)conn_flush(c); /* answers held back during a read still go */
     }
     if (graceful && !(c->flags & CONN_F_EOF)) {
         if (c->tls != NULL && !(c->flags & CONN_F_HANDSHAKE)) {
@@ -405,6 +535,37 @@ void conn_close(struct conn *c, enum conn_close_mode mode)
     }
     c->flags |= CONN_F_CLOSED;
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+int conn_is_compressed(const struct conn *c)
+{
+    return c->z != NULL;
+}
+
+size_t conn_compress_mem_len(const struct conn *c)
+{
+    return c->z != NULL ? compress_mem_len(c->z) + compress_in_len(c->z) : 0;
+}
+
+void conn_compress_trim(struct conn *c)
+{
+    if (c->z != NULL) {
+        compress_out_trim(c->z);
+    }
+}
+
+void conn_compress_stats(const struct conn *c, struct compress_stats *out)
+{
+    if (c->z != NULL) {
+        compress_get_stats(c->z, out);
+    } else {
+        memset(out, 0, sizeof(*out));
+    }
+}
+
+const char *conn_compress_error(const struct conn *c)
+{
+    return c->z != NULL ? compress_error(c->z) : "no compression";
 }
 
 int conn_is_tls(const struct conn *c)

@@ -1,7 +1,8 @@
-/* conn: one network endpoint (a TCP handle, optionally TLS) with write
- * accounting.  It delivers plaintext to its owner through callbacks and keeps
- * no read buffer of its own: bytes arrive in a per-thread scratch buffer and
- * the owner consumes them during the callback. */
+/* conn: one network endpoint (a TCP handle, optionally TLS, optionally
+ * COMPRESS=DEFLATE above it) with write accounting.  It delivers plaintext to
+ * its owner through callbacks and keeps no read buffer of its own: bytes
+ * arrive in a per-thread scratch buffer and the owner consumes them during
+ * the callback.  Layers: tcp -> tls -> compress -> owner. */
 #ifndef IMAPMUX_PROXY_CONN_H
 #define IMAPMUX_PROXY_CONN_H
 
@@ -13,6 +14,7 @@
 #include <openssl/ssl.h>
 
 struct conn;
+struct compress_stats;
 
 /* Callbacks; ctx is what conn_new was given.  Any of them may call
  * conn_close() on this conn.  on_connect, on_handshake and on_drain may be
@@ -24,8 +26,11 @@ struct conn_ops {
     void (*on_handshake)(void *ctx, int status);
     /* plaintext from the peer; borrowed for the call; all of it is consumed */
     void (*on_read)(void *ctx, const uint8_t *data, size_t len);
-    /* the peer is gone: UV_EOF for a clean end, else a UV_E* code or
-       IMAPMUX_E_TLS for a TLS failure; called at most once, never after conn_close */
+    /* the peer is gone: UV_EOF for a clean end, else a UV_E* code,
+       IMAPMUX_E_TLS for a TLS failure, or COMPRESS_E_DATA (proxy/compress.h)
+       for a corrupt compressed stream (reason in conn_compress_error; UV_ENOMEM
+       if the inflate window cannot be had); called at most once, never after
+       conn_close */
     void (*on_eof)(void *ctx, int status);
     /* the write queue fell to the mark given to conn_want_drain */
     void (*on_drain)(void *ctx);
@@ -56,6 +61,18 @@ enum conn_tls_role {
  * (or be started) on.  Returns 0, or UV_ENOMEM. */
 int conn_start_tls(struct conn *c, SSL_CTX *ctx, enum conn_tls_role role, const char *server_name);
 
+/* conn_start_compress turns on COMPRESS=DEFLATE (RFC 4978): it sets up
+ * zlib, writes reply_len bytes of reply (the tagged OK; may be 0) as they
+ * are, then compresses every later write and inflates every byte not yet
+ * handed to on_read (within an on_read: the next call's bytes on).  Writes
+ * made while the conn is being read are flushed (Z_SYNC_FLUSH) once when
+ * the read is done; other writes are flushed each.  The conn's memory for it
+ * (compress_mem_len's figures; about 77 KiB) is freed with the conn.
+ * Returns 0; UV_ENOMEM with nothing written (zlib's state could not be
+ * had: answer NO in clear); UV_EALREADY if already on; UV_EBUSY during a TLS
+ * handshake; UV_EPIPE if closing; or conn_write's failure. */
+int conn_start_compress(struct conn *c, const void *reply, size_t reply_len);
+
 int conn_read_start(struct conn *c);
 void conn_read_stop(struct conn *c);
 
@@ -64,7 +81,7 @@ void conn_read_stop(struct conn *c);
 int conn_write(struct conn *c, const void *data, size_t len);
 
 /* conn_write_queue_len returns the bytes queued but not yet given to the
- * kernel. */
+ * kernel (compressed bytes when compressing, with what zlib holds). */
 size_t conn_write_queue_len(const struct conn *c);
 
 /* conn_want_drain asks for one on_drain when the queue is at or below mark. */
@@ -80,6 +97,19 @@ enum conn_close_mode {
 void conn_close(struct conn *c, enum conn_close_mode mode);
 
 /* Facts about the connection. */
+int conn_is_compressed(const struct conn *c);
+/* conn_compress_mem_len returns the bytes zlib holds for this conn plus
+ * compressed input kept while the owner pauses (0 when not compressing). */
+size_t conn_compress_mem_len(const struct conn *c);
+/* conn_compress_trim frees the compressor's state while nothing is written
+ * (compress_out_trim): for a session going idle; no effect on the peer. */
+void conn_compress_trim(struct conn *c);
+/* conn_compress_stats fills out with the byte counters (zero when not
+ * compressing). */
+void conn_compress_stats(const struct conn *c, struct compress_stats *out);
+/* conn_compress_error returns the reason of a COMPRESS_E_DATA (static, or
+ * valid while the conn lives). */
+const char *conn_compress_error(const struct conn *c);
 int conn_is_tls(const struct conn *c);
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
