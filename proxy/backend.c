@@ -8,12 +8,12 @@
 
 #include <uv.h>
 
-#include <openssl/mem.h>
 
 #include "common/capa.h"
 #include "common/imap_syntax.h"
 #include "common/log.h"
 #include "common/sasl_plain.h"
+#include "common/secret.h"
 #include "proxy/conn.h"
 
 #define BACKEND_MAX_LINE_LEN 65536 /* bytes of one backend line during login */
@@ -117,16 +117,10 @@ static void backend_after_capa(struct backend *b);
 
 static void backend_release(struct backend *b)
 {
-    if (b->password != NULL) {
-        OPENSSL_cleanse(b->password, strlen(b->password));
-    }
-    if (b->next_part != NULL) {
-        OPENSSL_cleanse(b->next_part, strlen(b->next_part));
-    }
-    free(b->authzid);
-    free(b->user);
-    free(b->password);
-    free(b->next_part);
+    secret_free_str(b->authzid);
+    secret_free_str(b->user);
+    secret_free_str(b->password);
+    secret_free_str(b->next_part);
     free(b->client_ip);
     free(b->local_ip);
     free(b->line);
@@ -298,28 +292,23 @@ static void backend_send_login(struct backend *b)
             size_t n = b64_len + 32;
             char *cmd = malloc(n);
             if (cmd == NULL) {
-                OPENSSL_cleanse(b64, b64_len);
-                free(b64);
+                secret_free(b64, b64_len + 1);
                 backend_fail(b, "out of memory");
                 return;
             }
             snprintf(cmd, n, "L AUTHENTICATE PLAIN %s\r\n", b64);
             backend_send(b, cmd);
-            OPENSSL_cleanse(cmd, n);
-            free(cmd);
-            OPENSSL_cleanse(b64, b64_len);
-            free(b64);
+            secret_free(cmd, n);
+            secret_free(b64, b64_len + 1);
         } else {
             b->next_part = malloc(b64_len + 3);
             if (b->next_part == NULL) {
-                OPENSSL_cleanse(b64, b64_len);
-                free(b64);
+                secret_free(b64, b64_len + 1);
                 backend_fail(b, "out of memory");
                 return;
             }
             snprintf(b->next_part, b64_len + 3, "%s\r\n", b64);
-            OPENSSL_cleanse(b64, b64_len);
-            free(b64);
+            secret_free(b64, b64_len + 1);
             backend_set_state(b, BS_AUTH_CONTINUE);
             backend_send(b, "L AUTHENTICATE PLAIN\r\n");
         }
@@ -346,7 +335,7 @@ static void backend_send_login(struct backend *b)
     if (backend_needs_literal(b->user)) {
         /* user literal then password: keep it simple, LITERAL+ or fail */
         if (!backend_has(b, "LITERAL+")) {
-            free(cmd);
+            secret_free(cmd, n); /* "L LOGIN " only so far, but one rule for cmd */
             backend_fail(b, "8-bit login name needs AUTH=PLAIN or LITERAL+ on the backend");
             return;
         }
@@ -365,8 +354,7 @@ static void backend_send_login(struct backend *b)
             cmd[off] = '\0';
             b->next_part = malloc(plen + 3);
             if (b->next_part == NULL) {
-                OPENSSL_cleanse(cmd, n);
-                free(cmd);
+                secret_free(cmd, n);
                 backend_fail(b, "out of memory");
                 return;
             }
@@ -381,8 +369,7 @@ static void backend_send_login(struct backend *b)
         cmd[off] = '\0';
         backend_send(b, cmd);
     }
-    OPENSSL_cleanse(cmd, n);
-    free(cmd);
+    secret_free(cmd, n);
 }
 
 static void backend_query_capa(struct backend *b, enum backend_state st)
@@ -484,8 +471,7 @@ static enum backend_line_result backend_on_line(struct backend *b, const char *l
         if (b->state == BS_AUTH_CONTINUE && b->next_part != NULL) {
             backend_set_state(b, BS_LOGIN);
             backend_send(b, b->next_part);
-            OPENSSL_cleanse(b->next_part, strlen(b->next_part));
-            free(b->next_part);
+            secret_free_str(b->next_part);
             b->next_part = NULL;
         } else {
             backend_send(b, "*\r\n"); /* a challenge we did not expect: cancel */
@@ -777,6 +763,9 @@ static void backend_on_resolved(uv_getaddrinfo_t *req, int status, struct addrin
         backend_fail(b, "out of memory");
         return;
     }
+    /* the login command carries the credentials: a copy queued for the
+       socket is wiped once written (with TLS only ciphertext is queued) */
+    conn_set_wipe(b->conn, 1);
     b->pending++;
     backend_set_state(b, BS_CONNECT);
     int r = conn_connect(b->conn, res->ai_addr);
@@ -878,10 +867,7 @@ static int backend_swap(char **dst, const char *src)
     if (d == NULL) {
         return -1;
     }
-    if (*dst != NULL) {
-        OPENSSL_cleanse(*dst, strlen(*dst));
-        free(*dst);
-    }
+    secret_free_str(*dst);
     *dst = d;
     return 0;
 }
@@ -902,8 +888,7 @@ int backend_resume_login(struct backend *b, const struct backend_login_params *p
             return -1;
         }
     } else if (b->authzid != NULL) {
-        OPENSSL_cleanse(b->authzid, strlen(b->authzid));
-        free(b->authzid);
+        secret_free_str(b->authzid);
         b->authzid = NULL;
     }
     b->client_port = p->client_port;
@@ -924,6 +909,7 @@ struct conn *backend_take_conn(struct backend *b, const char **out_capa,
                                const uint8_t **out_rest, size_t *out_rest_len)
 {
     struct conn *c = b->conn;
+    conn_set_wipe(c, 0); /* mail from here on: the relay's cost, not the login's */
     b->flags |= BACKEND_F_TAKEN;
     b->conn = NULL;
     b->pending--;
