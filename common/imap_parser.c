@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/imap_syntax.h"
+#include "common/secret.h"
 
 /* Fixed reason texts handed to the session (sent to the client in BAD/BYE). */
 #define IMAP_PARSER_E_EMPTY "Empty command"
@@ -113,9 +114,12 @@ struct imap_parser *imap_parser_new(const struct imap_parser_limits *limits)
     return p;
 }
 
+/* imap_parser_release frees the command storage.  It held the command's
+ * arguments, among them LOGIN's password and AUTHENTICATE's payload: all of
+ * it is wiped, not only buf_used (which a literal8 marker can step back). */
 static void imap_parser_release(struct imap_parser *p)
 {
-    free(p->buf);
+    secret_free(p->buf, p->buf_size);
     free(p->args);
     free(p->arg_offs);
     p->buf = NULL;
@@ -221,7 +225,8 @@ static int imap_parser_reserve(struct imap_parser *p, size_t extra)
     while (size < need) {
         size = size > p->buf_max / 2 ? p->buf_max : size * 2;
     }
-    nbuf = realloc(p->buf, size);
+    /* by copy, not realloc: the old block may hold a password */
+    nbuf = secret_grow(p->buf, p->buf_size, size);
     if (nbuf == NULL) {
         return -1;
     }

@@ -5,7 +5,8 @@
 #include <string.h>
 
 #include <openssl/base64.h>
-#include <openssl/mem.h>
+
+#include "common/secret.h"
 
 int sasl_plain_decode(struct sasl_plain *out, const char *b64, size_t b64_len)
 {
@@ -28,7 +29,8 @@ int sasl_plain_decode(struct sasl_plain *out, const char *b64, size_t b64_len)
         return SASL_PLAIN_E_NOMEM;
     }
     if (!EVP_DecodeBase64(buf, &len, max_len, (const uint8_t *)b64, b64_len)) {
-        free(buf);
+        /* the groups before the bad one were decoded already */
+        secret_free(buf, max_len + 1);
         return SASL_PLAIN_E_BASE64;
     }
     buf[len] = '\0';
@@ -36,17 +38,15 @@ int sasl_plain_decode(struct sasl_plain *out, const char *b64, size_t b64_len)
     nul2 = nul1 != NULL ? memchr(nul1 + 1, '\0', len - (size_t)(nul1 + 1 - buf)) : NULL;
     if (nul1 == NULL || nul2 == NULL ||
         memchr(nul2 + 1, '\0', len - (size_t)(nul2 + 1 - buf)) != NULL) {
-        OPENSSL_cleanse(buf, len);
-        free(buf);
+        secret_free(buf, max_len + 1);
         return SASL_PLAIN_E_FORMAT;
     }
     if (nul2 == nul1 + 1 || (size_t)(nul2 + 1 - buf) == len) {
-        OPENSSL_cleanse(buf, len);
-        free(buf);
+        secret_free(buf, max_len + 1);
         return SASL_PLAIN_E_EMPTY;
     }
     out->buf = (char *)buf;
-    out->buf_len = len;
+    out->buf_len = max_len + 1;
     out->authzid = (char *)buf;
     out->authcid = (char *)nul1 + 1;
     out->passwd = (char *)nul2 + 1;
@@ -55,10 +55,7 @@ int sasl_plain_decode(struct sasl_plain *out, const char *b64, size_t b64_len)
 
 void sasl_plain_cleanup(struct sasl_plain *p)
 {
-    if (p->buf != NULL) {
-        OPENSSL_cleanse(p->buf, p->buf_len);
-        free(p->buf);
-    }
+    secret_free(p->buf, p->buf_len);
     memset(p, 0, sizeof(*p));
 }
 
@@ -92,7 +89,7 @@ char *sasl_plain_encode(size_t *out_len, const char *authzid, const char *authci
     char *b64 = NULL;
 
     if (raw == NULL || !EVP_EncodedLength(&b64_len, raw_len)) {
-        free(raw);
+        free(raw); /* nothing copied into it yet */
         return NULL;
     }
     memcpy(raw, authzid, zl);
@@ -104,7 +101,6 @@ char *sasl_plain_encode(size_t *out_len, const char *authzid, const char *authci
     if (b64 != NULL) {
         *out_len = EVP_EncodeBlock((uint8_t *)b64, raw, raw_len);
     }
-    OPENSSL_cleanse(raw, raw_len);
-    free(raw);
+    secret_free(raw, raw_len);
     return b64;
 }

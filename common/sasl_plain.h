@@ -22,7 +22,7 @@ struct sasl_plain {
     char *authcid;
     char *passwd;
     char *buf;     /* owned; wiped and freed by sasl_plain_cleanup */
-    size_t buf_len;
+    size_t buf_len;/* bytes allocated in buf (the decoded message and more) */
 };
 
 /* sasl_plain_decode decodes b64 (b64_len bytes, no whitespace; empty means an
@@ -39,7 +39,7 @@ const char *sasl_plain_strerror(int err);
 
 /* sasl_plain_encode returns the base64 of authzid NUL authcid NUL passwd as a
  * NUL-terminated malloc'd string with its length in *out_len, or NULL on OOM.
- * The caller wipes (OPENSSL_cleanse) and frees it. */
+ * The caller wipes and frees it (secret_free(b64, *out_len + 1)). */
 char *sasl_plain_encode(size_t *out_len, const char *authzid, const char *authcid,
                         const char *passwd);
 

@@ -8,12 +8,12 @@
 
 #include <uv.h>
 
-#include <openssl/mem.h>
 
 #include "common/capa.h"
 #include "common/imap_syntax.h"
 #include "common/log.h"
 #include "common/sasl_plain.h"
+#include "common/secret.h"
 #include "proxy/conn.h"
 
 #define BACKEND_MAX_LINE_LEN 65536 /* bytes of one backend line during login */
@@ -117,16 +117,10 @@ static void backend_after_capa(struct backend *b);
 
 static void backend_release(struct backend *b)
 {
-    if (b->password != NULL) {
-        OPENSSL_cleanse(b->password, strlen(b->password));
-    }
-    if (b->next_part != NULL) {
-        OPENSSL_cleanse(b->next_part, strlen(b->next_part));
-    }
-    free(b->authzid);
-    free(b->user);
-    free(b->password);
-    free(b->next_part);
+    secret_free_str(b->authzid);
+    secret_free_str(b->user);
+    secret_free_str(b->password);
+    secret_free_str(b->next_part);
     free(b->client_ip);
     free(b->local_ip);
     free(b->line);
@@ -298,28 +292,23 @@ static void backend_send_login(struct backend *b)
             size_t n = b64_len + 32;
             char *cmd = malloc(n);
             if (cmd == NULL) {
-                OPENSSL_cleanse(b64, b64_len);
-                free(b64);
+                secret_free(b64, b64_len + 1);
                 backend_fail(b, "out of memory");
                 return;
             }
             snprintf(cmd, n, "L AUTHENTICATE PLAIN %s\r\n", b64);
             backend_send(b, cmd);
-            OPENSSL_cleanse(cmd, n);
-            free(cmd);
-            OPENSSL_cleanse(b64, b64_len);
-            free(b64);
+            secret_free(cmd, n);
+            secret_free(b64, b64_len + 1);
         } else {
             b->next_part = malloc(b64_len + 3);
             if (b->next_part == NULL) {
-                OPENSSL_cleanse(b64, b64_len);
-                free(b64);
+                secret_free(b64, b64_len + 1);
                 backend_fail(b, "out of memory");
                 return;
             }
             snprintf(b->next_part, b64_len + 3, "%s\r\n", b64);
-            OPENSSL_cleanse(b64, b64_len);
-            free(b64);
+            secret_free(b64, b64_len + 1);
             backend_set_state(b, BS_AUTH_CONTINUE);
             backend_send(b, "L AUTHENTICATE PLAIN\r\n");
         }
@@ -346,7 +335,7 @@ static void backend_send_login(struct backend *b)
     if (backend_needs_literal(b->user)) {
         /* user literal then password: keep it simple, LITERAL+ or fail */
         if (!backend_has(b, "LITERAL+")) {
-            free(cmd);
+            secret_free(cmd, n); /* "L LOGIN " only so far, but one rule for cmd */
             backend_fail(b, "8-bit login name needs AUTH=PLAIN or LITERAL+ on the backend");
             return;
         }
@@ -365,8 +354,7 @@ static void backend_send_login(struct backend *b)
             cmd[off] = '\0';
             b->next_part = malloc(plen + 3);
             if (b->next_part == NULL) {
-                OPENSSL_cleanse(cmd, n);
-                free(cmd);
+                secret_free(cmd, n);
                 backend_fail(b, "out of memory");
                 return;
             }
@@ -381,8 +369,7 @@ static void backend_send_login(struct backend *b)
         cmd[off] = '\0';
         backend_send(b, cmd);
     }
-    OPENSSL_cleanse(cmd, n);
-    free(cmd);
+    secret_free(cmd, n);
 }
 
 static void backend_query_capa(struct backend *b, enum backend_state st)
@@ -442,9 +429,16 @@ static void backend_capa_from_text(struct backend *b, const char *text)
     }
 }
 
-/* backend_on_line handles one complete line (without CRLF). Returns 1 when
- * the login finished successfully (the rest of the input is kept). */
-static int backend_on_line(struct backend *b, const char *line)
+/* What backend_on_line asks of the read loop. */
+enum backend_line_result {
+    BACKEND_LINE_NEXT,      /* go on with the next line (or the report was made) */
+    BACKEND_LINE_LOGGED_IN, /* the login finished: keep the rest of the input */
+    BACKEND_LINE_STARTTLS,  /* STARTTLS accepted: nothing may follow in cleartext */
+};
+
+/* backend_on_line handles one complete line (without CRLF) and returns what
+ * the read loop must do next. */
+static enum backend_line_result backend_on_line(struct backend *b, const char *line)
 {
     const char *text = NULL;
     const char *st;
@@ -454,11 +448,11 @@ static int backend_on_line(struct backend *b, const char *line)
             backend_set_capa(b, line + 13, strlen(line + 13));
         } else if (imap_syntax_is_bye((const uint8_t *)line, strlen(line))) {
             backend_fail(b, "backend said BYE");
-            return 0;
+            return BACKEND_LINE_NEXT;
         } else if (b->state == BS_GREETING) {
             if (strncasecmp(line + 2, "OK", 2) != 0) {
                 backend_fail(b, "unexpected backend greeting");
-                return 0;
+                return BACKEND_LINE_NEXT;
             }
             backend_capa_from_text(b, line + 4 + (line[4] == ' '));
             uv_timer_start(&b->timer, backend_on_timer, b->greeting_timeout_ms, 0);
@@ -471,19 +465,18 @@ static int backend_on_line(struct backend *b, const char *line)
                 backend_query_capa(b, BS_CAPABILITY);
             }
         }
-        return 0;
+        return BACKEND_LINE_NEXT;
     }
     if (line[0] == '+') {
         if (b->state == BS_AUTH_CONTINUE && b->next_part != NULL) {
             backend_set_state(b, BS_LOGIN);
             backend_send(b, b->next_part);
-            OPENSSL_cleanse(b->next_part, strlen(b->next_part));
-            free(b->next_part);
+            secret_free_str(b->next_part);
             b->next_part = NULL;
         } else {
             backend_send(b, "*\r\n"); /* a challenge we did not expect: cancel */
         }
-        return 0;
+        return BACKEND_LINE_NEXT;
     }
     switch (b->state) {
     case BS_STARTTLS:
@@ -492,16 +485,11 @@ static int backend_on_line(struct backend *b, const char *line)
         }
         if (strcmp(st, "OK") != 0) {
             backend_fail(b, "backend refused STARTTLS");
-            return 0;
+            return BACKEND_LINE_NEXT;
         }
-        backend_set_state(b, BS_STARTTLS_TLS);
-        b->capa_known = 0;
-        b->capa[0] = '\0';
-        if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
-                           b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
-            backend_fail(b, "out of memory");
-        }
-        return 0;
+        /* the handshake starts in backend_on_read, which alone knows
+           whether cleartext follows this line */
+        return BACKEND_LINE_STARTTLS;
     case BS_CAPABILITY:
     case BS_POST_CAPA:
         st = backend_tagged(line, b->state == BS_CAPABILITY ? "C" : "P", &text);
@@ -510,26 +498,26 @@ static int backend_on_line(struct backend *b, const char *line)
         }
         if (strcmp(st, "OK") != 0 || !b->capa_known) {
             backend_fail(b, "backend CAPABILITY failed");
-            return 0;
+            return BACKEND_LINE_NEXT;
         }
         if (b->state == BS_POST_CAPA) {
-            return 1;
+            return BACKEND_LINE_LOGGED_IN;
         }
         backend_after_capa(b);
-        return 0;
+        return BACKEND_LINE_NEXT;
     case BS_READY:
         break;
     case BS_PING:
         if (backend_tagged(line, "H", &text) != NULL) {
             backend_set_state(b, BS_READY); /* any answer shows the backend alive */
             uv_timer_stop(&b->timer);
-            return 0;
+            return BACKEND_LINE_NEXT;
         }
         break;
     case BS_LOGIN:
     case BS_AUTH_CONTINUE:
         if (backend_tagged(line, "I", &text) != NULL) {
-            return 0; /* the answer to the pipelined ID */
+            return BACKEND_LINE_NEXT; /* the answer to the pipelined ID */
         }
         if ((st = backend_tagged(line, "L", &text)) == NULL) {
             break;
@@ -539,10 +527,10 @@ static int backend_on_line(struct backend *b, const char *line)
             b->capa[0] = '\0';
             backend_capa_from_text(b, text);
             if (b->capa_known) {
-                return 1;
+                return BACKEND_LINE_LOGGED_IN;
             }
             backend_query_capa(b, BS_POST_CAPA);
-            return 0;
+            return BACKEND_LINE_NEXT;
         }
         {
             const char *code = backend_refusal_code(text);
@@ -555,12 +543,12 @@ static int backend_on_line(struct backend *b, const char *line)
                                                      : "backend rejected the login command");
             }
         }
-        return 0;
+        return BACKEND_LINE_NEXT;
     default:
         break;
     }
     backend_log(b, LOG_DEBUG, "unexpected line in login phase");
-    return 0;
+    return BACKEND_LINE_NEXT;
 }
 
 /* backend_line_literal returns n if line ends with "{n}" or "{n+}", else -1. */
@@ -581,6 +569,36 @@ static long backend_line_literal(const char *line, size_t len)
         return -1;
     }
     return strtol(line + i, NULL, 10);
+}
+
+/* backend_begin_tls_after_starttls runs after the tagged OK to STARTTLS;
+ * trailing is the count of cleartext bytes that came after it in the same
+ * read.  The server must wait for our ClientHello, so any such byte was
+ * sent before TLS by the backend or by someone on the path, and nothing of it
+ * may be taken as the backend's word (RFC 9051 section 11.1; RFC 3207 gives
+ * the same rule for SMTP): the login fails.  Otherwise everything learned in
+ * cleartext is forgotten (the line parser, a skipped literal, the
+ * capabilities; they are asked again over TLS) and the handshake starts. */
+static void backend_begin_tls_after_starttls(struct backend *b, size_t trailing)
+{
+    if (trailing > 0) {
+        backend_log(b, LOG_WARNING, "%zu cleartext bytes after the STARTTLS answer", trailing);
+        backend_fail(b, "backend sent data after its STARTTLS answer");
+        return;
+    }
+    backend_set_state(b, BS_STARTTLS_TLS);
+    free(b->line);
+    b->line = NULL;
+    b->line_len = 0;
+    b->line_cap = 0;
+    b->literal_left = 0;
+    b->flags &= ~BACKEND_F_LITERAL;
+    b->capa_known = 0;
+    b->capa[0] = '\0';
+    if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
+                       b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
+        backend_fail(b, "out of memory");
+    }
 }
 
 static void backend_on_read(void *ctx, const uint8_t *data, size_t len)
@@ -634,7 +652,12 @@ static void backend_on_read(void *ctx, const uint8_t *data, size_t len)
             b->flags |= BACKEND_F_LITERAL;
             continue;
         }
-        if (backend_on_line(b, b->line)) {
+        enum backend_line_result r = backend_on_line(b, b->line);
+        if (r == BACKEND_LINE_STARTTLS) {
+            backend_begin_tls_after_starttls(b, len - i);
+            return;
+        }
+        if (r == BACKEND_LINE_LOGGED_IN) {
             if (i < len) {
                 b->rest = malloc(len - i);
                 if (b->rest == NULL) {
@@ -740,6 +763,9 @@ static void backend_on_resolved(uv_getaddrinfo_t *req, int status, struct addrin
         backend_fail(b, "out of memory");
         return;
     }
+    /* the login command carries the credentials: a copy queued for the
+       socket is wiped once written (with TLS only ciphertext is queued) */
+    conn_set_wipe(b->conn, 1);
     b->pending++;
     backend_set_state(b, BS_CONNECT);
     int r = conn_connect(b->conn, res->ai_addr);
@@ -841,10 +867,7 @@ static int backend_swap(char **dst, const char *src)
     if (d == NULL) {
         return -1;
     }
-    if (*dst != NULL) {
-        OPENSSL_cleanse(*dst, strlen(*dst));
-        free(*dst);
-    }
+    secret_free_str(*dst);
     *dst = d;
     return 0;
 }
@@ -865,8 +888,7 @@ int backend_resume_login(struct backend *b, const struct backend_login_params *p
             return -1;
         }
     } else if (b->authzid != NULL) {
-        OPENSSL_cleanse(b->authzid, strlen(b->authzid));
-        free(b->authzid);
+        secret_free_str(b->authzid);
         b->authzid = NULL;
     }
     b->client_port = p->client_port;
@@ -887,6 +909,7 @@ struct conn *backend_take_conn(struct backend *b, const char **out_capa,
                                const uint8_t **out_rest, size_t *out_rest_len)
 {
     struct conn *c = b->conn;
+    conn_set_wipe(c, 0); /* mail from here on: the relay's cost, not the login's */
     b->flags |= BACKEND_F_TAKEN;
     b->conn = NULL;
     b->pending--;

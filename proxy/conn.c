@@ -6,7 +6,10 @@
 
 #include <uv.h>
 
+#include <openssl/mem.h>
+
 #include "common/err.h"
+#include "common/secret.h"
 #include "proxy/compress.h"
 #include "proxy/tls.h"
 
@@ -27,6 +30,7 @@ static _Thread_local uint8_t conn_inflated[CONN_INFLATE_LEN];
 #define CONN_F_IN_READ   (1u << 5) /* inside conn_deliver_tls (no re-entry) */
 #define CONN_F_DRAIN     (1u << 6) /* on_drain wanted */
 #define CONN_F_SHUTDOWN  (1u << 7) /* uv_shutdown pending */
+#define CONN_F_WIPE      (1u << 8) /* wipe delivered plaintext and queued copies (conn_set_wipe) */
 
 struct conn {
     uv_tcp_t tcp;                /* tcp.data = this; freed in conn_on_close */
@@ -45,6 +49,7 @@ struct conn_write_req {
     uv_write_t req;
     struct conn *c;
     uv_buf_t buf;
+    int wipe;                    /* data is plaintext of a wiping conn: wiped when freed */
     uint8_t data[];              /* buf.base points here */
 };
 
@@ -72,6 +77,15 @@ void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *ctx)
 {
     c->ops = ops;
     c->ctx = ctx;
+}
+
+void conn_set_wipe(struct conn *c, int on)
+{
+    if (on) {
+        c->flags |= CONN_F_WIPE;
+    } else {
+        c->flags &= ~CONN_F_WIPE;
+    }
 }
 
 static void conn_tune(struct conn *c)
@@ -119,11 +133,21 @@ static void conn_report_eof(struct conn *c, int status)
     c->ops->on_eof(c->ctx, status);
 }
 
+/* conn_write_req_free releases a queued write, wiped if it asked so. */
+static void conn_write_req_free(struct conn_write_req *w)
+{
+    if (w->wipe) {
+        secret_free(w, sizeof(*w) + w->buf.len);
+    } else {
+        free(w);
+    }
+}
+
 static void conn_on_write(uv_write_t *req, int status)
 {
     struct conn_write_req *w = (struct conn_write_req *)req;
     struct conn *c = w->c;
-    free(w);
+    conn_write_req_free(w);
     if (status < 0) {
         if (status != UV_ECANCELED) {
             conn_report_eof(c, status);
@@ -169,9 +193,11 @@ static int conn_send_raw(struct conn *c, const uint8_t *data, size_t len)
     memcpy(w->data, data, len);
     w->c = c;
     w->buf = uv_buf_init((char *)w->data, (unsigned)len);
+    /* through TLS the queue holds ciphertext only: nothing to wipe */
+    w->wipe = (c->flags & CONN_F_WIPE) && c->tls == NULL;
     r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &w->buf, 1, conn_on_write);
     if (r != 0) {
-        free(w);
+        conn_write_req_free(w);
     }
     return r;
 }
@@ -239,7 +265,13 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->tls == NULL && c->z == NULL) {
+        /* the flag as it was before the owner saw the bytes: the owner may
+           turn wiping off while handling the very line that needs it */
+        int wipe = (c->flags & CONN_F_WIPE) != 0;
         c->ops->on_read(c->ctx, (const uint8_t *)buf->base, (size_t)nread);
+        if (wipe) {
+            OPENSSL_cleanse(buf->base, (size_t)nread);
+        }
         return;
     }
     if (c->tls != NULL) {
@@ -343,7 +375,11 @@ static void conn_deliver(struct conn *c)
             }
             continue;
         }
+        int wipe = (c->flags & CONN_F_WIPE) != 0; /* as above, in conn_on_read */
         c->ops->on_read(c->ctx, conn_plain, n);
+        if (wipe) {
+            OPENSSL_cleanse(conn_plain, n);
+        }
     }
     c->flags &= ~CONN_F_IN_READ;
     if (c->z != NULL && compress_in_keep(c->z) != 0) {

@@ -46,6 +46,15 @@ struct conn *conn_new(uv_loop_t *loop, const struct conn_ops *ops, void *ctx);
  * to the session). */
 void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *ctx);
 
+/* conn_set_wipe turns wiping on or off (off at conn_new).  While it is on,
+ * the plaintext this conn delivers is wiped from the per-thread read buffer
+ * as soon as on_read returns (the owner must have copied what it keeps), and
+ * what a cleartext conn_write has to queue is wiped when the write is done.
+ * For the phase in which credentials pass (a client before its login, a
+ * backend during the login imapmux makes); the cost is one memset of the
+ * bytes delivered or queued. */
+void conn_set_wipe(struct conn *c, int on);
+
 /* conn_accept accepts a pending connection of server. Returns 0 or UV_E*. */
 int conn_accept(struct conn *c, uv_stream_t *server);
 

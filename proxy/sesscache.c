@@ -18,6 +18,7 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/schema.h"
+#include "common/secret.h"
 #include "proxy/conn.h"
 
 #define SESSCACHE_TICK_MAX_MS 1000
@@ -69,7 +70,9 @@ static void cache_unlink(struct cache_entry *e)
 static void cache_entry_free(struct cache_entry *e)
 {
     free(e->capa);
-    free(e);
+    /* the key is an HMAC of the password: with the process key (also in
+       memory) it would let a guess be checked offline */
+    secret_free(e, sizeof(*e));
 }
 
 /* cache_release_waiter tells a waiting login that e is gone. */
@@ -383,9 +386,8 @@ void sesscache_stats(const struct sesscache *c, struct sesscache_stats *out)
 static void cache_on_timer_close(uv_handle_t *h)
 {
     struct sesscache *c = h->data;
-    OPENSSL_cleanse(c->secret, sizeof(c->secret));
     config_unref(&c->cfg);
-    free(c);
+    secret_free(c, sizeof(*c)); /* c->secret, the HMAC key */
 }
 
 void sesscache_free(struct sesscache *c)

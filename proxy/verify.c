@@ -7,11 +7,12 @@
 #include <openssl/rand.h>
 
 #include "common/passwd.h"
+#include "common/secret.h"
 
 struct verify_job {
     uv_work_t work;
-    char *hash;
-    char *password;
+    char *hash;      /* owned copy; wiped: a stolen hash can be cracked offline */
+    char *password;  /* owned copy; wiped */
     int dummy;
     int result;
     verify_cb cb;
@@ -45,14 +46,6 @@ void verify_cleanup(void)
     verify_dummy = NULL;
 }
 
-static void verify_free_secret(char *p)
-{
-    if (p != NULL) {
-        OPENSSL_cleanse(p, strlen(p));
-        free(p);
-    }
-}
-
 static void verify_work(uv_work_t *w)
 {
     struct verify_job *j = w->data;
@@ -71,8 +64,8 @@ static void verify_after(uv_work_t *w, int status)
 {
     struct verify_job *j = w->data;
     int result = status == 0 ? j->result : -1;
-    verify_free_secret(j->password);
-    free(j->hash);
+    secret_free_str(j->password);
+    secret_free_str(j->hash);
     j->cb(j->ctx, result);
     free(j);
 }
@@ -88,8 +81,8 @@ int verify_start(uv_loop_t *loop, const char *hash, const char *password, verify
     j->hash = hash != NULL ? strdup(hash) : NULL;
     j->password = strdup(password);
     if ((hash != NULL && j->hash == NULL) || j->password == NULL) {
-        free(j->hash);
-        verify_free_secret(j->password);
+        secret_free_str(j->hash);
+        secret_free_str(j->password);
         free(j);
         return -1;
     }
@@ -97,8 +90,8 @@ int verify_start(uv_loop_t *loop, const char *hash, const char *password, verify
     j->ctx = ctx;
     j->work.data = j;
     if (uv_queue_work(loop, &j->work, verify_work, verify_after) != 0) {
-        free(j->hash);
-        verify_free_secret(j->password);
+        secret_free_str(j->hash);
+        secret_free_str(j->password);
         free(j);
         return -1;
     }

@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 
 #include "common/imap_parser.h"
+#include "secret_watch.h"
 
 #define TEST_TRANSCRIPT_LEN 4096
 
@@ -662,4 +663,67 @@ Test(imap_parser, id_at_rfc2971_limits)
     imap_parser_reset(p);
     free(s);
     imap_parser_free(p);
+}
+
+/* Limits of a real pre-auth parser: the storage starts at 256 bytes and a
+ * long password makes it grow twice. */
+static const struct imap_parser_limits login_limits = {
+    .max_line_len = 8192,
+    .max_literal_len = 65536,
+    .max_command_len = 8192,
+    .max_args = 64,
+    .max_depth = 8,
+    .max_tag_len = 64,
+};
+#define TEST_LONG_PASSWORD_LEN 600 /* bytes: past 256 and 512 */
+
+Test(imap_parser, storage_wiped_after_growth_and_reset)
+{
+    struct imap_parser *p = imap_parser_new(&login_limits);
+    struct secret_watch w;
+    char line[TEST_LONG_PASSWORD_LEN + 32];
+    size_t used = 0, num = 0;
+
+    int n = snprintf(line, sizeof(line), "a LOGIN alice ");
+    memset(line + n, 'P', TEST_LONG_PASSWORD_LEN);
+    memcpy(line + n + TEST_LONG_PASSWORD_LEN, "\r\n", 2);
+    size_t len = (size_t)n + TEST_LONG_PASSWORD_LEN + 2;
+
+    secret_watch_start(&w);
+    cr_assert_eq(imap_parser_feed(p, &used, (const uint8_t *)line, len), IMAP_PARSE_COMMAND);
+    const struct imap_arg *args = imap_parser_get_args(p, &num);
+    cr_assert_eq(num, 2);
+    cr_assert_eq(args[1].len, TEST_LONG_PASSWORD_LEN);
+    /* the 256 and 512 byte blocks went while growing, wiped */
+    cr_assert_eq(w.blocks, 2, "blocks released while growing: %zu", w.blocks);
+    cr_assert_eq(w.dirty, 0);
+    imap_parser_reset(p);
+    cr_assert_eq(w.blocks, 3);
+    cr_assert_eq(w.bytes, 256 + 512 + 1024);
+    cr_assert_eq(w.dirty, 0, "a released block still held command bytes");
+    secret_watch_stop();
+    imap_parser_free(p);
+}
+
+Test(imap_parser, storage_wiped_after_error_and_on_free)
+{
+    struct imap_parser *p = imap_parser_new(&login_limits);
+    struct secret_watch w;
+    size_t used = 0;
+    static const char bad[] = "a LOGIN alice secret-pw\x01\r\n"; /* a CTL in the atom */
+    static const char partial[] = "b LOGIN alice secret-pw";
+
+    secret_watch_start(&w);
+    cr_assert_eq(imap_parser_feed(p, &used, (const uint8_t *)bad, sizeof(bad) - 1),
+                 IMAP_PARSE_ERROR);
+    imap_parser_reset(p);
+    cr_assert_eq(w.blocks, 1);
+    cr_assert_eq(w.dirty, 0);
+    /* a command cut short by the connection's end goes with the parser */
+    cr_assert_eq(imap_parser_feed(p, &used, (const uint8_t *)partial, sizeof(partial) - 1),
+                 IMAP_PARSE_MORE);
+    imap_parser_free(p);
+    cr_assert_eq(w.blocks, 2);
+    cr_assert_eq(w.dirty, 0);
+    secret_watch_stop();
 }

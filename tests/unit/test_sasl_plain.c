@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 
 #include "common/sasl_plain.h"
+#include "secret_watch.h"
 
 static int decode(struct sasl_plain *p, const char *b64)
 {
@@ -87,4 +88,42 @@ Test(sasl_plain, strerror_is_fixed)
 {
     cr_assert_str_eq(sasl_plain_strerror(SASL_PLAIN_E_BASE64), "invalid base64");
     cr_assert_str_eq(sasl_plain_strerror(-99), "unknown error");
+}
+
+Test(sasl_plain, every_decode_path_wipes_its_buffer)
+{
+    struct sasl_plain p;
+    struct secret_watch w;
+
+    secret_watch_start(&w);
+    /* "\0alice\0secre" decodes before the bad group: wiped all the same */
+    cr_assert_eq(decode(&p, "AGFsaWNlAHNlY3Jl!!!!"), SASL_PLAIN_E_BASE64);
+    cr_assert_eq(w.blocks, 1);
+    cr_assert_eq(w.bytes, 16); /* all that was allocated, not only what decoded */
+    /* "alice" without NULs, then "\0\0pw" with an empty authcid */
+    cr_assert_eq(decode(&p, "YWxpY2U="), SASL_PLAIN_E_FORMAT);
+    cr_assert_eq(decode(&p, "AABwdw=="), SASL_PLAIN_E_EMPTY);
+    cr_assert_eq(w.blocks, 3);
+    cr_assert_eq(decode(&p, "AGFsaWNlAHNlY3JldA=="), 0);
+    sasl_plain_cleanup(&p);
+    cr_assert_eq(w.blocks, 4);
+    cr_assert_eq(w.dirty, 0);
+    secret_watch_stop();
+}
+
+Test(sasl_plain, encode_wipes_its_raw_message)
+{
+    struct secret_watch w;
+    size_t len = 0;
+
+    secret_watch_start(&w);
+    char *b64 = sasl_plain_encode(&len, "", "alice", "secret");
+    cr_assert_not_null(b64);
+    cr_assert_eq(w.blocks, 1);
+    cr_assert_eq(w.bytes, strlen("alice") + strlen("secret") + 2);
+    cr_assert_eq(w.dirty, 0);
+    secret_free(b64, len + 1);
+    cr_assert_eq(w.blocks, 2);
+    cr_assert_eq(w.dirty, 0);
+    secret_watch_stop();
 }
