@@ -88,3 +88,18 @@ Test(sasl_plain, strerror_is_fixed)
     cr_assert_str_eq(sasl_plain_strerror(SASL_PLAIN_E_BASE64), "invalid base64");
     cr_assert_str_eq(sasl_plain_strerror(-99), "unknown error");
 }
+
+Test(sasl_plain, leftover_bits_must_be_zero)
+{
+    /* "\0alice\0secret" ends in "dA==": 't' leaves 4 bits over; "dB==" sets
+     * one of them and decoded to the same message (found by fuzz_sasl_plain) */
+    struct sasl_plain p;
+    cr_assert_eq(decode(&p, "AGFsaWNlAHNlY3JldB=="), SASL_PLAIN_E_BASE64);
+    cr_assert_eq(decode(&p, "AGFsaWNlAHNlY3JldP=="), SASL_PLAIN_E_BASE64);
+    cr_assert_null(p.buf);
+    /* "\0ab\0cd" is "AGFiAGNk"; "\0ab\0c" ends in "Yw=": 'w' leaves 2 bits */
+    cr_assert_eq(decode(&p, "AGFiAGM="), 0);
+    sasl_plain_cleanup(&p);
+    cr_assert_eq(decode(&p, "AGFiAGN="), SASL_PLAIN_E_BASE64);
+    cr_assert_eq(decode(&p, "AGFiAGP="), SASL_PLAIN_E_BASE64);
+}
