@@ -214,10 +214,12 @@ void json_fields(struct json *j, const char *fields)
 size_t json_end(struct json *j)
 {
     if (j->full) {
-        /* fields stop JSON_RESERVE bytes short of cap: room for this */
+        /* fields stop JSON_RESERVE bytes short of cap: room for this; no
+         * comma when not even the first field fitted */
         static const char mark[] = ",\"truncated\":true";
-        size_t n = sizeof(mark) - 1;
-        memcpy(j->buf + j->len, mark, n);
+        size_t skip = j->fields > 0 ? 0 : 1;
+        size_t n = sizeof(mark) - 1 - skip;
+        memcpy(j->buf + j->len, mark + skip, n);
         j->len += n;
     }
     j->buf[j->len++] = '}';
