@@ -8,7 +8,8 @@
 # no fuzzer found a crash, leak, timeout or out-of-memory.
 #
 # Usage: tests/fuzz/fuzz.sh [-b BUILD_DIR] [-T TOTAL_SECONDS | -t SECONDS] [-r RUNS]
-#                           [-j JOBS] [-c CORPUS_ROOT]
+#                           [-j JOBS] [-c CORPUS_ROOT] [X ...]
+#   X   only these targets (fuzz_X or X); default: every tests/fuzz/fuzz_*.c
 #   -b  fuzz build directory (default build-fuzz; build it with --target fuzz)
 #   -T  time for all targets together, split evenly (default 240)
 #   -t  time per target instead (e.g. 3600 before a release)
@@ -17,8 +18,9 @@
 #   -c  keep each target's corpus in CORPUS_ROOT/X (seeded from the repository
 #       on first use) so that a long run goes on from the last one; default: a
 #       temporary copy of the seeds, removed at the end
-# The repository is never written to: corpora, logs and crash files go to a
-# temporary directory; crash files are copied to BUILD_DIR/fuzz-artifacts/.
+# Nothing is written to the sources: corpora, logs and crash files go to a
+# temporary directory (or CORPUS_ROOT); crash files are copied to
+# BUILD_DIR/fuzz-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -37,9 +39,10 @@ while getopts "b:T:t:r:j:c:" opt; do
     r) runs=$OPTARG ;;
     j) jobs=$OPTARG ;;
     c) corpus_root=$OPTARG ;;
-    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,24p' "$0" >&2; exit 2 ;;
     esac
 done
+shift $((OPTIND - 1))
 
 FUZZ_INPUT_TIMEOUT_S=10   # one input running longer than this is a finding
 FUZZ_RSS_LIMIT_MB=1024    # so is memory past this
@@ -51,6 +54,17 @@ for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
     targets+=("${name#fuzz_}")
 done
+if [ $# -gt 0 ]; then
+    targets=()
+    for t in "$@"; do
+        t=${t#fuzz_}
+        if [ ! -e "tests/fuzz/fuzz_$t.c" ]; then
+            echo "no target tests/fuzz/fuzz_$t.c" >&2
+            exit 2
+        fi
+        targets+=("$t")
+    done
+fi
 if [ ${#targets[@]} -eq 0 ]; then
     echo "no fuzz targets in tests/fuzz" >&2
     exit 1
