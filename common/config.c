@@ -52,10 +52,21 @@ static yaml_node_t *config_node(struct config_loader *ld, int id)
     return yaml_document_get_node(&ld->doc, id);
 }
 
+/* config_has_nul: a scalar written with "\0" holds a NUL that C strings
+ * would cut it at. */
+static int config_has_nul(const yaml_node_t *n)
+{
+    return strlen((const char *)n->data.scalar.value) != n->data.scalar.length;
+}
+
 static const char *config_scalar(struct config_loader *ld, const yaml_node_t *n, const char *key)
 {
     if (n->type != YAML_SCALAR_NODE) {
         config_fail(ld, n, "%s: expected a single value", key);
+        return NULL;
+    }
+    if (config_has_nul(n)) {
+        config_fail(ld, n, "%s: must not hold a NUL character", key);
         return NULL;
     }
     return (const char *)n->data.scalar.value;
@@ -146,6 +157,11 @@ typedef void (*config_pair_cb)(struct config_loader *ld, struct config *c, const
                                const char *key, yaml_node_t *knode, yaml_node_t *value,
                                void *arg);
 
+static void config_key_path(char *out, size_t len, const char *prefix, const char *key)
+{
+    snprintf(out, len, "%s%s%s", prefix, prefix[0] ? "." : "", key);
+}
+
 static void config_each_pair(struct config_loader *ld, struct config *c, yaml_node_t *map,
                              const char *prefix, config_pair_cb fn, void *arg)
 {
@@ -157,17 +173,25 @@ static void config_each_pair(struct config_loader *ld, struct config *c, yaml_no
          p < map->data.mapping.pairs.top && !ld->failed; p++) {
         yaml_node_t *k = config_node(ld, p->key);
         yaml_node_t *v = config_node(ld, p->value);
-        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE) {
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE ||
+            config_has_nul(k)) {
             config_fail(ld, k, "%s: keys must be plain names", prefix);
             return;
         }
+        /* a key given twice would be read twice: sections that allocate
+         * (listeners, backends) would lose the first copy */
+        for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *qk = config_node(ld, q->key);
+            if (strcmp((const char *)qk->data.scalar.value,
+                       (const char *)k->data.scalar.value) == 0) {
+                char kp[128];
+                config_key_path(kp, sizeof(kp), prefix, (const char *)k->data.scalar.value);
+                config_fail(ld, k, "%s: given twice", kp);
+                return;
+            }
+        }
         fn(ld, c, prefix, (const char *)k->data.scalar.value, k, v, arg);
     }
-}
-
-static void config_key_path(char *out, size_t len, const char *prefix, const char *key)
-{
-    snprintf(out, len, "%s%s%s", prefix, prefix[0] ? "." : "", key);
 }
 
 /* config_hosts reads a list of "host:port" strings into a schema_host array. */
@@ -1035,41 +1059,30 @@ static int config_audit_finish(struct config_loader *ld, struct config *c, yaml_
     return 0;
 }
 
-struct config *config_load(char *err, size_t err_len, const char *path)
+/* config_from_parser reads the document parser is set up for into a new
+ * snapshot named path; the caller deletes the parser after. */
+static struct config *config_from_parser(char *err, size_t err_len, const char *path,
+                                         yaml_parser_t *parser)
 {
     struct config_loader ld;
-    yaml_parser_t parser;
     struct config *c;
-    FILE *f;
 
     memset(&ld, 0, sizeof(ld));
     ld.path = path;
     ld.err = err;
     ld.err_len = err_len;
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
     c = calloc(1, sizeof(*c));
-    if (c == NULL || !yaml_parser_initialize(&parser)) {
-        fclose(f);
-        free(c);
+    if (c == NULL) {
         snprintf(err, err_len, "%s: out of memory", path);
         return NULL;
     }
     config_defaults(c);
-    yaml_parser_set_input_file(&parser, f);
-    if (!yaml_parser_load(&parser, &ld.doc)) {
-        snprintf(err, err_len, "%s:%lu: %s", path, (unsigned long)parser.problem_mark.line + 1,
-                 parser.problem != NULL ? parser.problem : "YAML syntax error");
-        yaml_parser_delete(&parser);
-        fclose(f);
+    if (!yaml_parser_load(parser, &ld.doc)) {
+        snprintf(err, err_len, "%s:%lu: %s", path, (unsigned long)parser->problem_mark.line + 1,
+                 parser->problem != NULL ? parser->problem : "YAML syntax error");
         config_free(c);
         return NULL;
     }
-    yaml_parser_delete(&parser);
-    fclose(f);
 
     yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
     if (root == NULL) {
@@ -1138,6 +1151,44 @@ fail:
     yaml_document_delete(&ld.doc);
     config_free(c);
     return NULL;
+}
+
+struct config *config_load(char *err, size_t err_len, const char *path)
+{
+    yaml_parser_t parser;
+    struct config *c;
+    FILE *f = fopen(path, "rb");
+
+    if (f == NULL) {
+        snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        snprintf(err, err_len, "%s: out of memory", path);
+        return NULL;
+    }
+    yaml_parser_set_input_file(&parser, f);
+    c = config_from_parser(err, err_len, path, &parser);
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return c;
+}
+
+struct config *config_parse(char *err, size_t err_len, const char *name, const char *text,
+                            size_t len)
+{
+    yaml_parser_t parser;
+    struct config *c;
+
+    if (!yaml_parser_initialize(&parser)) {
+        snprintf(err, err_len, "%s: out of memory", name);
+        return NULL;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    c = config_from_parser(err, err_len, name, &parser);
+    yaml_parser_delete(&parser);
+    return c;
 }
 
 struct config *config_ref(struct config *c)

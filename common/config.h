@@ -168,6 +168,14 @@ struct config {
  * written to err (at most err_len bytes, NUL-terminated). */
 struct config *config_load(char *err, size_t err_len, const char *path);
 
+/* config_parse reads the configuration from text (len bytes, not necessarily
+ * NUL-terminated) as config_load reads a file; name stands for the file in
+ * messages and in the snapshot's path.  Paths inside the text (certificates,
+ * secret files) are still read from the file system.  Returns a new snapshot
+ * with one reference, or NULL with "name:line: reason" in err. */
+struct config *config_parse(char *err, size_t err_len, const char *name, const char *text,
+                            size_t len);
+
 /* config_ref adds a reference and returns c.  config_unref drops one, frees on
  * the last, and sets *pc to NULL (NULL or *pc == NULL accepted).  The counter is
  * atomic: snapshots are shared by worker threads. */

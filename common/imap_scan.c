@@ -48,14 +48,18 @@ static void imap_scan_keep(struct imap_scan *sc, const uint8_t *p, size_t n)
         sc->in_line = 1;
         sc->head_len = 0;
         sc->head_done = 0;
+        sc->head_over = 0;
     }
-    if (!sc->head_done && sc->head_len < IMAP_SCAN_HEAD_LEN) {
+    if (!sc->head_done) {
         size_t h = IMAP_SCAN_HEAD_LEN - sc->head_len;
         if (h > n) {
             h = n;
         }
         memcpy(sc->head + sc->head_len, p, h);
         sc->head_len = (uint8_t)(sc->head_len + h);
+        if (n > h) {
+            sc->head_over = 1;
+        }
     }
     if (n >= sizeof(sc->tail)) {
         memcpy(sc->tail, p + n - sizeof(sc->tail), sizeof(sc->tail));
@@ -102,7 +106,9 @@ void imap_scan_feed_ops(struct imap_scan *sc, const uint8_t *data, size_t len,
         i = end + 1;
         if (!sc->head_done) {
             sc->head_done = 1;
-            if (sc->head_len > 0 && sc->head[sc->head_len - 1] == '\r') {
+            /* the CR of the CRLF only: a CR that happens to be the head's
+             * last byte in a longer first part is the line's */
+            if (!sc->head_over && sc->head_len > 0 && sc->head[sc->head_len - 1] == '\r') {
                 sc->head_len--;
             }
         }
@@ -122,6 +128,7 @@ void imap_scan_feed_ops(struct imap_scan *sc, const uint8_t *data, size_t len,
         sc->in_line = 0;
         sc->head_len = 0;
         sc->head_done = 0;
+        sc->head_over = 0;
         sc->tail_len = 0;
     }
 }

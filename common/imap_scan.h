@@ -22,6 +22,7 @@ struct imap_scan {
     uint8_t head_len;
     uint8_t in_line;                  /* bytes of a logical line were seen */
     uint8_t head_done;                /* the line's first part ended */
+    uint8_t head_over;                /* the first part is longer than head */
     uint8_t no_literals;              /* set by the owner: "{n}" ends no line part
                                          (AUTHENTICATE data, which the server
                                          reads as plain lines) */

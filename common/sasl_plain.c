@@ -8,6 +8,42 @@
 
 #include "common/secret.h"
 
+/* sasl_plain_b64_value returns the value of a base64 digit, or -1. */
+static int sasl_plain_b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z') {
+        return c - 'A';
+    }
+    if (c >= 'a' && c <= 'z') {
+        return c - 'a' + 26;
+    }
+    if (c >= '0' && c <= '9') {
+        return c - '0' + 52;
+    }
+    if (c == '+') {
+        return 62;
+    }
+    return c == '/' ? 63 : -1;
+}
+
+/* sasl_plain_b64_canonical: the bits a padded last quantum leaves over are
+ * zero (RFC 4648 section 3.5), so that a message has one spelling; the
+ * decoder itself ignores them.  b64_len is a non-zero multiple of 4. */
+static int sasl_plain_b64_canonical(const char *b64, size_t b64_len)
+{
+    const char *q = b64 + b64_len - 4;
+    int v;
+    if (q[2] == '=') {
+        v = sasl_plain_b64_value(q[1]);
+        return v >= 0 && (v & 0x0f) == 0;
+    }
+    if (q[3] == '=') {
+        v = sasl_plain_b64_value(q[2]);
+        return v >= 0 && (v & 0x03) == 0;
+    }
+    return 1;
+}
+
 int sasl_plain_decode(struct sasl_plain *out, const char *b64, size_t b64_len)
 {
     size_t max_len = 0, len = 0;
@@ -21,7 +57,8 @@ int sasl_plain_decode(struct sasl_plain *out, const char *b64, size_t b64_len)
     if (b64_len == 0) {
         return SASL_PLAIN_E_FORMAT; /* an empty message has no NULs */
     }
-    if (!EVP_DecodedLength(&max_len, b64_len)) {
+    if (!EVP_DecodedLength(&max_len, b64_len) || b64_len % 4 != 0 ||
+        !sasl_plain_b64_canonical(b64, b64_len)) {
         return SASL_PLAIN_E_BASE64;
     }
     buf = malloc(max_len + 1);

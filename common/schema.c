@@ -124,11 +124,12 @@ int schema_parse_user(struct schema_user *u, const char *const *fields, const si
             }
         } else if (schema_field_is(f, fl, "login_as")) {
             char norm[SCHEMA_MAX_LOGIN_LEN + 1];
-            r = schema_normalize(norm, values[i], vlens[i]) == 0
-                    ? schema_dup(&u->login_as, "login_as", values[i], vlens[i], err, err_len)
-                    : -1;
-            if (r != 0 && u->login_as == NULL) {
+            if (schema_normalize(norm, values[i], vlens[i]) == 0) {
+                r = schema_dup(&u->login_as, "login_as", values[i], vlens[i], err, err_len);
+            } else {
+                /* whether or not an earlier login_as field was read */
                 schema_err(err, err_len, "field login_as: not a usable login");
+                r = -1;
             }
         } else if (schema_field_is(f, fl, "state")) {
             if (schema_value_is(values[i], vlens[i], "active")) {
@@ -388,8 +389,9 @@ int schema_parse_event(enum schema_event_type *type, char *arg, const char *msg,
             const char *a = msg + n + 1;
             size_t alen = len - n - 1;
             if (t == SCHEMA_EV_BACKEND) {
-                /* backend names are case-sensitive, as in the configuration */
-                if (alen > SCHEMA_MAX_NAME_LEN) {
+                /* backend names are case-sensitive, as in the configuration;
+                 * a NUL would end the name early ("backend a\0junk") */
+                if (alen > SCHEMA_MAX_NAME_LEN || memchr(a, '\0', alen) != NULL) {
                     return -1;
                 }
                 memcpy(arg, a, alen);

@@ -24,13 +24,12 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-asan && ctest --output-on-failure -L integration)
 
-echo "== fuzzing the command parser and the audit tap (bounded: 200000 runs each)"
+echo "== fuzzing: every tests/fuzz/fuzz_*.c, reproducers replayed, then 240 s in all"
 if command -v clang >/dev/null 2>&1; then
     cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DIMAPMUX_FUZZ=ON -DIMAPMUX_TESTS=OFF >/dev/null
-    cmake --build build-fuzz -j"$jobs" --target fuzz_imap_parser fuzz_audit_tap
-    ./build-fuzz/fuzz_imap_parser -runs=200000 -max_total_time=120 2>&1 | tail -n 2
-    ./build-fuzz/fuzz_audit_tap -dict=tests/fuzz/audit_tap.dict -runs=200000 \
-        -max_total_time=120 2>&1 | tail -n 2
+    cmake --build build-fuzz -j"$jobs" --target fuzz
+    # each target: -max_total_time = 240 s / number of targets, -runs=2000000
+    bash tests/fuzz/fuzz.sh -b build-fuzz -T 240 -r 2000000
 else
     echo "clang not installed: fuzzing skipped"
 fi

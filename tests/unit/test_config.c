@@ -417,3 +417,41 @@ Test(config, pool_and_session_cache)
     expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {ttl: 5}\n",
                  "bad.yaml:2: unknown key session_cache.ttl");
 }
+
+Test(config, parse_from_a_buffer)
+{
+    static const char text[] = "backends: [{name: a, host: h, port: 1}]\nworkers: 3\nXXX";
+    char err[512] = "";
+    /* the length, not a NUL, ends the text: the trailing XXX is not read */
+    struct config *c = config_parse(err, sizeof(err), "buf.yaml", text, sizeof(text) - 4);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->num_workers, 3);
+    cr_assert_str_eq(c->path, "buf.yaml");
+    cr_assert_str_eq(c->backends[0].name, "a");
+    config_unref(&c);
+
+    c = config_parse(err, sizeof(err), "buf.yaml", "backends: [{name: a, port: 1}]\n", 31);
+    cr_assert_null(c);
+    cr_assert_str_eq(err, "buf.yaml:1: backends[0]: host and port (or hosts) are required");
+}
+
+Test(config, a_key_given_twice_is_refused)
+{
+    /* the second "backends" used to be read over the first, whose array and
+     * strings leaked (found by fuzz_config) */
+    expect_error("backends: [{name: a, host: h, port: 1}]\nbackends: [{name: b, host: h, port: 2}]\n",
+                 "bad.yaml:2: backends: given twice");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlisteners: []\nlisteners: []\n",
+                 "bad.yaml:3: listeners: given twice");
+    expect_error("backends: [{name: a, host: h, port: 1, port: 2}]\n",
+                 "bad.yaml:1: backends[0].port: given twice");
+}
+
+Test(config, a_nul_in_a_value_is_refused)
+{
+    /* "a\0b" would have been the backend "a", routes to "x\0y" the key "x" */
+    expect_error("backends: [{name: \"a\\0b\", host: h, port: 1}]\n",
+                 "bad.yaml:1: backends[0].name: must not hold a NUL character");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nroutes: {users: {\"x\\0y\": a}}\n",
+                 "bad.yaml:2: routes.users: keys must be plain names");
+}

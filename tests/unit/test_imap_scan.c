@@ -102,3 +102,11 @@ Test(imap_scan, huge_literal_length)
     cr_assert_eq(l.n, 1);
     cr_assert(imap_scan_at_line_start(&sc));
 }
+
+Test(imap_scan, only_the_crlf_cr_leaves_the_head)
+{
+    /* a CR that is the 16th byte of a longer first part belongs to the line;
+     * it was cut as if it were the CRLF's (found by fuzz_imap_scan) */
+    static const char *const want[] = {"0123456789abcde\r", "0123456789abcde", "abc\rd"};
+    expect_lines("0123456789abcde\rX\r\n0123456789abcde\r\nabc\rd\r\n", want, 3, 1);
+}

@@ -352,3 +352,21 @@ Test(json, json_check_agrees_with_python)
     }
     cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "json_check and Python disagree");
 }
+
+Test(json, a_record_whose_first_field_does_not_fit_is_still_json)
+{
+    /* it was {,"truncated":true} (found by fuzz_json) */
+    char buf[64], big[100];
+    struct json j;
+    memset(big, 'x', sizeof(big));
+    json_begin(&j, buf, sizeof(buf));
+    json_strn(&j, "a", big, sizeof(big));
+    json_u64(&j, "n", 1);
+    size_t n = json_end(&j);
+    cr_assert_str_eq(buf, "{\"n\":1,\"truncated\":true}");
+    cr_assert_eq(n, strlen(buf));
+    json_begin(&j, buf, sizeof(buf));
+    json_strn(&j, "a", big, sizeof(big));
+    json_end(&j);
+    cr_assert_str_eq(buf, "{\"truncated\":true}");
+}

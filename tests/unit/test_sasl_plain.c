@@ -127,3 +127,18 @@ Test(sasl_plain, encode_wipes_its_raw_message)
     cr_assert_eq(w.dirty, 0);
     secret_watch_stop();
 }
+
+Test(sasl_plain, leftover_bits_must_be_zero)
+{
+    /* "\0alice\0secret" ends in "dA==": 't' leaves 4 bits over; "dB==" sets
+     * one of them and decoded to the same message (found by fuzz_sasl_plain) */
+    struct sasl_plain p;
+    cr_assert_eq(decode(&p, "AGFsaWNlAHNlY3JldB=="), SASL_PLAIN_E_BASE64);
+    cr_assert_eq(decode(&p, "AGFsaWNlAHNlY3JldP=="), SASL_PLAIN_E_BASE64);
+    cr_assert_null(p.buf);
+    /* "\0ab\0cd" is "AGFiAGNk"; "\0ab\0c" ends in "Yw=": 'w' leaves 2 bits */
+    cr_assert_eq(decode(&p, "AGFiAGM="), 0);
+    sasl_plain_cleanup(&p);
+    cr_assert_eq(decode(&p, "AGFiAGN="), SASL_PLAIN_E_BASE64);
+    cr_assert_eq(decode(&p, "AGFiAGP="), SASL_PLAIN_E_BASE64);
+}

@@ -201,3 +201,27 @@ Test(schema, events)
                      bad[i]);
     }
 }
+
+Test(schema, a_bad_second_login_as_says_why)
+{
+    /* with a good login_as read first, a bad second one was refused with err
+     * left as it was (found by fuzz_schema) */
+    static const char *const kv[] = {"login_as", "alice", "login_as", "bad login", NULL};
+    struct hash h = mkhash(kv);
+    struct schema_user u;
+    char err[128] = "untouched";
+    cr_assert_eq(schema_parse_user(&u, h.f, h.fl, h.v, h.vl, h.n, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "field login_as: not a usable login");
+    cr_assert_null(u.login_as);
+}
+
+Test(schema, an_event_with_a_nul_is_refused)
+{
+    /* "backend abc\0x" was taken for "backend abc" (found by fuzz_schema) */
+    enum schema_event_type t;
+    char arg[SCHEMA_MAX_LOGIN_LEN + 1];
+    cr_assert_eq(schema_parse_event(&t, arg, "backend abc\0x", 13), -1);
+    cr_assert_eq(schema_parse_event(&t, arg, "kick a\0b", 8), -1);
+    cr_assert_eq(schema_parse_event(&t, arg, "backend abc", 11), 0);
+    cr_assert_str_eq(arg, "abc");
+}
