@@ -668,6 +668,12 @@ static void tap_c_line(void *ctx, const uint8_t *head, size_t len)
     tap_c_reset(t);
 }
 
+void audit_tap_client_cut(struct audit_tap *t)
+{
+    imap_scan_init(&t->cscan);
+    tap_c_line(t, NULL, 0);
+}
+
 static const struct imap_scan_ops tap_client_ops = {
     .text = tap_c_text,
     .literal = tap_c_literal,

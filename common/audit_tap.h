@@ -50,6 +50,12 @@ void audit_tap_free(struct audit_tap *t);
  * has more than max_pending commands unanswered (the caller ends the session). */
 int audit_tap_client(struct audit_tap *t, const uint8_t *data, size_t len, uint64_t now_us);
 
+/* audit_tap_client_cut: the client's command in progress ended where its
+ * bytes so far end: the backend refused a synchronising literal it
+ * announced, so no literal data follows and the client's next bytes are a
+ * new command. */
+void audit_tap_client_cut(struct audit_tap *t);
+
 /* audit_tap_server: bytes to the client (the backend's, or the proxy's own
  * answers before login).  Reports the commands it completes. */
 void audit_tap_server(struct audit_tap *t, const uint8_t *data, size_t len, uint64_t now_us);

@@ -11,7 +11,8 @@ static const char *const capa_removed[] = {
     "LOGINDISABLED", /* login is over once the list is relayed */
     "AUTH=*",        /* likewise every SASL mechanism */
     "SASL-IR",       /* goes with AUTHENTICATE */
-    "COMPRESS=*",    /* the relay does not carry compression yet */
+    "COMPRESS=*",    /* imapmux terminates COMPRESS itself; the backend's stays unused */
+    "UNAUTHENTICATE", /* a second login behind imapmux's back: refused */
 };
 
 static int capa_removed_match(const char *tok, size_t tok_len)

@@ -791,6 +791,68 @@ static void config_cache_pair(struct config_loader *ld, struct config *c, const 
     }
 }
 
+static void config_relay_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_relay *r = &c->relay;
+    char kp[128];
+    unsigned long n;
+    (void)arg;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "compress") == 0) {
+        config_bool(ld, v, kp, &r->compress);
+    } else if (strcmp(key, "max_line_len") == 0) {
+        if (config_uint(ld, v, kp, 1024, 1048576, &n) == 0) {
+            r->max_line_len = n;
+        }
+    } else if (strcmp(key, "allowed_commands") == 0) {
+        size_t num = config_sequence(ld, v, kp);
+        if (num > CONFIG_RELAY_MAX_ALLOWED) {
+            config_fail(ld, v, "%s: at most %d commands", kp, CONFIG_RELAY_MAX_ALLOWED);
+            return;
+        }
+        for (size_t i = 0; i < r->num_allowed_commands; i++) {
+            free(r->allowed_commands[i]);
+        }
+        free(r->allowed_commands);
+        r->allowed_commands = NULL;
+        r->num_allowed_commands = 0;
+        if (num == 0) {
+            return;
+        }
+        r->allowed_commands = calloc(num, sizeof(*r->allowed_commands));
+        if (r->allowed_commands == NULL) {
+            config_fail(ld, v, "%s: out of memory", kp);
+            return;
+        }
+        for (size_t i = 0; i < num; i++) {
+            yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+            char *name = config_string(ld, item, kp);
+            if (name == NULL) {
+                return;
+            }
+            size_t len = strlen(name);
+            int ok = len > 0 && len <= 31;
+            for (size_t j = 0; j < len; j++) {
+                char ch = name[j];
+                if (ch >= 'a' && ch <= 'z') {
+                    name[j] = (char)(ch - 'a' + 'A');
+                } else if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                             ch == '_' || ch == '.')) {
+                    ok = 0;
+                }
+            }
+            r->allowed_commands[r->num_allowed_commands++] = name;
+            if (!ok) {
+                config_fail(ld, item, "%s: %s is not a command name", kp, name);
+                return;
+            }
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
 static void config_bf_pair(struct config_loader *ld, struct config *c, const char *prefix,
                            const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
@@ -939,6 +1001,8 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_audit_pair, NULL);
     } else if (strcmp(key, "session_cache") == 0) {
         config_each_pair(ld, c, v, key, config_cache_pair, NULL);
+    } else if (strcmp(key, "relay") == 0) {
+        config_each_pair(ld, c, v, key, config_relay_pair, NULL);
     } else {
         config_fail(ld, k, "unknown key %s", key);
     }
@@ -950,6 +1014,8 @@ static void config_defaults(struct config *c)
     c->log_level = LOG_INFO;
     c->log_target = CONFIG_LOG_STDERR;
     c->max_line_len = 8192;
+    c->relay.compress = 1;
+    c->relay.max_line_len = 65536;
     c->max_preauth_literal_len = 8192;
     c->max_auth_failures = 3;
     c->preauth_timeout_ms = 60000;
@@ -1018,6 +1084,10 @@ static void config_free(struct config *c)
     free(c->audit.redis_host);
     config_free_secret(&c->audit.redis_password);
     free(c->audit.redis_key);
+    for (size_t i = 0; i < c->relay.num_allowed_commands; i++) {
+        free(c->relay.allowed_commands[i]);
+    }
+    free(c->relay.allowed_commands);
     free(c);
 }
 

@@ -123,6 +123,16 @@ struct config_session_cache {
     unsigned max_total;       /* parked connections per worker (default 1000) */
 };
 
+#define CONFIG_RELAY_MAX_ALLOWED 64 /* vendor commands in relay.allowed_commands */
+
+/* The logged-in relay (the command gate, COMPRESS). */
+struct config_relay {
+    int compress;             /* offer and terminate COMPRESS=DEFLATE (default 1) */
+    size_t max_line_len;      /* bytes of one relayed command line part (default 65536) */
+    char **allowed_commands;  /* upper-case vendor command names relayed as plain lines */
+    size_t num_allowed_commands;
+};
+
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
     char *path;               /* file this snapshot was read from */
@@ -150,6 +160,7 @@ struct config {
     struct config_bruteforce bruteforce;
     struct config_audit audit;
     struct config_session_cache session_cache;
+    struct config_relay relay;
 
     /* limits (all > 0 after loading) */
     size_t max_line_len;           /* pre-auth command line bytes (default 8192) */

@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IMAP_SCAN_HEAD_LEN 16
+/* bytes of a line's head kept: a tag of 64 bytes, SP and the status word */
+#define IMAP_SCAN_HEAD_LEN 72
 
 struct imap_scan {
     uint64_t literal_left;            /* literal bytes still to skip */

@@ -3,35 +3,20 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/imap_scan.h"
 #include "common/imap_syntax.h"
 
 #define PARKABLE_LOGOUT_LEN 9 /* " LOGOUT" CRLF */
 
-int parkable_command(const uint8_t *head, size_t len)
+int parkable_name(const char *name)
 {
     static const char *const sticky[] = {
         "ENABLE", "COMPRESS", "NOTIFY", "LANGUAGE", "UNAUTHENTICATE", "CONTEXT", "STARTTLS",
     };
-    const uint8_t *sp = memchr(head, ' ', len);
-    if (sp == NULL) {
-        return len < IMAP_SCAN_HEAD_LEN; /* a lone tag: BAD, harmless */
-    }
-    const uint8_t *name = sp + 1;
-    size_t n = len - (size_t)(name - head);
-    const uint8_t *end = memchr(name, ' ', n);
-    if (end == NULL) {
-        if (len >= IMAP_SCAN_HEAD_LEN) {
-            return 0; /* the name may be cut: do not guess */
-        }
-    } else {
-        n = (size_t)(end - name);
-    }
-    if (n > 0 && (name[0] == 'X' || name[0] == 'x')) {
-        return 0;
+    if (name[0] == 'X' || name[0] == 'x') {
+        return 0; /* a vendor command may change anything */
     }
     for (size_t i = 0; i < sizeof(sticky) / sizeof(sticky[0]); i++) {
-        if (strlen(sticky[i]) == n && strncasecmp((const char *)name, sticky[i], n) == 0) {
+        if (strcasecmp(name, sticky[i]) == 0) {
             return 0;
         }
     }

@@ -7,13 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* parkable_command: head is the first len bytes of a client command line as
- * imap_scan reports it (at most IMAP_SCAN_HEAD_LEN, without CRLF).  Returns 1
- * when the command changes nothing on the connection but the mailbox
- * selection, 0 when it may change more (ENABLE, COMPRESS, NOTIFY, LANGUAGE,
- * UNAUTHENTICATE, CONTEXT, STARTTLS and any X- vendor command), or when the
- * name is cut and cannot be told. */
-int parkable_command(const uint8_t *head, size_t len);
+/* parkable_name: name is a relayed command's name (as the command gate
+ * validated it, without the UID prefix).  Returns 1 when the command changes
+ * nothing on the connection but the mailbox selection, 0 when it may change
+ * more (ENABLE, COMPRESS, NOTIFY, LANGUAGE, UNAUTHENTICATE, CONTEXT, STARTTLS
+ * and any X- vendor command). */
+int parkable_name(const char *name);
 
 /* parkable_logout: data (len bytes) is exactly one "<tag> LOGOUT" CRLF line
  * with a valid tag of at most max_tag_len bytes.  Returns the tag's length,

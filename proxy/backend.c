@@ -76,6 +76,8 @@ struct backend {
     size_t literal_left;            /* bytes of a server literal to skip */
     char capa[BACKEND_MAX_CAPA_LEN];/* last capability list seen; "" if none */
     int capa_known;                 /* capa holds the list valid now */
+    const char *literal;            /* "LITERAL+" or "LITERAL-" if any list announced it
+                                       (Dovecot names them before login only), or NULL */
     char *next_part;                /* sent after a "+" (wiped), or NULL */
     uint8_t *rest;                  /* bytes after the tagged OK of the login */
     size_t rest_len;
@@ -217,6 +219,11 @@ static void backend_set_capa(struct backend *b, const char *list, size_t len)
     memcpy(b->capa, list, len);
     b->capa[len] = '\0';
     b->capa_known = 1;
+    if (capa_has(b->capa, len, "LITERAL+")) {
+        b->literal = "LITERAL+";
+    } else if (b->literal == NULL && capa_has(b->capa, len, "LITERAL-")) {
+        b->literal = "LITERAL-";
+    }
 }
 
 static int backend_has(const struct backend *b, const char *name)
@@ -903,6 +910,11 @@ int backend_resume_login(struct backend *b, const struct backend_login_params *p
     /* the login starts on the next loop turn: no callback from within */
     uv_timer_start(&b->timer, backend_on_timer, 0, 0);
     return 0;
+}
+
+const char *backend_literal(const struct backend *b)
+{
+    return b->literal;
 }
 
 struct conn *backend_take_conn(struct backend *b, const char **out_capa,

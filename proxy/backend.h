@@ -80,6 +80,10 @@ int backend_resume_login(struct backend *b, const struct backend_login_params *p
 struct conn *backend_take_conn(struct backend *b, const char **out_capa,
                                const uint8_t **out_rest, size_t *out_rest_len);
 
+/* backend_literal returns "LITERAL+" or "LITERAL-" when a capability list
+ * of the backend (before or after login) announced it, else NULL. */
+const char *backend_literal(const struct backend *b);
+
 /* backend_free releases the login (closing its conn unless taken); no
  * callback comes after it.  NULL accepted. */
 void backend_free(struct backend *b);

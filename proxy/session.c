@@ -116,7 +116,7 @@ static int session_reads_client(const struct session *s)
     case SESSION_PREAUTH:
         return !(s->flags & SESSION_F_OUT_FULL);
     case SESSION_RELAY:
-        return !(s->flags & (SESSION_F_CLIENT_PAUSE | SESSION_F_KICK));
+        return !(s->flags & (SESSION_F_CLIENT_PAUSE | SESSION_F_KICK | SESSION_F_GATE_WAIT));
     default:
         return 0;
     }
@@ -191,6 +191,7 @@ void session_maybe_free(struct session *s)
     free(s->shown_capa);
     free(s->cached_capa);
     audit_tap_free(s->tap);
+    session_relay_free(s);
     imap_parser_free(s->parser);
     if (s->inbuf != NULL) {
         OPENSSL_cleanse(s->inbuf, s->inbuf_len);
@@ -356,6 +357,9 @@ static void session_on_client_eof(void *ctx, int status)
     } else if (status == IMAPMUX_E_TLS) {
         session_log(s, LOG_INFO, "client TLS error: %s", conn_tls_error(s->client));
         session_close(s, "client TLS error");
+    } else if (status == IMAPMUX_E_COMPRESS) {
+        session_log(s, LOG_INFO, "client's compressed stream: %s", conn_compress_error(s->client));
+        session_close(s, "client's compressed stream is corrupt");
     } else {
         session_close(s, uv_strerror(status));
     }

@@ -31,6 +31,7 @@ struct session_stats {
     uint64_t kicks;              /* sessions ended by kick or route events */
     uint64_t warm_retries;       /* logins on a warm connection that failed and went on
                                     on a new one */
+    uint64_t commands_refused;   /* relayed commands the gate refused (BAD or BYE) */
 };
 
 /* What a worker shares with its sessions.  Owned by the worker; outlives

@@ -424,6 +424,19 @@ static void session_on_backend_login(void *ctx, enum backend_status st, const ch
     struct conn *conn = backend_take_conn(s->backend_login, &capa, &rest, &rest_len);
     size_t flen = 0;
     char *filtered = capa_filter(&flen, capa, strlen(capa));
+    const char *lit = backend_literal(s->backend_login);
+    if (filtered != NULL && lit != NULL && !capa_has(filtered, flen, "LITERAL+") &&
+        !capa_has(filtered, flen, "LITERAL-")) {
+        /* announced before login only (Dovecot): the client's list says it */
+        char *c = realloc(filtered, flen + strlen(lit) + 2);
+        if (c == NULL) {
+            free(filtered);
+            filtered = NULL;
+        } else {
+            snprintf(c + flen, strlen(lit) + 2, "%s%s", flen > 0 ? " " : "", lit);
+            filtered = c;
+        }
+    }
     session_login_goto(s, LOGIN_STEP_DONE);
     session_relay_enter(s, conn, filtered, rest, rest_len, 0);
     backend_free(s->backend_login); /* rest was used; a close above freed it already */

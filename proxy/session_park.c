@@ -74,9 +74,9 @@ void session_park_cancel(struct session *s)
     }
 }
 
-void session_park_note_command(struct session *s, const uint8_t *head, size_t len)
+void session_park_note_command(struct session *s, const char *name)
 {
-    if (s->env->cache != NULL && !parkable_command(head, len)) {
+    if (s->env->cache != NULL && !parkable_name(name)) {
         s->flags |= SESSION_F_NO_PARK;
     }
 }
@@ -87,7 +87,7 @@ int session_park_try(struct session *s, const uint8_t *data, size_t len)
         (s->flags & (SESSION_F_NO_PARK | SESSION_F_KICK | SESSION_F_BACKEND_BYE |
                      SESSION_F_WAITS_CLIENT | SESSION_F_CLIENT_PAUSE | SESSION_F_BACK_PAUSE |
                      SESSION_F_AUDIT_FULL)) ||
-        s->commands != s->completions || !imap_scan_at_line_start(&s->client_scan) ||
+        s->commands != s->completions || s->cin != NULL ||
         conn_write_queue_len(s->backend) > 0 ||
         !capa_has(s->shown_capa, strlen(s->shown_capa), "UNSELECT")) {
         return 0;

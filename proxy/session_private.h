@@ -102,6 +102,8 @@ enum login_refusal {
 #define SESSION_F_CACHE_WAIT   (1u << 15) /* waits for a parked connection's reset */
 #define SESSION_F_WARM_LOGIN   (1u << 17) /* the login runs on a warm pool connection */
 #define SESSION_F_OUT_FULL     (1u << 18) /* pre-auth answers wait for the client to read */
+#define SESSION_F_GATE_WAIT    (1u << 19) /* the gate waits for the backend: client not read */
+#define SESSION_F_GATE_RESUME  (1u << 20) /* the backend's answer lets the gate go on */
 
 #define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
@@ -154,9 +156,15 @@ struct session {
     uint16_t local_port;
     uint64_t bytes_in, bytes_out;   /* relayed client->backend, backend->client */
 
-    struct imap_scan client_scan;   /* line ends of the relayed streams */
-    struct imap_scan backend_scan;
-    uint64_t commands;              /* commands the client completed */
+    struct imap_check *check;       /* the command gate (relay), or NULL */
+    uint8_t *held;                  /* client line part the gate has not judged yet */
+    size_t held_len, held_cap;      /* bytes in held, bytes allocated (0: none) */
+    uint8_t *cin;                   /* client bytes read while the gate waits, or NULL */
+    size_t cin_len;
+    uint8_t *answers;               /* imapmux's own lines waiting for a backend line end */
+    size_t answers_len;
+    struct imap_scan backend_scan;  /* line ends of the backend's stream */
+    uint64_t commands;              /* commands the gate passed whole to the backend */
     uint64_t completions;           /* tagged responses of the backend */
     uint64_t last_backend_data;     /* loop time (ms) */
     uint64_t kick_at;               /* loop time of the kick */
@@ -257,6 +265,8 @@ extern const struct conn_ops session_backend_ops;
 void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
                          const uint8_t *rest, size_t rest_len, int cached);
 void session_relay_client_read(struct session *s, const uint8_t *data, size_t len);
+/* session_relay_free releases what the relay holds (at session free). */
+void session_relay_free(struct session *s);
 /* session_relay_client_drained: the client drained below the low mark. */
 void session_relay_client_drained(struct session *s);
 
@@ -269,8 +279,8 @@ void session_relay_client_drained(struct session *s);
 enum sesscache_result session_park_take(struct session *s);
 /* session_park_cancel ends a wait for a parked connection, if any. */
 void session_park_cancel(struct session *s);
-/* session_park_note_command: a relayed command ended (its line's head). */
-void session_park_note_command(struct session *s, const uint8_t *head, size_t len);
+/* session_park_note_command: a relayed command (its upper-case name) ended. */
+void session_park_note_command(struct session *s, const char *name);
 /* session_park_try: data is what the client just sent.  When it is a lone
  * LOGOUT of a parkable session, the client is answered here, the backend
  * connection goes to the cache and the session ends: returns 1.  Else 0. */

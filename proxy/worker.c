@@ -63,11 +63,13 @@ static void worker_log_stats(struct worker *w, int final)
     size_t off = 0;
     off += (size_t)snprintf(line, sizeof(line),
                             "logins_ok=%llu logins_failed=%llu logins_unavailable=%llu "
-                            "bruteforce_delayed=%llu bruteforce_blocked=%llu kicks=%llu",
+                            "bruteforce_delayed=%llu bruteforce_blocked=%llu kicks=%llu "
+                            "commands_refused=%llu",
                             (unsigned long long)st->logins_ok, (unsigned long long)st->logins_failed,
                             (unsigned long long)st->logins_unavailable,
                             (unsigned long long)st->bf_delayed, (unsigned long long)st->bf_blocked,
-                            (unsigned long long)st->kicks);
+                            (unsigned long long)st->kicks,
+                            (unsigned long long)st->commands_refused);
     if (w->env.warm != NULL) {
         struct warm_stats ps;
         warm_stats(w->env.warm, &ps);

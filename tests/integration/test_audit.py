@@ -277,10 +277,11 @@ class NoSecretsTest(unittest.TestCase):
                     for way in ways:
                         s, _ = mux.raw_tls()
                         self.assertIn(b"t OK", send(s, way, b"t"), way)
-                        # credentials again after login: relayed to the backend
+                        # credentials again after login: refused by imapmux itself,
+                        # never relayed (and so never recorded)
                         out = send(s, b"u LOGIN " + user.encode() + b" " + pw.encode() + b"\r\n",
                                    b"u")
-                        self.assertRegex(out, rb"u (NO|BAD)")
+                        self.assertIn(b"u BAD Already logged in", out)
                         s.sendall(b"v APPEND INBOX {%d+}\r\n" % (len(BODY_MARK) + 2)
                                   + BODY_MARK.encode() + b"\r\n\r\n")
                         read_until_tag(s, b"v")
@@ -325,7 +326,7 @@ class NoSecretsTest(unittest.TestCase):
             # the stdout sink (in the log) has every record the file has
             self.assertEqual(log_text.count('"type":"command"'),
                              audit_text.count('"type":"command"'))
-            self.assertGreaterEqual(audit_text.count('"type":"command"'), 42)
+            self.assertGreaterEqual(audit_text.count('"type":"command"'), 34)
             for secret in secrets:
                 for name, text in (("audit file", audit_text), ("log and stdout", log_text),
                                    ("redis stream", stream_text)):
@@ -747,7 +748,7 @@ class RestartTest(unittest.TestCase):
 
     def test_a_hostile_mailbox_name_gives_valid_json(self):
         path = os.path.join(self.tmp.path, "hostile.log")
-        names = [b"\x02\x1f" * 300,  # 3600 bytes escaped: more than a record's fields hold
+        names = [b"\x02\x1f" * 256,  # 3072 bytes escaped: more than a record's fields hold
                  b"ctl\x01\x07\x1b[2J\x7f \\\" quote \xc3\xa9 \xff\xfe 8bit",
                  b"\\\\\\\"" * 40]
 
@@ -757,7 +758,12 @@ class RestartTest(unittest.TestCase):
                                          b"a0"))
             for i, name in enumerate(names):
                 tag = b"h%d" % i
-                send(s, tag + b' SELECT "' + name + b'"\r\n', tag)
+                # as a literal: the command gate refuses control characters
+                # in a quoted string before the backend sees them
+                s.sendall(tag + b" SELECT {%d}\r\n" % len(name))
+                self.assertTrue(read_line(s).startswith(b"+"))
+                send(s, name + b"\r\n", tag)
+            self.assertIn(b"q1 BAD", send(s, b'q1 SELECT "ctl\x01"\r\n', b"q1"))
             lit = b"\"q\\\x01\xff\xc3\xa9}{,"
             s.sendall(b"h9 DELETE {%d}\r\n" % len(lit))
             self.assertTrue(read_line(s).startswith(b"+"))
@@ -772,8 +778,9 @@ class RestartTest(unittest.TestCase):
         self.assertEqual(by_tag["h0"]["command"], "SELECT")
         # the tap unescapes a quoted string and shows a \x01 (its own mark) as ?
         self.assertEqual(by_tag["h1"]["mailbox"],
-                         "ctl?\x07\x1b[2J\x7f \" quote \u00e9 \ufffd\ufffd 8bit")
-        self.assertEqual(by_tag["h2"]["mailbox"], "\\\"" * 40)
+                         "ctl\x01\x07\x1b[2J\x7f \\\" quote \u00e9 \ufffd\ufffd 8bit")
+        self.assertEqual(by_tag["h2"]["mailbox"], "\\\\\\\"" * 40)
+        self.assertNotIn("q1", by_tag)  # refused by imapmux, never executed
         self.assertEqual(by_tag["h9"]["mailbox"], "\"q\\\x01\ufffd\u00e9}{,")
         r = self.verify(path)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

@@ -301,3 +301,36 @@ Test(audit_tap, control_characters_in_a_command)
     };
     check(&default_opts, tr, N(tr), "t1|SELECT|0|\"mailbox\":\"INBOX\"|OK||20|7\n");
 }
+
+Test(audit_tap, a_refused_literal_ends_its_command)
+{
+    /* the backend answers a synchronising literal with NO instead of "+": the
+       client sends no data, and its next line is a command */
+    struct out o, without;
+    memset(&o, 0, sizeof(o));
+    memset(&without, 0, sizeof(without));
+    struct audit_tap *t = audit_tap_new(&default_opts, on_cmd, &o);
+    struct audit_tap *u = audit_tap_new(&default_opts, on_cmd, &without);
+    cr_assert_not_null(t);
+    cr_assert_not_null(u);
+    const char *c1 = "a APPEND Nowhere {5}\r\n", *s1 = "a NO [TRYCREATE] No such mailbox\r\n";
+    const char *c2 = "b NOOP\r\n", *s2 = "b OK done\r\n";
+    feed(t, 'C', c1, strlen(c1));
+    audit_tap_client_cut(t);
+    feed(t, 'S', s1, strlen(s1));
+    feed(t, 'C', c2, strlen(c2));
+    feed(t, 'S', s2, strlen(s2));
+    /* without the cut the tap takes "b NOO" for the literal */
+    feed(u, 'C', c1, strlen(c1));
+    feed(u, 'S', s1, strlen(s1));
+    feed(u, 'C', c2, strlen(c2));
+    feed(u, 'S', s2, strlen(s2));
+    audit_tap_finish(t, 3);
+    audit_tap_finish(u, 3);
+    cr_assert(strstr(o.text, "a|APPEND|0|") != NULL, "%s", o.text);
+    cr_assert(strstr(o.text, "|NO|TRYCREATE|") != NULL, "%s", o.text);
+    cr_assert(strstr(o.text, "b|NOOP|0||OK|") != NULL, "%s", o.text);
+    cr_assert(strstr(without.text, "b|NOOP") == NULL, "%s", without.text);
+    audit_tap_free(t);
+    audit_tap_free(u);
+}

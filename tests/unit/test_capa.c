@@ -20,6 +20,7 @@ Test(capa, removes_what_the_proxy_does_not_carry)
     expect_filter("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE STARTTLS AUTH=PLAIN "
                   "AUTH=SCRAM-SHA-256 LOGINDISABLED COMPRESS=DEFLATE LITERAL+",
                   "IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE LITERAL+");
+    expect_filter("IMAP4rev2 LITERAL- UNAUTHENTICATE MOVE", "IMAP4rev2 LITERAL- MOVE");
 }
 
 Test(capa, case_and_spacing)
