@@ -363,18 +363,32 @@ struct config_limit {
     size_t offset;       /* in struct config */
     int is_size;         /* size_t, else unsigned */
     unsigned long min;
+    unsigned long max;   /* 0: 1 GiB for sizes, UINT_MAX else */
 };
 
+#define CONFIG_MAX_VERIFY_THREADS 256   /* threads of the password check pool */
+#define CONFIG_MAX_VERIFY_QUEUE 1000000 /* password checks queued or running */
+
 static const struct config_limit config_limits[] = {
-    {"max_line_len", offsetof(struct config, max_line_len), 1, 1024},
-    {"max_preauth_literal_len", offsetof(struct config, max_preauth_literal_len), 1, 1},
-    {"max_auth_failures", offsetof(struct config, max_auth_failures), 0, 1},
-    {"preauth_timeout_ms", offsetof(struct config, preauth_timeout_ms), 0, 100},
-    {"idle_timeout_ms", offsetof(struct config, idle_timeout_ms), 0, 1000},
-    {"drain_timeout_ms", offsetof(struct config, drain_timeout_ms), 0, 1},
-    {"backend_connect_timeout_ms", offsetof(struct config, backend_connect_timeout_ms), 0, 100},
-    {"backend_greeting_timeout_ms", offsetof(struct config, backend_greeting_timeout_ms), 0, 100},
-    {"relay_buffer_len", offsetof(struct config, relay_buffer_len), 1, 4096},
+    {"max_line_len", offsetof(struct config, max_line_len), 1, 1024, 0},
+    {"max_preauth_literal_len", offsetof(struct config, max_preauth_literal_len), 1, 1, 0},
+    {"max_auth_failures", offsetof(struct config, max_auth_failures), 0, 1, 0},
+    {"preauth_timeout_ms", offsetof(struct config, preauth_timeout_ms), 0, 100, 0},
+    {"idle_timeout_ms", offsetof(struct config, idle_timeout_ms), 0, 1000, 0},
+    {"drain_timeout_ms", offsetof(struct config, drain_timeout_ms), 0, 1, 0},
+    {"backend_connect_timeout_ms", offsetof(struct config, backend_connect_timeout_ms), 0, 100, 0},
+    {"backend_greeting_timeout_ms", offsetof(struct config, backend_greeting_timeout_ms), 0, 100,
+     0},
+    {"relay_buffer_len", offsetof(struct config, relay_buffer_len), 1, 4096, 0},
+    {"verify_threads", offsetof(struct config, verify_threads), 0, 0, CONFIG_MAX_VERIFY_THREADS},
+    {"verify_queue", offsetof(struct config, verify_queue), 0, 1, CONFIG_MAX_VERIFY_QUEUE},
+    {"verify_per_client", offsetof(struct config, verify_per_client), 0, 0,
+     CONFIG_MAX_VERIFY_QUEUE},
+    {"max_connections", offsetof(struct config, max_connections), 0, 0, 0},
+    {"max_connections_per_ip", offsetof(struct config, max_connections_per_ip), 0, 0, 0},
+    {"max_connections_per_ipv6_prefix",
+     offsetof(struct config, max_connections_per_ipv6_prefix), 0, 0, 0},
+    {"ipv6_prefix_len", offsetof(struct config, ipv6_prefix_len), 0, 1, 128},
 };
 
 static void config_limits_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -388,7 +402,7 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
         if (strcmp(key, l->name) != 0) {
             continue;
         }
-        unsigned long max = l->is_size ? 1ul << 30 : UINT_MAX;
+        unsigned long max = l->max != 0 ? l->max : l->is_size ? 1ul << 30 : UINT_MAX;
         if (config_uint(ld, v, kp, l->min, max, &val) != 0) {
             return;
         }
@@ -1024,6 +1038,13 @@ static void config_defaults(struct config *c)
     c->backend_connect_timeout_ms = 10000;
     c->backend_greeting_timeout_ms = 15000;
     c->relay_buffer_len = 65536;
+    c->verify_threads = 0;
+    c->verify_queue = 256;
+    c->verify_per_client = 4;
+    c->max_connections = 0;
+    c->max_connections_per_ip = 0;
+    c->max_connections_per_ipv6_prefix = 0;
+    c->ipv6_prefix_len = 64;
     c->redis.port = 6379;
     c->audit.syslog_facility = LOG_LOCAL0;
     c->audit.redis_maxlen = 1000000;

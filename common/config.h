@@ -172,6 +172,18 @@ struct config {
     unsigned backend_connect_timeout_ms;  /* default 10000 */
     unsigned backend_greeting_timeout_ms; /* greeting, STARTTLS, login (default 15000) */
     size_t relay_buffer_len;       /* per-direction high-water mark in bytes (default 65536) */
+
+    /* limits against floods of clients (0 = off where said) */
+    unsigned verify_threads;       /* password check threads; 0 (default): one per CPU,
+                                      resolved by the daemon, not here */
+    unsigned verify_queue;         /* password checks queued or running, at most (256) */
+    unsigned verify_per_client;    /* of those, per client address (IPv6: per prefix of
+                                      ipv6_prefix_len bits); 0 = no share (4) */
+    unsigned max_connections;      /* client connections per process; 0 (default) = bound
+                                      only by the descriptor limit */
+    unsigned max_connections_per_ip;          /* per client address; 0 (default) = off */
+    unsigned max_connections_per_ipv6_prefix; /* per IPv6 prefix; 0 (default) = off */
+    unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
 };
 
 /* config_load reads and validates the YAML file at path.  It returns a new

@@ -1,8 +1,8 @@
 /* passwd: password hashes in the formats a routing table may hold --
  * SHA-512-crypt ($6$), bcrypt ($2b$, also $2a$/$2y$), yescrypt ($y$) through
  * libcrypt's crypt_r, and argon2id ($argon2id$) through libargon2.  Pure,
- * thread-safe code: verification is slow on purpose and runs on the libuv
- * threadpool, never on a loop. */
+ * thread-safe code: verification is slow on purpose and runs on the verify
+ * pool's threads, never on a loop. */
 #ifndef IMAPMUX_COMMON_PASSWD_H
 #define IMAPMUX_COMMON_PASSWD_H
 

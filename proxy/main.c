@@ -2,6 +2,7 @@
  * signals and drain. */
 #include <getopt.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +14,10 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "proxy/audit.h"
+#include "proxy/conncap.h"
 #include "proxy/tls.h"
 #include "proxy/verify.h"
-#include "proxy/audit.h"
 #include "proxy/worker.h"
 
 #define MAIN_MAX_WORKERS 256
@@ -40,6 +42,7 @@ struct main_state {
     unsigned num_workers;
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     struct audit *audit;          /* NULL without audit sinks */
+    struct conncap *conncap;      /* caps on client connections, shared by the workers */
     int stopping;
 };
 
@@ -103,19 +106,40 @@ static SSL_CTX **main_backend_ctxs(const struct config *cfg)
 }
 
 /* main_raise_nofile: every connection is a descriptor (two once logged in),
- * so take the hard limit the system grants instead of the usual 1024. */
-static void main_raise_nofile(void)
+ * so take the hard limit the system grants instead of the usual 1024.
+ * Returns the limit in force afterwards, 0 for unlimited. */
+static uint64_t main_raise_nofile(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) {
-        return;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return 0;
     }
-    rlim_t was = rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        log_msg(LOG_DEBUG, "descriptor limit raised from %llu to %llu", (unsigned long long)was,
-                (unsigned long long)rl.rlim_max);
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            log_msg(LOG_DEBUG, "descriptor limit raised from %llu to %llu",
+                    (unsigned long long)was, (unsigned long long)rl.rlim_max);
+        } else {
+            rl.rlim_cur = was;
+        }
     }
+    return rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
+}
+
+/* main_conncap makes the connection caps for n workers within nofile
+ * descriptors (0: unlimited).  Returns them, or NULL when out of memory. */
+static struct conncap *main_conncap(const struct config *cfg, unsigned n, uint64_t nofile)
+{
+    struct conncap_limits lim;
+    size_t room = conncap_descriptor_room(cfg, n, nofile);
+    conncap_limits_from_config(&lim, cfg, room);
+    if (room != 0) {
+        log_msg(room < 100 ? LOG_WARNING : LOG_INFO,
+                "descriptor limit %llu leaves room for %zu client connections",
+                (unsigned long long)nofile, room);
+    }
+    return conncap_new(&lim);
 }
 
 static int main_run(struct config *cfg)
@@ -127,11 +151,12 @@ static int main_run(struct config *cfg)
     uv_loop_t *loop = uv_default_loop();
     int rc = 1;
     unsigned n;
+    uint64_t nofile;
 
     memset(&m, 0, sizeof(m));
     log_init("imapmux", cfg->log_level, cfg->log_target == CONFIG_LOG_SYSLOG);
     signal(SIGPIPE, SIG_IGN);
-    main_raise_nofile();
+    nofile = main_raise_nofile();
 
     if (cfg->num_listeners > 0) {
         server_ctx = tls_server_ctx_new(err, sizeof(err), cfg->tls_cert_file, cfg->tls_key_file);
@@ -151,8 +176,23 @@ static int main_run(struct config *cfg)
     if (n > MAIN_MAX_WORKERS) {
         n = MAIN_MAX_WORKERS;
     }
-    if (cfg->redis.enabled && verify_init() != 0) {
-        log_msg(LOG_ERR, "cannot prepare password verification (hashing failed)");
+    if (cfg->redis.enabled) {
+        /* only the routing table holds hashes to check here */
+        const struct verify_limits vlim = {
+            .num_threads = cfg->verify_threads,
+            .max_jobs = cfg->verify_queue,
+            .max_per_client = cfg->verify_per_client,
+            .ipv6_prefix_len = cfg->ipv6_prefix_len,
+        };
+        int r = verify_init(&vlim);
+        if (r != 0) {
+            log_msg(LOG_ERR, "cannot start password verification: %s", uv_strerror(r));
+            goto out;
+        }
+    }
+    m.conncap = main_conncap(cfg, n, nofile);
+    if (m.conncap == NULL) {
+        log_msg(LOG_ERR, "out of memory");
         goto out;
     }
     if (cfg->audit.enabled) {
@@ -163,7 +203,8 @@ static int main_run(struct config *cfg)
         }
     }
     for (unsigned i = 0; i < n; i++) {
-        m.workers[i] = worker_start(err, sizeof(err), i, cfg, server_ctx, backend_ctxs, m.audit);
+        m.workers[i] = worker_start(err, sizeof(err), i, cfg, server_ctx, backend_ctxs, m.audit,
+                                    m.conncap);
         if (m.workers[i] == NULL) {
             log_msg(LOG_ERR, "worker %u: %s", i, err);
             for (unsigned j = 0; j < i; j++) {
@@ -206,7 +247,8 @@ out:
         free(backend_ctxs);
     }
     SSL_CTX_free(server_ctx);
-    verify_cleanup();
+    verify_cleanup();      /* after the workers: every loop closed its side */
+    conncap_free(m.conncap); /* after the workers: every session gave its ticket back */
     uv_loop_close(loop);
     return rc;
 }

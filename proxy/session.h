@@ -20,6 +20,7 @@ struct dir;
 struct audit_queue;
 struct warm;
 struct sesscache;
+struct conncap;
 
 /* Counters of one worker, written to the log periodically and at exit. */
 struct session_stats {
@@ -49,6 +50,8 @@ struct session_env {
     struct audit_queue *audit;   /* this worker's audit queue, or NULL */
     struct warm *warm;           /* warm backend connections, or NULL */
     struct sesscache *cache;     /* parked logged-in connections, or NULL */
+    struct conncap *conncap;     /* connection caps shared by all workers (borrowed from
+                                    main, outlives the workers), or NULL: no caps */
     int audit_paused;            /* the queue is full (policy block): clients not read */
     struct session_stats stats;
 };

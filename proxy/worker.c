@@ -10,14 +10,17 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "proxy/audit.h"
+#include "proxy/conncap.h"
 #include "proxy/directory.h"
 #include "proxy/listener.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
 #include "proxy/session.h"
+#include "proxy/verify.h"
 
 #define WORKER_DRAIN_POLL_MS 100 /* how often a draining worker looks for the end */
 #define WORKER_STATS_MS 60000    /* counters are logged this often when they changed */
+#define WORKER_STATS_LEN 2048    /* bytes of a stats line */
 
 struct worker {
     uv_thread_t thread;
@@ -25,7 +28,7 @@ struct worker {
     uv_async_t async;            /* wakes the loop for worker_drain */
     uv_timer_t drain_timer;      /* polls for the end of a drain */
     uv_timer_t stats_timer;      /* periodic counters in the log */
-    char last_stats[1024];       /* the counters last logged */
+    char last_stats[WORKER_STATS_LEN]; /* the counters last logged */
     uv_sem_t ready;              /* posted once listeners are bound (or failed) */
     struct session_env env;
     struct listener **listeners; /* num = cfg->num_listeners */
@@ -54,12 +57,51 @@ static void worker_on_handle_close(uv_handle_t *h)
     (void)h;
 }
 
+/* worker_log_process_stats appends the counters every worker shares (the
+ * connection caps, the password check pool) to line; returns the bytes
+ * written. */
+static size_t worker_log_process_stats(const struct worker *w, char *line, size_t len)
+{
+    struct verify_stats vs;
+    size_t off = 0;
+    int n;
+    if (w->env.conncap != NULL) {
+        struct conncap_stats cs;
+        conncap_stats(w->env.conncap, &cs);
+        n = snprintf(line, len,
+                     " conn_current=%llu conn_peak=%llu conn_refused_total=%llu "
+                     "conn_refused_descriptors=%llu conn_refused_ip=%llu "
+                     "conn_refused_prefix=%llu",
+                     (unsigned long long)cs.current, (unsigned long long)cs.peak,
+                     (unsigned long long)cs.refused[CONNCAP_TOTAL],
+                     (unsigned long long)cs.refused[CONNCAP_DESCRIPTORS],
+                     (unsigned long long)cs.refused[CONNCAP_PER_IP],
+                     (unsigned long long)cs.refused[CONNCAP_PER_PREFIX]);
+        if (n < 0 || (size_t)n >= len) {
+            return 0;
+        }
+        off = (size_t)n;
+    }
+    verify_stats(&vs);
+    if (vs.num_threads > 0) {
+        n = snprintf(line + off, len - off,
+                     " verify_started=%llu verify_busy_queue=%llu verify_busy_client=%llu "
+                     "verify_canceled=%llu",
+                     (unsigned long long)vs.started, (unsigned long long)vs.busy_queue,
+                     (unsigned long long)vs.busy_client, (unsigned long long)vs.canceled);
+        if (n > 0 && (size_t)n < len - off) {
+            off += (size_t)n;
+        }
+    }
+    return off;
+}
+
 /* worker_log_stats writes the worker's counters: always at the end, else
  * only when they changed since the last time. */
 static void worker_log_stats(struct worker *w, int final)
 {
     const struct session_stats *st = &w->env.stats;
-    char line[1024];
+    char line[WORKER_STATS_LEN];
     size_t off = 0;
     off += (size_t)snprintf(line, sizeof(line),
                             "logins_ok=%llu logins_failed=%llu logins_unavailable=%llu "
@@ -96,6 +138,11 @@ static void worker_log_stats(struct worker *w, int final)
                  (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
                  (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
     }
+    /* the process-wide counters once, in worker 0's line */
+    if (w->env.worker_id == 0 && off < sizeof(line)) {
+        off += strlen(line + off);
+        off += worker_log_process_stats(w, line + off, sizeof(line) - off);
+    }
     if (!final && strcmp(line, w->last_stats) == 0) {
         return;
     }
@@ -117,6 +164,7 @@ static void worker_on_drain_timer(uv_timer_t *t)
         w->env.warm = NULL;
         sesscache_free(w->env.cache);
         w->env.cache = NULL;
+        verify_loop_close(&w->loop); /* no session is left, so no check is in flight */
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         dir_close(w->env.dir);
         w->env.dir = NULL;
@@ -193,12 +241,19 @@ static void worker_main(void *arg)
     size_t i;
 
     w->env.dir = dir_new(&w->loop, w->env.cfg, &worker_dir_ops, w);
+    if (w->env.dir != NULL && verify_loop_open(&w->loop) != 0) {
+        dir_close(w->env.dir);
+        w->env.dir = NULL;
+    }
     if (w->env.dir != NULL && w->audit != NULL) {
         w->env.audit = audit_queue_new(w->audit, &w->loop, worker_on_audit_resume, w);
         if (w->env.audit == NULL) {
             dir_close(w->env.dir);
             w->env.dir = NULL;
         }
+    }
+    if (w->env.dir == NULL) {
+        verify_loop_close(&w->loop);
     }
     if (w->env.dir == NULL) {
         snprintf(w->err, sizeof(w->err), "out of memory");
@@ -227,6 +282,7 @@ static void worker_main(void *arg)
         w->env.dir = NULL;
         audit_queue_close(w->env.audit);
         w->env.audit = NULL;
+        verify_loop_close(&w->loop);
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
@@ -256,7 +312,7 @@ static void worker_free(struct worker *w)
 
 struct worker *worker_start(char *err, size_t err_len, unsigned id, struct config *cfg,
                             SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx,
-                            struct audit *audit)
+                            struct audit *audit, struct conncap *conncap)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -277,6 +333,7 @@ struct worker *worker_start(char *err, size_t err_len, unsigned id, struct confi
     w->env.cfg = config_ref(cfg);
     w->env.server_ctx = server_ctx;
     w->env.backend_ctx = backend_ctx;
+    w->env.conncap = conncap;
     w->audit = audit;
     uv_async_init(&w->loop, &w->async, worker_on_async);
     w->async.data = w;

@@ -12,15 +12,15 @@
 struct worker;
 
 struct audit;
+struct conncap;
 
 /* worker_start starts worker id on its own thread with the shared TLS
- * contexts and audit (borrowed, or NULL; they outlive the worker) and a
- * reference to cfg.  It
- * returns once the worker's listeners are bound: the worker, or NULL with the
- * reason in err. */
+ * contexts, audit and connection caps (borrowed, or NULL; they outlive the
+ * worker) and a reference to cfg.  It returns once the worker's listeners are
+ * bound: the worker, or NULL with the reason in err. */
 struct worker *worker_start(char *err, size_t err_len, unsigned id, struct config *cfg,
                             SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx,
-                            struct audit *audit);
+                            struct audit *audit, struct conncap *conncap);
 
 /* worker_drain asks the worker to stop (thread-safe): stop accepting, BYE to
  * pre-auth sessions, BYE to the rest after cfg->drain_timeout_ms. */

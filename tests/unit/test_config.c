@@ -455,3 +455,49 @@ Test(config, a_nul_in_a_value_is_refused)
     expect_error("backends: [{name: a, host: h, port: 1}]\nroutes: {users: {\"x\\0y\": a}}\n",
                  "bad.yaml:2: routes.users: keys must be plain names");
 }
+
+Test(config, client_limits)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "min.yaml", "backends: [{name: x, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->verify_threads, 0, "0: one per CPU, resolved by the daemon");
+    cr_assert_eq(c->verify_queue, 256);
+    cr_assert_eq(c->verify_per_client, 4);
+    cr_assert_eq(c->max_connections, 0);
+    cr_assert_eq(c->max_connections_per_ip, 0);
+    cr_assert_eq(c->max_connections_per_ipv6_prefix, 0);
+    cr_assert_eq(c->ipv6_prefix_len, 64);
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "lim.yaml",
+             "backends: [{name: x, host: h, port: 1}]\n"
+             "limits:\n"
+             "  verify_threads: 3\n"
+             "  verify_queue: 100\n"
+             "  verify_per_client: 0\n"
+             "  max_connections: 20000\n"
+             "  max_connections_per_ip: 50\n"
+             "  max_connections_per_ipv6_prefix: 200\n"
+             "  ipv6_prefix_len: 56\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->verify_threads, 3);
+    cr_assert_eq(c->verify_queue, 100);
+    cr_assert_eq(c->verify_per_client, 0);
+    cr_assert_eq(c->max_connections, 20000);
+    cr_assert_eq(c->max_connections_per_ip, 50);
+    cr_assert_eq(c->max_connections_per_ipv6_prefix, 200);
+    cr_assert_eq(c->ipv6_prefix_len, 56);
+    config_unref(&c);
+
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {verify_threads: 257}\n",
+                 "bad.yaml:2: limits.verify_threads: expected an integer 0-256");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {verify_queue: 0}\n",
+                 "bad.yaml:2: limits.verify_queue: expected an integer 1-1000000");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {ipv6_prefix_len: 129}\n",
+                 "bad.yaml:2: limits.ipv6_prefix_len: expected an integer 1-128");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {ipv6_prefix_len: 0}\n",
+                 "bad.yaml:2: limits.ipv6_prefix_len: expected an integer 1-128");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {max_connections: -1}\n",
+                 "bad.yaml:2: limits.max_connections: expected an integer 0-4294967295");
+}
