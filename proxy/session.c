@@ -13,10 +13,12 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "proxy/audit.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/sesscache.h"
+#include "proxy/verify.h"
 
 static void session_on_timer(uv_timer_t *t);
 
@@ -186,6 +188,7 @@ void session_maybe_free(struct session *s)
     }
     s->flags |= SESSION_F_FREED;
     list_remove(&s->link);
+    conncap_release(s->env->conncap, &s->conncap);
     s->env->num_sessions--;
     session_login_clear(s);
     free(s->shown_capa);
@@ -198,7 +201,7 @@ void session_maybe_free(struct session *s)
         free(s->inbuf);
     }
     config_unref(&s->cfg);
-    free(s);
+    secret_free(s, sizeof(*s)); /* cache_key is an HMAC of the password */
 }
 
 static void session_on_timer_close(uv_handle_t *h)
@@ -249,6 +252,9 @@ void session_close(struct session *s, const char *reason)
     if (s->tap != NULL) {
         audit_tap_finish(s->tap, session_mono_us()); /* unanswered commands */
         session_audit_event(s, "session_end", NULL, reason != NULL ? reason : "closed");
+    }
+    if (s->state == SESSION_LOGGING_IN && s->login_step == LOGIN_STEP_VERIFY) {
+        verify_cancel(s->env->loop, s); /* its callback still comes, and drops the reference */
     }
     session_set_state(s, SESSION_CLOSING);
     s->flags &= ~SESSION_F_AUTH_CONT;
@@ -444,6 +450,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         free(s);
         return UV_ENOMEM;
     }
+    conn_set_wipe(s->client, 1); /* credentials may pass until the login is over */
     s->pending = 2; /* client conn, timer */
     uv_timer_init(env->loop, &s->timer);
     s->timer.data = s;
@@ -457,6 +464,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         return r;
     }
     conn_addr(s->client, CONN_PEER, s->client_ip, sizeof(s->client_ip), &s->client_port);
+    s->conncap_refused = conncap_acquire(env->conncap, s->client_ip, &s->conncap);
     conn_addr(s->client, CONN_LOCAL, s->local_ip, sizeof(s->local_ip), &s->local_port);
     s->start_us = session_mono_us();
     if (env->audit != NULL && session_audit_start(s) != 0) {

@@ -72,6 +72,7 @@ static const struct login_refusal_info login_refusals[] = {
                                    "backend unavailable", LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_DIRECTORY_DOWN] = {LOGIN_TEMP_FAILURE, "routing table unavailable",
                                      LOG_WARNING, 0, 1},
+    [LOGIN_REFUSE_BUSY] = {LOGIN_TEMP_FAILURE, "password check queue full", LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_INTERNAL] = {LOGIN_TEMP_FAILURE, "unavailable", LOG_ERR, 0, 1},
 };
 _Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_INTERNAL + 1,
@@ -311,10 +312,13 @@ static enum login_next session_login_verify(struct session *s)
         const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
                                                                                       : s->hash;
         s->pending++;
-        if (verify_start(s->env->loop, hash, s->password, session_on_verified, s) != 0) {
+        int r = verify_start_for(s->env->loop, s->client_ip, hash, s->password,
+                                 session_on_verified, s);
+        if (r != 0) {
+            /* a full queue answers at once: never an unbounded wait */
             s->pending--;
-            session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL,
-                                 "cannot queue the password check");
+            session_login_refuse(s, r == UV_EBUSY ? LOGIN_REFUSE_BUSY : LOGIN_REFUSE_INTERNAL,
+                                 NULL, r == UV_EBUSY ? NULL : "cannot queue the password check");
             return LOGIN_END;
         }
         return LOGIN_WAIT;

@@ -16,6 +16,7 @@
 
 #include "common/imap_parser.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "common/sasl_plain.h"
 #include "proxy/conn.h"
 
@@ -31,6 +32,11 @@ static const char *session_preauth_capa(const struct session *s)
 
 void session_preauth_start(struct session *s)
 {
+    if (s->conncap_refused != CONNCAP_OK) {
+        /* over a connection cap: a clear word instead of the greeting */
+        session_bye(s, conncap_bye(s->conncap_refused), conncap_reason(s->conncap_refused));
+        return;
+    }
     session_set_state(s, SESSION_PREAUTH);
     session_sendf(s, "* OK [CAPABILITY %s] imapmux ready\r\n", session_preauth_capa(s));
 }
@@ -42,7 +48,7 @@ void session_preauth_input(struct session *s, const uint8_t *data, size_t len)
         session_bye(s, "Too much input", "input buffer full");
         return;
     }
-    uint8_t *nb = realloc(s->inbuf, s->inbuf_len + len);
+    uint8_t *nb = secret_grow(s->inbuf, s->inbuf_len, s->inbuf_len + len); /* a LOGIN line may be in it */
     if (nb == NULL) {
         session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
         return;

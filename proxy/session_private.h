@@ -26,6 +26,7 @@
 #include "common/schema.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
+#include "proxy/conncap.h"
 #include "proxy/sesscache.h"
 #include "proxy/session.h"
 
@@ -83,7 +84,8 @@ enum login_refusal {
     LOGIN_REFUSE_MASTER,         /* the backend refused our master login */
     LOGIN_REFUSE_BACKEND_DOWN,   /* backend unreachable, TLS or greeting failure, timeout */
     LOGIN_REFUSE_DIRECTORY_DOWN, /* the routing table is unavailable */
-    LOGIN_REFUSE_INTERNAL,       /* out of memory, the verification queue */
+    LOGIN_REFUSE_BUSY,           /* the password check queue (or this client's share) is full */
+    LOGIN_REFUSE_INTERNAL,       /* out of memory */
 };
 
 #define SESSION_F_TLS          (1u << 0)  /* client side is TLS now */
@@ -150,6 +152,8 @@ struct session {
     unsigned auth_failures;
     unsigned bad_commands;
 
+    struct conncap_ticket conncap;  /* this connection's place in the caps */
+    enum conncap_verdict conncap_refused; /* a cap it passed at accept, or CONNCAP_OK */
     char client_ip[64];
     uint16_t client_port;
     char local_ip[64];
