@@ -444,6 +444,9 @@ def main():
                     help="returning-users scenario: share of sessions that repeat a recent user")
     ap.add_argument("--return-window", type=int, default=100,
                     help="returning-users scenario: a returning user is one of the last N sessions'")
+    ap.add_argument("--retries", type=int, default=1,
+                    help="measure a failed scenario again this many times (a shared machine "
+                    "may lose a process to someone else's test); --short: never")
     ap.add_argument("--no-syscalls", action="store_true", help="do not count system calls (perf)")
     args = ap.parse_args()
     n = dict(SHORT if args.short else FULL)
@@ -455,6 +458,7 @@ def main():
         raise SystemExit("--return-share 0..1, --return-window 1..100000")
     n["return_share"], n["return_window"] = args.return_share, args.return_window
     runs = 1 if args.short else args.runs
+    retries = 0 if args.short else max(0, args.retries)
     started = time.monotonic()
     have_openssl = bin_path("imapbench-openssl", required=False) is not None
     if not have_openssl:
@@ -520,6 +524,7 @@ def main():
              n["latency"]),
         ]
         results = {}
+        retried = []  # failures measured again (--retries), printed with the figures
         slot = 0  # which block of users a churn scenario takes
         perf_file = os.path.join(tmp.path, "perf.out")
         for run in range(runs):
@@ -534,13 +539,23 @@ def main():
                     slot += 1 if users != "one" else 0
                 for name in names:
                     t = targets[name]
-                    r = measure(t, scenario, count, conc, t["tls"], name, binary=binary,
-                                extra=extra, dovecot=dovecot if users else None,
-                                perf_path=perf_file if use_perf and users else None)
-                    if r["errors"] or r["exit"] != 0:
-                        raise RuntimeError("%s %s: %d errors (exit %s): %s" % (
+                    for attempt in range(1 + retries):
+                        r = measure(t, scenario, count, conc, t["tls"], name, binary=binary,
+                                    extra=extra, dovecot=dovecot if users else None,
+                                    perf_path=perf_file if use_perf and users else None)
+                        if r["errors"] == 0 and r["exit"] == 0:
+                            break
+                        failure = "%s %s: %d errors (exit %s): %s" % (
                             name, key, r["errors"], r["exit"], r.get("first_error") or
-                            r["stderr"]))
+                            r["stderr"])
+                        if attempt == retries:
+                            raise RuntimeError(failure)
+                        # once more, with users no one has used lately
+                        sys.stderr.write("run %d: %s; measured again\n" % (run + 1, failure))
+                        retried.append(failure)
+                        if users not in (None, "one"):
+                            extra = user_args(n, slot * count, users)
+                            slot += 1
                     check_users(key, users, name, r)
                     results.setdefault((key, name), []).append(r)
             for scenario, count in (("idle-preauth", n["idle_preauth"]),
@@ -560,6 +575,8 @@ def main():
         elapsed = time.monotonic() - started
         print_summary(fig, runs, n, elapsed, results)
         print_markdown(fig, runs, n, churn, mailbox_bytes)
+        for failure in retried:
+            print("measured again after: %s" % failure)
         if args.json:
             with open(args.json, "w") as f:
                 for k, v in fig.items():
