@@ -36,7 +36,7 @@ fi
 
 echo "== benchmark, short mode (checks that it works, not its figures)"
 IMAPMUX_BIN="$PWD/build/imapmux" IMAPBENCH_BIN="$PWD/build/imapbench" \
-    python3 tests/bench/bench.py --short
+    IMAPBENCH_OPENSSL_BIN="$PWD/build/imapbench-openssl" python3 tests/bench/bench.py --short
 
 echo "== demo self-check"
 python3 tests/integration/harness.py demo --for 3 --selfcheck --bin build/imapmux

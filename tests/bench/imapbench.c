@@ -1,11 +1,26 @@
 /* imapbench: the benchmark's load generator.  One libuv loop drives many
- * IMAP client connections (plain or implicit TLS with BoringSSL, every
- * handshake a full one) through one of the scenarios below and prints one
- * JSON line of results.  Bounded in count and in time (--max-seconds).
+ * IMAP client connections (plain or implicit TLS, every handshake a full
+ * one) through one of the scenarios below and prints one JSON line of
+ * results.  Bounded in count and in time (--max-seconds).
+ *
+ * One source, two binaries that never share a process: imapbench uses
+ * BoringSSL (as the daemon does), imapbench-openssl the system's OpenSSL 3
+ * (IMAPBENCH_OPENSSL defined), the TLS most Linux mail clients use.
  *
  *   imapbench --host 127.0.0.1 --port N --scenario S [--tls] [--user U]
  *             [--password P] [--count N] [--concurrency C] [--max-seconds T]
- *             [--label L]
+ *             [--label L] [--max-errors E]
+ *             [--users PATTERN --num-users N [--user-offset K]
+ *              [--password-pattern PATTERN] [--return-share F]
+ *              [--return-window W] [--seed S]]
+ *
+ * Users: without --users every login is --user / --password.  With it, each
+ * login takes another user: PATTERN with %d replaced by a number (and %%
+ * by %), the numbers user-offset, user-offset + 1, ... modulo num-users;
+ * the password is --password-pattern expanded with the same number (or
+ * --password when it has no %d).  --return-share F: that share of logins
+ * instead repeats, at random (--seed), the user of one of the last W logins
+ * (default 100), as a client coming back within the session cache's TTL.
  *
  * Scenarios:
  *   handshake     connect, TLS handshake, greeting, close; count times
@@ -16,6 +31,7 @@
  *   idle-login    hold C connections logged in and in IDLE
  * The idle scenarios print "READY <established> <failed>" once all are up
  * and hold them until stdin has a line or ends.
+ * --max-errors E: end the run at the E-th failed operation (default: never).
  * Exit: 0 all went well, 1 some operation failed, 2 usage, 3 time limit. */
 #include <errno.h>
 #include <getopt.h>
@@ -29,11 +45,23 @@
 
 #include <uv.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+/* the build decides the library; the headers must agree with it */
+#if defined(IMAPBENCH_OPENSSL) && defined(OPENSSL_IS_BORINGSSL)
+#error "imapbench-openssl is built against BoringSSL's headers: it must use OpenSSL's"
+#endif
+#if !defined(IMAPBENCH_OPENSSL) && !defined(OPENSSL_IS_BORINGSSL)
+#error "imapbench is built against OpenSSL's headers: it must use BoringSSL's"
+#endif
+
 #define BENCH_LINE_MAX 8192        /* bytes of one response line we keep */
 #define BENCH_RAMP 200             /* connections being set up at once (idle scenarios) */
+#define BENCH_NAME_LEN 256         /* bytes of a login or password, pattern expanded */
+#define BENCH_RETURN_WINDOW_MAX 100000 /* logins a returning user is drawn from */
+#define BENCH_CIPHER_LEN 64        /* bytes of the cipher suite's name we report */
 
 enum bench_scenario { SC_HANDSHAKE, SC_CHURN, SC_BULK, SC_LATENCY, SC_IDLE_PREAUTH, SC_IDLE_LOGIN };
 
@@ -67,7 +95,13 @@ static struct {
     int port, tls;
     enum bench_scenario sc;
     unsigned long count, conc, max_s;
-} opt = {"127.0.0.1", "bench", "", "", 0, 0, SC_HANDSHAKE, 100, 1, 120};
+    unsigned long max_errors;      /* end at this many failures; 0: never */
+    const char *users_pat, *password_pat; /* NULL: one user for every login */
+    unsigned long num_users, user_offset, return_window;
+    double return_share;           /* 0..1: logins that repeat a recent user */
+    uint64_t seed;
+} opt = {"127.0.0.1", "bench", "", "", 0, 0, SC_HANDSHAKE, 100, 1, 120, 0,
+         NULL, NULL, 0, 0, 100, 0.0, 1};
 
 static struct {
     uv_loop_t *loop;
@@ -85,10 +119,17 @@ static struct {
     char first_error[256];
     int timed_out, done, ready_printed;
     uint64_t t_start;
+    unsigned long next_user;       /* new users handed out so far */
+    unsigned long *recent;         /* ring of the last return_window users' numbers */
+    unsigned long recent_n, recent_pos;
+    unsigned long distinct, returning; /* logins by kind */
+    uint64_t rng;                  /* xorshift64* state, never 0 */
+    char cipher[BENCH_CIPHER_LEN]; /* of the first handshake done */
 } g;
 
 static void bench_start_one(void);
 static void bench_maybe_finish(void);
+static void bench_end(void);
 
 static void bench_push(uint32_t **arr, size_t *n, size_t *cap, uint64_t ns)
 {
@@ -149,6 +190,9 @@ static void bench_fail(struct bench_conn *c, const char *fmt, ...)
     }
     g.errors++;
     bench_close(c);
+    if (opt.max_errors > 0 && g.errors >= opt.max_errors) {
+        bench_end(); /* the run is failed already: do not wait out the rest */
+    }
 }
 
 static void bench_on_write(uv_write_t *req, int status)
@@ -223,10 +267,104 @@ static void bench_sendf(struct bench_conn *c, const char *fmt, ...)
     bench_send(c, line);
 }
 
+/* bench_rand: the next number of a xorshift64* sequence (Vigna, 2016):
+ * reproducible for a --seed, good enough to pick users. */
+static uint64_t bench_rand(void)
+{
+    g.rng ^= g.rng >> 12;
+    g.rng ^= g.rng << 25;
+    g.rng ^= g.rng >> 27;
+    return g.rng * 2685821657736338717ULL;
+}
+
+/* bench_pattern_count: how many %d pattern holds; -1 if it has another
+ * conversion, or a character a quoted IMAP string cannot carry as is. */
+static int bench_pattern_count(const char *pattern)
+{
+    int n = 0;
+    for (const char *p = pattern; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\' || *p == '\r' || *p == '\n') {
+            return -1;
+        }
+        if (*p != '%') {
+            continue;
+        }
+        if (p[1] == 'd') {
+            n++;
+        } else if (p[1] != '%') {
+            return -1;
+        }
+        p++;
+    }
+    return n;
+}
+
+/* bench_expand writes pattern with each %d replaced by num and %% by %
+ * into out (out_len bytes).  Returns 0, or -1 if it does not fit. */
+static int bench_expand(char *out, size_t out_len, const char *pattern, unsigned long num)
+{
+    size_t o = 0;
+    for (const char *p = pattern; *p != '\0'; p++) {
+        char digits[24];
+        const char *add = p;
+        size_t add_len = 1;
+        if (*p == '%' && p[1] == 'd') {
+            add_len = (size_t)snprintf(digits, sizeof(digits), "%lu", num);
+            add = digits;
+            p++;
+        } else if (*p == '%' && p[1] == '%') {
+            p++;
+        }
+        if (o + add_len >= out_len) {
+            return -1;
+        }
+        memcpy(out + o, add, add_len);
+        o += add_len;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* bench_pick_user: the number of the user of the next login, a recent one
+ * (return_share of the time, once there is one) or the next new one. */
+static unsigned long bench_pick_user(void)
+{
+    unsigned long num;
+    double r = (double)(bench_rand() >> 11) / 9007199254740992.0; /* [0, 1) */
+    if (g.recent_n > 0 && r < opt.return_share) {
+        num = g.recent[bench_rand() % g.recent_n];
+        g.returning++;
+    } else {
+        num = (opt.user_offset + g.next_user++) % opt.num_users;
+        g.distinct++;
+    }
+    g.recent[g.recent_pos] = num;
+    g.recent_pos = (g.recent_pos + 1) % opt.return_window;
+    if (g.recent_n < opt.return_window) {
+        g.recent_n++;
+    }
+    return num;
+}
+
 static void bench_login(struct bench_conn *c)
 {
+    char user[BENCH_NAME_LEN], password[BENCH_NAME_LEN];
     c->step = ST_LOGIN;
-    bench_sendf(c, "a LOGIN \"%s\" \"%s\"\r\n", opt.user, opt.password);
+    if (opt.users_pat == NULL) {
+        g.distinct++;
+        bench_sendf(c, "a LOGIN \"%s\" \"%s\"\r\n", opt.user, opt.password);
+        return;
+    }
+    unsigned long num = bench_pick_user();
+    if (bench_expand(user, sizeof(user), opt.users_pat, num) != 0 ||
+        bench_expand(password, sizeof(password),
+                     opt.password_pat != NULL ? opt.password_pat : opt.password, num) != 0) {
+        bench_fail(c, "login or password longer than %d bytes", BENCH_NAME_LEN - 1);
+        return;
+    }
+    bench_sendf(c, "a LOGIN \"%s\" \"%s\"\r\n", user, password);
+    /* the password stays on this stack frame and the wire only */
+    memset(password, 0, sizeof(password));
 }
 
 /* bench_established: an idle connection is up; set up the next one. */
@@ -457,6 +595,10 @@ static void bench_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         c->step = ST_GREETING;
+        if (g.cipher[0] == '\0') {
+            snprintf(g.cipher, sizeof(g.cipher), "%s %s", SSL_get_version(c->ssl),
+                     SSL_get_cipher_name(c->ssl));
+        }
     }
     while (!c->closing) {
         int n = SSL_read(c->ssl, plain, sizeof(plain));
@@ -591,6 +733,16 @@ static void bench_json_str(const char *s)
     putchar('"');
 }
 
+/* bench_tls_lib: the TLS library this binary runs with (static string). */
+static const char *bench_tls_lib(void)
+{
+#if defined(OPENSSL_IS_BORINGSSL)
+    return "BoringSSL";
+#else
+    return OpenSSL_version(OPENSSL_VERSION); /* the library loaded, not the headers */
+#endif
+}
+
 static void bench_report(void)
 {
     struct rusage ru;
@@ -598,8 +750,12 @@ static void bench_report(void)
     getrusage(RUSAGE_SELF, &ru);
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-    qsort(g.lat, g.lat_n, sizeof(*g.lat), bench_cmp);
-    qsort(g.login_lat, g.login_n, sizeof(*g.login_lat), bench_cmp);
+    if (g.lat_n > 0) { /* qsort's base must not be NULL, even for 0 elements */
+        qsort(g.lat, g.lat_n, sizeof(*g.lat), bench_cmp);
+    }
+    if (g.login_n > 0) {
+        qsort(g.login_lat, g.login_n, sizeof(*g.login_lat), bench_cmp);
+    }
     printf("{\"tool\":\"imapbench\",\"target\":");
     bench_json_str(opt.label);
     printf(",\"scenario\":\"%s\",\"tls\":%s,\"count\":%lu,\"concurrency\":%lu,\"ok\":%lu,"
@@ -613,7 +769,12 @@ static void bench_report(void)
         printf("\"login_p50_us\":%u,\"login_p99_us\":%u,", bench_pct(g.login_lat, g.login_n, 0.5),
                bench_pct(g.login_lat, g.login_n, 0.99));
     }
-    printf("\"bytes\":%llu,\"client_cpu_s\":%.3f,\"timed_out\":%s,\"first_error\":",
+    printf("\"distinct_logins\":%lu,\"returning_logins\":%lu,\"tls_lib\":", g.distinct,
+           g.returning);
+    bench_json_str(bench_tls_lib());
+    printf(",\"cipher\":");
+    bench_json_str(g.cipher);
+    printf(",\"bytes\":%llu,\"client_cpu_s\":%.3f,\"timed_out\":%s,\"first_error\":",
            (unsigned long long)g.bytes, cpu, g.timed_out ? "true" : "false");
     bench_json_str(g.first_error);
     printf("}\n");
@@ -688,7 +849,11 @@ static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: imapbench --port N --scenario handshake|churn|bulk|latency|idle-preauth|"
                "idle-login [--host A] [--tls] [--user U] [--password P] [--count N]\n"
-               "                 [--concurrency C] [--max-seconds T] [--label L]\n");
+               "                 [--concurrency C] [--max-seconds T] [--label L]\n"
+               "                 [--max-errors E] [--users PATTERN --num-users N [--user-offset K]\n"
+               "                  [--password-pattern PATTERN] [--return-share F]\n"
+               "                  [--return-window W] [--seed S]]\n"
+               "TLS: %s\n", bench_tls_lib());
 }
 
 static int bench_parse(int argc, char **argv)
@@ -699,6 +864,12 @@ static int bench_parse(int argc, char **argv)
         {"user", required_argument, NULL, 'u'},      {"password", required_argument, NULL, 'w'},
         {"count", required_argument, NULL, 'n'},     {"concurrency", required_argument, NULL, 'c'},
         {"max-seconds", required_argument, NULL, 'm'}, {"label", required_argument, NULL, 'l'},
+        {"users", required_argument, NULL, 'U'},     {"num-users", required_argument, NULL, 'N'},
+        {"user-offset", required_argument, NULL, 'O'},
+        {"password-pattern", required_argument, NULL, 'P'},
+        {"return-share", required_argument, NULL, 'R'},
+        {"return-window", required_argument, NULL, 'W'}, {"seed", required_argument, NULL, 'S'},
+        {"max-errors", required_argument, NULL, 'E'},
         {"help", no_argument, NULL, 'H'},            {NULL, 0, NULL, 0},
     };
     int ch, found = 0;
@@ -711,6 +882,38 @@ static int bench_parse(int argc, char **argv)
         case 'u': opt.user = optarg; break;
         case 'w': opt.password = optarg; break;
         case 'l': opt.label = optarg; break;
+        case 'U': opt.users_pat = optarg; break;
+        case 'P': opt.password_pat = optarg; break;
+        case 'R':
+            opt.return_share = strtod(optarg, &end);
+            if (*end != '\0' || !(opt.return_share >= 0.0 && opt.return_share <= 1.0)) {
+                return -1;
+            }
+            break;
+        case 'O':
+        case 'S': {
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (*end != '\0' || optarg[0] == '-') {
+                return -1;
+            }
+            if (ch == 'O') {
+                opt.user_offset = (unsigned long)v;
+            } else {
+                opt.seed = v;
+            }
+            break;
+        }
+        case 'N':
+        case 'W':
+        case 'E': {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end != '\0' || v == 0 || optarg[0] == '-' ||
+                (ch == 'W' && v > BENCH_RETURN_WINDOW_MAX)) {
+                return -1;
+            }
+            *(ch == 'N' ? &opt.num_users : ch == 'W' ? &opt.return_window : &opt.max_errors) = v;
+            break;
+        }
         case 'n':
         case 'c':
         case 'm': {
@@ -742,6 +945,15 @@ static int bench_parse(int argc, char **argv)
     if (optind != argc || opt.port <= 0 || opt.port > 65535 || !found) {
         return -1;
     }
+    if (opt.users_pat != NULL) {
+        const char *pw = opt.password_pat != NULL ? opt.password_pat : opt.password;
+        if (opt.num_users == 0 || bench_pattern_count(opt.users_pat) != 1 ||
+            bench_pattern_count(pw) < 0) {
+            return -1;
+        }
+    } else if (opt.password_pat != NULL || opt.num_users != 0 || opt.return_share > 0.0) {
+        return -1; /* these choose among users: they need --users */
+    }
     return 0;
 }
 
@@ -760,6 +972,14 @@ int main(int argc, char **argv)
         uv_ip6_addr(opt.host, opt.port, (struct sockaddr_in6 *)&g.addr) != 0) {
         fprintf(stderr, "imapbench: %s is not a numeric address\n", opt.host);
         return 2;
+    }
+    g.rng = opt.seed != 0 ? opt.seed : 1;
+    if (opt.users_pat != NULL) {
+        g.recent = calloc(opt.return_window, sizeof(*g.recent));
+        if (g.recent == NULL) {
+            fprintf(stderr, "imapbench: out of memory\n");
+            return 1;
+        }
     }
     g.loop = uv_default_loop();
     if (opt.tls) {
@@ -789,6 +1009,7 @@ int main(int argc, char **argv)
     SSL_CTX_free(g.ctx);
     free(g.lat);
     free(g.login_lat);
+    free(g.recent);
     if (g.timed_out) {
         return 3;
     }
