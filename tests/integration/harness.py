@@ -241,6 +241,22 @@ service anvil {{
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def kill_logins(self):
+        """SIGKILL this Dovecot's imap-login processes only (its own, found by
+        parent PID: other tests' Dovecots run on the same machine); the master
+        stays up and starts new ones."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-f", "imap-login"],
+                             capture_output=True, text=True, check=False).stdout
+        pids = [int(x) for x in out.split()]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(pids)
+
     def kill(self):
         """SIGKILL the children (imap processes, so no BYE goes out) and then
         the master."""
