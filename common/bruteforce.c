@@ -15,9 +15,27 @@ unsigned bruteforce_delay_ms(const struct config_bruteforce *bf, unsigned long f
     return d > bf->max_delay_ms ? bf->max_delay_ms : (unsigned)d;
 }
 
-int bruteforce_blocked(const struct config_bruteforce *bf, unsigned long fails_ip,
-                       unsigned long fails_login)
+/* bruteforce_before: the attempts before this one, of a count that holds it. */
+static unsigned long bruteforce_before(unsigned long n)
 {
-    return bf->enabled &&
-           (fails_ip >= bf->block_ip_after || fails_login >= bf->block_login_after);
+    return n > 0 ? n - 1 : 0;
+}
+
+void bruteforce_decide(struct bruteforce_verdict *out, const struct config_bruteforce *bf,
+                       const struct bruteforce_counts *c)
+{
+    out->blocked = 0;
+    out->delay_ms = 0;
+    if (!bf->enabled) {
+        return;
+    }
+    out->blocked = c->ip > bf->block_ip_after || c->pair > bf->block_pair_after;
+    unsigned long fails = bruteforce_before(c->ip);
+    if (bruteforce_before(c->pair) > fails) {
+        fails = bruteforce_before(c->pair);
+    }
+    if (!c->trusted && bruteforce_before(c->login) > fails) {
+        fails = bruteforce_before(c->login);
+    }
+    out->delay_ms = bruteforce_delay_ms(bf, fails);
 }

@@ -776,7 +776,9 @@ static const struct config_uint_field config_bf_fields[] = {
     {"delay_ms", offsetof(struct config_bruteforce, delay_ms), 0, 60000},
     {"max_delay_ms", offsetof(struct config_bruteforce, max_delay_ms), 0, 60000},
     {"block_ip_after", offsetof(struct config_bruteforce, block_ip_after), 1, 100000000},
-    {"block_login_after", offsetof(struct config_bruteforce, block_login_after), 1, 100000000},
+    {"block_pair_after", offsetof(struct config_bruteforce, block_pair_after), 1, 100000000},
+    {"block_login_after", offsetof(struct config_bruteforce, block_pair_after), 1, 100000000},
+    {"trusted_ttl_s", offsetof(struct config_bruteforce, trusted_ttl_s), 60, 86400 * 400},
 };
 
 static void config_cache_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -1064,7 +1066,8 @@ static void config_defaults(struct config *c)
     c->bruteforce.delay_ms = 500;
     c->bruteforce.max_delay_ms = 8000;
     c->bruteforce.block_ip_after = 50;
-    c->bruteforce.block_login_after = 10;
+    c->bruteforce.block_pair_after = 10;
+    c->bruteforce.trusted_ttl_s = 2592000;
 }
 
 static void config_free(struct config *c)

@@ -86,8 +86,12 @@ struct config_bruteforce {
     unsigned delay_after;     /* failures (per address or login) before delays start (3) */
     unsigned delay_ms;        /* first delay, doubled per further failure (500) */
     unsigned max_delay_ms;    /* (8000) */
-    unsigned block_ip_after;  /* failures per client address that block it (50) */
-    unsigned block_login_after; /* failures per login that block it (10) */
+    unsigned block_ip_after;  /* attempts per client address (IPv6: per prefix) that
+                                 block the address (50) */
+    unsigned block_pair_after; /* attempts for one login from one address that block that
+                                  pair (10; "block_login_after" is its old name) */
+    unsigned trusted_ttl_s;   /* an address that logged in for a login is trusted for it
+                                 this long: no per-login delay (2592000, 30 days) */
 };
 
 enum config_audit_policy {

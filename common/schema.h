@@ -14,8 +14,12 @@
  *                                  down      hosts (same form) taken out of use
  *   <prefix>events           channel: "kick <login>", "route <login>",
  *                                  "backend <name>", "domain <domain>"
- *   <prefix>bf:ip:<address>, <prefix>bf:login:<login>
- *                            STRING failed-login counters with a TTL
+ *   <prefix>bf:ip:<address>, <prefix>bf:login:<login>,
+ *   <prefix>bf:pair:<login> <address>
+ *                            STRING counters of attempts that did not prove the
+ *                            password, with a TTL (an IPv6 address by its prefix)
+ *   <prefix>bf:ok:<login> <address>
+ *                            STRING the address logged in for the login lately
  *   <prefix>kick:<login>     STRING the login's kick generation: incremented
  *                            before each kick is published, so that an
  *                            instance that missed the event while away from
@@ -49,7 +53,7 @@ const char *schema_domain(const char *login);
 int schema_name_valid(const char *name);
 
 enum schema_kind { SCHEMA_USER, SCHEMA_DOMAIN, SCHEMA_BACKEND, SCHEMA_EVENTS,
-                   SCHEMA_BF_IP, SCHEMA_BF_LOGIN, SCHEMA_KICK };
+                   SCHEMA_BF_IP, SCHEMA_BF_LOGIN, SCHEMA_KICK, SCHEMA_BF_PAIR, SCHEMA_BF_OK };
 
 /* A kick's generation lives this long (s): a session older than that is not
  * kicked by a re-check that missed the event. */

@@ -6,6 +6,7 @@
 
 #include "common/chash.h"
 #include "common/log.h"
+#include "common/netaddr.h"
 #include "proxy/redis.h"
 
 #define DIR_BUCKETS 1024
@@ -463,19 +464,71 @@ static unsigned long dir_counter(const redisReply *r)
     return 0;
 }
 
+static void dir_on_kick(void *ctx, const redisReply *r)
+{
+    struct dir_req *q = ctx;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        dir_fail(q, DIR_UNAVAILABLE, r == NULL ? "redis unavailable" : "redis error");
+    } else {
+        q->res.kick_gen = dir_counter(r);
+    }
+    dir_phase_one_done(q);
+}
+
+/* The brute-force counters of one attempt, counted before it is decided
+ * (INCR first), with the kick generation and the trusted mark, in one
+ * round trip.  KEYS: ip, pair, login, kick, ok; ARGV: window (s). */
+static const char dir_bf_count_script[] =
+    "local r = {}\n"
+    "for i = 1, 3 do r[i] = redis.call('INCR', KEYS[i]); "
+    "redis.call('EXPIRE', KEYS[i], ARGV[1]) end\n"
+    "r[4] = redis.call('GET', KEYS[4]) or '0'\n"
+    "r[5] = redis.call('EXISTS', KEYS[5])\n"
+    "return r\n";
+
+/* Settling an attempt.  KEYS: ip, pair, login, ok; ARGV: outcome ("ok": it
+ * proved the password; "void": it proved nothing, e.g. the backend was
+ * down), trusted ttl (s).  A failure needs no settling: it stays counted. */
+static const char dir_bf_settle_script[] =
+    "for i = 1, 3 do\n"
+    "  if ARGV[1] == 'ok' and i == 2 then redis.call('DEL', KEYS[2])\n"
+    "  elseif tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end\n"
+    "end\n"
+    "if ARGV[1] == 'ok' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[2]) end\n"
+    "return 1\n";
+
 static void dir_on_counters(void *ctx, const redisReply *r)
 {
     struct dir_req *q = ctx;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || (r->elements != 1 && r->elements != 3)) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
         dir_fail(q, DIR_UNAVAILABLE, r == NULL ? "redis unavailable" : "redis error");
     } else {
-        q->res.kick_gen = dir_counter(r->element[0]);
-        if (r->elements == 3) {
-            q->res.fails_ip = dir_counter(r->element[1]);
-            q->res.fails_login = dir_counter(r->element[2]);
-        }
+        q->res.bf.ip = dir_counter(r->element[0]);
+        q->res.bf.pair = dir_counter(r->element[1]);
+        q->res.bf.login = dir_counter(r->element[2]);
+        q->res.kick_gen = dir_counter(r->element[3]);
+        q->res.bf.trusted = dir_counter(r->element[4]) > 0;
+        q->res.bf_counted = 1;
     }
     dir_phase_one_done(q);
+}
+
+/* dir_bf_keys writes the four brute-force keys of login from client_ip. */
+static void dir_bf_keys(const struct dir *d, const char *login, const char *client_ip,
+                        char kip[DIR_KEY_LEN], char kpair[DIR_KEY_LEN],
+                        char klogin[DIR_KEY_LEN], char kok[DIR_KEY_LEN])
+{
+    const char *prefix = d->cfg->redis.prefix;
+    char addr[NETADDR_MAX_KEY_LEN], both[SCHEMA_MAX_LOGIN_LEN + NETADDR_MAX_KEY_LEN + 2];
+    /* an IPv6 client by its prefix: one host holds a whole /64 */
+    if (netaddr_key(addr, sizeof(addr), client_ip, 32, d->cfg->ipv6_prefix_len) < 0) {
+        snprintf(addr, sizeof(addr), "%s", NETADDR_UNPARSED_KEY);
+    }
+    snprintf(both, sizeof(both), "%s %s", login, addr);
+    schema_key(kip, DIR_KEY_LEN, prefix, SCHEMA_BF_IP, addr);
+    schema_key(kpair, DIR_KEY_LEN, prefix, SCHEMA_BF_PAIR, both);
+    schema_key(klogin, DIR_KEY_LEN, prefix, SCHEMA_BF_LOGIN, login);
+    schema_key(kok, DIR_KEY_LEN, prefix, SCHEMA_BF_OK, both);
 }
 
 int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb cb, void *ctx)
@@ -540,19 +593,26 @@ int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb c
             }
         }
     }
-    {
-        /* the kick generation always, the brute-force counters for logins */
-        char kkick[DIR_KEY_LEN], kip[DIR_KEY_LEN], klogin[DIR_KEY_LEN];
-        schema_key(kkick, sizeof(kkick), prefix, SCHEMA_KICK, q->login);
-        schema_key(kip, sizeof(kip), prefix, SCHEMA_BF_IP, client_ip != NULL ? client_ip : "");
-        schema_key(klogin, sizeof(klogin), prefix, SCHEMA_BF_LOGIN, q->login);
-        const char *argv[4] = {"MGET", kkick, kip, klogin};
-        int argc = client_ip != NULL && d->cfg->bruteforce.enabled ? 4 : 2;
-        q->waiting++;
-        if (rclient_cmd(d->cmd, dir_on_counters, q, argc, argv, NULL) != 0) {
-            q->waiting--;
-            dir_fail(q, DIR_UNAVAILABLE, "redis unavailable");
-        }
+    char kkick[DIR_KEY_LEN];
+    schema_key(kkick, sizeof(kkick), prefix, SCHEMA_KICK, q->login);
+    q->waiting++;
+    int sent;
+    if (client_ip != NULL && d->cfg->bruteforce.enabled) {
+        char kip[DIR_KEY_LEN], kpair[DIR_KEY_LEN], klogin[DIR_KEY_LEN], kok[DIR_KEY_LEN];
+        char window[16];
+        dir_bf_keys(d, q->login, client_ip, kip, kpair, klogin, kok);
+        snprintf(window, sizeof(window), "%u", d->cfg->bruteforce.window_s);
+        const char *argv[9] = {"EVAL", dir_bf_count_script, "5", kip, kpair, klogin, kkick,
+                               kok, window};
+        sent = rclient_cmd(d->cmd, dir_on_counters, q, 9, argv, NULL);
+    } else {
+        /* a route re-check: the kick generation only */
+        const char *argv[2] = {"GET", kkick};
+        sent = rclient_cmd(d->cmd, dir_on_kick, q, 2, argv, NULL);
+    }
+    if (sent != 0) {
+        q->waiting--;
+        dir_fail(q, DIR_UNAVAILABLE, "redis unavailable");
     }
     dir_phase_one_done(q);
     return 0;
@@ -568,41 +628,19 @@ static void dir_on_ignored(void *ctx, const redisReply *r)
     }
 }
 
-static void dir_count(struct dir *d, const char *key)
+void dir_bf_settle(struct dir *d, const char *login, const char *client_ip,
+                   enum dir_bf_outcome outcome)
 {
+    if (d->cmd == NULL || !d->cfg->bruteforce.enabled || outcome == DIR_BF_FAILURE) {
+        return;
+    }
+    char kip[DIR_KEY_LEN], kpair[DIR_KEY_LEN], klogin[DIR_KEY_LEN], kok[DIR_KEY_LEN];
     char ttl[16];
-    snprintf(ttl, sizeof(ttl), "%u", d->cfg->bruteforce.window_s);
-    const char *incr[2] = {"INCR", key};
-    const char *expire[3] = {"EXPIRE", key, ttl};
-    /* pipelined: the window restarts with each failure */
-    if (rclient_cmd(d->cmd, dir_on_ignored, NULL, 2, incr, NULL) == 0) {
-        rclient_cmd(d->cmd, dir_on_ignored, NULL, 3, expire, NULL);
-    }
-}
-
-void dir_record_failure(struct dir *d, const char *login, const char *client_ip)
-{
-    char key[DIR_KEY_LEN];
-    if (d->cmd == NULL || !d->cfg->bruteforce.enabled) {
-        return;
-    }
-    schema_key(key, sizeof(key), d->cfg->redis.prefix, SCHEMA_BF_IP, client_ip);
-    dir_count(d, key);
-    if (login != NULL && login[0] != '\0') {
-        schema_key(key, sizeof(key), d->cfg->redis.prefix, SCHEMA_BF_LOGIN, login);
-        dir_count(d, key);
-    }
-}
-
-void dir_record_success(struct dir *d, const char *login)
-{
-    char key[DIR_KEY_LEN];
-    if (d->cmd == NULL || !d->cfg->bruteforce.enabled) {
-        return;
-    }
-    schema_key(key, sizeof(key), d->cfg->redis.prefix, SCHEMA_BF_LOGIN, login);
-    const char *argv[2] = {"DEL", key};
-    rclient_cmd(d->cmd, dir_on_ignored, NULL, 2, argv, NULL);
+    dir_bf_keys(d, login, client_ip, kip, kpair, klogin, kok);
+    snprintf(ttl, sizeof(ttl), "%u", d->cfg->bruteforce.trusted_ttl_s);
+    const char *argv[9] = {"EVAL", dir_bf_settle_script, "4", kip, kpair, klogin, kok,
+                           outcome == DIR_BF_SUCCESS ? "ok" : "void", ttl};
+    rclient_cmd(d->cmd, dir_on_ignored, NULL, 9, argv, NULL);
 }
 
 /* --- lifetime --------------------------------------------------------------------- */

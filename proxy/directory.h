@@ -14,6 +14,7 @@
 
 #include <uv.h>
 
+#include "common/bruteforce.h"
 #include "common/config.h"
 #include "common/schema.h"
 
@@ -43,8 +44,8 @@ struct dir_result {
     const struct config_backend *backend; /* in the configuration */
     char host[256];
     uint16_t port;
-    unsigned long fails_ip;         /* brute-force counters (0 when not asked) */
-    unsigned long fails_login;
+    struct bruteforce_counts bf;    /* brute-force counters, this attempt counted */
+    int bf_counted;                 /* bf was counted: the attempt must be settled */
     unsigned long kick_gen;         /* the login's kick generation (0: never kicked) */
 };
 
@@ -61,12 +62,17 @@ struct dir *dir_new(uv_loop_t *loop, const struct config *cfg, const struct dir_
  * possibly before dir_lookup returns.  Returns 0, or -1 on OOM (no cb). */
 int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb cb, void *ctx);
 
-/* dir_record_failure counts a failed login for the client address and the
- * login (shared by every instance through Redis); dir_record_success clears
- * the login's counter.  Fire and forget; no-ops without brute-force
- * counting. */
-void dir_record_failure(struct dir *d, const char *login, const char *client_ip);
-void dir_record_success(struct dir *d, const char *login);
+enum dir_bf_outcome {
+    DIR_BF_SUCCESS, /* the password was proven: uncount it, clear the pair, trust the address */
+    DIR_BF_FAILURE, /* a failed attempt: it stays counted */
+    DIR_BF_VOID,    /* it proved nothing either way (backend down, queue full): uncount it */
+};
+
+/* dir_bf_settle ends an attempt that dir_lookup counted (bf_counted), in
+ * Redis, shared by every instance.  Fire and forget; a no-op without
+ * brute-force counting. */
+void dir_bf_settle(struct dir *d, const char *login, const char *client_ip,
+                   enum dir_bf_outcome outcome);
 
 /* dir_close fails lookups in flight (their cb reports DIR_UNAVAILABLE) and
  * frees the directory once its handles are closed. */

@@ -86,9 +86,9 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
                 detail != NULL ? detail : "");
     if (r->counts) {
         s->auth_failures++;
-        if (s->user[0] != '\0') {
-            dir_record_failure(s->env->dir, s->user, s->client_ip);
-        }
+    }
+    if (s->login_flags & SESSION_L_COUNTED) {
+        dir_bf_settle(s->env->dir, s->user, s->client_ip, r->counts ? DIR_BF_FAILURE : DIR_BF_VOID);
     }
     if (r->unavailable) {
         s->env->stats.logins_unavailable++;
@@ -133,6 +133,19 @@ static void session_login_goto(struct session *s, enum login_step step)
 /* lookup: the routing table says where the user lives, how the password is
  * checked and what the brute-force counters hold. */
 
+/* session_login_counters applies the brute-force verdict of the lookup. */
+static void session_login_counters(struct session *s, const struct config_bruteforce *bf,
+                                   const struct dir_result *res)
+{
+    struct bruteforce_verdict v;
+    bruteforce_decide(&v, bf, &res->bf);
+    if (v.blocked) {
+        s->login_flags |= SESSION_L_BLOCKED;
+        s->env->stats.bf_blocked++;
+    }
+    s->login_delay_ms = v.delay_ms;
+}
+
 static void session_on_lookup(void *ctx, const struct dir_result *res)
 {
     struct session *s = ctx;
@@ -141,12 +154,19 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
     if (!session_login_back(s)) {
         return;
     }
+    if (res->bf_counted) {
+        s->login_flags |= SESSION_L_COUNTED; /* settled by the login's end */
+    }
     if (res->status == DIR_UNAVAILABLE) {
         session_login_refuse(s, LOGIN_REFUSE_DIRECTORY_DOWN, NULL, res->reason);
         return;
     }
     if (res->status == DIR_NO_ROUTE) {
-        session_login_refuse(s, LOGIN_REFUSE_NO_ROUTE, NULL, NULL);
+        /* refused like an unknown user, after the same work */
+        s->login_flags |= SESSION_L_UNKNOWN | SESSION_L_NO_ROUTE;
+        session_login_counters(s, bf, res);
+        session_login_goto(s, LOGIN_STEP_DELAY);
+        session_login_run(s);
         return;
     }
     s->route = res->backend;
@@ -193,13 +213,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         session_login_refuse(s, LOGIN_REFUSE_AUTHZID, NULL, s->auth_user);
         return;
     }
-    if (bruteforce_blocked(bf, res->fails_ip, res->fails_login)) {
-        s->login_flags |= SESSION_L_BLOCKED;
-        s->env->stats.bf_blocked++;
-    }
-    s->login_delay_ms = bruteforce_delay_ms(bf, res->fails_ip > res->fails_login
-                                                    ? res->fails_ip
-                                                    : res->fails_login);
+    session_login_counters(s, bf, res);
     session_login_goto(s, LOGIN_STEP_DELAY);
     session_login_run(s);
 }
@@ -292,9 +306,10 @@ static void session_on_verified(void *ctx, int result)
     }
     if (result != 1) {
         session_login_refuse(s,
-                             (s->login_flags & SESSION_L_BLOCKED)   ? LOGIN_REFUSE_BLOCKED
-                             : (s->login_flags & SESSION_L_UNKNOWN) ? LOGIN_REFUSE_UNKNOWN
-                                                                    : LOGIN_REFUSE_WRONG_PASSWORD,
+                             (s->login_flags & SESSION_L_BLOCKED)    ? LOGIN_REFUSE_BLOCKED
+                             : (s->login_flags & SESSION_L_NO_ROUTE) ? LOGIN_REFUSE_NO_ROUTE
+                             : (s->login_flags & SESSION_L_UNKNOWN)  ? LOGIN_REFUSE_UNKNOWN
+                                                                     : LOGIN_REFUSE_WRONG_PASSWORD,
                              NULL, NULL);
         return;
     }

@@ -111,6 +111,8 @@ enum login_refusal {
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
 #define SESSION_L_DISABLED (1u << 2) /* refuse with CONTACTADMIN once verified */
 #define SESSION_L_BLOCKED  (1u << 3) /* brute-force block: refuse like a wrong password */
+#define SESSION_L_COUNTED  (1u << 4) /* the brute-force counters hold this attempt */
+#define SESSION_L_NO_ROUTE (1u << 5) /* no route: verify the dummy, then refuse (no s->route) */
 
 struct session {
     struct session_env *env;     /* borrowed; the worker outlives us */

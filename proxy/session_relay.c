@@ -482,11 +482,13 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
         return;
     }
     session_set_state(s, SESSION_RELAY);
+    if (s->login_flags & SESSION_L_COUNTED) {
+        dir_bf_settle(s->env->dir, s->user, s->client_ip, DIR_BF_SUCCESS);
+    }
     session_login_clear(s);
     if (s->client != NULL) {
         conn_set_wipe(s->client, 0); /* no credentials come after this */
     }
-    dir_record_success(s->env->dir, s->user);
     s->env->stats.logins_ok++;
     imap_scan_init(&s->backend_scan);
     s->last_backend_data = uv_now(s->env->loop);

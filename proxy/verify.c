@@ -61,6 +61,9 @@ static struct {
     struct list_link loops;        /* open loops (struct verify_loop) */
     struct verify_stats stats;
     char *dummy;                   /* read-only while the threads run */
+    char *recent;                  /* the last real hash checked (copy, under mu): the
+                                      dummy check uses its scheme and cost, so that an
+                                      unknown user costs what real users cost */
 } verify_pool = {.once = UV_ONCE_INIT};
 
 static void verify_once(void)
@@ -126,13 +129,29 @@ static void verify_thread(void *arg)
         uv_mutex_unlock(&verify_pool.mu);
         if (j->dummy) {
             /* the same work as a real check, and never a match */
-            if (verify_pool.dummy != NULL) {
+            uv_mutex_lock(&verify_pool.mu);
+            char *like = verify_pool.recent != NULL ? strdup(verify_pool.recent) : NULL;
+            uv_mutex_unlock(&verify_pool.mu);
+            if (like != NULL) {
+                (void)passwd_verify(like, j->password);
+                secret_free_str(like);
+            } else if (verify_pool.dummy != NULL) {
                 (void)passwd_verify(verify_pool.dummy, j->password);
             }
             j->result = VERIFY_MISMATCH;
         } else {
             int r = passwd_verify(j->hash, j->password);
             j->result = r == 1 ? VERIFY_MATCH : r == 0 ? VERIFY_MISMATCH : VERIFY_ERROR;
+            if (r >= 0) {
+                char *copy = strdup(j->hash);
+                uv_mutex_lock(&verify_pool.mu);
+                char *old = verify_pool.recent;
+                verify_pool.recent = copy != NULL ? copy : old;
+                uv_mutex_unlock(&verify_pool.mu);
+                if (copy != NULL) {
+                    secret_free_str(old);
+                }
+            }
         }
         /* the password is not needed any more: wipe it off the heap now */
         secret_free_str(j->password);
@@ -200,6 +219,8 @@ fail:
     verify_pool.clients = NULL;
     secret_free_str(verify_pool.dummy);
     verify_pool.dummy = NULL;
+    secret_free_str(verify_pool.recent);
+    verify_pool.recent = NULL;
     return r;
 }
 
@@ -231,6 +252,8 @@ void verify_cleanup(void)
     verify_pool.clients = NULL;
     secret_free_str(verify_pool.dummy);
     verify_pool.dummy = NULL;
+    secret_free_str(verify_pool.recent);
+    verify_pool.recent = NULL;
 }
 
 /* verify_find returns loop's side (mutex held), or NULL. */

@@ -11,7 +11,8 @@ static struct config_bruteforce bf(void)
         .delay_ms = 500,
         .max_delay_ms = 8000,
         .block_ip_after = 50,
-        .block_login_after = 10,
+        .block_pair_after = 10,
+        .trusted_ttl_s = 3600,
     };
     return b;
 }
@@ -42,21 +43,61 @@ Test(bruteforce, cap_below_the_first_delay)
     cr_assert_eq(bruteforce_delay_ms(&b, 3), 300);
 }
 
+static struct bruteforce_verdict decide(unsigned long ip, unsigned long pair,
+                                        unsigned long login, int trusted)
+{
+    struct config_bruteforce b = bf();
+    struct bruteforce_counts c = {.ip = ip, .pair = pair, .login = login, .trusted = trusted};
+    struct bruteforce_verdict v;
+    bruteforce_decide(&v, &b, &c);
+    return v;
+}
+
 Test(bruteforce, off)
 {
     struct config_bruteforce b = bf();
+    struct bruteforce_counts c = {.ip = 1000, .pair = 1000, .login = 1000};
+    struct bruteforce_verdict v;
     b.enabled = 0;
     cr_assert_eq(bruteforce_delay_ms(&b, 100), 0);
-    cr_assert_not(bruteforce_blocked(&b, 1000, 1000));
+    bruteforce_decide(&v, &b, &c);
+    cr_assert_not(v.blocked);
+    cr_assert_eq(v.delay_ms, 0);
     b = bf();
     b.delay_ms = 0;
     cr_assert_eq(bruteforce_delay_ms(&b, 100), 0);
 }
 
+Test(bruteforce, the_counts_include_this_attempt)
+{
+    /* the 10th attempt of a pair goes on, the 11th is blocked */
+    cr_assert_not(decide(1, 10, 10, 0).blocked);
+    cr_assert(decide(1, 11, 11, 0).blocked);
+    cr_assert_not(decide(50, 1, 1, 0).blocked);
+    cr_assert(decide(51, 1, 1, 0).blocked);
+    /* three failures before: the first delay */
+    cr_assert_eq(decide(4, 1, 1, 0).delay_ms, 500);
+    cr_assert_eq(decide(3, 1, 1, 0).delay_ms, 0);
+}
+
+Test(bruteforce, strangers_never_block_a_login)
+{
+    /* a million failures for the login from elsewhere: slowed, never blocked */
+    struct bruteforce_verdict v = decide(1, 1, 1000000, 0);
+    cr_assert_not(v.blocked);
+    cr_assert_eq(v.delay_ms, 8000);
+    /* from the owner's trusted address: not even slowed */
+    v = decide(1, 1, 1000000, 1);
+    cr_assert_not(v.blocked);
+    cr_assert_eq(v.delay_ms, 0);
+    /* a trusted address still pays for its own failures */
+    cr_assert_eq(decide(1, 5, 1000000, 1).delay_ms, 1000);
+    cr_assert(decide(1, 11, 11, 1).blocked);
+}
+
 Test(bruteforce, blocks_at_either_threshold)
 {
-    struct config_bruteforce b = bf();
-    cr_assert_not(bruteforce_blocked(&b, 49, 9));
-    cr_assert(bruteforce_blocked(&b, 50, 0));
-    cr_assert(bruteforce_blocked(&b, 0, 10));
+    cr_assert_not(decide(50, 10, 0, 0).blocked);
+    cr_assert(decide(51, 0, 0, 0).blocked);
+    cr_assert(decide(0, 11, 0, 0).blocked);
 }

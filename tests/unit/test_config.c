@@ -270,7 +270,7 @@ Test(config, redis_master_and_hosts)
              "  delay_ms: 100\n"
              "  max_delay_ms: 1000\n"
              "  block_ip_after: 20\n"
-             "  block_login_after: 5\n", secret);
+             "  block_pair_after: 5\n", secret);
     struct config *c = load(err, sizeof(err), "redis.yaml", text);
     cr_assert_not_null(c, "%s", err);
     const struct config_backend *b = config_find_backend(c, "store");
@@ -306,7 +306,7 @@ Test(config, redis_master_and_hosts)
     cr_assert_eq(c->bruteforce.delay_ms, 100);
     cr_assert_eq(c->bruteforce.max_delay_ms, 1000);
     cr_assert_eq(c->bruteforce.block_ip_after, 20);
-    cr_assert_eq(c->bruteforce.block_login_after, 5);
+    cr_assert_eq(c->bruteforce.block_pair_after, 5);
     config_unref(&c);
 
     /* defaults */
@@ -319,7 +319,7 @@ Test(config, redis_master_and_hosts)
     cr_assert_eq(c->redis.connect_timeout_ms, 2000);
     cr_assert_eq(c->redis.cache_ttl_ms, 5000);
     cr_assert(!c->redis.unknown_users_passthrough);
-    cr_assert_eq(c->bruteforce.block_login_after, 10);
+    cr_assert_eq(c->bruteforce.block_pair_after, 10);
     config_unref(&c);
 
     /* without a redis section, no brute-force counters and no Redis */
