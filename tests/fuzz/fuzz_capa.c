@@ -23,7 +23,8 @@ static int fuzz_removed(const char *t, size_t n)
            (n == 13 && strncasecmp(t, "LOGINDISABLED", 13) == 0) ||
            (n >= 5 && strncasecmp(t, "AUTH=", 5) == 0) ||
            (n == 7 && strncasecmp(t, "SASL-IR", 7) == 0) ||
-           (n >= 9 && strncasecmp(t, "COMPRESS=", 9) == 0);
+           (n >= 9 && strncasecmp(t, "COMPRESS=", 9) == 0) ||
+           (n == 14 && strncasecmp(t, "UNAUTHENTICATE", 14) == 0);
 }
 
 static void fuzz_filter(const char *in, size_t len)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/sasl_plain.h"
+#include "common/secret.h"
 
 static int fuzz_is_zero(const struct sasl_plain *p)
 {
@@ -34,8 +35,8 @@ static void fuzz_decode(const uint8_t *data, size_t size)
     size_t zl = strlen(p.authzid), cl = strlen(p.authcid), pl = strlen(p.passwd);
     if (size > SASL_PLAIN_MAX_B64_LEN || p.buf == NULL || p.authzid != p.buf ||
         p.authcid != p.buf + zl + 1 || p.passwd != p.authcid + cl + 1 ||
-        zl + 1 + cl + 1 + pl != p.buf_len || p.buf[p.buf_len] != '\0' || cl == 0 || pl == 0 ||
-        p.buf_len > size / 4 * 3) {
+        zl + 1 + cl + 1 + pl >= p.buf_len || p.buf[zl + 1 + cl + 1 + pl] != '\0' || cl == 0 ||
+        pl == 0 || zl + 1 + cl + 1 + pl > size / 4 * 3) {
         abort();
     }
     size_t b64_len = 0;
@@ -43,7 +44,7 @@ static void fuzz_decode(const uint8_t *data, size_t size)
     if (b64 == NULL || b64_len != size || memcmp(b64, data, size) != 0 || b64[b64_len] != '\0') {
         abort(); /* another spelling of the same message was accepted */
     }
-    free(b64);
+    secret_free(b64, b64_len + 1);
     sasl_plain_cleanup(&p);
     if (!fuzz_is_zero(&p)) {
         abort();
