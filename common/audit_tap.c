@@ -668,6 +668,15 @@ static void tap_c_line(void *ctx, const uint8_t *head, size_t len)
     tap_c_reset(t);
 }
 
+void audit_tap_client_drop(struct audit_tap *t)
+{
+    imap_scan_init(&t->cscan);
+    tap_c_reset(t);
+    if (t->mode == TAP_AUTH) {
+        t->mode = TAP_NORMAL;
+    }
+}
+
 void audit_tap_client_cut(struct audit_tap *t)
 {
     imap_scan_init(&t->cscan);

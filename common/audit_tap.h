@@ -50,6 +50,11 @@ void audit_tap_free(struct audit_tap *t);
  * has more than max_pending commands unanswered (the caller ends the session). */
 int audit_tap_client(struct audit_tap *t, const uint8_t *data, size_t len, uint64_t now_us);
 
+/* audit_tap_client_drop: the client's command in progress was refused by
+ * imapmux before anything of it ran: forget what was seen of it, record
+ * nothing. */
+void audit_tap_client_drop(struct audit_tap *t);
+
 /* audit_tap_client_cut: the client's command in progress ended where its
  * bytes so far end: the backend refused a synchronising literal it
  * announced, so no literal data follows and the client's next bytes are a

@@ -26,6 +26,7 @@
 #define IMAP_PARSER_E_MISSING_PAREN "Missing ')'"
 #define IMAP_PARSER_E_SPACE "Missing space between arguments"
 #define IMAP_PARSER_E_NOMEM "Out of memory"
+#define IMAP_PARSER_E_CRLF "Line must end in CRLF"
 
 /* First allocation of the command storage; it doubles up to the bound. */
 #define IMAP_PARSER_INITIAL_BUF_LEN 256
@@ -809,6 +810,7 @@ enum imap_parse_result imap_parser_feed(struct imap_parser *p, size_t *out_consu
             imap_parser_tail_update(p, c);
             continue;
         }
+        int crlf = 0;
         if (p->cr) {
             p->cr = 0;
             if (c != '\n') {
@@ -816,8 +818,17 @@ enum imap_parse_result imap_parser_feed(struct imap_parser *p, size_t *out_consu
                 imap_parser_fail(p, IMAP_PARSER_E_CHARS);
                 continue;
             }
+            crlf = 1;
         }
         i++;
+        if (c == '\n' && !crlf && p->state != IMAP_PARSER_ST_QUOTED &&
+            p->state != IMAP_PARSER_ST_QUOTED_ESC) {
+            /* a bare LF: the line ends (what came so far is answered), but
+               as an error, as the relay's gate has it after login */
+            imap_parser_fail(p, IMAP_PARSER_E_CRLF);
+            *out_consumed = i;
+            return imap_parser_end_of_line(p);
+        }
         if (c == '\n') {
             enum imap_parse_result r = imap_parser_end_of_line(p);
 

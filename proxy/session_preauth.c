@@ -246,7 +246,14 @@ static void session_preauth_process(struct session *s)
         size_t used = 0;
         enum imap_parse_result r =
             imap_parser_feed(s->parser, &used, s->inbuf + off, s->inbuf_len - off);
-        if (session_tap_in(s, s->inbuf + off, used) != 0) {
+        if (r == IMAP_PARSE_ERROR || r == IMAP_PARSE_FATAL) {
+            /* a line imapmux refuses is no command: the tap forgets what it
+               saw of it, so that nothing of it (a password sent as a "tag")
+               can reach a record */
+            if (s->tap != NULL) {
+                audit_tap_client_drop(s->tap);
+            }
+        } else if (session_tap_in(s, s->inbuf + off, used) != 0) {
             off += used;
             break;
         }

@@ -107,6 +107,22 @@ class GateTest(unittest.TestCase):
         self.assertIn(("A2", "NOOP", "OK"), cmds)
         self.assertFalse([c for c in cmds if c[0] in ("A1", "E1")], cmds)
 
+    def test_lf_only_login_logs_in_no_one_and_records_no_password(self):
+        # the LOGIN whose password a lenient parser took for a tag
+        s, _ = self.mux.raw_tls()
+        s.sendall(b"p1 LOGIN {5}\nalice {6}\nZq9Xw7\np2 NOOP\r\n")
+        out = until_tag(s, b"p2")
+        s.close()
+        self.assertIn(b"p1 BAD Line must end in CRLF", out)
+        self.assertNotIn(b" OK [CAPABILITY", out)
+        self.assertIn(b"p2 OK", out)
+        time.sleep(0.5)
+        with open(self.audit, encoding="utf-8") as f:
+            audit = f.read()
+        self.assertNotIn("Zq9Xw7", audit)
+        self.assertNotIn("Zq9Xw7", self.mux.log_text())
+        self.assertIn('"tag":"p2"', audit)
+
     def test_unauthenticate_and_login_after_login_are_refused(self):
         s = self.login()
         s.sendall(b"u1 UNAUTHENTICATE\r\nu2 LOGIN alice x\r\nu3 NOOP\r\n")

@@ -254,8 +254,8 @@ Test(imap_parser, commands_at_every_split)
          "C a AUTHENTICATE A(PLAIN) A(AGFsaWNlAHNlY3JldA==)", -1, 0},
         {"a AUTHENTICATE PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\nb NOOP\r\n", 0,
          "C a AUTHENTICATE A(PLAIN); N A(AGFsaWNlAHNlY3JldA==); C b NOOP", -1, 0},
-        {"a AUTHENTICATE PLAIN\r\n\r\nb NOOP\n", 0, "C a AUTHENTICATE A(PLAIN); N A(); C b NOOP",
-         -1, 0},
+        {"a AUTHENTICATE PLAIN\r\n\r\nb NOOP\r\n", 0,
+         "C a AUTHENTICATE A(PLAIN); N A(); C b NOOP", -1, 0},
         {"a ID (\"name\" \"mua\" \"os\" NIL (\"x\" (\"y\")))\r\n", 0,
          "C a ID ( Q(name) Q(mua) Q(os) NIL(NIL) ( Q(x) ( Q(y) ) ) )", -1, 0},
         {"a ID nil\r\n", 0, "C a ID NIL(nil)", -1, 0},
@@ -265,7 +265,12 @@ Test(imap_parser, commands_at_every_split)
         {"a X ~{3}\r\nabc ~{2+}\r\nxy\r\n", 0, "W; C a X L(abc) L(xy)", -1, 0},
         {"a X {0}\r\n {0+}\r\n\r\n", 0, "W; C a X L() L()", -1, 0},
         {BIN("a X {4}\r\n\r\n\0\xff\r\n"), "W; C a X L(\\x0d\\x0a\\x00\\xff)", -1, 0},
-        {"a NOOP\nb LOGIN x y\n", 0, "C a NOOP; C b LOGIN A(x) A(y)", -1, 0},
+        {"a NOOP\nb LOGIN x y\n", 0, "E a Line must end in CRLF; E b Line must end in CRLF", -1,
+         0},
+        /* the LF-only LOGIN that hid its password in a "tag" */
+        {"a LOGIN {5}\nalice {6}\nsecret\n", 0,
+         "E a Line must end in CRLF; E alice Invalid command name; E - Line must end in CRLF", -1,
+         0},
         {"a X ~foo b]c \\Seen %* 12\r\n", 0, "C a X A(~foo) A(b]c) A(\\Seen) A(%*) A(12)", -1,
          0},
         {"a] X  y \r\n", 0, "C a] X A(y)", -1, 0},
@@ -282,7 +287,7 @@ Test(imap_parser, errors_at_every_split)
 {
     static const struct parse_case cases[] = {
         {"\r\nb NOOP\r\n", 0, "E - Empty command; C b NOOP", -1, 0},
-        {"\n", 0, "E - Empty command", -1, 0},
+        {"\n", 0, "E - Line must end in CRLF", -1, 0},
         {"a\r\n", 0, "E a Missing command name", -1, 0},
         {"a \r\nb NOOP\r\n", 0, "E a Missing command name; C b NOOP", -1, 0},
         {"+a NOOP\r\nb NOOP\r\n", 0, "E - Invalid tag; C b NOOP", -1, 0},
