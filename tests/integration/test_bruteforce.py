@@ -156,9 +156,15 @@ class BruteforceTest(unittest.TestCase):
                 for name, h in schemes.items():
                     redis.cmd("HSET", "imapmux:user:%s" % name, "password", h)
                 mux = self.run_mux(tmp, redis, d, {"enabled": False})
-                s = tls_from(mux, "127.0.3.1")
+                # argon2id: made by imapmuxctl (Python's crypt has no argon2)
+                r = harness.imapmuxctl(mux.conf, "user", "add", "argon2", "--scheme",
+                                       "argon2id", input="pw-1\n")
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertTrue(redis.cmd("HGET", "imapmux:user:argon2", "password")
+                                .startswith("$argon2id$"))
                 n = 0
-                for name in schemes:
+                for name in list(schemes) + ["argon2"]:
+                    s = tls_from(mux, "127.0.3.1")  # 14 failures: under max_auth_failures
                     known, unknown = [], []
                     for i in range(7):
                         for user, out in ((name, known), ("nobody-%s-%d" % (name, i), unknown)):
@@ -170,7 +176,7 @@ class BruteforceTest(unittest.TestCase):
                             self.assertIn(b"NO [AUTHENTICATIONFAILED]", line)
                     gap = abs(statistics.median(known) - statistics.median(unknown)) * 1000
                     self.assertLess(gap, 15, "%s: known %s, unknown %s" % (name, known, unknown))
-                s.close()
+                    s.close()
             finally:
                 if mux is not None:
                     self.assertEqual(mux.stop(), 0)
