@@ -22,14 +22,13 @@ void json_begin(struct json *j, char *buf, size_t cap)
     buf[1] = '\0';
 }
 
-/* json_utf8_len: the length of the valid UTF-8 sequence at p (1 to 4), or 0. */
-static size_t json_utf8_len(const unsigned char *p, size_t n)
+size_t json_utf8_decode(uint32_t *out_cp, const unsigned char *p, size_t n)
 {
     unsigned c = p[0];
     size_t need;
-    unsigned min;
-    unsigned cp;
+    uint32_t min, cp;
     if (c < 0x80) {
+        *out_cp = c;
         return 1;
     } else if (c >= 0xc2 && c <= 0xdf) {
         need = 2;
@@ -58,7 +57,15 @@ static size_t json_utf8_len(const unsigned char *p, size_t n)
     if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
         return 0;
     }
+    *out_cp = cp;
     return need;
+}
+
+/* json_utf8_len: the length of the valid UTF-8 sequence at p (1 to 4), or 0. */
+static size_t json_utf8_len(const unsigned char *p, size_t n)
+{
+    uint32_t cp;
+    return json_utf8_decode(&cp, p, n);
 }
 
 size_t json_escape(char *out, size_t cap, const char *val, size_t len)

@@ -48,4 +48,9 @@ size_t json_end(struct json *j);
  * literal needs, like snprintf. */
 size_t json_escape(char *out, size_t cap, const char *val, size_t len);
 
+/* json_utf8_decode decodes the UTF-8 sequence at p (n bytes available) by
+ * RFC 3629 (no overlong forms, surrogates or code points past U+10FFFF):
+ * returns its length (1 to 4) with the code point in *out_cp, or 0. */
+size_t json_utf8_decode(uint32_t *out_cp, const unsigned char *p, size_t n);
+
 #endif

@@ -1,5 +1,7 @@
 #include "common/json_check.h"
 
+#include "common/json.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -100,42 +102,12 @@ static long jc_u4(const unsigned char *p, size_t avail)
     return v;
 }
 
-/* jc_utf8 decodes the UTF-8 sequence at p (n bytes available); its length
- * (2 to 4) with *out_cp, or 0 when it is not valid UTF-8. */
+/* jc_utf8 decodes the UTF-8 sequence at p (n bytes available, p[0] not
+ * ASCII); its length (2 to 4) with *out_cp, or 0 when it is not valid UTF-8.
+ * The same rules as the records are built by (json_utf8_decode). */
 static size_t jc_utf8(uint32_t *out_cp, const unsigned char *p, size_t n)
 {
-    unsigned c = p[0];
-    size_t need;
-    uint32_t min, cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 2;
-        min = 0x80;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 3;
-        min = 0x800;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 4;
-        min = 0x10000;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need) {
-        return 0;
-    }
-    for (size_t i = 1; i < need; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0;
-    }
-    *out_cp = cp;
-    return need;
+    return json_utf8_decode(out_cp, p, n);
 }
 
 /* jc_string checks the string literal at pos (its opening quote) and moves

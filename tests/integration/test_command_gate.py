@@ -30,12 +30,20 @@ def until_tag(sock, tag, timeout=20):
     return b"".join(lines)
 
 
-class GateTest(unittest.TestCase):
+class DovecotBehind(unittest.TestCase):
+    """A Dovecot (with the messages of messages()) and imapmux in front of it
+    with the audit log on, for the whole class."""
+
+    @classmethod
+    def messages(cls):
+        return [harness.sample_message("first")]
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = harness.TempDir()
         cls.dovecot = harness.Dovecot(cls.tmp.path, users=USERS).start()
-        cls.dovecot.add_message("alice", harness.sample_message("first"))
+        for m in cls.messages():
+            cls.dovecot.add_message("alice", m)
         cls.audit = os.path.join(cls.tmp.path, "audit.log")
         backends = [{"name": "local", "host": LOOPBACK, "port": cls.dovecot.port, "tls": "none"}]
         cls.mux = harness.Imapmux(cls.tmp.path, backends, workers=1,
@@ -48,6 +56,8 @@ class GateTest(unittest.TestCase):
         cls.dovecot.stop()
         cls.tmp.close()
 
+
+class GateTest(DovecotBehind):
     def login(self):
         s, _ = self.mux.raw_tls(timeout=20)
         s.sendall(b"a LOGIN alice " + USERS["alice"].encode() + b"\r\n")
@@ -66,7 +76,7 @@ class GateTest(unittest.TestCase):
         s.close()
         return b"s OK" in out
 
-    def messages(self):
+    def inbox_count(self):
         s = self.login()
         s.sendall(b"s STATUS INBOX (MESSAGES)\r\n")
         out = until_tag(s, b"s")
@@ -90,7 +100,7 @@ class GateTest(unittest.TestCase):
         self.assertNotIn("DELETE", [c for _, c, _ in commands(self.audit, sess)])
 
     def test_bare_lf_append_is_refused_and_its_body_is_not_a_command(self):
-        before = self.messages()
+        before = self.inbox_count()
         s = self.login()
         sess = self.session_of_last_login()
         body = b"Subject: x\nTo: a\n\nE1 DELETE INBOX\nline {999999999999}\n"
@@ -102,7 +112,7 @@ class GateTest(unittest.TestCase):
         self.assertIn(b"A2 OK", out)
         self.assertNotIn(b"E1 OK", out)
         s.close()
-        self.assertEqual(self.messages(), before)
+        self.assertEqual(self.inbox_count(), before)
         cmds = commands(self.audit, sess)
         self.assertIn(("A2", "NOOP", "OK"), cmds)
         self.assertFalse([c for c in cmds if c[0] in ("A1", "E1")], cmds)
@@ -182,25 +192,13 @@ class Inflater:
         return out
 
 
-class CompressTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = harness.TempDir()
-        cls.dovecot = harness.Dovecot(cls.tmp.path, users=USERS).start()
-        # a 2 MB message with a body that does not compress
-        cls.big = harness.sample_message("big", body=os.urandom(1 << 20).hex() + "\r\n")
-        cls.dovecot.add_message("alice", cls.big)
-        cls.audit = os.path.join(cls.tmp.path, "audit.log")
-        backends = [{"name": "local", "host": LOOPBACK, "port": cls.dovecot.port, "tls": "none"}]
-        cls.mux = harness.Imapmux(cls.tmp.path, backends, workers=1,
-                                  audit={"file": cls.audit}).start()
+class CompressTest(DovecotBehind):
+    # a 2 MB message with a body that does not compress
+    big = harness.sample_message("big", body=os.urandom(1 << 20).hex() + "\r\n")
 
     @classmethod
-    def tearDownClass(cls):
-        if cls.mux.alive():
-            cls.mux.stop()
-        cls.dovecot.stop()
-        cls.tmp.close()
+    def messages(cls):
+        return [cls.big]
 
     def test_compress_end_to_end(self):
         s, _ = self.mux.raw_tls(timeout=30)
