@@ -162,6 +162,30 @@ static void verify_thread(void *arg)
     uv_mutex_unlock(&verify_pool.mu);
 }
 
+/* verify_stop_threads tells the threads to stop (mutex held; released
+ * here) and waits for them. */
+static void verify_stop_threads(void)
+{
+    verify_pool.stop = 1;
+    uv_cond_broadcast(&verify_pool.cond);
+    uv_mutex_unlock(&verify_pool.mu);
+    for (unsigned i = 0; i < verify_pool.num_threads; i++) {
+        uv_thread_join(&verify_pool.threads[i]);
+    }
+    verify_pool.num_threads = 0;
+}
+
+/* verify_release frees what the pool keeps once its threads are gone. */
+static void verify_release(void)
+{
+    keycount_free(verify_pool.clients);
+    verify_pool.clients = NULL;
+    secret_free_str(verify_pool.dummy);
+    verify_pool.dummy = NULL;
+    secret_free_str(verify_pool.recent);
+    verify_pool.recent = NULL;
+}
+
 int verify_init(const struct verify_limits *lim)
 {
     unsigned n = lim->num_threads != 0 ? lim->num_threads : uv_available_parallelism();
@@ -208,19 +232,8 @@ int verify_init(const struct verify_limits *lim)
 
 fail:
     uv_mutex_lock(&verify_pool.mu);
-    verify_pool.stop = 1;
-    uv_cond_broadcast(&verify_pool.cond);
-    uv_mutex_unlock(&verify_pool.mu);
-    for (unsigned i = 0; i < verify_pool.num_threads; i++) {
-        uv_thread_join(&verify_pool.threads[i]);
-    }
-    verify_pool.num_threads = 0;
-    keycount_free(verify_pool.clients);
-    verify_pool.clients = NULL;
-    secret_free_str(verify_pool.dummy);
-    verify_pool.dummy = NULL;
-    secret_free_str(verify_pool.recent);
-    verify_pool.recent = NULL;
+    verify_stop_threads();
+    verify_release();
     return r;
 }
 
@@ -233,13 +246,7 @@ void verify_cleanup(void)
         return;
     }
     verify_pool.running = 0;
-    verify_pool.stop = 1;
-    uv_cond_broadcast(&verify_pool.cond);
-    uv_mutex_unlock(&verify_pool.mu);
-    for (unsigned i = 0; i < verify_pool.num_threads; i++) {
-        uv_thread_join(&verify_pool.threads[i]);
-    }
-    verify_pool.num_threads = 0;
+    verify_stop_threads();
     /* every loop closed first, so nothing waits; should a job be left, it is
      * freed without its callback: its loop is gone */
     while (!list_empty(&verify_pool.queue)) {
@@ -248,12 +255,7 @@ void verify_cleanup(void)
         verify_job_free(LIST_ITEM(l, struct verify_job, link));
     }
     verify_pool.num_jobs = 0;
-    keycount_free(verify_pool.clients);
-    verify_pool.clients = NULL;
-    secret_free_str(verify_pool.dummy);
-    verify_pool.dummy = NULL;
-    secret_free_str(verify_pool.recent);
-    verify_pool.recent = NULL;
+    verify_release();
 }
 
 /* verify_find returns loop's side (mutex held), or NULL. */
