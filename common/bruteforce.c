@@ -15,12 +15,6 @@ unsigned bruteforce_delay_ms(const struct config_bruteforce *bf, unsigned long f
     return d > bf->max_delay_ms ? bf->max_delay_ms : (unsigned)d;
 }
 
-/* bruteforce_before: the attempts before this one, of a count that holds it. */
-static unsigned long bruteforce_before(unsigned long n)
-{
-    return n > 0 ? n - 1 : 0;
-}
-
 void bruteforce_decide(struct bruteforce_verdict *out, const struct config_bruteforce *bf,
                        const struct bruteforce_counts *c)
 {
@@ -29,13 +23,10 @@ void bruteforce_decide(struct bruteforce_verdict *out, const struct config_brute
     if (!bf->enabled) {
         return;
     }
-    out->blocked = c->ip > bf->block_ip_after || c->pair > bf->block_pair_after;
-    unsigned long fails = bruteforce_before(c->ip);
-    if (bruteforce_before(c->pair) > fails) {
-        fails = bruteforce_before(c->pair);
-    }
-    if (!c->trusted && bruteforce_before(c->login) > fails) {
-        fails = bruteforce_before(c->login);
+    out->blocked = c->ip >= bf->block_ip_after || c->pair > bf->block_pair_after;
+    unsigned long fails = c->ip;
+    if (!c->trusted && c->login > fails) {
+        fails = c->login;
     }
     out->delay_ms = bruteforce_delay_ms(bf, fails);
 }

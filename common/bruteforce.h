@@ -2,13 +2,17 @@
  * waits, whether it is refused), apart from where the counters live (Redis,
  * proxy/directory.c).  Pure code.
  *
- * The model: three counters of recent attempts that did not prove the
- * password, each counted (incremented) before the attempt is decided, so
- * that parallel attempts cannot overshoot a threshold:
- *   per client address (an IPv6 address by its prefix): blocks the address;
- *   per (login, address): blocks that pair;
- *   per login, from anywhere: only slows down, and not at all from an address
- *   that logged in successfully for this login recently ("trusted").
+ * The model: three counters per window.
+ *   per (login, address): attempts that did not prove the password, counted
+ *   (incremented) before the attempt is decided, so that guesses in parallel
+ *   cannot overshoot its threshold; it blocks that pair;
+ *   per client address (an IPv6 address by its prefix): failures; they block
+ *   the address and slow it down;
+ *   per login, from anywhere: failures; they only slow down, and not at all
+ *   from an address that logged in for this login recently ("trusted").
+ * Failures, not attempts in flight, decide delays and the address block:
+ * many logins at once from one address (a NAT, a webmail host) are no
+ * attack.
  * So a stranger can slow a login down but never lock its owner out: the
  * owner's own address is blocked only by failures from that address. */
 #ifndef IMAPMUX_COMMON_BRUTEFORCE_H
@@ -16,11 +20,12 @@
 
 #include "common/config.h"
 
-/* The counters as read for one attempt, this attempt included. */
+/* The counters as read for one attempt. */
 struct bruteforce_counts {
-    unsigned long ip;    /* attempts from the address (or IPv6 prefix) */
-    unsigned long pair;  /* attempts for this login from that address */
-    unsigned long login; /* attempts for this login from anywhere */
+    unsigned long ip;    /* failures from the address (or IPv6 prefix) so far */
+    unsigned long pair;  /* attempts for this login from that address, this one
+                            included (failed or in flight) */
+    unsigned long login; /* failures for this login from anywhere so far */
     int trusted;         /* the address logged in for this login recently */
 };
 
@@ -35,10 +40,10 @@ struct bruteforce_verdict {
  * counters are disabled. */
 unsigned bruteforce_delay_ms(const struct config_bruteforce *bf, unsigned long fails);
 
-/* bruteforce_decide fills out for an attempt with counts c: blocked past
- * block_ip_after attempts from the address or block_pair_after for the
- * pair; the delay from the failures before this attempt (the per-login ones
- * only for an address that is not trusted). */
+/* bruteforce_decide fills out for an attempt with counts c: blocked at
+ * block_ip_after failures from the address or past block_pair_after attempts
+ * for the pair; delayed by the failures from the address and (for an address
+ * that is not trusted) for the login. */
 void bruteforce_decide(struct bruteforce_verdict *out, const struct config_bruteforce *bf,
                        const struct bruteforce_counts *c);
 

@@ -1042,7 +1042,7 @@ static void config_defaults(struct config *c)
     c->relay_buffer_len = 65536;
     c->verify_threads = 0;
     c->verify_queue = 256;
-    c->verify_per_client = 4;
+    c->verify_per_client = 64; /* a NAT or a webmail host is one address */
     c->max_connections = 0;
     c->max_connections_per_ip = 0;
     c->max_connections_per_ipv6_prefix = 0;

@@ -475,26 +475,29 @@ static void dir_on_kick(void *ctx, const redisReply *r)
     dir_phase_one_done(q);
 }
 
-/* The brute-force counters of one attempt, counted before it is decided
- * (INCR first), with the kick generation and the trusted mark, in one
- * round trip.  KEYS: ip, pair, login, kick, ok; ARGV: window (s). */
+/* The brute-force counters of one attempt, with the kick generation and
+ * the trusted mark, in one round trip: the pair's attempt is counted before
+ * it is decided (INCR first), the address's and the login's failures are
+ * read.  KEYS: pair, ip, login, kick, ok; ARGV: window (s). */
 static const char dir_bf_count_script[] =
-    "local r = {}\n"
-    "for i = 1, 3 do r[i] = redis.call('INCR', KEYS[i]); "
-    "redis.call('EXPIRE', KEYS[i], ARGV[1]) end\n"
-    "r[4] = redis.call('GET', KEYS[4]) or '0'\n"
-    "r[5] = redis.call('EXISTS', KEYS[5])\n"
-    "return r\n";
+    "local p = redis.call('INCR', KEYS[1])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+    "return {p, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0',\n"
+    "        redis.call('GET', KEYS[4]) or '0', redis.call('EXISTS', KEYS[5])}\n";
 
-/* Settling an attempt.  KEYS: ip, pair, login, ok; ARGV: outcome ("ok": it
- * proved the password; "void": it proved nothing, e.g. the backend was
- * down), trusted ttl (s).  A failure needs no settling: it stays counted. */
+/* Settling an attempt.  KEYS: pair, ip, login, ok; ARGV: outcome ("ok": it
+ * proved the password; "fail"; "void": it proved nothing, e.g. the backend
+ * was down), window (s), trusted ttl (s).  A failure stays counted in the
+ * pair and is counted for the address and the login. */
 static const char dir_bf_settle_script[] =
-    "for i = 1, 3 do\n"
-    "  if ARGV[1] == 'ok' and i == 2 then redis.call('DEL', KEYS[2])\n"
-    "  elseif tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end\n"
+    "if ARGV[1] == 'ok' then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('SET', KEYS[4], '1', 'EX', ARGV[3])\n"
+    "elseif ARGV[1] == 'fail' then\n"
+    "  for i = 2, 3 do redis.call('INCR', KEYS[i]); redis.call('EXPIRE', KEYS[i], ARGV[2]) end\n"
+    "elseif tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then\n"
+    "  redis.call('DECR', KEYS[1])\n"
     "end\n"
-    "if ARGV[1] == 'ok' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[2]) end\n"
     "return 1\n";
 
 static void dir_on_counters(void *ctx, const redisReply *r)
@@ -503,8 +506,8 @@ static void dir_on_counters(void *ctx, const redisReply *r)
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
         dir_fail(q, DIR_UNAVAILABLE, r == NULL ? "redis unavailable" : "redis error");
     } else {
-        q->res.bf.ip = dir_counter(r->element[0]);
-        q->res.bf.pair = dir_counter(r->element[1]);
+        q->res.bf.pair = dir_counter(r->element[0]);
+        q->res.bf.ip = dir_counter(r->element[1]);
         q->res.bf.login = dir_counter(r->element[2]);
         q->res.kick_gen = dir_counter(r->element[3]);
         q->res.bf.trusted = dir_counter(r->element[4]) > 0;
@@ -602,7 +605,7 @@ int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb c
         char window[16];
         dir_bf_keys(d, q->login, client_ip, kip, kpair, klogin, kok);
         snprintf(window, sizeof(window), "%u", d->cfg->bruteforce.window_s);
-        const char *argv[9] = {"EVAL", dir_bf_count_script, "5", kip, kpair, klogin, kkick,
+        const char *argv[9] = {"EVAL", dir_bf_count_script, "5", kpair, kip, klogin, kkick,
                                kok, window};
         sent = rclient_cmd(d->cmd, dir_on_counters, q, 9, argv, NULL);
     } else {
@@ -631,16 +634,19 @@ static void dir_on_ignored(void *ctx, const redisReply *r)
 void dir_bf_settle(struct dir *d, const char *login, const char *client_ip,
                    enum dir_bf_outcome outcome)
 {
-    if (d->cmd == NULL || !d->cfg->bruteforce.enabled || outcome == DIR_BF_FAILURE) {
+    if (d->cmd == NULL || !d->cfg->bruteforce.enabled) {
         return;
     }
     char kip[DIR_KEY_LEN], kpair[DIR_KEY_LEN], klogin[DIR_KEY_LEN], kok[DIR_KEY_LEN];
-    char ttl[16];
+    char window[16], ttl[16];
     dir_bf_keys(d, login, client_ip, kip, kpair, klogin, kok);
+    snprintf(window, sizeof(window), "%u", d->cfg->bruteforce.window_s);
     snprintf(ttl, sizeof(ttl), "%u", d->cfg->bruteforce.trusted_ttl_s);
-    const char *argv[9] = {"EVAL", dir_bf_settle_script, "4", kip, kpair, klogin, kok,
-                           outcome == DIR_BF_SUCCESS ? "ok" : "void", ttl};
-    rclient_cmd(d->cmd, dir_on_ignored, NULL, 9, argv, NULL);
+    const char *what = outcome == DIR_BF_SUCCESS ? "ok" : outcome == DIR_BF_FAILURE ? "fail"
+                                                                                     : "void";
+    const char *argv[10] = {"EVAL", dir_bf_settle_script, "4", kpair, kip, klogin, kok,
+                            what, window, ttl};
+    rclient_cmd(d->cmd, dir_on_ignored, NULL, 10, argv, NULL);
 }
 
 /* --- lifetime --------------------------------------------------------------------- */

@@ -64,7 +64,8 @@ int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb c
 
 enum dir_bf_outcome {
     DIR_BF_SUCCESS, /* the password was proven: uncount it, clear the pair, trust the address */
-    DIR_BF_FAILURE, /* a failed attempt: it stays counted */
+    DIR_BF_FAILURE, /* a failed attempt: it stays counted in the pair and counts for the
+                       address and the login */
     DIR_BF_VOID,    /* it proved nothing either way (backend down, queue full): uncount it */
 };
 

@@ -68,36 +68,40 @@ Test(bruteforce, off)
     cr_assert_eq(bruteforce_delay_ms(&b, 100), 0);
 }
 
-Test(bruteforce, the_counts_include_this_attempt)
+Test(bruteforce, the_pair_counts_this_attempt_the_others_count_failures)
 {
     /* the 10th attempt of a pair goes on, the 11th is blocked */
-    cr_assert_not(decide(1, 10, 10, 0).blocked);
-    cr_assert(decide(1, 11, 11, 0).blocked);
-    cr_assert_not(decide(50, 1, 1, 0).blocked);
-    cr_assert(decide(51, 1, 1, 0).blocked);
+    cr_assert_not(decide(0, 10, 0, 0).blocked);
+    cr_assert(decide(0, 11, 0, 0).blocked);
+    /* 49 failures from the address: on; 50: blocked */
+    cr_assert_not(decide(49, 1, 0, 0).blocked);
+    cr_assert(decide(50, 1, 0, 0).blocked);
     /* three failures before: the first delay */
-    cr_assert_eq(decide(4, 1, 1, 0).delay_ms, 500);
-    cr_assert_eq(decide(3, 1, 1, 0).delay_ms, 0);
+    cr_assert_eq(decide(3, 1, 0, 0).delay_ms, 500);
+    cr_assert_eq(decide(2, 1, 0, 0).delay_ms, 0);
+    /* attempts of one pair in flight at once (a client's parallel
+       connections) are no failures: no delay */
+    cr_assert_eq(decide(0, 5, 0, 0).delay_ms, 0);
 }
 
 Test(bruteforce, strangers_never_block_a_login)
 {
     /* a million failures for the login from elsewhere: slowed, never blocked */
-    struct bruteforce_verdict v = decide(1, 1, 1000000, 0);
+    struct bruteforce_verdict v = decide(0, 1, 1000000, 0);
     cr_assert_not(v.blocked);
     cr_assert_eq(v.delay_ms, 8000);
     /* from the owner's trusted address: not even slowed */
-    v = decide(1, 1, 1000000, 1);
+    v = decide(0, 1, 1000000, 1);
     cr_assert_not(v.blocked);
     cr_assert_eq(v.delay_ms, 0);
     /* a trusted address still pays for its own failures */
-    cr_assert_eq(decide(1, 5, 1000000, 1).delay_ms, 1000);
-    cr_assert(decide(1, 11, 11, 1).blocked);
+    cr_assert_eq(decide(4, 5, 1000000, 1).delay_ms, 1000);
+    cr_assert(decide(0, 11, 11, 1).blocked);
 }
 
 Test(bruteforce, blocks_at_either_threshold)
 {
-    cr_assert_not(decide(50, 10, 0, 0).blocked);
-    cr_assert(decide(51, 0, 0, 0).blocked);
+    cr_assert_not(decide(49, 10, 0, 0).blocked);
+    cr_assert(decide(50, 0, 0, 0).blocked);
     cr_assert(decide(0, 11, 0, 0).blocked);
 }

@@ -463,7 +463,7 @@ Test(config, client_limits)
     cr_assert_not_null(c, "%s", err);
     cr_assert_eq(c->verify_threads, 0, "0: one per CPU, resolved by the daemon");
     cr_assert_eq(c->verify_queue, 256);
-    cr_assert_eq(c->verify_per_client, 4);
+    cr_assert_eq(c->verify_per_client, 64);
     cr_assert_eq(c->max_connections, 0);
     cr_assert_eq(c->max_connections_per_ip, 0);
     cr_assert_eq(c->max_connections_per_ipv6_prefix, 0);
