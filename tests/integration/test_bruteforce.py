@@ -76,6 +76,11 @@ class BruteforceTest(unittest.TestCase):
                     for _ in range(4):
                         line = login_from(mux, "127.0.1.%d" % (i + 1), "alice", "guess")
                         self.assertTrue(line.startswith(b"a NO [AUTHENTICATIONFAILED]"), line)
+                # the failures are counted without waiting for Redis: poll (bounded)
+                deadline = time.monotonic() + 10
+                while int(redis.cmd("GET", "imapmux:bf:login:alice") or 0) < 40 and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.05)
                 self.assertGreaterEqual(int(redis.cmd("GET", "imapmux:bf:login:alice")), 40)
                 # the owner from the usual address: neither blocked nor slowed
                 t0 = time.monotonic()
