@@ -1215,8 +1215,9 @@ static enum g_result rule_id(struct imap_check *c, struct check_frame *f,
 }
 
 /* SETQUOTA SP astring SP "(" *(atom SP number) ")" */
-static enum g_result rule_setquota(struct imap_check *c, struct check_frame *f,
-                                   const struct check_tok *t)
+/* rule_astring_list: SP astring SP "(" elements ")" (SETQUOTA, SETMETADATA). */
+static enum g_result rule_astring_list(struct imap_check *c, struct check_frame *f,
+                                       const struct check_tok *t, enum check_elem elem)
 {
     if (f->step == 2) {
         return G_POP;
@@ -1230,7 +1231,13 @@ static enum g_result rule_setquota(struct imap_check *c, struct check_frame *f,
     if (t->type != TOK_LP) {
         return g_bad(c, t);
     }
-    return g_push_list(c, E_QUOTA);
+    return g_push_list(c, elem);
+}
+
+static enum g_result rule_setquota(struct imap_check *c, struct check_frame *f,
+                                   const struct check_tok *t)
+{
+    return rule_astring_list(c, f, t, E_QUOTA);
 }
 
 /* GETMETADATA [SP "(" opts ")"] SP mailbox SP (entry / "(" entries ")") */
@@ -1267,19 +1274,7 @@ static enum g_result rule_getmeta(struct imap_check *c, struct check_frame *f,
 static enum g_result rule_setmeta(struct imap_check *c, struct check_frame *f,
                                   const struct check_tok *t)
 {
-    if (f->step == 2) {
-        return G_POP;
-    }
-    if (!t->sp) {
-        return t->type == TOK_EOL ? g_err(c, IMAP_CHECK_E_ARGS) : g_err(c, IMAP_CHECK_E_SPACE);
-    }
-    if (f->step++ == 0) {
-        return want_astring(c, t);
-    }
-    if (t->type != TOK_LP) {
-        return g_bad(c, t);
-    }
-    return g_push_list(c, E_METAPAIR);
+    return rule_astring_list(c, f, t, E_METAPAIR);
 }
 
 /* A vendor command: any words, strings and lists, never a literal. */
