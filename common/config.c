@@ -739,6 +739,12 @@ static void config_redis_pair(struct config_loader *ld, struct config *c, const 
     } else if (strcmp(key, "master_name") == 0) {
         free(r->master_name);
         r->master_name = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password_file") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_secret_file(ld, v, kp);
     } else if (strcmp(key, "connect_timeout_ms") == 0) {
         if (config_uint(ld, v, kp, 10, 600000, &n) == 0) {
             r->connect_timeout_ms = (unsigned)n;
@@ -1104,6 +1110,7 @@ static void config_free(struct config *c)
     free(c->redis.prefix);
     free(c->redis.sentinels);
     free(c->redis.master_name);
+    config_free_secret(&c->redis.sentinel_password);
     free(c->audit.file);
     free(c->audit.redis_host);
     config_free_secret(&c->audit.redis_password);
@@ -1204,6 +1211,9 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
         if (c->redis.host == NULL && c->redis.num_sentinels == 0) {
             config_fail(&ld, root, "redis: host (or sentinels and master_name) is required");
             goto fail;
+        }
+        if (c->redis.sentinel_password != NULL && c->redis.num_sentinels == 0) {
+            config_fail(&ld, root, "redis: sentinel_password without sentinels");
         }
         if (c->redis.num_sentinels > 0 && c->redis.master_name == NULL) {
             config_fail(&ld, root, "redis: sentinels need master_name");

@@ -73,6 +73,7 @@ struct config_redis {
     struct schema_host *sentinels; /* with master_name: find the master through them */
     size_t num_sentinels;
     char *master_name;
+    char *sentinel_password;       /* AUTH to the sentinels (their requirepass); NULL none */
     unsigned connect_timeout_ms;   /* default 2000 */
     unsigned command_timeout_ms;   /* default 2000 */
     unsigned reconnect_max_ms;     /* backoff cap, default 5000 */

@@ -448,8 +448,10 @@ class Sentinel(Redis):
     """A Redis Sentinel watching master (a Redis) with quorum 1."""
 
     def __init__(self, tmpdir, master, name="sentinel", master_name="mymaster",
-                 down_after_ms=1000, failover_timeout_ms=3000):
-        super().__init__(tmpdir, name=name)
+                 down_after_ms=1000, failover_timeout_ms=3000, password=None):
+        """password: the sentinel's own requirepass (the master's comes from
+        master.password)."""
+        super().__init__(tmpdir, name=name, password=password)
         self.master = master
         self.master_name = master_name
         self.down_after_ms = down_after_ms
@@ -467,6 +469,10 @@ class Sentinel(Redis):
                  "sentinel down-after-milliseconds %s %d" % (n, self.down_after_ms),
                  "sentinel failover-timeout %s %d" % (n, self.failover_timeout_ms),
                  "sentinel parallel-syncs %s 1" % n]
+        if self.password:
+            lines.append("requirepass %s" % self.password)
+        if self.master.password:
+            lines.append("sentinel auth-pass %s %s" % (n, self.master.password))
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
