@@ -1214,6 +1214,7 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
         }
         if (c->redis.sentinel_password != NULL && c->redis.num_sentinels == 0) {
             config_fail(&ld, root, "redis: sentinel_password without sentinels");
+            goto fail;
         }
         if (c->redis.num_sentinels > 0 && c->redis.master_name == NULL) {
             config_fail(&ld, root, "redis: sentinels need master_name");

@@ -219,6 +219,8 @@ Test(config, errors_with_lines)
                  "bad.yaml:1: redis: host (or sentinels and master_name) is required");
     expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {sentinels: [\"h:1\"]}\n",
                  "bad.yaml:1: redis: sentinels need master_name");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: r, sentinel_password: x}\n",
+                 "bad.yaml:1: redis: sentinel_password without sentinels");
     expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: r, unknown_users: maybe}\n",
                  "bad.yaml:2: redis.unknown_users: expected one of reject | passthrough");
     expect_error("backends: [{name: a, host: h, port: 1}]\nbruteforce: {enabled: true}\n",
@@ -256,6 +258,7 @@ Test(config, redis_master_and_hosts)
              "redis:\n"
              "  sentinels: [\"127.0.0.1:26379\", \"127.0.0.2:26379\"]\n"
              "  master_name: routing\n"
+             "  sentinel_password: spw\n"
              "  password: rpw\n"
              "  db: 2\n"
              "  prefix: \"mx:\"\n"
@@ -292,6 +295,7 @@ Test(config, redis_master_and_hosts)
     cr_assert_eq(c->redis.num_sentinels, 2);
     cr_assert_str_eq(c->redis.sentinels[1].host, "127.0.0.2");
     cr_assert_str_eq(c->redis.master_name, "routing");
+    cr_assert_str_eq(c->redis.sentinel_password, "spw");
     cr_assert_str_eq(c->redis.password, "rpw");
     cr_assert_eq(c->redis.db, 2);
     cr_assert_str_eq(c->redis.prefix, "mx:");
