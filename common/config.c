@@ -312,6 +312,9 @@ static const struct config_enum config_syslog_facilities[] = {
     {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}, {"authpriv", LOG_AUTHPRIV},
     {"daemon", LOG_DAEMON},
 };
+static const struct config_enum config_redis_error_policies[] = {
+    {"allow", 0}, {"refuse", 1},
+};
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
     {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
@@ -368,6 +371,8 @@ struct config_limit {
 
 #define CONFIG_MAX_VERIFY_THREADS 256   /* threads of the password check pool */
 #define CONFIG_MAX_VERIFY_QUEUE 1000000 /* password checks queued or running */
+#define CONFIG_MIN_SESSION_LEASE_MS 300       /* a lease renewed every 100 ms at most */
+#define CONFIG_MAX_SESSION_LEASE_MS 86400000  /* a day */
 
 static const struct config_limit config_limits[] = {
     {"max_line_len", offsetof(struct config, max_line_len), 1, 1024, 0},
@@ -389,6 +394,10 @@ static const struct config_limit config_limits[] = {
     {"max_connections_per_ipv6_prefix",
      offsetof(struct config, max_connections_per_ipv6_prefix), 0, 0, 0},
     {"ipv6_prefix_len", offsetof(struct config, ipv6_prefix_len), 0, 1, 128},
+    {"max_sessions_per_user", offsetof(struct config, max_sessions_per_user), 0, 0, 0},
+    {"max_sessions_per_user_ip", offsetof(struct config, max_sessions_per_user_ip), 0, 0, 0},
+    {"session_lease_ms", offsetof(struct config, session_lease_ms), 0, 0,
+     CONFIG_MAX_SESSION_LEASE_MS},
 };
 
 static void config_limits_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -396,7 +405,14 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
 {
     char kp[128];
     unsigned long val;
+    int e;
     config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "on_redis_error") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_redis_error_policies, &e) == 0) {
+            c->session_limits_refuse = e;
+        }
+        return;
+    }
     for (size_t i = 0; i < sizeof(config_limits) / sizeof(config_limits[0]); i++) {
         const struct config_limit *l = &config_limits[i];
         if (strcmp(key, l->name) != 0) {
@@ -1047,6 +1063,7 @@ static void config_defaults(struct config *c)
     c->max_connections_per_ip = 0;
     c->max_connections_per_ipv6_prefix = 0;
     c->ipv6_prefix_len = 64;
+    c->session_lease_ms = 60000;
     c->redis.port = 6379;
     c->audit.syslog_facility = LOG_LOCAL0;
     c->audit.redis_maxlen = 1000000;
@@ -1213,6 +1230,18 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
             config_fail(&ld, root, "out of memory");
             goto fail;
         }
+    }
+    if (c->session_lease_ms != 0 && c->session_lease_ms < CONFIG_MIN_SESSION_LEASE_MS) {
+        config_fail(&ld, root, "limits.session_lease_ms: expected 0 (off) or at least %u",
+                    CONFIG_MIN_SESSION_LEASE_MS);
+        goto fail;
+    }
+    if ((c->max_sessions_per_user > 0 || c->max_sessions_per_user_ip > 0) &&
+        (!c->redis.enabled || c->session_lease_ms == 0)) {
+        config_fail(&ld, root, "limits.max_sessions_per_user%s: sessions are counted in "
+                    "redis: needs a redis section and session_lease_ms above 0",
+                    c->max_sessions_per_user > 0 ? "" : "_ip");
+        goto fail;
     }
     if (!ld.bf_enabled_set) {
         c->bruteforce.enabled = c->redis.enabled;

@@ -188,6 +188,14 @@ struct config {
     unsigned max_connections_per_ip;          /* per client address; 0 (default) = off */
     unsigned max_connections_per_ipv6_prefix; /* per IPv6 prefix; 0 (default) = off */
     unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
+
+    /* logged-in sessions per login across instances (proxy/sesslimit.c) */
+    unsigned max_sessions_per_user;    /* 0 (default) = off; a max_sessions field of the
+                                          user's or the domain's hash in Redis wins */
+    unsigned max_sessions_per_user_ip; /* per (login, client address); 0 (default) = off */
+    unsigned session_lease_ms;     /* a session's lease in Redis, renewed every third of it
+                                      (60000); 0 = sessions are not tracked */
+    int session_limits_refuse;     /* on_redis_error: 1 refuse, 0 (default) allow */
 };
 
 /* config_load reads and validates the YAML file at path.  It returns a new

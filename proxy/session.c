@@ -259,6 +259,7 @@ void session_close(struct session *s, const char *reason)
     session_set_state(s, SESSION_CLOSING);
     s->flags &= ~SESSION_F_AUTH_CONT;
     session_park_cancel(s);
+    sesslimit_release(s->env->limits, &s->lease); /* the login's count drops at once */
     if (s->backend_login != NULL) {
         backend_free(s->backend_login);
         s->backend_login = NULL;

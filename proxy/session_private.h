@@ -28,6 +28,7 @@
 #include "proxy/conn.h"
 #include "proxy/conncap.h"
 #include "proxy/sesscache.h"
+#include "proxy/sesslimit.h"
 #include "proxy/session.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
@@ -59,6 +60,7 @@ enum login_step {
     LOGIN_STEP_DELAY,   /* the brute-force delay, if the counters ask for one */
     LOGIN_STEP_CACHE,   /* a parked connection for these credentials, or a wait for one */
     LOGIN_STEP_VERIFY,  /* the password checked here (threadpool), when imapmux holds it */
+    LOGIN_STEP_LIMIT,   /* a lease among the login's sessions on every instance (Redis) */
     LOGIN_STEP_BACKEND, /* the backend login, on a warm connection or a new one */
     LOGIN_STEP_DONE,    /* the relay is entered */
 };
@@ -86,6 +88,9 @@ enum login_refusal {
     LOGIN_REFUSE_DIRECTORY_DOWN, /* the routing table is unavailable */
     LOGIN_REFUSE_BUSY,           /* the password check queue (or this client's share) is full */
     LOGIN_REFUSE_INTERNAL,       /* out of memory */
+    LOGIN_REFUSE_LIMIT_USER,     /* the login has max_sessions sessions already */
+    LOGIN_REFUSE_LIMIT_IP,       /* ... from this address (max_sessions_per_user_ip) */
+    LOGIN_REFUSE_LIMIT_REDIS,    /* sessions cannot be counted, on_redis_error: refuse */
 };
 
 #define SESSION_F_TLS          (1u << 0)  /* client side is TLS now */
@@ -183,6 +188,8 @@ struct session {
     uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
     char *shown_capa;               /* capabilities the client got at login (cache on) */
     char *cached_capa;              /* a session cache hit's list to show, until the relay */
+    struct sesslimit_lease *lease;  /* this session's place among its login's sessions
+                                       (owned; given back at close), or NULL */
 };
 
 /* --- session.c ---------------------------------------------------------------- */

@@ -15,6 +15,7 @@
 #include "proxy/listener.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
+#include "proxy/sesslimit.h"
 #include "proxy/session.h"
 #include "proxy/verify.h"
 
@@ -138,6 +139,18 @@ static void worker_log_stats(struct worker *w, int final)
                  (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
                  (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
     }
+    if (w->env.limits != NULL && strlen(line) < sizeof(line)) {
+        struct sesslimit_stats ls;
+        size_t o = strlen(line);
+        sesslimit_stats(w->env.limits, &ls);
+        snprintf(line + o, sizeof(line) - o,
+                 " sessions_leased=%llu session_limit_refused_user=%llu "
+                 "session_limit_refused_ip=%llu session_limit_redis_errors=%llu "
+                 "session_lease_renew_failures=%llu",
+                 (unsigned long long)ls.leases, (unsigned long long)ls.refused_user,
+                 (unsigned long long)ls.refused_ip, (unsigned long long)ls.redis_errors,
+                 (unsigned long long)ls.renew_failures);
+    }
     /* the process-wide counters once, in worker 0's line */
     if (w->env.worker_id == 0 && off < sizeof(line)) {
         off += strlen(line + off);
@@ -164,6 +177,8 @@ static void worker_on_drain_timer(uv_timer_t *t)
         w->env.warm = NULL;
         sesscache_free(w->env.cache);
         w->env.cache = NULL;
+        sesslimit_free(w->env.limits); /* no session is left, so no lease either */
+        w->env.limits = NULL;
         verify_loop_close(&w->loop); /* no session is left, so no check is in flight */
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         dir_close(w->env.dir);
@@ -292,6 +307,11 @@ static void worker_main(void *arg)
     }
     w->env.warm = warm_new(&w->loop, w->env.cfg, w->env.backend_ctx);
     w->env.cache = sesscache_new(&w->loop, w->env.cfg);
+    w->env.limits = sesslimit_new(&w->loop, w->env.cfg, w->env.worker_id);
+    if (w->env.limits == NULL && w->env.cfg->redis.enabled && w->env.cfg->session_lease_ms > 0) {
+        log_msg(LOG_ERR, "worker %u: out of memory: sessions are not counted",
+                w->env.worker_id);
+    }
     uv_timer_start(&w->stats_timer, worker_on_stats_timer, WORKER_STATS_MS, WORKER_STATS_MS);
     uv_sem_post(&w->ready);
     uv_run(&w->loop, UV_RUN_DEFAULT);

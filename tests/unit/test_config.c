@@ -501,3 +501,42 @@ Test(config, client_limits)
     expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {max_connections: -1}\n",
                  "bad.yaml:2: limits.max_connections: expected an integer 0-4294967295");
 }
+
+Test(config, session_limits)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "min.yaml", "backends: [{name: x, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->max_sessions_per_user, 0);
+    cr_assert_eq(c->max_sessions_per_user_ip, 0);
+    cr_assert_eq(c->session_lease_ms, 60000);
+    cr_assert_eq(c->session_limits_refuse, 0, "a Redis outage does not block logins");
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "lim.yaml",
+             "backends: [{name: x, host: h, port: 1}]\n"
+             "redis: {host: 127.0.0.1}\n"
+             "limits:\n"
+             "  max_sessions_per_user: 20\n"
+             "  max_sessions_per_user_ip: 5\n"
+             "  session_lease_ms: 30000\n"
+             "  on_redis_error: refuse\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->max_sessions_per_user, 20);
+    cr_assert_eq(c->max_sessions_per_user_ip, 5);
+    cr_assert_eq(c->session_lease_ms, 30000);
+    cr_assert_eq(c->session_limits_refuse, 1);
+    config_unref(&c);
+
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {max_sessions_per_user: 3}\n",
+                 "bad.yaml:1: limits.max_sessions_per_user: sessions are counted in redis: "
+                 "needs a redis section and session_lease_ms above 0");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: h}\n"
+                 "limits: {max_sessions_per_user_ip: 3, session_lease_ms: 0}\n",
+                 "bad.yaml:1: limits.max_sessions_per_user_ip: sessions are counted in redis: "
+                 "needs a redis section and session_lease_ms above 0");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {session_lease_ms: 299}\n",
+                 "bad.yaml:1: limits.session_lease_ms: expected 0 (off) or at least 300");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {on_redis_error: maybe}\n",
+                 "bad.yaml:2: limits.on_redis_error: expected one of allow | refuse");
+}
