@@ -82,6 +82,13 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, enum conn_tls_role role, const 
  * handshake; UV_EPIPE if closing; or conn_write's failure. */
 int conn_start_compress(struct conn *c, const void *reply, size_t reply_len);
 
+/* conn_inject hands the conn len bytes that came from the peer but were
+ * read by the owner itself (what followed a PROXY protocol header), as if
+ * the socket had delivered them now: into the TLS engine when TLS is on,
+ * else straight to on_read.  Returns 0; UV_EINVAL once compressing;
+ * UV_ENOMEM (reported as on_eof too). */
+int conn_inject(struct conn *c, const uint8_t *data, size_t len);
+
 int conn_read_start(struct conn *c);
 void conn_read_stop(struct conn *c);
 

@@ -486,6 +486,16 @@ static int session_login_backend_start(struct session *s, int warm_ok)
         p.user = target;
         p.password = s->password;
     }
+    uint8_t proxy_header[SESSION_PROXY_OUT_MAX_LEN];
+    if (b->proxy_protocol != 0) {
+        int n = session_proxy_header_out(s, proxy_header, sizeof(proxy_header));
+        if (n < 0) {
+            return UV_EINVAL;
+        }
+        p.proxy_header = proxy_header;
+        p.proxy_header_len = (size_t)n;
+        warm_ok = 0; /* the pool has none for it anyway (config) */
+    }
     struct backend *warm = warm_ok ? warm_take(s->env->warm, b, s->host, s->port) : NULL;
     s->flags &= ~SESSION_F_WARM_LOGIN;
     if (warm != NULL && backend_resume_login(warm, &p, session_on_backend_login, s) == 0) {
