@@ -1,12 +1,15 @@
 /* The YAML files under deploy/ parse (with the libyaml the daemon uses), and
  * hold what the README says they hold: the Kubernetes kinds, the compose
- * services, and an imapmux configuration in the ConfigMap that parses too. */
+ * services, and imapmux configurations (compose's, the ConfigMap's) that
+ * imapmux's own parser takes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
 #include <yaml.h>
+
+#include "common/config.h"
 
 #define DEPLOY(f) TEST_DATA_DIR "/../../deploy/" f
 #define MAX_DOCS 16           /* documents in one file */
@@ -70,6 +73,41 @@ static yaml_node_t *get(yaml_document_t *doc, yaml_node_t *m, const char *key)
     return NULL;
 }
 
+/* check_imapmux_config: text (len bytes) is an imapmux configuration that
+ * config_parse takes once its certificate paths (cert, key) and the Redis
+ * password file name the test's own files. */
+static void check_imapmux_config(const char *text, size_t len, const char *cert,
+                                 const char *key, const char *name)
+{
+    static char buf[1 << 16];
+    const char *from[3] = {cert, key, "password_file: /etc/imapmux/redis/password"};
+    const char *to[3] = {TEST_DATA_DIR "/cert.pem", TEST_DATA_DIR "/key.pem", "password: x"};
+    size_t out = 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = 0;
+        for (; k < 3; k++) {
+            size_t fl = strlen(from[k]);
+            if (i + fl <= len && memcmp(text + i, from[k], fl) == 0) {
+                break;
+            }
+        }
+        const char *piece = k < 3 ? to[k] : text + i;
+        size_t pl = k < 3 ? strlen(to[k]) : 1;
+        cr_assert_lt(out + pl, sizeof(buf));
+        memcpy(buf + out, piece, pl);
+        out += pl;
+        i += k < 3 ? strlen(from[k]) : 1;
+    }
+    char err[512];
+    struct config *c = config_parse(err, sizeof(err), name, buf, out);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_gt(c->num_listeners, 0);
+    cr_assert(c->listeners[0].proxy_protocol, "%s: the balancer sends a PROXY header", name);
+    cr_assert(c->redis.enabled);
+    cr_assert_gt(c->max_sessions_per_user, 0);
+    config_unref(&c);
+}
+
 static const char *scalar(yaml_node_t *n)
 {
     return n != NULL && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
@@ -101,6 +139,9 @@ Test(deploy_yaml, kubernetes_manifests)
             cr_assert_not_null(get(&inner.doc[0], r, "listeners"));
             cr_assert_not_null(get(&inner.doc[0], r, "redis"));
             free_docs(&inner);
+            check_imapmux_config((const char *)conf->data.scalar.value,
+                                 conf->data.scalar.length, "/etc/imapmux/tls/tls.crt",
+                                 "/etc/imapmux/tls/tls.key", "configmap");
         }
         if (strcmp(kind, "Deployment") == 0) {
             yaml_node_t *spec = get(&d.doc[i], root, "spec");
@@ -138,6 +179,13 @@ Test(deploy_yaml, compose_topology)
     load_file(&d, DEPLOY("compose/imapmux.yaml"));
     cr_assert_eq(d.num, 1);
     free_docs(&d);
+    FILE *f = fopen(DEPLOY("compose/imapmux.yaml"), "rb");
+    cr_assert_not_null(f);
+    static char text[1 << 15];
+    size_t n = fread(text, 1, sizeof(text), f);
+    fclose(f);
+    check_imapmux_config(text, n, "/etc/imapmux/tls/cert.pem", "/etc/imapmux/tls/key.pem",
+                         "compose");
     load_file(&d, DEPLOY("imapmux.yaml"));
     cr_assert_eq(d.num, 1);
     free_docs(&d);
