@@ -17,7 +17,7 @@ with warnings.catch_warnings():
     import crypt
 
 LEASE_MS = 1500
-USERS = ("alice", "bob", "carol", "dave@example.org", "erin", "kim", "wrong")
+USERS = ("alice", "bob", "carol", "dave@example.org", "erin", "kim", "wrong", "parker")
 
 
 def sha512(pw):
@@ -43,13 +43,17 @@ class SessionLimitsTest(unittest.TestCase):
         cls.mux2 = harness.Imapmux(cls.tmp.path, backends, cls.cert, redis=redis_cfg,
                                    bruteforce=bf, limits=dict(common, on_redis_error="refuse"),
                                    name="mux2").start()
+        # with the session cache: a login served from it is counted too
+        cls.mux3 = harness.Imapmux(cls.tmp.path, backends, cls.cert, redis=redis_cfg,
+                                   bruteforce=bf, limits=common, name="mux3", workers=1,
+                                   session_cache={"enabled": True}).start()
         for u in USERS:
             cls.redis.cmd("HSET", "imapmux:user:" + u, "password", sha512("pw"))
         cls.open = []
 
     @classmethod
     def tearDownClass(cls):
-        for m in (cls.mux, cls.mux2):
+        for m in (cls.mux, cls.mux2, cls.mux3):
             if m.alive():
                 m.stop()
             for bad in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
@@ -159,6 +163,25 @@ class SessionLimitsTest(unittest.TestCase):
         while self.count("erin") < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(self.count("erin"), 1)
+
+    def wait_count(self, user, n, timeout=5):
+        deadline = time.monotonic() + timeout
+        while self.count(user) != n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.count(user)
+
+    def test_session_cache_hit_is_counted(self):
+        s, r = self.login(self.mux3, "parker")
+        self.assertTrue(r.startswith(b"a OK"), r)
+        self.assertEqual(self.wait_count("parker", 1), 1)
+        self.logout(s)  # parks the backend connection, gives the lease back
+        self.assertEqual(self.wait_count("parker", 0), 0)
+        s, r = self.login(self.mux3, "parker")
+        self.assertTrue(r.startswith(b"a OK"), r)
+        self.assertEqual(self.wait_count("parker", 1), 1)
+        self.assertRegex(self.mux3.log_text(), r"user=parker .*login ok \(TLS[^)]*, session cache")
+        s.close()
+        self.assertEqual(self.wait_count("parker", 0), 0)
 
     def test_zz_killed_instance_leases_expire(self):
         held = []
