@@ -546,6 +546,9 @@ backend pass
         self.assertIn(b"\r\na OK", b"\r\n" + resp)
         s.close()
         self.dovecot_login_line("127.0.0.67")
+        # TLS passed through: the AUTHORITY imapmux sends on is the client's own SNI
+        mine = [parse_v2(h) for h in self.tap.headers if parse_v2(h)[0] == "127.0.0.67"]
+        self.assertEqual(mine[0][4].get(0x02), b"localhost")
 
 
 if __name__ == "__main__":
