@@ -639,6 +639,11 @@ const char *conn_tls_cipher(const struct conn *c)
     return c->tls != NULL ? tls_cipher(c->tls) : "";
 }
 
+const char *conn_tls_server_name(const struct conn *c)
+{
+    return c->tls != NULL ? tls_server_name(c->tls) : "";
+}
+
 const char *conn_tls_error(const struct conn *c)
 {
     return c->tls != NULL ? tls_error(c->tls) : "no TLS";

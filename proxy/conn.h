@@ -129,6 +129,8 @@ const char *conn_compress_error(const struct conn *c);
 int conn_is_tls(const struct conn *c);
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
+/* conn_tls_server_name: the SNI a TLS client sent us (tls_server_name). */
+const char *conn_tls_server_name(const struct conn *c);
 const char *conn_tls_error(const struct conn *c);
 enum conn_side {
     CONN_LOCAL, /* our end of the connection */

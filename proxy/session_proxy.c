@@ -111,7 +111,15 @@ int session_proxy_header_out(struct session *s, uint8_t *out, size_t cap)
     info.src_port = s->client_port;
     snprintf(info.dst_ip, sizeof(info.dst_ip), "%s", s->local_ip);
     info.dst_port = s->local_port;
-    snprintf(info.authority, sizeof(info.authority), "%s", s->authority);
+    /* the name the client asked for: the balancer's word, else its own SNI */
+    const char *name = s->authority;
+    if (name[0] == '\0' && (s->flags & SESSION_F_TLS) && !(s->flags & SESSION_F_TLS_PROXIED) &&
+        s->client != NULL) {
+        name = conn_tls_server_name(s->client);
+    }
+    if (strlen(name) < sizeof(info.authority)) {
+        snprintf(info.authority, sizeof(info.authority), "%s", name);
+    }
     size_t id_len = strlen(s->id);
     if (id_len > PROXY_PROTO_MAX_UNIQUE_ID_LEN) {
         id_len = PROXY_PROTO_MAX_UNIQUE_ID_LEN;
@@ -127,5 +135,11 @@ int session_proxy_header_out(struct session *s, uint8_t *out, size_t cap)
         snprintf(info.ssl_version, sizeof(info.ssl_version), "%s", session_tls_version(s));
         snprintf(info.ssl_cipher, sizeof(info.ssl_cipher), "%s", session_tls_cipher(s));
     }
-    return proxy_proto_v2_build(out, cap, &info);
+    int n = proxy_proto_v2_build(out, cap, &info);
+    if (n < 0 && info.authority[0] != '\0') {
+        /* a client's SNI that is no host name is not passed on */
+        info.authority[0] = '\0';
+        n = proxy_proto_v2_build(out, cap, &info);
+    }
+    return n;
 }

@@ -34,6 +34,7 @@ struct worker {
     struct session_env env;
     struct listener **listeners; /* num = cfg->num_listeners */
     atomic_int drain_requested;
+    atomic_int drain_keep_preauth; /* an upgrade's drain: pre-auth sessions go on */
     int draining;                /* drain started on the loop */
     int final_sent;              /* logged-in sessions were told BYE */
     uint64_t drain_deadline;     /* loop time (ms) */
@@ -211,7 +212,9 @@ static void worker_on_async(uv_async_t *a)
         listener_close(w->listeners[i]);
         w->listeners[i] = NULL;
     }
-    session_drain_all(&w->env, 0);
+    if (!atomic_load(&w->drain_keep_preauth)) {
+        session_drain_all(&w->env, 0);
+    }
     w->drain_deadline = uv_now(&w->loop) + w->env.cfg->drain_timeout_ms;
     uv_timer_start(&w->drain_timer, worker_on_drain_timer, 0, WORKER_DRAIN_POLL_MS);
 }
@@ -385,6 +388,21 @@ void worker_drain(struct worker *w)
 {
     atomic_store(&w->drain_requested, 1);
     uv_async_send(&w->async);
+}
+
+void worker_drain_upgrade(struct worker *w)
+{
+    atomic_store(&w->drain_keep_preauth, 1);
+    worker_drain(w);
+}
+
+size_t worker_listener_fds(const struct worker *w, int *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->env.cfg->num_listeners && n < cap; i++) {
+        n += listener_fds(w->listeners[i], out + n, cap - n);
+    }
+    return n;
 }
 
 void worker_join(struct worker *w)

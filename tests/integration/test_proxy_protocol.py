@@ -15,9 +15,11 @@ reads both what imapmux sent (addresses, SSL, AUTHORITY, UNIQUE_ID) and what
 Dovecot made of it (rip= and TLS in its own login line)."""
 import json
 import os
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 import time
 import unittest
@@ -158,7 +160,31 @@ def records(path):
         return [json.loads(l) for l in f if l.strip()]
 
 
-class ProxyProtocolTest(unittest.TestCase):
+class Helpers(unittest.TestCase):
+    # --- helpers ---
+    def wait_for(self, what, fn, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.1)
+        self.fail("timed out waiting for " + what)
+
+    def dovecot_login_line(self, rip):
+        def find():
+            for line in self.dovecot.log_text().splitlines():
+                if "Login: user=<alice>" in line and "rip=%s," % rip in line:
+                    return line
+            return None
+        try:
+            return self.wait_for("dovecot's login line with rip=" + rip, find, timeout=5)
+        except AssertionError:
+            lines = [l for l in self.dovecot.log_text().splitlines() if "Login:" in l]
+            raise AssertionError("no login line with rip=%s in:\n%s" % (rip, "\n".join(lines[-5:])))
+
+
+class ProxyProtocolTest(Helpers):
     @classmethod
     def setUpClass(cls):
         cls.tmp = harness.TempDir()
@@ -222,27 +248,6 @@ class ProxyProtocolTest(unittest.TestCase):
         s.sendall(b"s STARTTLS\r\n")
         self.assertTrue(read_line(s).startswith(b"s OK"))
         return self.ctx.wrap_socket(s, server_hostname="localhost")
-
-    def wait_for(self, what, fn, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            v = fn()
-            if v:
-                return v
-            time.sleep(0.1)
-        self.fail("timed out waiting for " + what)
-
-    def dovecot_login_line(self, rip):
-        def find():
-            for line in self.dovecot.log_text().splitlines():
-                if "Login: user=<alice>" in line and "rip=%s," % rip in line:
-                    return line
-            return None
-        try:
-            return self.wait_for("dovecot's login line with rip=" + rip, find, timeout=5)
-        except AssertionError:
-            lines = [l for l in self.dovecot.log_text().splitlines() if "Login:" in l]
-            raise AssertionError("no login line with rip=%s in:\n%s" % (rip, "\n".join(lines[-5:])))
 
     def closed_silently(self, s, timeout=5):
         """The peer closes without sending anything."""
@@ -434,6 +439,116 @@ class ProxyProtocolTest(unittest.TestCase):
             self.assertEqual(h[:12], SIG)
         self.assertNotIn("invalid", self.dovecot.log_text().lower().replace("invalid password", ""))
         self.assertNotIn("warm connection ready", self.mux.log_text())
+
+
+@unittest.skipUnless(shutil.which("haproxy"), "haproxy not installed")
+class HaproxyInFrontTest(Helpers):
+    """A real HAProxy in front: it ends the client's TLS and sends
+    send-proxy-v2-ssl with the SSL, AUTHORITY, UNIQUE_ID and CRC32C TLVs to a
+    proxy_tls_terminated listener; and it passes TLS through (mode tcp) with
+    send-proxy-v2 to an implicit-TLS listener.  Clients connect from their own
+    loopback addresses, which Dovecot must log as rip=."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = harness.TempDir()
+        cls.haproxy = None
+        try:
+            cls.dovecot = harness.Dovecot(cls.tmp.path, users={"alice": "pw"}, haproxy=True).start()
+            cls.tap = HeaderTap(cls.dovecot.port)
+            trusted = {"proxy_protocol": True, "proxy_trusted": ["127.0.0.1"]}
+            cls.p_term = harness.free_port()
+            cls.p_tls = harness.free_port()
+            listeners = [(LOOPBACK, cls.p_term, "starttls", dict(trusted, proxy_tls_terminated=True)),
+                         (LOOPBACK, cls.p_tls, "implicit", trusted)]
+            backend = {"name": "main", "host": LOOPBACK, "port": cls.tap.port, "tls": "none",
+                       "proxy_protocol": "v2"}
+            cls.audit_path = os.path.join(cls.tmp.path, "audit.log")
+            cls.mux = harness.Imapmux(cls.tmp.path, [backend], listeners=listeners,
+                                      audit={"file": cls.audit_path}).start()
+            cls.ctx = harness.client_context(cls.mux.cert[0])
+            pem = os.path.join(cls.tmp.path, "haproxy.pem")
+            with open(pem, "w") as f:
+                f.write(open(cls.mux.cert[0]).read() + open(cls.mux.cert[1]).read())
+            cls.h_term, cls.h_pass = harness.free_port(), harness.free_port()
+            conf = os.path.join(cls.tmp.path, "haproxy.cfg")
+            with open(conf, "w") as f:
+                f.write("""global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend term
+    bind {lo}:{h_term} ssl crt {pem}
+    unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt
+    default_backend term
+backend term
+    server mux {lo}:{p_term} send-proxy-v2-ssl proxy-v2-options ssl,authority,unique-id,crc32c,ssl-cipher
+frontend pass
+    bind {lo}:{h_pass}
+    default_backend pass
+backend pass
+    server mux {lo}:{p_tls} send-proxy-v2
+""".format(lo=LOOPBACK, h_term=cls.h_term, h_pass=cls.h_pass, pem=pem, p_term=cls.p_term,
+           p_tls=cls.p_tls))
+            cls.haproxy = subprocess.Popen(["haproxy", "-db", "-f", conf],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            harness._children.append(cls.haproxy)
+            harness.wait_port(cls.h_term, proc=cls.haproxy)
+            harness.wait_port(cls.h_pass, proc=cls.haproxy)
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "haproxy", None) is not None and cls.haproxy.poll() is None:
+            cls.haproxy.terminate()
+            cls.haproxy.wait(10)
+        ProxyProtocolTest.tearDownClass.__func__(cls)
+
+    def from_(self, source, port):
+        s = socket.socket()
+        s.settimeout(10)
+        s.bind((source, 0))
+        s.connect((LOOPBACK, port))
+        return s
+
+    def test_haproxy_ends_tls_and_says_so(self):
+        s = self.ctx.wrap_socket(self.from_("127.0.0.66", self.h_term), server_hostname="localhost")
+        g = read_line(s)
+        self.assertNotIn(b"LOGINDISABLED", g)  # the SSL TLV made it TLS
+        s.sendall(b"a LOGIN alice pw\r\n")
+        resp = b"".join(read_until_tag(s, "a"))
+        self.assertIn(b"\r\na OK", b"\r\n" + resp)
+        s.sendall(b"b LOGOUT\r\n")
+        read_until_tag(s, "b")
+        s.close()
+        line = self.dovecot_login_line("127.0.0.66")
+        self.assertIn("secured", line)
+        recs = self.wait_for("audit record", lambda: [
+            r for r in records(self.audit_path) if r.get("client") == "127.0.0.66"
+            and r.get("type") == "login"])
+        self.assertTrue(recs[0].get("tls", "").startswith("TLSv1."), recs[0])
+        self.assertTrue(recs[0].get("cipher"), recs[0])
+        # what imapmux sent on: the name the client asked HAProxy for
+        mine = [parse_v2(h) for h in self.tap.headers if parse_v2(h)[0] == "127.0.0.66"]
+        self.assertEqual(mine[0][4].get(0x02), b"localhost")
+        self.assertEqual(mine[0][4].get(0x05), recs[0]["session"].encode())
+
+    def test_haproxy_passes_tls_through(self):
+        s = self.ctx.wrap_socket(self.from_("127.0.0.67", self.h_pass), server_hostname="localhost")
+        self.assertTrue(read_line(s).startswith(b"* OK"))
+        s.sendall(b"a LOGIN alice pw\r\n")
+        resp = b"".join(read_until_tag(s, "a"))
+        self.assertIn(b"\r\na OK", b"\r\n" + resp)
+        s.close()
+        self.dovecot_login_line("127.0.0.67")
+        # TLS passed through: the AUTHORITY imapmux sends on is the client's own SNI
+        mine = [parse_v2(h) for h in self.tap.headers if parse_v2(h)[0] == "127.0.0.67"]
+        self.assertEqual(mine[0][4].get(0x02), b"localhost")
 
 
 if __name__ == "__main__":
