@@ -29,6 +29,7 @@
 #include "proxy/conncap.h"
 #include "proxy/sesscache.h"
 #include "proxy/session.h"
+#include "proxy/snapshot.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
 #define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
@@ -183,6 +184,12 @@ struct session {
     uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
     char *shown_capa;               /* capabilities the client got at login (cache on) */
     char *cached_capa;              /* a session cache hit's list to show, until the relay */
+
+    struct snapshot *snap;          /* our reference: the TLS contexts of cfg, kept however
+                                       often the configuration is reloaded */
+    char route_name[SCHEMA_MAX_NAME_LEN + 1]; /* the backend's name ("" before the route);
+                                                 route->name but for a backend named only
+                                                 in Redis (route is the template) */
 };
 
 /* --- session.c ---------------------------------------------------------------- */
