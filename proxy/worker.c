@@ -447,8 +447,10 @@ static void worker_reload_listeners(struct worker *w, const struct config *cfg)
 }
 
 /* worker_take_snapshot puts a waiting reload in force on the loop: new
- * sessions get it, running ones keep theirs.  The warm pool and the session
- * cache are rebuilt from it (their connections belong to the old backends). */
+ * sessions get it, running ones keep theirs.  The warm pool is rebuilt from
+ * it, keeping the connections of backends whose settings did not change;
+ * the session cache starts empty (its connections were routed by the old
+ * one). */
 static void worker_take_snapshot(struct worker *w)
 {
     struct snapshot *snap = atomic_exchange(&w->next_snap, NULL);
@@ -460,14 +462,14 @@ static void worker_take_snapshot(struct worker *w)
         return;
     }
     worker_reload_listeners(w, snap->cfg);
-    warm_free(w->env.warm);
+    struct warm *old_warm = w->env.warm;
     sesscache_free(w->env.cache);
     config_unref(&w->env.cfg);
     w->env.cfg = config_ref(snap->cfg);
     w->env.server_ctx = snap->server_ctx;
     w->env.backend_ctx = snap->backend_ctx;
     dir_set_config(w->env.dir, snap->cfg);
-    w->env.warm = warm_new(&w->loop, snap->cfg, snap->backend_ctx);
+    w->env.warm = warm_renew(old_warm, &w->loop, snap->cfg, snap->backend_ctx);
     w->env.cache = sesscache_new(&w->loop, snap->cfg);
     snapshot_unref(&w->env.snap);
     w->env.snap = snap; /* our reference now */

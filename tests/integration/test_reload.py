@@ -123,7 +123,8 @@ class ReloadTest(ReloadBase):
             cls.d2 = harness.Dovecot(d, users={"alice": "pw"}, name="d2").start()
             cls.d1.add_message("alice", harness.sample_message("on-d1"))
             cls.d2.add_message("alice", harness.sample_message("on-d2"))
-            cls.one = {"name": "one", "host": LOOPBACK, "port": cls.d1.port, "tls": "none"}
+            cls.one = {"name": "one", "host": LOOPBACK, "port": cls.d1.port, "tls": "none",
+                       "pool_size": 2}
             cls.two = {"name": "two", "host": LOOPBACK, "port": cls.d2.port, "tls": "none"}
             cls.mux = ReloadMux(d, [cls.one], cls.cert_a)
             cls.listeners = list(cls.mux.listeners)
@@ -261,6 +262,34 @@ class ReloadTest(ReloadBase):
         # the kept listener goes on accepting
         m = self.client(self.cert_b[0])
         m.login("alice", "pw")
+        m.logout()
+
+    def test_5_warm_connections_of_unchanged_backends_are_kept(self):
+        kept = "kept 2 warm connections to backend one host %s:%d" % (LOOPBACK, self.d1.port)
+        ready = "warm connection to backend one host %s:%d ready" % (LOOPBACK, self.d1.port)
+        self.wait_log(lambda log: log.count(ready) >= 2 * self.workers, "a full warm pool")
+        # the pools refill after each reload: wait until they are full again
+        time.sleep(1)
+        before_kept, before_ready = (self.mux.log_text().count(kept),
+                                     self.mux.log_text().count(ready))
+        self.write(conf_text(self.listeners, self.cert_b, [self.one, self.two], "one"))
+        self.reload()
+        log = self.wait_log(lambda log: log.count(kept) == before_kept + self.workers,
+                            "the warm connections kept")
+        time.sleep(1)
+        self.assertEqual(self.mux.log_text().count(ready), before_ready,
+                         "no new warm connection for an unchanged backend")
+        # a changed backend gets new ones
+        changed = dict(self.one, pool_max_idle_ms=50000)
+        self.write(conf_text(self.listeners, self.cert_b, [changed, self.two], "one"))
+        self.reload()
+        self.wait_log(lambda log: log.count(ready) >= before_ready + 2 * self.workers,
+                      "new warm connections")
+        self.assertEqual(self.mux.log_text().count(kept), before_kept + self.workers)
+        m = self.client(self.cert_b[0])
+        m.login("alice", "pw")
+        m.select("INBOX")
+        self.assertEqual(self.subject_of_first(m), "Subject: on-d1")
         m.logout()
 
 
