@@ -71,7 +71,9 @@ enum sni_match sni_match(const char *pattern, const char *name, size_t name_len)
     if (name_len > 0 && name[name_len - 1] == '.') {
         name_len--;
     }
-    if (name_len == 0 || memchr(name, '\0', name_len) != NULL) {
+    /* a client's name is a name, never a pattern: "*" in it matches nothing */
+    if (name_len == 0 || memchr(name, '\0', name_len) != NULL ||
+        memchr(name, '*', name_len) != NULL) {
         return SNI_MATCH_NONE;
     }
     if (pattern[0] != '*') {

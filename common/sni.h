@@ -29,7 +29,7 @@ int sni_pattern_valid(const char *pattern);
 /* sni_match compares a client's server name (name_len bytes, not
  * necessarily NUL-terminated; one trailing dot ignored) with a valid
  * pattern, ignoring ASCII case.  A wildcard covers exactly one label: not the
- * bare suffix, not two labels. */
+ * bare suffix, not two labels.  A name holding '*' or a NUL matches nothing. */
 enum sni_match sni_match(const char *pattern, const char *name, size_t name_len);
 
 /* sni_parse_server_name reads the body of a server_name extension (RFC 6066

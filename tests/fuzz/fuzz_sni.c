@@ -2,8 +2,9 @@
  * (common/sni), which read what a client sends before any handshake.
  * Properties: no read past the input; a parsed server name is NUL-terminated,
  * lowercase, within SNI_MAX_NAME_LEN + 1 bytes and matches itself as a
- * pattern whenever it is a valid pattern; a wildcard match implies the name
- * has one more label than the pattern's suffix. */
+ * pattern whenever it is a valid pattern without '*' (a name holding '*'
+ * matches nothing, itself included); a wildcard match implies the name has
+ * one more label than the pattern's suffix. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,7 +29,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             }
         }
-        if (sni_pattern_valid(name) && sni_match(name, name, len) != SNI_MATCH_EXACT) {
+        int star = strchr(name, '*') != NULL;
+        if (sni_pattern_valid(name) && !star && sni_match(name, name, len) != SNI_MATCH_EXACT) {
+            abort();
+        }
+        if (star && sni_match(name, name, len) != SNI_MATCH_NONE) {
             abort();
         }
         size_t bare = name[len - 1] == '.' ? len - 1 : len; /* one trailing dot ignored */

@@ -242,6 +242,12 @@ class ReloadTest(ReloadBase):
             m.select("INBOX")
             self.assertEqual(self.subject_of_first(m), "Subject: on-d2")
             m.logout()
+        # imapmuxctl signals only an imapmux
+        r = harness.imapmuxctl(None, "reload", "--pid", str(self.d1.proc.pid))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("not imapmux", r.stderr)
+        r = harness.imapmuxctl(None, "reload", "--pid-file", self.mux.pid_file + ".none")
+        self.assertEqual(r.returncode, 1, r.stderr)
         self.write(good)
         self.reload()
 

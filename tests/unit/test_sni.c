@@ -41,6 +41,12 @@ Test(sni, embedded_nul_never_matches)
     cr_assert_eq(sni_match("*.example.com", "a\0.example.com", 15), SNI_MATCH_NONE);
 }
 
+Test(sni, a_client_name_is_never_a_pattern)
+{
+    cr_assert_eq(m("*.example.com", "*.example.com"), SNI_MATCH_NONE);
+    cr_assert_eq(m("a.example.com", "*.example.com"), SNI_MATCH_NONE);
+}
+
 Test(sni, pattern_validity)
 {
     cr_assert(sni_pattern_valid("mail.example.com"));
