@@ -133,6 +133,14 @@ class SniTest(unittest.TestCase):
         self.assertIn("O = rsa", self.subject("-servername", "both.test", "-tls1_2",
                                               "-sigalgs", "RSA+SHA256"))
 
+    def test_starttls_listener_chooses_too(self):
+        subj, out = s_client(self.mux.plain_port, "-starttls", "imap", "-servername", "a.test")
+        self.assertIsNotNone(subj, out[-2000:])
+        self.assertIn("CN = a.test", subj)
+        subj, out = s_client(self.mux.plain_port, "-starttls", "imap", "-servername",
+                             "both.test", "-sigalgs", "RSA-PSS+SHA256")
+        self.assertIn("O = rsa", subj or out[-2000:])
+
     def test_python_ssl_verifies_each_name(self):
         for name, ck in (("a.test", self.a), ("b.test", self.b), ("mail.w.test", self.wild)):
             ctx = ssl.create_default_context(cafile=ck[0])
