@@ -449,8 +449,7 @@ static void worker_reload_listeners(struct worker *w, const struct config *cfg)
 /* worker_take_snapshot puts a waiting reload in force on the loop: new
  * sessions get it, running ones keep theirs.  The warm pool is rebuilt from
  * it, keeping the connections of backends whose settings did not change;
- * the session cache starts empty (its connections were routed by the old
- * one). */
+ * the session cache is kept unless its settings changed. */
 static void worker_take_snapshot(struct worker *w)
 {
     struct snapshot *snap = atomic_exchange(&w->next_snap, NULL);
@@ -463,14 +462,26 @@ static void worker_take_snapshot(struct worker *w)
     }
     worker_reload_listeners(w, snap->cfg);
     struct warm *old_warm = w->env.warm;
-    sesscache_free(w->env.cache);
+    const struct config_session_cache *oc = &w->env.cfg->session_cache;
+    const struct config_session_cache *nc = &snap->cfg->session_cache;
+    /* parked connections are keyed by backend name, host and credentials, so
+       new routes never reach a wrong one: the cache stays unless its own
+       settings changed */
+    int new_cache = oc->enabled != nc->enabled || oc->ttl_ms != nc->ttl_ms ||
+                    oc->max_per_user != nc->max_per_user || oc->max_total != nc->max_total;
+    if (new_cache) {
+        sesscache_free(w->env.cache);
+        w->env.cache = NULL;
+    }
     config_unref(&w->env.cfg);
     w->env.cfg = config_ref(snap->cfg);
     w->env.server_ctx = snap->server_ctx;
     w->env.backend_ctx = snap->backend_ctx;
     dir_set_config(w->env.dir, snap->cfg);
     w->env.warm = warm_renew(old_warm, &w->loop, snap->cfg, snap->backend_ctx);
-    w->env.cache = sesscache_new(&w->loop, snap->cfg);
+    if (new_cache) {
+        w->env.cache = sesscache_new(&w->loop, snap->cfg);
+    }
     snapshot_unref(&w->env.snap);
     w->env.snap = snap; /* our reference now */
     log_msg(LOG_DEBUG, "worker %u: generation %llu in force", w->env.worker_id,

@@ -370,5 +370,68 @@ class ReloadTemplateTest(ReloadBase):
                       self.mux.log_text())
 
 
+class ReloadCacheTest(ReloadBase):
+    """The session cache survives a reload that leaves its settings alone."""
+    workers = 1  # the cache is per worker: one, so the next login finds it
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = harness.TempDir()
+        d = cls.tmp.path
+        try:
+            cls.cert = make_cert(d, "cert")
+            cls.d1 = harness.Dovecot(d, users={"alice": "pw"}, name="d1").start()
+            cls.one = {"name": "one", "host": LOOPBACK, "port": cls.d1.port, "tls": "none"}
+            cls.mux = ReloadMux(d, [cls.one], cls.cert)
+            cls.listeners = list(cls.mux.listeners)
+            with open(cls.mux.conf, "w") as f:
+                f.write(cls.conf(30000))
+            cls.mux.start()
+            cls.gen = 1
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def conf(cls, ttl_ms):
+        return conf_text(cls.listeners, cls.cert, [cls.one], "one", workers=1,
+                         extra="session_cache: {enabled: true, ttl_ms: %d}\n" % ttl_ms)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.stop_all()
+        finally:
+            if getattr(cls, "d1", None) is not None:
+                cls.d1.stop()
+            cls.tmp.close()
+
+    def park(self):
+        m = imaplib.IMAP4_SSL(LOOPBACK, self.mux.tls_port,
+                              ssl_context=harness.client_context(self.cert[0]), timeout=30)
+        m.login("alice", "pw")
+        m.select("INBOX")
+        m.logout()
+
+    def hits(self):
+        return self.mux.log_text().count("session cache hit")
+
+    def test_parked_connections_across_reloads(self):
+        self.park()
+        logins = self.d1.login_count()
+        hits = self.hits()
+        self.write(self.conf(30000) + "limits: {max_auth_failures: 5}\n")
+        self.reload()
+        self.park()  # taken from the cache, parked again
+        self.assertEqual(self.hits(), hits + 1)
+        self.assertEqual(self.d1.login_count(), logins)
+        # new cache settings: a new, empty cache
+        self.write(self.conf(20000))
+        self.reload()
+        self.park()
+        self.assertEqual(self.hits(), hits + 1)
+        self.wait_log(lambda log: self.d1.login_count() == logins + 1, "a backend login")
+
+
 if __name__ == "__main__":
     unittest.main()
