@@ -92,7 +92,8 @@ class SniTest(unittest.TestCase):
         if mux is not None and mux.proc is not None:
             rc = mux.stop()
             log = mux.log_text()
-            if rc != 0 or "ERROR: AddressSanitizer" in log or "runtime error:" in log:
+            if rc != 0 or any(m in log for m in ("ERROR: AddressSanitizer", "runtime error:",
+                                                 "LeakSanitizer")):
                 raise AssertionError("imapmux exited with %s; log:\n%s" % (rc, log[-4000:]))
         if getattr(cls, "dovecot", None) is not None:
             cls.dovecot.stop()
