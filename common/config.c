@@ -17,6 +17,8 @@
 
 #include <openssl/mem.h>
 
+#include "common/sni.h"
+
 /* A loader walks the libyaml document; the first error wins and stops it. */
 struct config_loader {
     yaml_document_t doc;
@@ -340,13 +342,24 @@ static void config_log_pair(struct config_loader *ld, struct config *c, const ch
     }
 }
 
+static void config_certificates(struct config_loader *ld, struct config *c, yaml_node_t *v);
+
 static void config_tls_pair(struct config_loader *ld, struct config *c, const char *prefix,
                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
     char kp[128];
     char **dst;
+    unsigned long n;
     config_key_path(kp, sizeof(kp), prefix, key);
-    if (strcmp(key, "cert") == 0) {
+    if (strcmp(key, "certificates") == 0) {
+        config_certificates(ld, c, v);
+        return;
+    } else if (strcmp(key, "expiry_warning_days") == 0) {
+        if (config_uint(ld, v, kp, 0, 3650, &n) == 0) {
+            c->tls_expiry_warning_days = (unsigned)n;
+        }
+        return;
+    } else if (strcmp(key, "cert") == 0) {
         dst = &c->tls_cert_file;
     } else if (strcmp(key, "key") == 0) {
         dst = &c->tls_key_file;
@@ -1065,6 +1078,8 @@ static void config_audit_pair(struct config_loader *ld, struct config *c, const 
     }
 }
 
+static void config_backend_template(struct config_loader *ld, struct config *c, yaml_node_t *v);
+
 /* Top level: sections that others refer to (backends) are read first. */
 static void config_top_pair(struct config_loader *ld, struct config *c, const char *prefix,
                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -1108,6 +1123,8 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_cache_pair, NULL);
     } else if (strcmp(key, "relay") == 0) {
         config_each_pair(ld, c, v, key, config_relay_pair, NULL);
+    } else if (strcmp(key, "backend_template") == 0) {
+        config_backend_template(ld, c, v);
     } else {
         config_fail(ld, k, "unknown key %s", key);
     }
@@ -1159,7 +1176,10 @@ static void config_defaults(struct config *c)
     c->bruteforce.block_ip_after = 50;
     c->bruteforce.block_pair_after = 10;
     c->bruteforce.trusted_ttl_s = 2592000;
+    c->tls_expiry_warning_days = 14;
 }
+
+static void config_free_sni(struct config *c);
 
 static void config_free(struct config *c)
 {
@@ -1205,6 +1225,7 @@ static void config_free(struct config *c)
         free(c->relay.allowed_commands[i]);
     }
     free(c->relay.allowed_commands);
+    config_free_sni(c);
     free(c);
 }
 
@@ -1285,7 +1306,11 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
         config_fail(&ld, root, "backends: at least one backend is required");
         goto fail;
     }
-    if (c->num_listeners > 0 && (c->tls_cert_file == NULL || c->tls_key_file == NULL)) {
+    if ((c->tls_cert_file == NULL) != (c->tls_key_file == NULL)) {
+        config_fail(&ld, root, "tls: cert and key go together");
+        goto fail;
+    }
+    if (c->num_listeners > 0 && c->tls_cert_file == NULL && c->num_certificates == 0) {
         config_fail(&ld, root, "tls: cert and key are required when listeners are configured");
         goto fail;
     }
@@ -1448,4 +1473,170 @@ const struct config_backend *config_route_lookup(const struct config *c, const c
         }
     }
     return c->default_backend;
+}
+
+/* --- SNI certificates and the backend template --------------------------------- */
+
+struct config_cert_arg {
+    struct config_certificate *cert;
+};
+
+static void config_cert_names(struct config_loader *ld, struct config_certificate *ce,
+                              yaml_node_t *v, const char *kp)
+{
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_MAX_CERTIFICATE_NAMES) {
+        config_fail(ld, v, "%s: 1-%d names", kp, CONFIG_MAX_CERTIFICATE_NAMES);
+        return;
+    }
+    ce->names = calloc(num, sizeof(*ce->names));
+    if (ce->names == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        char *name = item != NULL ? config_string(ld, item, kp) : NULL;
+        if (name == NULL) {
+            if (!ld->failed) {
+                config_fail(ld, v, "%s: bad item", kp);
+            }
+            return;
+        }
+        for (char *p = name; *p; p++) {
+            if (*p >= 'A' && *p <= 'Z') {
+                *p = (char)(*p - 'A' + 'a');
+            }
+        }
+        ce->names[ce->num_names++] = name;
+        if (!sni_pattern_valid(name)) {
+            config_fail(ld, item, "%s: %s is not a DNS name or a one-label wildcard (*.example.com)",
+                        kp, name);
+            return;
+        }
+    }
+}
+
+static void config_cert_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_certificate *ce = arg;
+    char kp[128];
+    char **dst;
+    (void)c;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "names") == 0) {
+        config_cert_names(ld, ce, v, kp);
+        return;
+    } else if (strcmp(key, "cert") == 0) {
+        dst = &ce->cert_file;
+    } else if (strcmp(key, "key") == 0) {
+        dst = &ce->key_file;
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+        return;
+    }
+    free(*dst);
+    *dst = config_string(ld, v, kp);
+    if (*dst != NULL && access(*dst, R_OK) != 0) {
+        config_fail(ld, v, "%s: cannot read %s: %s", kp, *dst, strerror(errno));
+    }
+}
+
+static void config_certificates(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    size_t num = config_sequence(ld, v, "tls.certificates");
+    if (ld->failed || num == 0) {
+        return;
+    }
+    if (c->certificates != NULL || num > CONFIG_MAX_CERTIFICATES) {
+        config_fail(ld, v, "tls.certificates: at most %d entries", CONFIG_MAX_CERTIFICATES);
+        return;
+    }
+    c->certificates = calloc(num, sizeof(*c->certificates));
+    if (c->certificates == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        struct config_certificate *ce = &c->certificates[i];
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), "tls.certificates[%zu]", i);
+        c->num_certificates = i + 1;
+        config_each_pair(ld, c, item, prefix, config_cert_pair, ce);
+        if (!ld->failed && (ce->cert_file == NULL || ce->key_file == NULL || ce->num_names == 0)) {
+            config_fail(ld, item, "%s: names, cert and key are required", prefix);
+        }
+    }
+}
+
+/* The template's settings are those of a backend but where it is: name,
+ * host, port, hosts and the pool come from Redis or do not apply. */
+static void config_template_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                                 const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    static const char *const not_here[] = {"name", "host", "port", "hosts", "pool_size",
+                                           "pool_max_idle_ms", "pool_check_interval_ms"};
+    for (size_t i = 0; i < sizeof(not_here) / sizeof(not_here[0]); i++) {
+        if (strcmp(key, not_here[i]) == 0) {
+            config_fail(ld, k, "%s.%s: not in a template (the name and hosts come from Redis)",
+                        prefix, key);
+            return;
+        }
+    }
+    config_backend_pair(ld, c, prefix, key, k, v, arg);
+}
+
+static void config_backend_template(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    struct config_backend *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    c->backend_template = b;
+    b->tls_verify = 1;
+    b->pool_max_idle_ms = 45000;
+    b->pool_check_interval_ms = 15000;
+    b->name = strdup("backend_template");
+    b->hosts = calloc(1, sizeof(*b->hosts));
+    if (b->name == NULL || b->hosts == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    config_each_pair(ld, c, v, "backend_template", config_template_pair, b);
+    if (!ld->failed && b->auth == CONFIG_BACKEND_AUTH_MASTER &&
+        (b->master_user == NULL || b->master_password == NULL)) {
+        config_fail(ld, v, "backend_template: auth master needs master_user and master_password "
+                    "(or master_password_file)");
+    }
+}
+
+static void config_free_sni(struct config *c)
+{
+    for (size_t i = 0; i < c->num_certificates; i++) {
+        struct config_certificate *ce = &c->certificates[i];
+        free(ce->cert_file);
+        free(ce->key_file);
+        for (size_t j = 0; j < ce->num_names; j++) {
+            free(ce->names[j]);
+        }
+        free(ce->names);
+    }
+    free(c->certificates);
+    struct config_backend *b = c->backend_template;
+    if (b != NULL) {
+        free(b->name);
+        free(b->host);
+        free(b->ca_file);
+        free(b->server_name);
+        free(b->hosts);
+        free(b->master_user);
+        config_free_secret(&b->master_password);
+        free(b);
+    }
 }

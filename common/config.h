@@ -147,6 +147,17 @@ struct config_relay {
     size_t num_allowed_commands;
 };
 
+/* One certificate chosen by the client's server name (tls.certificates[]). */
+struct config_certificate {
+    char *cert_file;          /* PEM chain, leaf first */
+    char *key_file;           /* PEM private key (ECDSA or RSA) */
+    char **names;             /* lowercased; exact or "*.suffix" (common/sni.h) */
+    size_t num_names;
+};
+
+#define CONFIG_MAX_CERTIFICATES 256       /* entries of tls.certificates */
+#define CONFIG_MAX_CERTIFICATE_NAMES 1024 /* names of one entry */
+
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
     char *path;               /* file this snapshot was read from */
@@ -207,6 +218,15 @@ struct config {
                                       (60000); 0 = sessions are not tracked */
     int session_limits_refuse;     /* on_redis_error: 1 refuse, 0 (default) allow */
     unsigned proxy_header_timeout_ms; /* PROXY header of a listener that wants one (5000) */
+    /* SNI and reload */
+    struct config_certificate *certificates; /* tls.certificates[]: chosen by server name;
+                                                tls.cert/tls.key stay the default */
+    size_t num_certificates;
+    unsigned tls_expiry_warning_days; /* a certificate expiring within this many days is
+                                         logged as a warning (14; 0 = never) */
+    struct config_backend *backend_template; /* TLS and login settings of a backend named
+                                                only in Redis (its hosts come from there);
+                                                NULL: such a name is refused */
 };
 
 /* config_load reads and validates the YAML file at path.  It returns a new

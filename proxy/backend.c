@@ -966,3 +966,8 @@ void backend_free(struct backend *b)
         uv_close((uv_handle_t *)&b->timer, backend_on_timer_close);
     }
 }
+
+void backend_set_config(struct backend *b, const struct config_backend *cfg)
+{
+    b->cfg = cfg;
+}

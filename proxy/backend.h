@@ -91,4 +91,10 @@ const char *backend_literal(const struct backend *b);
  * callback comes after it.  NULL accepted. */
 void backend_free(struct backend *b);
 
+/* backend_set_config points a ready backend (a warm connection) at cfg, a
+ * backend of a newer configuration with the same connection settings
+ * (host, TLS, verification, server name), whose lifetime covers b's from
+ * now on.  A reload keeps warm connections that way. */
+void backend_set_config(struct backend *b, const struct config_backend *cfg);
+
 #endif

@@ -178,3 +178,55 @@ void listener_close(struct listener *l)
         uv_close((uv_handle_t *)&l->socks[i].tcp, listener_on_close);
     }
 }
+
+/* --- reload ---------------------------------------------------------------------- */
+
+int listener_config_same(const struct config_listener *a, const struct config_listener *b)
+{
+    return a->port == b->port && a->tls == b->tls && strcmp(a->address, b->address) == 0;
+}
+
+int listener_probe(char *err, size_t err_len, const struct config_listener *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len;
+    int one = 1;
+    int r;
+
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(cfg->address, ':') != NULL) {
+        r = uv_ip6_addr(cfg->address, cfg->port, (struct sockaddr_in6 *)&ss);
+        ss_len = sizeof(struct sockaddr_in6);
+    } else {
+        r = uv_ip4_addr(cfg->address, cfg->port, (struct sockaddr_in *)&ss);
+        ss_len = sizeof(struct sockaddr_in);
+    }
+    if (r != 0) {
+        snprintf(err, err_len, "%s: not a numeric address", cfg->address);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        (ss.ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)) {
+        snprintf(err, err_len, "socket: %s", strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, ss_len) != 0) {
+        snprintf(err, err_len, "cannot bind %s port %u: %s", cfg->address, (unsigned)cfg->port,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+void listener_set_config(struct listener *l, const struct config_listener *cfg)
+{
+    l->cfg = cfg;
+}

@@ -30,4 +30,19 @@ size_t listener_fds(const struct listener *l, int *out, size_t cap);
 /* listener_close stops listening and frees the listener once closed. */
 void listener_close(struct listener *l);
 
+/* --- reload: listeners added, kept or removed ---------------------------------- */
+
+/* listener_config_same returns 1 when a and b are the same listener
+ * (address, port, mode), so a reload keeps its socket. */
+int listener_config_same(const struct config_listener *a, const struct config_listener *b);
+
+/* listener_probe checks that cfg's address and port can be bound (with
+ * SO_REUSEPORT, as the workers bind it), binding a socket and closing it.
+ * Returns 0, or -1 with the reason in err. */
+int listener_probe(char *err, size_t err_len, const struct config_listener *cfg);
+
+/* listener_set_config points l at cfg, the same listener (listener_config_same)
+ * in a newer snapshot, whose lifetime must cover l's from now on. */
+void listener_set_config(struct listener *l, const struct config_listener *cfg);
+
 #endif

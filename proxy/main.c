@@ -1,5 +1,6 @@
 /* imapmux: the daemon.  Options, configuration, TLS contexts, workers,
  * signals and drain. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdint.h>
@@ -18,11 +19,15 @@
 #include "proxy/audit.h"
 #include "proxy/conncap.h"
 #include "proxy/takeover.h"
+#include "proxy/reload.h"
+#include "proxy/snapshot.h"
 #include "proxy/tls.h"
+#include "proxy/tls_certificates.h"
 #include "proxy/verify.h"
 #include "proxy/worker.h"
 
 #define MAIN_MAX_WORKERS 256
+#define MAIN_EXPIRY_CHECK_MS (24u * 3600u * 1000u) /* certificate expiry warnings: daily */
 
 static void main_usage(FILE *f)
 {
@@ -31,6 +36,7 @@ static void main_usage(FILE *f)
             "       imapmux -c FILE --takeover SOCKET  take the listening sockets of the\n"
             "                                  imapmux serving SOCKET (if any), which then\n"
             "                                  drains; then serve SOCKET for the next one\n"
+            "       imapmux -c FILE --pid-file PIDFILE  also write the process id there\n"
             "       imapmux --check-config FILE  check FILE and exit (0: valid)\n"
             "       imapmux --version        print the version\n"
             "       imapmux --help           this text\n"
@@ -39,7 +45,8 @@ static void main_usage(FILE *f)
             "pre-authentication commands itself, logs the user in to the backend IMAP\n"
             "server that holds the mailbox and relays the session.  SIGTERM or SIGINT\n"
             "drain: new connections stop, pre-auth clients get BYE, logged-in sessions\n"
-            "get drain_timeout_ms to finish.\n");
+            "get drain_timeout_ms to finish.  SIGHUP reloads the configuration (a\n"
+            "file that does not pass every check is refused; the one in force stays).\n");
 }
 
 struct main_state {
@@ -50,7 +57,11 @@ struct main_state {
     struct conncap *conncap;      /* caps on client connections, shared by the workers */
     int stopping;
     struct takeover_server *takeover; /* with --takeover: serves the next process, or NULL */
+    struct snapshot *snap;        /* the snapshot in force (our reference) */
+    uv_timer_t expiry_timer;      /* daily certificate expiry warnings */
 };
+
+static void main_reload(struct main_state *m);
 
 /* main_stop drains every worker and closes what keeps the loop running;
  * upgrade: the listening sockets went to a new process. */
@@ -70,6 +81,7 @@ static void main_stop(struct main_state *m, int upgrade)
     uv_close((uv_handle_t *)&m->sigint, NULL);
     uv_close((uv_handle_t *)&m->sighup, NULL);
     uv_close((uv_handle_t *)&m->sigusr1, NULL);
+    uv_close((uv_handle_t *)&m->expiry_timer, NULL);
 }
 
 static size_t main_takeover_fds(void *ctx, int *out, size_t cap)
@@ -101,7 +113,9 @@ static void main_on_signal(uv_signal_t *h, int signum)
         return;
     }
     if (signum == SIGHUP) {
-        log_msg(LOG_WARNING, "SIGHUP: configuration reload is not implemented yet; ignored");
+        if (!m->stopping) {
+            main_reload(m);
+        }
         return;
     }
     if (m->stopping) {
@@ -111,30 +125,31 @@ static void main_on_signal(uv_signal_t *h, int signum)
     main_stop(m, 0);
 }
 
-static SSL_CTX **main_backend_ctxs(const struct config *cfg)
+/* main_reload reads the configuration file again: refused as a whole when
+ * anything is wrong (reload_prepare logs and counts why), else handed to
+ * every worker, which puts it in force for new sessions. */
+static void main_reload(struct main_state *m)
 {
-    char err[512];
-    SSL_CTX **ctxs = calloc(cfg->num_backends + 1, sizeof(*ctxs));
-    if (ctxs == NULL) {
-        fprintf(stderr, "imapmux: out of memory\n");
-        return NULL;
+    char err[RELOAD_MAX_ERROR_LEN];
+    log_msg(LOG_INFO, "SIGHUP: reloading %s", m->snap->cfg->path);
+    struct snapshot *next = reload_prepare(err, sizeof(err), m->snap, m->snap->cfg->path);
+    if (next == NULL) {
+        return;
     }
-    for (size_t i = 0; i < cfg->num_backends; i++) {
-        const struct config_backend *b = &cfg->backends[i];
-        if (b->tls == CONFIG_BACKEND_TLS_NONE) {
-            continue;
-        }
-        ctxs[i] = tls_client_ctx_new(err, sizeof(err), b->ca_file, b->tls_verify);
-        if (ctxs[i] == NULL) {
-            fprintf(stderr, "imapmux: backend %s: %s\n", b->name, err);
-            for (size_t j = 0; j < i; j++) {
-                SSL_CTX_free(ctxs[j]);
-            }
-            free(ctxs);
-            return NULL;
-        }
+    log_init("imapmux", next->cfg->log_level, next->cfg->log_target == CONFIG_LOG_SYSLOG);
+    for (unsigned i = 0; i < m->num_workers; i++) {
+        worker_reload(m->workers[i], next);
     }
-    return ctxs;
+    snapshot_unref(&m->snap);
+    m->snap = next;
+    reload_accepted(next);
+    tls_certificates_publish(next->server_ctx, next->cfg->tls_expiry_warning_days);
+}
+
+static void main_on_expiry_timer(uv_timer_t *t)
+{
+    struct main_state *m = t->data;
+    tls_certificates_warn_expiring(m->snap->cfg->tls_expiry_warning_days);
 }
 
 /* main_raise_nofile: every connection is a descriptor (two once logged in),
@@ -179,8 +194,6 @@ static int main_run(struct config *cfg, const char *takeover_path)
     int takeover_conn = -1;
     struct main_state m;
     char err[512];
-    SSL_CTX *server_ctx = NULL;
-    SSL_CTX **backend_ctxs = NULL;
     uv_loop_t *loop = uv_default_loop();
     int rc = 1;
     unsigned n;
@@ -191,17 +204,13 @@ static int main_run(struct config *cfg, const char *takeover_path)
     signal(SIGPIPE, SIG_IGN);
     nofile = main_raise_nofile();
 
-    if (cfg->num_listeners > 0) {
-        server_ctx = tls_server_ctx_new(err, sizeof(err), cfg->tls_cert_file, cfg->tls_key_file);
-        if (server_ctx == NULL) {
-            log_msg(LOG_ERR, "TLS: %s", err);
-            goto out;
-        }
-    }
-    backend_ctxs = main_backend_ctxs(cfg);
-    if (backend_ctxs == NULL) {
+    m.snap = snapshot_new(err, sizeof(err), cfg, 1);
+    if (m.snap == NULL) {
+        log_msg(LOG_ERR, "%s", err);
         goto out;
     }
+    reload_started();
+    tls_certificates_publish(m.snap->server_ctx, cfg->tls_expiry_warning_days);
     n = cfg->num_workers != 0 ? cfg->num_workers : uv_available_parallelism();
     if (n == 0) {
         n = 1;
@@ -246,8 +255,7 @@ static int main_run(struct config *cfg, const char *takeover_path)
         }
     }
     for (unsigned i = 0; i < n; i++) {
-        m.workers[i] = worker_start(err, sizeof(err), i, cfg, server_ctx, backend_ctxs, m.audit,
-                                    m.conncap);
+        m.workers[i] = worker_start(err, sizeof(err), i, m.snap, m.audit, m.conncap);
         if (m.workers[i] == NULL) {
             log_msg(LOG_ERR, "worker %u: %s", i, err);
             for (unsigned j = 0; j < i; j++) {
@@ -299,6 +307,10 @@ static int main_run(struct config *cfg, const char *takeover_path)
     uv_signal_start(&m.sigint, main_on_signal, SIGINT);
     uv_signal_start(&m.sighup, main_on_signal, SIGHUP);
     uv_signal_start(&m.sigusr1, main_on_signal, SIGUSR1);
+    uv_timer_init(loop, &m.expiry_timer);
+    m.expiry_timer.data = &m;
+    uv_timer_start(&m.expiry_timer, main_on_expiry_timer, MAIN_EXPIRY_CHECK_MS,
+                   MAIN_EXPIRY_CHECK_MS);
     uv_run(loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < m.num_workers; i++) {
         worker_join(m.workers[i]);
@@ -311,17 +323,28 @@ out:
     }
     takeover_release_unclaimed();
     audit_free(m.audit); /* after the workers: their last records go out */
-    if (backend_ctxs != NULL) {
-        for (size_t i = 0; i < cfg->num_backends; i++) {
-            SSL_CTX_free(backend_ctxs[i]);
-        }
-        free(backend_ctxs);
-    }
-    SSL_CTX_free(server_ctx);
+    tls_certificates_publish(NULL, 0);
+    snapshot_unref(&m.snap);
     verify_cleanup();      /* after the workers: every loop closed its side */
     conncap_free(m.conncap); /* after the workers: every session gave its ticket back */
     uv_loop_close(loop);
     return rc;
+}
+
+/* main_write_pid writes the process id to path (for `imapmuxctl reload
+ * --pid-file`).  Returns 0, or -1 with the reason on stderr. */
+static int main_write_pid(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    int ok = f != NULL && fprintf(f, "%ld\n", (long)getpid()) > 0;
+    if (f != NULL && fclose(f) != 0) {
+        ok = 0;
+    }
+    if (!ok) {
+        fprintf(stderr, "imapmux: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -329,6 +352,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", required_argument, NULL, 'C'},
+        {"pid-file", required_argument, NULL, 'p'},
         {"version", no_argument, NULL, 'V'},
         {"takeover", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
@@ -336,6 +360,7 @@ int main(int argc, char **argv)
     };
     const char *path = NULL;
     const char *takeover_path = NULL;
+    const char *pid_file = NULL;
     int check = 0;
     int opt;
     char err[1024];
@@ -351,6 +376,9 @@ int main(int argc, char **argv)
             break;
         case 'T':
             takeover_path = optarg;
+            break;
+        case 'p':
+            pid_file = optarg;
             break;
         case 'V':
             printf("imapmux %s\n", IMAPMUX_VERSION);
@@ -374,31 +402,25 @@ int main(int argc, char **argv)
     }
     if (check) {
         /* also load what the file points at: certificates and CA files */
-        SSL_CTX *ctx = NULL;
-        SSL_CTX **bctx;
-        if (cfg->num_listeners > 0) {
-            ctx = tls_server_ctx_new(err, sizeof(err), cfg->tls_cert_file, cfg->tls_key_file);
-            if (ctx == NULL) {
-                fprintf(stderr, "imapmux: %s: TLS: %s\n", path, err);
-                config_unref(&cfg);
-                return 1;
-            }
-        }
-        SSL_CTX_free(ctx);
-        bctx = main_backend_ctxs(cfg);
-        if (bctx == NULL) {
+        struct snapshot *snap = snapshot_new(err, sizeof(err), cfg, 1);
+        if (snap == NULL) {
+            fprintf(stderr, "imapmux: %s: %s\n", path, err);
             config_unref(&cfg);
             return 1;
         }
-        for (size_t i = 0; i < cfg->num_backends; i++) {
-            SSL_CTX_free(bctx[i]);
-        }
-        free(bctx);
+        snapshot_unref(&snap);
         printf("%s: configuration ok\n", path);
         config_unref(&cfg);
         return 0;
     }
+    if (pid_file != NULL && main_write_pid(pid_file) != 0) {
+        config_unref(&cfg);
+        return 1;
+    }
     int rc = main_run(cfg, takeover_path);
     config_unref(&cfg);
+    if (pid_file != NULL) {
+        unlink(pid_file);
+    }
     return rc;
 }

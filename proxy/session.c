@@ -36,9 +36,9 @@ void session_log(struct session *s, int level, const char *fmt, ...)
     if (!log_enabled(level)) {
         return;
     }
-    char backend[320] = "";
+    char backend[400] = ""; /* name (64), host (255), port */
     if (s->route != NULL) {
-        snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route->name, s->host,
+        snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route_name, s->host,
                  (unsigned)s->port);
     }
     snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s state=%s%s%s: ",
@@ -202,6 +202,7 @@ void session_maybe_free(struct session *s)
         free(s->inbuf);
     }
     config_unref(&s->cfg);
+    snapshot_unref(&s->snap);
     secret_free(s, sizeof(*s)); /* cache_key is an HMAC of the password */
 }
 
@@ -451,11 +452,13 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     }
     s->env = env;
     s->cfg = config_ref(env->cfg);
+    s->snap = snapshot_ref(env->snap);
     s->listener = listener;
     snprintf(s->id, sizeof(s->id), "w%u-%" PRIu64, env->worker_id, ++env->next_id);
     s->client = conn_new(env->loop, &session_client_ops, s);
     if (s->client == NULL) {
         config_unref(&s->cfg);
+        snapshot_unref(&s->snap);
         free(s);
         return UV_ENOMEM;
     }
@@ -512,7 +515,7 @@ int session_start(struct session *s)
     session_set_deadline(s, s->cfg->preauth_timeout_ms);
     session_log(s, LOG_DEBUG, "accepted");
     if (listener->tls == CONFIG_LISTENER_IMPLICIT) { /* after any PROXY header */
-        if (conn_start_tls(s->client, env->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
+        if (conn_start_tls(s->client, s->snap->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
             session_close(s, "out of memory");
             return UV_ENOMEM;
         }

@@ -54,7 +54,7 @@ static void session_audit_begin(struct session *s, struct json *j, char *buf, si
         json_str(j, "auth_user", s->auth_user);
     }
     if (s->route != NULL) {
-        json_str(j, "backend", s->route->name);
+        json_str(j, "backend", s->route_name);
         snprintf(addr, sizeof(addr), strchr(s->host, ':') ? "[%s]:%u" : "%s:%u", s->host,
                  (unsigned)s->port);
         json_str(j, "backend_host", addr);

@@ -112,6 +112,7 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
     s->user[0] = '\0';
     s->auth_user[0] = '\0';
     s->route = NULL;
+    s->route_name[0] = '\0';
     if (s->state == SESSION_LOGGING_IN) {
         session_preauth_resume(s);
     }
@@ -181,6 +182,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         return;
     }
     s->route = res->backend;
+    snprintf(s->route_name, sizeof(s->route_name), "%s", res->backend_name);
     s->kick_gen = res->kick_gen;
     snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;
@@ -213,7 +215,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         /* a master login would let in anyone: only verified users get one */
         if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
             session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
-                        "password hash; refusing", s->route->name);
+                        "password hash; refusing", s->route_name);
         }
         s->login_flags |= SESSION_L_UNKNOWN;
     }
@@ -232,7 +234,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
 static enum login_next session_login_lookup(struct session *s)
 {
     s->pending++;
-    if (dir_lookup(s->env->dir, s->user, s->client_ip, session_on_lookup, s) != 0) {
+    if (dir_lookup_in(s->env->dir, s->cfg, s->user, s->client_ip, session_on_lookup, s) != 0) {
         s->pending--;
         session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return LOGIN_END;
@@ -459,13 +461,12 @@ static void session_on_backend_login(void *ctx, enum backend_status st, const ch
 static int session_login_backend_start(struct session *s, int warm_ok)
 {
     const struct config_backend *b = s->route;
-    size_t idx = (size_t)(b - s->cfg->backends);
     const char *target = s->backend_user != NULL ? s->backend_user : s->user;
     struct backend_login_params p = {
         .cfg = b,
         .host = s->host,
         .port = s->port,
-        .tls_ctx = s->env->backend_ctx[idx],
+        .tls_ctx = snapshot_backend_ctx(s->snap, b),
         .client_ip = s->client_ip,
         .client_port = s->client_port,
         .local_ip = s->local_ip,
@@ -542,7 +543,7 @@ static void session_on_backend_login(void *ctx, enum backend_status st, const ch
     case BACKEND_AUTH_FAILED:
         if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER) {
             /* our master credentials or the user's mailbox: not the client's fault */
-            session_log(s, LOG_ERR, "backend %s refused the master login", s->route->name);
+            session_log(s, LOG_ERR, "backend %s refused the master login", s->route_name);
             session_login_refuse(s, LOGIN_REFUSE_MASTER, NULL, reason);
         } else {
             session_login_refuse(s, LOGIN_REFUSE_BACKEND_AUTH, code, reason);

@@ -48,7 +48,7 @@ enum sesscache_result session_park_take(struct session *s)
         return SESSCACHE_MISS;
     }
     sesscache_key(s->cache_key, s->env->cache, s->user, NULL, s->password, s->hash,
-                  s->route->name, s->host, s->port);
+                  s->route_name, s->host, s->port);
     s->flags |= SESSION_F_CACHE_KEYED;
     enum sesscache_result r = sesscache_take(s->env->cache, s->user, s->cache_key, &conn, &capa,
                                              session_on_cache_ready, s);

@@ -31,6 +31,7 @@
 #include "proxy/sesscache.h"
 #include "proxy/sesslimit.h"
 #include "proxy/session.h"
+#include "proxy/snapshot.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
 #define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
@@ -202,6 +203,12 @@ struct session {
                                                           balancer for (AUTHORITY TLV), or "" */
     char proxy_tls_version[PROXY_PROTO_MAX_TLS_NAME_LEN + 1]; /* with SESSION_F_TLS_PROXIED */
     char proxy_tls_cipher[PROXY_PROTO_MAX_TLS_NAME_LEN + 1];
+
+    struct snapshot *snap;          /* our reference: the TLS contexts of cfg, kept however
+                                       often the configuration is reloaded */
+    char route_name[SCHEMA_MAX_NAME_LEN + 1]; /* the backend's name ("" before the route);
+                                                 route->name but for a backend named only
+                                                 in Redis (route is the template) */
 };
 
 /* --- session.c ---------------------------------------------------------------- */

@@ -13,6 +13,8 @@
 #include "proxy/conncap.h"
 #include "proxy/directory.h"
 #include "proxy/listener.h"
+#include "proxy/reload.h"
+#include "proxy/snapshot.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
 #include "proxy/sesslimit.h"
@@ -42,7 +44,12 @@ struct worker {
     int failed;
     struct audit *audit;         /* borrowed, or NULL */
     struct audit_stats audit_stats; /* read when the queue closes */
+    struct snapshot *start_snap; /* the snapshot the worker started with: the directory's
+                                    Redis clients point into its configuration */
+    _Atomic(struct snapshot *) next_snap; /* a reload waiting for the loop (owned), or NULL */
 };
+
+static void worker_take_snapshot(struct worker *w);
 
 static void worker_on_accept(void *ctx, uv_stream_t *server, const struct config_listener *l)
 {
@@ -204,6 +211,7 @@ static void worker_on_drain_timer(uv_timer_t *t)
 static void worker_on_async(uv_async_t *a)
 {
     struct worker *w = a->data;
+    worker_take_snapshot(w);
     if (w->draining || !atomic_load(&w->drain_requested)) {
         return;
     }
@@ -329,14 +337,18 @@ static void worker_free(struct worker *w)
     }
     uv_sem_destroy(&w->ready);
     config_unref(&w->env.cfg);
+    struct snapshot *next = atomic_exchange(&w->next_snap, NULL);
+    snapshot_unref(&next);
+    snapshot_unref(&w->env.snap);
+    snapshot_unref(&w->start_snap);
     free(w->listeners);
     free(w);
 }
 
-struct worker *worker_start(char *err, size_t err_len, unsigned id, struct config *cfg,
-                            SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx,
+struct worker *worker_start(char *err, size_t err_len, unsigned id, struct snapshot *snap,
                             struct audit *audit, struct conncap *conncap)
 {
+    struct config *cfg = snap->cfg;
     struct worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         snprintf(err, err_len, "out of memory");
@@ -354,8 +366,11 @@ struct worker *worker_start(char *err, size_t err_len, unsigned id, struct confi
     list_init(&w->env.sessions);
     w->env.worker_id = id;
     w->env.cfg = config_ref(cfg);
-    w->env.server_ctx = server_ctx;
-    w->env.backend_ctx = backend_ctx;
+    w->env.server_ctx = snap->server_ctx;
+    w->env.backend_ctx = snap->backend_ctx;
+    w->env.snap = snapshot_ref(snap);
+    w->start_snap = snapshot_ref(snap);
+    atomic_init(&w->next_snap, NULL);
     w->env.conncap = conncap;
     w->audit = audit;
     uv_async_init(&w->loop, &w->async, worker_on_async);
@@ -409,4 +424,104 @@ void worker_join(struct worker *w)
 {
     uv_thread_join(&w->thread);
     worker_free(w);
+}
+
+/* --- reload ---------------------------------------------------------------------- */
+
+void worker_reload(struct worker *w, struct snapshot *snap)
+{
+    struct snapshot *old = atomic_exchange(&w->next_snap, snapshot_ref(snap));
+    snapshot_unref(&old); /* a reload the loop had not taken yet: the newer wins */
+    uv_async_send(&w->async);
+}
+
+/* worker_reload_listeners makes the worker's listeners those of cfg: the
+ * same ones keep their sockets (and see cfg from now on), removed ones
+ * close, added ones are bound.  A listener that cannot be bound is logged
+ * and counted; its slot stays empty. */
+static void worker_reload_listeners(struct worker *w, const struct config *cfg)
+{
+    const struct config *old = w->env.cfg;
+    struct listener **next = calloc(cfg->num_listeners + 1, sizeof(*next));
+    if (next == NULL) {
+        log_msg(LOG_ERR, "worker %u: reload: out of memory, listeners unchanged",
+                w->env.worker_id);
+        return;
+    }
+    for (size_t j = 0; j < cfg->num_listeners; j++) {
+        const struct config_listener *nl = &cfg->listeners[j];
+        for (size_t i = 0; i < old->num_listeners; i++) {
+            if (w->listeners[i] != NULL && listener_config_same(&old->listeners[i], nl)) {
+                next[j] = w->listeners[i];
+                w->listeners[i] = NULL;
+                listener_set_config(next[j], nl);
+                break;
+            }
+        }
+        if (next[j] == NULL) {
+            char err[256];
+            next[j] = listener_open(err, sizeof(err), &w->loop, nl, worker_on_accept, w);
+            if (next[j] == NULL) {
+                log_msg(LOG_ERR, "worker %u: reload: %s", w->env.worker_id, err);
+                reload_listener_failed();
+            } else if (w->env.worker_id == 0) {
+                log_msg(LOG_INFO, "listening on %s port %u (%s)", nl->address,
+                        (unsigned)nl->port,
+                        nl->tls == CONFIG_LISTENER_IMPLICIT ? "implicit TLS" : "STARTTLS");
+            }
+        }
+    }
+    for (size_t i = 0; i < old->num_listeners; i++) {
+        if (w->listeners[i] != NULL) {
+            if (w->env.worker_id == 0) {
+                log_msg(LOG_INFO, "no longer listening on %s port %u", old->listeners[i].address,
+                        (unsigned)old->listeners[i].port);
+            }
+            listener_close(w->listeners[i]);
+        }
+    }
+    free(w->listeners);
+    w->listeners = next;
+}
+
+/* worker_take_snapshot puts a waiting reload in force on the loop: new
+ * sessions get it, running ones keep theirs.  The warm pool is rebuilt from
+ * it, keeping the connections of backends whose settings did not change;
+ * the session cache is kept unless its settings changed. */
+static void worker_take_snapshot(struct worker *w)
+{
+    struct snapshot *snap = atomic_exchange(&w->next_snap, NULL);
+    if (snap == NULL) {
+        return;
+    }
+    if (w->draining || atomic_load(&w->drain_requested)) {
+        snapshot_unref(&snap);
+        return;
+    }
+    worker_reload_listeners(w, snap->cfg);
+    struct warm *old_warm = w->env.warm;
+    const struct config_session_cache *oc = &w->env.cfg->session_cache;
+    const struct config_session_cache *nc = &snap->cfg->session_cache;
+    /* parked connections are keyed by backend name, host and credentials, so
+       new routes never reach a wrong one: the cache stays unless its own
+       settings changed */
+    int new_cache = oc->enabled != nc->enabled || oc->ttl_ms != nc->ttl_ms ||
+                    oc->max_per_user != nc->max_per_user || oc->max_total != nc->max_total;
+    if (new_cache) {
+        sesscache_free(w->env.cache);
+        w->env.cache = NULL;
+    }
+    config_unref(&w->env.cfg);
+    w->env.cfg = config_ref(snap->cfg);
+    w->env.server_ctx = snap->server_ctx;
+    w->env.backend_ctx = snap->backend_ctx;
+    dir_set_config(w->env.dir, snap->cfg);
+    w->env.warm = warm_renew(old_warm, &w->loop, snap->cfg, snap->backend_ctx);
+    if (new_cache) {
+        w->env.cache = sesscache_new(&w->loop, snap->cfg);
+    }
+    snapshot_unref(&w->env.snap);
+    w->env.snap = snap; /* our reference now */
+    log_msg(LOG_DEBUG, "worker %u: generation %llu in force", w->env.worker_id,
+            (unsigned long long)snap->generation);
 }

@@ -623,3 +623,57 @@ Test(config, proxy_protocol_errors)
     cr_assert_null(load(err, sizeof(err), "bad.yaml", text));
     cr_assert_not_null(strstr(err, "proxy_protocol: expected one of none | v2"), "%s", err);
 }
+
+Test(config, sni_certificates_and_backend_template)
+{
+    char err[512] = "";
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "backends: [{name: a, host: h, port: 1}]\n"
+             "listeners: [{address: 127.0.0.1, port: 993, tls: implicit}]\n"
+             "tls:\n"
+             "  expiry_warning_days: 30\n"
+             "  certificates:\n"
+             "    - {names: [Mail.Example.com, \"*.example.org\"], cert: %s, key: %s}\n"
+             "    - {names: [mail.example.com], cert: %s, key: %s}\n"
+             "backend_template: {tls: implicit, verify: false, auth: passthrough}\n",
+             DATA("cert.pem"), DATA("key.pem"), DATA("rsa-cert.pem"), DATA("rsa-key.pem"));
+    struct config *c = load(err, sizeof(err), "sni.yaml", text);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_null(c->tls_cert_file, "the first certificate is the default");
+    cr_assert_eq(c->num_certificates, 2);
+    cr_assert_eq(c->certificates[0].num_names, 2);
+    cr_assert_str_eq(c->certificates[0].names[0], "mail.example.com", "lowercased");
+    cr_assert_str_eq(c->certificates[0].names[1], "*.example.org");
+    cr_assert_eq(c->tls_expiry_warning_days, 30);
+    cr_assert_not_null(c->backend_template);
+    cr_assert_eq(c->backend_template->tls, CONFIG_BACKEND_TLS_IMPLICIT);
+    cr_assert_eq(c->backend_template->tls_verify, 0);
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "plain.yaml", "backends: [{name: a, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->tls_expiry_warning_days, 14);
+    cr_assert_null(c->backend_template);
+    config_unref(&c);
+
+    snprintf(text, sizeof(text),
+             "backends: [{name: a, host: h, port: 1}]\n"
+             "tls:\n  certificates:\n    - {names: [\"a.*.example.com\"], cert: %s, key: %s}\n",
+             DATA("cert.pem"), DATA("key.pem"));
+    expect_error(text, "bad.yaml:4: tls.certificates[0].names: a.*.example.com is not a DNS name "
+                       "or a one-label wildcard (*.example.com)");
+    snprintf(text, sizeof(text),
+             "backends: [{name: a, host: h, port: 1}]\n"
+             "tls:\n  certificates:\n    - {cert: %s, key: %s}\n",
+             DATA("cert.pem"), DATA("key.pem"));
+    expect_error(text, "bad.yaml:4: tls.certificates[0]: names, cert and key are required");
+    expect_error("backends: [{name: a, host: h, port: 1}]\n"
+                 "backend_template: {tls: implicit, hosts: [\"h:1\"]}\n",
+                 "bad.yaml:2: backend_template.hosts: not in a template (the name and hosts "
+                 "come from Redis)");
+    expect_error("backends: [{name: a, host: h, port: 1}]\n"
+                 "backend_template: {auth: master}\n",
+                 "bad.yaml:2: backend_template: auth master needs master_user and "
+                 "master_password (or master_password_file)");
+}
