@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "common/audit_tap.h"
+#include "common/capa.h"
 #include "common/config.h"
 #include "common/imap_parser.h"
 #include "common/imap_scan.h"
@@ -183,6 +184,7 @@ struct session {
     uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
     char *shown_capa;               /* capabilities the client got at login (cache on) */
     char *cached_capa;              /* a session cache hit's list to show, until the relay */
+    struct capa_rewrite capa_rw;    /* relay: the backend's capability lists, filtered */
 };
 
 /* --- session.c ---------------------------------------------------------------- */
