@@ -513,6 +513,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
                                                             : "cleartext",
                 cached ? ", session cache" : "",
                 s->auth_user[0] != '\0' ? ", with the credentials of " : "", s->auth_user);
+    session_audit_preauth_end(s);
     session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
     /* the tagged OK and anything the backend already sent go out together */
     session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);

@@ -501,3 +501,22 @@ Test(config, client_limits)
     expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {max_connections: -1}\n",
                  "bad.yaml:2: limits.max_connections: expected an integer 0-4294967295");
 }
+
+Test(config, audit_preauth_records)
+{
+    char err[512] = "";
+    static const char dflt[] = "backends: [{name: a, host: h, port: 1}]\n";
+    struct config *c = config_parse(err, sizeof(err), "buf.yaml", dflt, sizeof(dflt) - 1);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->audit.preauth_records, 16);
+    config_unref(&c);
+    static const char set[] = "backends: [{name: a, host: h, port: 1}]\n"
+                              "audit: {stdout: true, preauth_records: 0}\n";
+    c = config_parse(err, sizeof(err), "buf.yaml", set, sizeof(set) - 1);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->audit.preauth_records, 0);
+    config_unref(&c);
+    static const char big[] = "backends: [{name: a, host: h, port: 1}]\n"
+                              "audit: {stdout: true, preauth_records: 100001}\n";
+    cr_assert_null(config_parse(err, sizeof(err), "buf.yaml", big, sizeof(big) - 1));
+}
