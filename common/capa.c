@@ -58,7 +58,8 @@ char *capa_filter(size_t *out_len, const char *capas, size_t len)
         return NULL;
     }
     while ((tl = capa_next(&start, &i, capas, len)) > 0) {
-        if (capa_removed_match(capas + start, tl)) {
+        /* no atom holds '{': such a token could read as a literal's start */
+        if (capa_removed_match(capas + start, tl) || memchr(capas + start, '{', tl) != NULL) {
             continue;
         }
         if (off > 0) {

@@ -7,7 +7,8 @@
 #include <stdint.h>
 
 /* capa_filter returns a malloc'd NUL-terminated copy of the list capas (len
- * bytes) without the capabilities the proxy does not carry (see capa.c), in
+ * bytes) without the capabilities the proxy does not carry (see capa.c) and
+ * without tokens that are no atom because they hold '{', in
  * their order and case, single-space separated; *out_len gets its length.
  * NULL on OOM. */
 char *capa_filter(size_t *out_len, const char *capas, size_t len);

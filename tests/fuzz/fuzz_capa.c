@@ -27,7 +27,7 @@ static int fuzz_removed(const char *t, size_t n)
            (n >= 5 && strncasecmp(t, "AUTH=", 5) == 0) ||
            (n == 7 && strncasecmp(t, "SASL-IR", 7) == 0) ||
            (n >= 9 && strncasecmp(t, "COMPRESS=", 9) == 0) ||
-           (n == 14 && strncasecmp(t, "UNAUTHENTICATE", 14) == 0);
+           (n == 14 && strncasecmp(t, "UNAUTHENTICATE", 14) == 0) || memchr(t, '{', n) != NULL;
 }
 
 static void fuzz_filter(const char *in, size_t len)
