@@ -5,7 +5,9 @@ policy block the logged-in session completes and under policy drop none of
 its records is lost: every one of its commands is in the file.  The
 flooder's records are bounded (audit.preauth_records one by one, then at most
 one preauth_summary a second), and the summaries and its session_end count
-every command it sent.  imapmuxctl audit verify accepts the file."""
+every command it sent.  imapmuxctl audit verify accepts the file.  A
+session that logs in after many commands gets the count left in a last
+summary before its login record, and records every command after it."""
 import json
 import os
 import threading
@@ -161,6 +163,45 @@ class AuditFlood(unittest.TestCase):
             self.assertNotIn("audit queue full", log)
             self.assertNotIn("AddressSanitizer", log)
             self.assertNotIn("runtime error:", log)
+        finally:
+            if mux is not None and mux.alive():
+                mux.stop()
+            dovecot.stop()
+            tmp.close()
+
+    def test_count_left_at_login(self):
+        """Commands before a login: the count not yet in a summary goes into
+        one last preauth_summary before the login record."""
+        tmp = harness.TempDir()
+        mux = None
+        dovecot = harness.Dovecot(tmp.path, users=USERS).start()
+        try:
+            audit = os.path.join(tmp.path, "audit.log")
+            backends = [{"name": "local", "host": LOOPBACK, "port": dovecot.port, "tls": "none"}]
+            mux = harness.Imapmux(tmp.path, backends, workers=1, log_level="info",
+                                  audit={"file": audit, "preauth_records": 4}).start()
+            s, _ = mux.raw_tls(timeout=60)
+            port = s.getsockname()[1]
+            s.sendall(b"".join(b"n%d NOOP\r\n" % i for i in range(40)))
+            until_tag(s, "n39")
+            s.sendall(b"a LOGIN alice " + USERS["alice"].encode() + b"\r\nb NOOP\r\n")
+            self.assertIn(b"b OK", until_tag(s, "b"))
+            s.sendall(b"z LOGOUT\r\n")
+            until_tag(s, "z")
+            s.close()
+            self.assertEqual(mux.stop(), 0)
+            mine = [r for r in records(audit) if r.get("client_port") == port]
+            types = [r["type"] for r in mine]
+            self.assertEqual(types[:5], ["session_start"] + ["command"] * 4, types)
+            self.assertEqual([r["tag"] for r in mine[1:5]], ["n0", "n1", "n2", "n3"])
+            login = types.index("login")
+            summaries = [r for r in mine[:login] if r["type"] == "preauth_summary"]
+            self.assertTrue(summaries and types[login - 1] == "preauth_summary", types)
+            self.assertEqual(sum(r["unrecorded_commands"] for r in summaries), 36)
+            # after login, every command has its record again
+            self.assertEqual([r["tag"] for r in mine if r["type"] == "command"][4:],
+                             ["a", "b", "z"])
+            self.assertNotIn("unrecorded_commands", mine[-1])
         finally:
             if mux is not None and mux.alive():
                 mux.stop()
