@@ -129,6 +129,9 @@ void capa_rewrite_cleanup(struct capa_rewrite *rw)
 {
     free(rw->list);
     rw->list = NULL;
+    free(rw->head);
+    rw->head = NULL;
+    rw->head_len = 0;
 }
 
 int capa_rewrite_at_line_start(const struct capa_rewrite *rw)
@@ -362,6 +365,10 @@ int capa_rewrite_feed(struct capa_rewrite *rw, const uint8_t *data, size_t len,
                     out(ctx, data + span, i - span);
                 }
                 if (old == 0) {
+                    rw->head = malloc(CAPA_REWRITE_HEAD_LEN);
+                    if (rw->head == NULL) {
+                        return -1;
+                    }
                     memcpy(rw->head, data + i, m);
                 }
                 rw->head_len = (uint8_t)(old + m);
@@ -376,10 +383,14 @@ int capa_rewrite_feed(struct capa_rewrite *rw, const uint8_t *data, size_t len,
                 }
                 span = i;
                 out(ctx, rw->head, old);
+                if (c < 0) {
+                    capa_rw_tail(rw, rw->head, old);
+                }
+                free(rw->head);
+                rw->head = NULL;
                 rw->head_len = 0;
             }
             if (c < 0) {
-                capa_rw_tail(rw, rw->head, old);
                 rw->state = CAPA_RW_PASS;
                 break;
             }

@@ -38,9 +38,10 @@ const char *capa_find_in_text(size_t *out_len, const char *text, size_t len);
  * code of any status response (tagged or untagged OK, NO, BAD, PREAUTH,
  * BYE).  Every other byte passes unchanged and uncopied, literals skipped
  * by length, so that a literal holding such text is never rewritten.  Only
- * a line that carries a list is held (its start up to
- * CAPA_REWRITE_HEAD_LEN bytes across reads, its list up to
- * CAPA_REWRITE_MAX_LIST_LEN in a buffer allocated for that line).  A
+ * a line's start that ends a read (up to CAPA_REWRITE_HEAD_LEN bytes) and
+ * the list of a line that carries one (up to CAPA_REWRITE_MAX_LIST_LEN) are
+ * held, each in a buffer allocated while it is needed: in between the
+ * rewriter holds no memory of its own.  A
  * capability that is no atom (a '{' in it: it could read as a literal) is
  * left out. */
 struct capa_rewrite {
@@ -52,8 +53,9 @@ struct capa_rewrite {
     uint8_t tok_over;           /* the token being read did not fit: left out */
     uint8_t tail_len;
     uint8_t tail[CAPA_REWRITE_TAIL_LEN]; /* last bytes of the line part, for "{n}" */
-    uint8_t head_len;
-    uint8_t head[CAPA_REWRITE_HEAD_LEN]; /* a line's start held across reads */
+    uint8_t head_len;           /* bytes in head */
+    uint8_t *head;              /* a line's start held across reads (CAPA_REWRITE_HEAD_LEN
+                                   bytes, allocated while one is held), or NULL (owned) */
     char *list;                 /* the rewritten list being built, or NULL (owned) */
     size_t list_len;            /* bytes in list */
     size_t tok_start;           /* where the token being read starts in list (at its ' ') */
@@ -69,8 +71,8 @@ void capa_rewrite_init(struct capa_rewrite *rw, const char *extra);
 
 /* capa_rewrite_feed passes len bytes on through out, rewritten where they
  * carry a capability list; any split of a stream gives the same output.
- * Returns 0, or -1 when a list buffer could not be allocated (nothing of
- * that line's list was passed on; the rewriter is then unusable). */
+ * Returns 0, or -1 when a buffer could not be allocated (the rewriter is
+ * then unusable: end the stream). */
 int capa_rewrite_feed(struct capa_rewrite *rw, const uint8_t *data, size_t len,
                       capa_rewrite_out_cb out, void *ctx);
 

@@ -145,7 +145,9 @@ static uint8_t *fuzz_rewrite_run(size_t *out_len, const uint8_t *in, size_t len,
         }
     }
     /* a line's start held at the end would go out with the next bytes */
-    fuzz_collect(&o, rw.head, rw.head_len > 0 ? rw.head_len : 0);
+    if (rw.head_len > 0) {
+        fuzz_collect(&o, rw.head, rw.head_len);
+    }
     capa_rewrite_cleanup(&rw);
     *out_len = o.len;
     return o.p;
