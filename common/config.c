@@ -1073,6 +1073,10 @@ static void config_audit_pair(struct config_loader *ld, struct config *c, const 
         if (config_uint(ld, v, kp, 1, 100000, &n) == 0) {
             a->max_pending = (unsigned)n;
         }
+    } else if (strcmp(key, "preauth_records") == 0) {
+        if (config_uint(ld, v, kp, 0, 100000, &n) == 0) {
+            a->preauth_records = (unsigned)n;
+        }
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -1162,6 +1166,7 @@ static void config_defaults(struct config *c)
     c->audit.policy = CONFIG_AUDIT_BLOCK;
     c->audit.seqset_max = 256;
     c->audit.max_pending = 1024;
+    c->audit.preauth_records = 16;
     c->session_cache.ttl_ms = 30000;
     c->session_cache.max_per_user = 2;
     c->session_cache.max_total = 1000;

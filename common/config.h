@@ -128,6 +128,8 @@ struct config_audit {
     size_t seqset_max;        /* bytes of a sequence set in a record (default 256) */
     int search_values;        /* SEARCH values in records (default 0: "?") */
     unsigned max_pending;     /* unanswered commands per session (default 1024) */
+    unsigned preauth_records; /* commands of a session before login recorded one by one;
+                                 the rest in summaries, at most one a second (default 16) */
 };
 
 struct config_session_cache {

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "common/audit_tap.h"
+#include "common/capa.h"
 #include "common/config.h"
 #include "common/imap_parser.h"
 #include "common/imap_scan.h"
@@ -209,6 +210,10 @@ struct session {
     char route_name[SCHEMA_MAX_NAME_LEN + 1]; /* the backend's name ("" before the route);
                                                  route->name but for a backend named only
                                                  in Redis (route is the template) */
+    struct capa_rewrite capa_rw;    /* relay: the backend's capability lists, filtered */
+    uint32_t preauth_records;       /* command records before login, one by one */
+    uint64_t preauth_unrecorded;    /* commands before login in no record yet */
+    uint64_t preauth_summary_us;    /* monotonic time of the last preauth_summary */
 };
 
 /* --- session.c ---------------------------------------------------------------- */
@@ -337,6 +342,9 @@ void session_audit_event(struct session *s, const char *type, const char *result
 /* session_audit_full ends a session whose record found the queue full under
  * policy close; returns 1 when it did. */
 int session_audit_full(struct session *s);
+/* session_audit_preauth_end: the session logs in; the commands before login
+ * that no record holds yet go into a last preauth_summary. */
+void session_audit_preauth_end(struct session *s);
 /* session_tap_in / session_tap_out show the tap what the client sent and
  * what it is sent.  session_tap_in returns 0, or -1 when the session ended. */
 int session_tap_in(struct session *s, const uint8_t *data, size_t len);

@@ -677,3 +677,22 @@ Test(config, sni_certificates_and_backend_template)
                  "bad.yaml:2: backend_template: auth master needs master_user and "
                  "master_password (or master_password_file)");
 }
+
+Test(config, audit_preauth_records)
+{
+    char err[512] = "";
+    static const char dflt[] = "backends: [{name: a, host: h, port: 1}]\n";
+    struct config *c = config_parse(err, sizeof(err), "buf.yaml", dflt, sizeof(dflt) - 1);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->audit.preauth_records, 16);
+    config_unref(&c);
+    static const char set[] = "backends: [{name: a, host: h, port: 1}]\n"
+                              "audit: {stdout: true, preauth_records: 0}\n";
+    c = config_parse(err, sizeof(err), "buf.yaml", set, sizeof(set) - 1);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->audit.preauth_records, 0);
+    config_unref(&c);
+    static const char big[] = "backends: [{name: a, host: h, port: 1}]\n"
+                              "audit: {stdout: true, preauth_records: 100001}\n";
+    cr_assert_null(config_parse(err, sizeof(err), "buf.yaml", big, sizeof(big) - 1));
+}
