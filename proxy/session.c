@@ -515,7 +515,7 @@ int session_start(struct session *s)
     session_set_deadline(s, s->cfg->preauth_timeout_ms);
     session_log(s, LOG_DEBUG, "accepted");
     if (listener->tls == CONFIG_LISTENER_IMPLICIT) { /* after any PROXY header */
-        if (conn_start_tls(s->client, s->snap->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
+        if (conn_start_tls(s->client, s->snap->server_ctx, CONN_TLS_SERVER, s->authority) != 0) {
             session_close(s, "out of memory");
             return UV_ENOMEM;
         }

@@ -32,7 +32,9 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t err_len, const char *ca_file, int 
 
 /* tls_new returns an engine on ctx (which it references), or NULL on OOM.
  * For a client, server_name is sent as SNI and, when the context verifies,
- * checked against the certificate (a numeric address is checked as an IP). */
+ * checked against the certificate (a numeric address is checked as an IP).
+ * For a server, server_name (NULL or "" for none) chooses the certificate
+ * when the ClientHello names none (tls_certificates_hint). */
 struct tls *tls_new(SSL_CTX *ctx, int is_server, const char *server_name);
 void tls_free(struct tls *t);
 

@@ -37,6 +37,7 @@ struct tls_cert_set {
 
 static pthread_once_t tls_certificates_once = PTHREAD_ONCE_INIT;
 static int tls_certificates_idx = -1;
+static int tls_certificates_hint_idx = -1; /* SSL ex_data: a name to use without SNI */
 
 static pthread_mutex_t tls_certificates_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tls_cert_expiry *tls_certificates_published; /* under the lock */
@@ -69,10 +70,44 @@ static void tls_certificates_on_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA 
     tls_cert_set_free(ptr);
 }
 
+static void tls_certificates_on_hint_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
+                                          long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)index;
+    (void)argl;
+    (void)argp;
+    free(ptr);
+}
+
 static void tls_certificates_init_once(void)
 {
     tls_certificates_idx =
         SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_certificates_on_ex_free);
+    tls_certificates_hint_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+                                                     tls_certificates_on_hint_free);
+}
+
+int tls_certificates_hint(SSL *ssl, const char *name)
+{
+    if (name == NULL || name[0] == '\0') {
+        return 0;
+    }
+    pthread_once(&tls_certificates_once, tls_certificates_init_once);
+    if (tls_certificates_hint_idx < 0) {
+        return -1;
+    }
+    char *copy = strdup(name);
+    if (copy == NULL) {
+        return -1;
+    }
+    free(SSL_get_ex_data(ssl, tls_certificates_hint_idx));
+    if (!SSL_set_ex_data(ssl, tls_certificates_hint_idx, copy)) {
+        free(copy);
+        return -1;
+    }
+    return 0;
 }
 
 /* tls_cert_caps reads what the ClientHello says the client can verify. */
@@ -140,8 +175,16 @@ static enum ssl_select_cert_result_t tls_certificates_on_select(const SSL_CLIENT
     if (set == NULL || set->num_certs <= 1) {
         return ssl_select_cert_success;
     }
-    if (SSL_early_callback_ctx_extension_get(hello, TLS_EXT_SERVER_NAME, &ext, &ext_len) &&
-        sni_parse_server_name(name, sizeof(name), ext, ext_len) == 0) {
+    const char *hint = tls_certificates_hint_idx >= 0
+                           ? SSL_get_ex_data(ssl, tls_certificates_hint_idx) : NULL;
+    int have = SSL_early_callback_ctx_extension_get(hello, TLS_EXT_SERVER_NAME, &ext, &ext_len) &&
+               sni_parse_server_name(name, sizeof(name), ext, ext_len) == 0;
+    if (!have && hint != NULL && strlen(hint) < sizeof(name)) {
+        /* no SNI in the ClientHello: the name the balancer says the client asked for */
+        snprintf(name, sizeof(name), "%s", hint);
+        have = 1;
+    }
+    if (have) {
         name_len = strlen(name);
         for (size_t i = 1; i < set->num_certs; i++) {
             enum sni_match m = tls_cert_match(&set->certs[i], name, name_len);

@@ -27,6 +27,12 @@
  * reference.  NULL with the reason in err. */
 SSL_CTX *tls_certificates_ctx_new(char *err, size_t err_len, const struct config *cfg);
 
+/* tls_certificates_hint gives a server connection a name to choose its
+ * certificate by when its ClientHello carries no server name (the AUTHORITY
+ * of a PROXY header: the name the client asked the balancer for).  name is
+ * copied; NULL or "" is no hint.  Returns 0, or -1 out of memory. */
+int tls_certificates_hint(SSL *ssl, const char *name);
+
 /* One certificate's expiry, for metrics and readiness checks. */
 struct tls_cert_expiry {
     char file[TLS_CERTIFICATES_MAX_FILE_LEN];  /* the certificate file */

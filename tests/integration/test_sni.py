@@ -62,7 +62,10 @@ class SniTest(unittest.TestCase):
             cls.soon = make_named_cert(d, "soon", "soon.test", days=3)
             cls.dovecot = harness.Dovecot(d).start()
             backend = {"name": "main", "host": LOOPBACK, "port": cls.dovecot.port, "tls": "none"}
-            cls.mux = harness.Imapmux(d, [backend], cls.default)
+            cls.proxy_port = harness.free_port()
+            cls.mux = harness.Imapmux(d, [backend], cls.default, extra_listeners=[
+                (LOOPBACK, cls.proxy_port, "implicit",
+                 {"proxy_protocol": True, "proxy_trusted": ["127.0.0.0/8"]})])
             cls.rewrite_conf()
             cls.mux.start()
         except Exception:
@@ -108,6 +111,32 @@ class SniTest(unittest.TestCase):
         self.assertIn("CN = a.test", self.subject("-servername", "a.test"))
         self.assertIn("CN = b.test", self.subject("-servername", "b.test"))
         self.assertIn("CN = a.test", self.subject("-servername", "A.TEST"))
+
+    def authority_cert(self, authority, sni=None):
+        """The certificate served after a PROXY v2 header whose AUTHORITY TLV
+        names authority (None: no TLV), the ClientHello naming sni."""
+        from test_proxy_protocol import tlv, v2_header
+        tlvs = tlv(0x02, authority.encode()) if authority is not None else b""
+        raw = socket.create_connection((LOOPBACK, self.proxy_port), timeout=10)
+        raw.sendall(v2_header("192.0.2.9", 40000, dport=993, tlvs=tlvs))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        t = ctx.wrap_socket(raw, server_hostname=sni)
+        try:
+            return t.getpeercert(binary_form=True)
+        finally:
+            t.close()
+
+    def test_proxy_authority_chooses_without_sni(self):
+        # a balancer that passes TLS through but names what the client asked
+        # for: the AUTHORITY TLV chooses when the ClientHello has no name
+        self.assertEqual(self.authority_cert("a.test"), der_of(self.a[0]))
+        self.assertEqual(self.authority_cert("x.w.test"), der_of(self.wild[0]))
+        self.assertEqual(self.authority_cert(None), der_of(self.default[0]))
+        self.assertEqual(self.authority_cert("unknown.test"), der_of(self.default[0]))
+        # the client's own SNI wins over the balancer's word
+        self.assertEqual(self.authority_cert("a.test", sni="b.test"), der_of(self.b[0]))
 
     def test_wildcard_matches_one_label(self):
         self.assertIn("CN = *.w.test", self.subject("-servername", "imap.w.test"))
