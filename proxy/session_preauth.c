@@ -172,6 +172,7 @@ static void session_cmd_id(struct session *s, const char *tag, const struct imap
         session_sendf(s, "%s BAD ID expects NIL or a parenthesized list\r\n", tag);
         return;
     }
+    session_park_note_id(s, args, num_args);
     session_sendf(s, "* ID (\"name\" \"imapmux\" \"version\" \"%s\")\r\n%s OK ID completed\r\n",
                   IMAPMUX_VERSION, tag);
 }

@@ -106,6 +106,8 @@ enum login_refusal {
 #define SESSION_F_OUT_FULL     (1u << 18) /* pre-auth answers wait for the client to read */
 #define SESSION_F_GATE_WAIT    (1u << 19) /* the gate waits for the backend: client not read */
 #define SESSION_F_GATE_RESUME  (1u << 20) /* the backend's answer lets the gate go on */
+#define SESSION_F_PARK_OK      (1u << 28) /* the park policy lets this login's LOGOUT park */
+#define SESSION_F_PARK_CLIENT  (1u << 29) /* the client's ID name is in park_clients */
 
 #define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
@@ -291,6 +293,10 @@ void session_park_note_command(struct session *s, const char *name);
  * LOGOUT of a parkable session, the client is answered here, the backend
  * connection goes to the cache and the session ends: returns 1.  Else 0. */
 int session_park_try(struct session *s, const uint8_t *data, size_t len);
+/* session_park_note_id: the client sent ID with args (a list of field-value
+ * pairs, or NIL) before login; a "name" in session_cache.park_clients lets
+ * its logins park whatever the seen set says. */
+void session_park_note_id(struct session *s, const struct imap_arg *args, size_t num_args);
 
 /* --- session_kick.c ------------------------------------------------------------- */
 

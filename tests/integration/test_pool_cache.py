@@ -323,7 +323,8 @@ class SessionCacheTest(unittest.TestCase):
         backend = {"name": "main", "host": LOOPBACK, "port": cls.dovecot.port, "tls": "none"}
         cls.mux = Imapmux(cls.tmp.path, [backend], make_cert(cls.tmp.path), workers=1,
                           session_cache={"enabled": True, "ttl_ms": cls.TTL_MS,
-                                         "max_per_user": 1, "max_total": 5}).start()
+                                         "max_per_user": 1, "max_total": 5,
+                                         "park": "always"}).start()
 
     @classmethod
     def tearDownClass(cls):
