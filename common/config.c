@@ -350,6 +350,9 @@ static void config_tls_pair(struct config_loader *ld, struct config *c, const ch
         dst = &c->tls_cert_file;
     } else if (strcmp(key, "key") == 0) {
         dst = &c->tls_key_file;
+    } else if (strcmp(key, "session_tickets") == 0) {
+        config_bool(ld, v, kp, &c->tls_session_tickets);
+        return;
     } else {
         config_fail(ld, k, "unknown key %s", kp);
         return;

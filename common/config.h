@@ -164,6 +164,7 @@ struct config {
 
     char *tls_cert_file;      /* PEM chain, leaf first; required if any listener */
     char *tls_key_file;       /* PEM private key (ECDSA or RSA) */
+    int tls_session_tickets;  /* issue TLS session tickets for resumption (default 0) */
 
     struct config_backend *backends;
     size_t num_backends;

@@ -88,20 +88,39 @@ void conn_set_wipe(struct conn *c, int on)
     }
 }
 
+#define CONN_KEEPALIVE_S 300 /* idle seconds before TCP keepalive probes */
+
 static void conn_tune(struct conn *c)
 {
     /* Nagle would stall each login behind a delayed ACK (docs/ARCHITECTURE.md). */
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_tcp_keepalive(&c->tcp, 1, 300);
+    uv_tcp_keepalive(&c->tcp, 1, CONN_KEEPALIVE_S);
+}
+
+int conn_tune_listener(uv_tcp_t *server)
+{
+    int r = uv_tcp_nodelay(server, 1);
+    return r != 0 ? r : uv_tcp_keepalive(server, 1, CONN_KEEPALIVE_S);
 }
 
 int conn_accept(struct conn *c, uv_stream_t *server)
 {
     int r = uv_accept(server, (uv_stream_t *)&c->tcp);
+#ifndef __linux__
     if (r == 0) {
-        conn_tune(c);
+        conn_tune(c); /* elsewhere the listener's settings may not be inherited */
     }
+#endif
     return r;
+}
+
+int conn_fileno(const struct conn *c)
+{
+    uv_os_fd_t fd = -1;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) {
+        return -1;
+    }
+    return fd;
 }
 
 static void conn_on_connect(uv_connect_t *req, int status)

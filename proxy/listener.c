@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "proxy/conn.h"
 
 #define LISTENER_BACKLOG 511
 
@@ -84,6 +85,9 @@ struct listener *listener_open(char *err, size_t err_len, uv_loop_t *loop,
     r = uv_tcp_open(&l->tcp, fd);
     if (r == 0) {
         fd = -1; /* the handle owns it now */
+        r = conn_tune_listener(&l->tcp); /* inherited by every accepted connection */
+    }
+    if (r == 0) {
         r = uv_listen((uv_stream_t *)&l->tcp, LISTENER_BACKLOG, listener_on_connection);
     }
     if (r != 0) {

@@ -164,6 +164,7 @@ static int main_run(struct config *cfg)
             log_msg(LOG_ERR, "TLS: %s", err);
             goto out;
         }
+        tls_server_ctx_set_tickets(server_ctx, cfg->tls_session_tickets);
     }
     backend_ctxs = main_backend_ctxs(cfg);
     if (backend_ctxs == NULL) {

@@ -77,6 +77,19 @@ fail:
     return NULL;
 }
 
+void tls_server_ctx_set_tickets(SSL_CTX *ctx, int on)
+{
+    if (on) {
+        SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    } else {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    }
+}
+
 SSL_CTX *tls_client_ctx_new(char *err, size_t err_len, const char *ca_file, int verify)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
@@ -117,6 +130,10 @@ struct tls *tls_new(SSL_CTX *ctx, int is_server, const char *server_name)
     if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
         goto fail;
     }
+    /* What the handshake was configured with (cipher and group lists, the
+     * certificate and key references, verify parameters) is not needed once
+     * it is done: freed then, a few hundred bytes per idle connection. */
+    SSL_set_shed_handshake_config(t->ssl, 1);
     /* An empty read BIO must mean "want read", not EOF. */
     BIO_set_mem_eof_return(t->rbio, -1);
     SSL_set0_rbio(t->ssl, t->rbio);
