@@ -34,8 +34,12 @@ static _Thread_local uint8_t conn_inflated[CONN_INFLATE_LEN];
 
 struct conn {
     uv_tcp_t tcp;                /* tcp.data = this; freed in conn_on_close */
-    uv_connect_t connect_req;    /* embedded: one connect per conn */
-    uv_shutdown_t shutdown_req;  /* embedded: one shutdown per conn */
+    union {                      /* one request at a time: a shutdown (uv_shutdown
+                                    refuses a stream not yet connected) comes only
+                                    after the connect is done */
+        uv_connect_t connect;    /* one connect per conn */
+        uv_shutdown_t shutdown;  /* one shutdown per conn */
+    } req;
     const struct conn_ops *ops;
     void *ctx;
     struct tls *tls;             /* NULL for cleartext; owned */
@@ -139,7 +143,7 @@ static void conn_on_connect(uv_connect_t *req, int status)
 
 int conn_connect(struct conn *c, const struct sockaddr *addr)
 {
-    return uv_tcp_connect(&c->connect_req, &c->tcp, addr, conn_on_connect);
+    return uv_tcp_connect(&c->req.connect, &c->tcp, addr, conn_on_connect);
 }
 
 static void conn_report_eof(struct conn *c, int status)
@@ -583,7 +587,7 @@ void conn_close(struct conn *c, enum conn_close_mode mode)
             tls_shutdown(c->tls);
             (void)conn_flush_tls(c);
         }
-        if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_on_shutdown) == 0) {
+        if (uv_shutdown(&c->req.shutdown, (uv_stream_t *)&c->tcp, conn_on_shutdown) == 0) {
             c->flags |= CONN_F_SHUTDOWN;
             return;
         }

@@ -99,7 +99,7 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
     session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
     session_login_clear(s);
     s->user[0] = '\0';
-    s->auth_user[0] = '\0';
+    (void)session_name_set(&s->auth_user, "");
     s->route = NULL;
     if (s->state == SESSION_LOGGING_IN) {
         session_preauth_resume(s);
@@ -171,8 +171,11 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
     }
     s->route = res->backend;
     s->kick_gen = res->kick_gen;
-    snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;
+    if (session_name_set(&s->host, res->host) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
+    }
 
     if (res->have_user) {
         if (res->user.login_as != NULL &&
@@ -517,7 +520,10 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         if (strcmp(as, s->user) != 0) {
             /* acting as another user: the session is that user's (routed,
                counted and audited as that user), its credentials are ours */
-            memcpy(s->auth_user, s->user, sizeof(s->auth_user));
+            if (session_name_set(&s->auth_user, s->user) != 0) {
+                session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+                return;
+            }
             memcpy(s->user, as, sizeof(s->user));
         }
     }

@@ -139,10 +139,11 @@ struct session {
     char tag[SESSION_MAX_TAG_LEN + 1];  /* tag of the LOGIN/AUTHENTICATE in flight */
     char user[SCHEMA_MAX_LOGIN_LEN + 1]; /* normalised login of the session ("" before);
                                             with a SASL authzid, the user acted as */
-    char auth_user[SCHEMA_MAX_LOGIN_LEN + 1]; /* with an authzid other than the login: the
-                                                 login whose credentials were given; "" else */
+    const char *auth_user;       /* with an authzid other than the login: the login whose
+                                    credentials were given; else session_no_name ("").
+                                    Set with session_name_set (heap, exact size) */
     const struct config_backend *route; /* chosen backend, in cfg */
-    char host[256];              /* chosen host of route */
+    const char *host;            /* chosen host of route (session_name_set), or "" */
     uint16_t port;
 
     /* a login in flight (state SESSION_LOGGING_IN) */
@@ -225,6 +226,14 @@ void session_on_backend_close(void *ctx);
  * or the state does not read it (session_reads_client). */
 int session_read_client(struct session *s);
 void session_audit_pause(struct session_env *env);
+
+/* session_no_name: the empty name that auth_user and host point to when
+ * unset (never written, never freed). */
+extern const char session_no_name[1];
+/* session_name_set points *slot at a heap copy of text (the empty text: at
+ * session_no_name), freeing what it held.  Returns 0 or UV_ENOMEM (then
+ * *slot is session_no_name). */
+int session_name_set(const char **slot, const char *text);
 
 /* session_wipe wipes and frees a string and clears the pointer. */
 void session_wipe(char **p);

@@ -18,7 +18,8 @@ struct tls {
     SSL *ssl;       /* owns both memory BIOs */
     BIO *rbio;      /* ciphertext from the peer (borrowed from ssl) */
     BIO *wbio;      /* ciphertext to the peer (borrowed from ssl) */
-    char err[160];  /* reason of the last TLS_ERROR */
+    char *err;      /* reason of the last TLS_ERROR (malloc'd), or NULL: an idle
+                       connection holds no room for one */
 };
 
 static void tls_errstr(char *err, size_t err_len, const char *what)
@@ -32,6 +33,22 @@ static void tls_errstr(char *err, size_t err_len, const char *what)
         snprintf(err, err_len, "%s", what);
     }
     ERR_clear_error();
+}
+
+#define TLS_ERR_LEN 160 /* bytes of a kept error reason */
+
+/* tls_set_err keeps the reason of a TLS_ERROR (out of memory: none, and
+ * tls_error says "TLS error"). */
+static void tls_set_err(struct tls *t, const char *what)
+{
+    if (t->err == NULL) {
+        t->err = malloc(TLS_ERR_LEN);
+    }
+    if (t->err != NULL) {
+        tls_errstr(t->err, TLS_ERR_LEN, what);
+    } else {
+        ERR_clear_error();
+    }
 }
 
 static int tls_ctx_common(SSL_CTX *ctx)
@@ -177,6 +194,7 @@ void tls_free(struct tls *t)
         return;
     }
     SSL_free(t->ssl); /* frees both BIOs */
+    free(t->err);
     free(t);
 }
 
@@ -204,7 +222,7 @@ static enum tls_result tls_map(struct tls *t, int ret, const char *what)
     case SSL_ERROR_ZERO_RETURN:
         return TLS_CLOSED;
     default:
-        tls_errstr(t->err, sizeof(t->err), what);
+        tls_set_err(t, what);
         return TLS_ERROR;
     }
 }
@@ -234,7 +252,7 @@ int tls_write(struct tls *t, const uint8_t *data, size_t len)
         int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
         int n = SSL_write(t->ssl, data, chunk);
         if (n <= 0) {
-            tls_errstr(t->err, sizeof(t->err), "write failed");
+            tls_set_err(t, "write failed");
             return -1;
         }
         data += n;
@@ -317,5 +335,5 @@ const char *tls_cipher(const struct tls *t)
 
 const char *tls_error(struct tls *t)
 {
-    return t->err[0] != '\0' ? t->err : "TLS error";
+    return t->err != NULL && t->err[0] != '\0' ? t->err : "TLS error";
 }
