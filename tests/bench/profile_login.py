@@ -59,7 +59,7 @@ def main():
                     "IMAPMUX_KEEP_TMP=1); use a few --sessions")
     args = ap.parse_args()
     n = dict(bench.FULL)
-    n["num_users"] = args.sessions * 4
+    n["num_users"] = args.sessions * 12  # no user twice in one run
     tmp = TempDir(prefix="imapmux-profile-")
     procs = []
     try:
@@ -108,17 +108,27 @@ def main():
             logins = dovecot.logins_so_far() - logins0
             counts = {} if args.trace else parse_strace(out)
             total = sum(counts.values())
-            if args.perf and i == 0:
-                pdata = os.path.join(tmp.path, "perf.data")
+            if args.perf and on:
+                pdata = os.path.join(tmp.path, "perf%d.data" % i)
                 p = subprocess.Popen(["perf", "record", "-g", "-o", pdata, "-p",
                                       str(mux.proc.pid)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
+                pcpu = bench.cpu_seconds(mux.proc.pid)
                 imapbench(t, "churn", args.sessions, 8, True, label,
-                          extra=user_args(n, (len(targets) + 1) * args.sessions, "distinct"))
+                          extra=user_args(n, (len(targets) + 1 + i) * args.sessions, "distinct"))
+                pcpu = bench.cpu_seconds(mux.proc.pid) - pcpu
                 p.send_signal(2)
                 p.wait(30)
-                print("perf data: %s" % pdata)
+                rep = subprocess.run(["perf", "report", "-i", pdata, "--sort", "dso", "--stdio",
+                                      "--no-children", "-g", "none"],
+                                     capture_output=True, text=True).stdout
+                shares = [l.strip() for l in rep.splitlines()
+                          if "%" in l and not l.strip().startswith("#")]
+                print("perf shares by object, %s (CPU %.2f ms per session, not under strace):"
+                      % (label, pcpu * 1000 / args.sessions))
+                for l in shares[:12]:
+                    print("    " + l)
             parked = None
             mux.stop()
             for line in mux.log_text().splitlines():
