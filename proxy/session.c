@@ -191,6 +191,7 @@ void session_maybe_free(struct session *s)
     conncap_release(s->env->conncap, &s->conncap);
     s->env->num_sessions--;
     session_login_clear(s);
+    (void)session_name_set(&s->user, "");
     (void)session_name_set(&s->auth_user, "");
     (void)session_name_set(&s->host, "");
     free(s->shown_capa);
@@ -441,6 +442,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     if (s == NULL) {
         return UV_ENOMEM;
     }
+    s->user = session_no_name;
     s->auth_user = session_no_name;
     s->host = session_no_name;
     s->env = env;

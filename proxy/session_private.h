@@ -137,8 +137,9 @@ struct session {
     size_t inbuf_len;            /* bytes in inbuf */
 
     char tag[SESSION_MAX_TAG_LEN + 1];  /* tag of the LOGIN/AUTHENTICATE in flight */
-    char user[SCHEMA_MAX_LOGIN_LEN + 1]; /* normalised login of the session ("" before);
-                                            with a SASL authzid, the user acted as */
+    const char *user;            /* normalised login of the session (session_no_name before);
+                                    with a SASL authzid, the user acted as.  Set with
+                                    session_name_set (heap, exact size) */
     const char *auth_user;       /* with an authzid other than the login: the login whose
                                     credentials were given; else session_no_name ("").
                                     Set with session_name_set (heap, exact size) */
@@ -227,7 +228,7 @@ void session_on_backend_close(void *ctx);
 int session_read_client(struct session *s);
 void session_audit_pause(struct session_env *env);
 
-/* session_no_name: the empty name that auth_user and host point to when
+/* session_no_name: the empty name that user, auth_user and host point to when
  * unset (never written, never freed). */
 extern const char session_no_name[1];
 /* session_name_set points *slot at a heap copy of text (the empty text: at
