@@ -58,7 +58,9 @@ def main():
                     help="a whole strace of each target's churn instead of counts (kept with "
                     "IMAPMUX_KEEP_TMP=1); use a few --sessions")
     args = ap.parse_args()
-    if subprocess.run(["strace", "-V"], capture_output=True).returncode != 0:
+    try:
+        subprocess.run(["strace", "-V"], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
         raise SystemExit("strace is needed (deploy/install-deps.sh installs it)")
     n = dict(bench.FULL)
     n["num_users"] = args.sessions * 12  # no user twice in one run
