@@ -64,6 +64,7 @@ def main():
         raise SystemExit("strace is needed (deploy/install-deps.sh installs it)")
     n = dict(bench.FULL)
     n["num_users"] = args.sessions * 12  # no user twice in one run
+    n["log_level"] = "info"  # the counters at exit (cache_parked)
     tmp = TempDir(prefix="imapmux-profile-")
     procs = []
     try:
@@ -148,7 +149,7 @@ def main():
         print("| sessions ok / errors | " + " | ".join("%d / %d" % (r[1], r[2]) for r in rows) + " |")
         print("| CPU ms (under strace: relative only) | " + " | ".join("%.2f" % r[7] for r in rows) + " |")
         print("| backend logins per client login | " + " | ".join("%.2f" % r[5] for r in rows) + " |")
-        print("| connections parked at exit count | " + " | ".join(str(r[6]) for r in rows) + " |")
+        print("| connections parked (cache_parked at exit) | " + " | ".join(str(r[6]) for r in rows) + " |")
         print("| system calls | " + " | ".join("%.1f" % r[3] for r in rows) + " |")
         for k in names:
             print("| %s | " % k + " | ".join("%.2f" % r[4].get(k, 0) for r in rows) + " |")
