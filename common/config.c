@@ -317,6 +317,9 @@ static const struct config_enum config_syslog_facilities[] = {
 static const struct config_enum config_redis_error_policies[] = {
     {"allow", 0}, {"refuse", 1},
 };
+static const struct config_enum config_park_modes[] = {
+    {"returning", CONFIG_PARK_RETURNING}, {"always", CONFIG_PARK_ALWAYS},
+};
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
     {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
@@ -363,6 +366,9 @@ static void config_tls_pair(struct config_loader *ld, struct config *c, const ch
         dst = &c->tls_cert_file;
     } else if (strcmp(key, "key") == 0) {
         dst = &c->tls_key_file;
+    } else if (strcmp(key, "session_tickets") == 0) {
+        config_bool(ld, v, kp, &c->tls_session_tickets);
+        return;
     } else {
         config_fail(ld, k, "unknown key %s", kp);
         return;
@@ -883,6 +889,48 @@ static const struct config_uint_field config_bf_fields[] = {
     {"trusted_ttl_s", offsetof(struct config_bruteforce, trusted_ttl_s), 60, 86400 * 400},
 };
 
+static void config_park_clients_free(struct config_session_cache *sc)
+{
+    for (size_t i = 0; i < sc->num_park_clients; i++) {
+        free(sc->park_clients[i]);
+    }
+    free(sc->park_clients);
+    sc->park_clients = NULL;
+    sc->num_park_clients = 0;
+}
+
+/* config_park_clients reads session_cache.park_clients: a list of ID names. */
+static void config_park_clients(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                                struct config_session_cache *sc)
+{
+    size_t num = config_sequence(ld, v, kp);
+    config_park_clients_free(sc);
+    if (num > CONFIG_MAX_PARK_CLIENTS) {
+        config_fail(ld, v, "%s: at most %d names", kp, CONFIG_MAX_PARK_CLIENTS);
+        return;
+    }
+    if (num == 0) {
+        return;
+    }
+    sc->park_clients = calloc(num, sizeof(*sc->park_clients));
+    if (sc->park_clients == NULL) {
+        config_fail(ld, v, "%s: out of memory", kp);
+        return;
+    }
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        char *name = config_string(ld, item, kp);
+        if (name == NULL) {
+            return;
+        }
+        sc->park_clients[sc->num_park_clients++] = name;
+        if (name[0] == '\0' || strlen(name) > CONFIG_MAX_PARK_CLIENT_LEN) {
+            config_fail(ld, item, "%s: a name of 1 to %d bytes", kp, CONFIG_MAX_PARK_CLIENT_LEN);
+            return;
+        }
+    }
+}
+
 static void config_cache_pair(struct config_loader *ld, struct config *c, const char *prefix,
                               const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
@@ -904,6 +952,17 @@ static void config_cache_pair(struct config_loader *ld, struct config *c, const 
         if (config_uint(ld, v, kp, 1, 1000000, &n) == 0) {
             sc->max_total = (unsigned)n;
         }
+    } else if (strcmp(key, "park") == 0) {
+        int e;
+        if (CONFIG_ENUM(ld, v, kp, config_park_modes, &e) == 0) {
+            sc->park = (enum config_park)e;
+        }
+    } else if (strcmp(key, "seen_slots") == 0) {
+        if (config_uint(ld, v, kp, 16, 16777216, &n) == 0) {
+            sc->seen_slots = (unsigned)n;
+        }
+    } else if (strcmp(key, "park_clients") == 0) {
+        config_park_clients(ld, v, kp, sc);
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -1170,6 +1229,8 @@ static void config_defaults(struct config *c)
     c->session_cache.ttl_ms = 30000;
     c->session_cache.max_per_user = 2;
     c->session_cache.max_total = 1000;
+    c->session_cache.park = CONFIG_PARK_RETURNING;
+    c->session_cache.seen_slots = 16384;
     c->redis.connect_timeout_ms = 2000;
     c->redis.command_timeout_ms = 2000;
     c->redis.reconnect_max_ms = 5000;
@@ -1231,6 +1292,7 @@ static void config_free(struct config *c)
     }
     free(c->relay.allowed_commands);
     config_free_sni(c);
+    config_park_clients_free(&c->session_cache);
     free(c);
 }
 

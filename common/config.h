@@ -132,11 +132,24 @@ struct config_audit {
                                  the rest in summaries, at most one a second (default 16) */
 };
 
+/* When the session cache parks a connection at LOGOUT. */
+enum config_park {
+    CONFIG_PARK_RETURNING, /* the credentials were seen within ttl_ms, or a park_clients ID */
+    CONFIG_PARK_ALWAYS,    /* every parkable LOGOUT */
+};
+
+#define CONFIG_MAX_PARK_CLIENTS 64   /* entries of session_cache.park_clients */
+#define CONFIG_MAX_PARK_CLIENT_LEN 64 /* bytes of one of them */
+
 struct config_session_cache {
     int enabled;              /* park logged-in backend connections at LOGOUT (default 0) */
     unsigned ttl_ms;          /* how long a parked connection waits (default 30000) */
     unsigned max_per_user;    /* parked connections per login and worker (default 2) */
     unsigned max_total;       /* parked connections per worker (default 1000) */
+    enum config_park park;    /* when a LOGOUT parks (default CONFIG_PARK_RETURNING) */
+    char **park_clients;      /* ID "name" values (any case) whose sessions always park */
+    size_t num_park_clients;
+    unsigned seen_slots;      /* size of the per-worker recently-seen filter (default 16384) */
 };
 
 #define CONFIG_RELAY_MAX_ALLOWED 64 /* vendor commands in relay.allowed_commands */
@@ -174,6 +187,7 @@ struct config {
 
     char *tls_cert_file;      /* PEM chain, leaf first; required if any listener */
     char *tls_key_file;       /* PEM private key (ECDSA or RSA) */
+    int tls_session_tickets;  /* issue TLS session tickets for resumption (default 0) */
 
     struct config_backend *backends;
     size_t num_backends;

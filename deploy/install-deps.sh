@@ -12,7 +12,7 @@ runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 libcrypt1 libarg
 build=(build-essential cmake pkg-config libuv1-dev android-libboringssl-dev libhiredis-dev
        libcriterion-dev libyaml-dev libcrypt-dev libargon2-dev zlib1g-dev libssl-dev)
 test=(python3 dovecot-imapd redis-server curl isync openssl procps iproute2 clang libclang-rt-14-dev
-      haproxy)
+      haproxy strace)
 
 if [ "${1:-}" = "--runtime" ]; then
     pkgs=("${runtime[@]}")

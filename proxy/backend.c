@@ -74,7 +74,10 @@ struct backend {
     char *line;                     /* current backend line; bounded */
     size_t line_len, line_cap;
     size_t literal_left;            /* bytes of a server literal to skip */
-    char capa[BACKEND_MAX_CAPA_LEN];/* last capability list seen; "" if none */
+    char *capa;                     /* last capability list seen (malloc'd, at most
+                                       BACKEND_MAX_CAPA_LEN - 1 bytes), or NULL: an
+                                       in-flight login or a warm connection holds only
+                                       what the backend announced */
     int capa_known;                 /* capa holds the list valid now */
     const char *literal;            /* "LITERAL+" or "LITERAL-" if any list announced it
                                        (Dovecot names them before login only), or NULL */
@@ -130,6 +133,7 @@ static void backend_release(struct backend *b)
     free(b->proxy_header);
     free(b->line);
     free(b->rest);
+    free(b->capa);
     free(b);
 }
 
@@ -214,13 +218,28 @@ static void backend_send(struct backend *b, const char *text)
     (void)conn_write(b->conn, text, strlen(text)); /* failures come as on_eof */
 }
 
+/* backend_clear_capa forgets the capability list (a new one is asked for). */
+static void backend_clear_capa(struct backend *b)
+{
+    b->capa_known = 0;
+    free(b->capa);
+    b->capa = NULL;
+}
+
 static void backend_set_capa(struct backend *b, const char *list, size_t len)
 {
-    if (len >= sizeof(b->capa)) {
-        len = sizeof(b->capa) - 1; /* a longer list is cut; login only needs the start */
+    if (len >= BACKEND_MAX_CAPA_LEN) {
+        len = BACKEND_MAX_CAPA_LEN - 1; /* a longer list is cut; login only needs the start */
     }
-    memcpy(b->capa, list, len);
-    b->capa[len] = '\0';
+    char *c = malloc(len + 1);
+    if (c == NULL) {
+        backend_clear_capa(b); /* as if none was announced: CAPABILITY is asked */
+        return;
+    }
+    memcpy(c, list, len);
+    c[len] = '\0';
+    free(b->capa);
+    b->capa = c;
     b->capa_known = 1;
     if (capa_has(b->capa, len, "LITERAL+")) {
         b->literal = "LITERAL+";
@@ -231,7 +250,7 @@ static void backend_set_capa(struct backend *b, const char *list, size_t len)
 
 static int backend_has(const struct backend *b, const char *name)
 {
-    return capa_has(b->capa, strlen(b->capa), name);
+    return b->capa != NULL && capa_has(b->capa, strlen(b->capa), name);
 }
 
 /* backend_after_capa runs once the capability list is known. */
@@ -385,8 +404,7 @@ static void backend_send_login(struct backend *b)
 static void backend_query_capa(struct backend *b, enum backend_state st)
 {
     backend_set_state(b, st);
-    b->capa_known = 0;
-    b->capa[0] = '\0';
+    backend_clear_capa(b);
     backend_send(b, st == BS_POST_CAPA ? "P CAPABILITY\r\n" : "C CAPABILITY\r\n");
 }
 
@@ -533,8 +551,7 @@ static enum backend_line_result backend_on_line(struct backend *b, const char *l
             break;
         }
         if (strcmp(st, "OK") == 0) {
-            b->capa_known = 0;
-            b->capa[0] = '\0';
+            backend_clear_capa(b);
             backend_capa_from_text(b, text);
             if (b->capa_known) {
                 return BACKEND_LINE_LOGGED_IN;
@@ -603,8 +620,7 @@ static void backend_begin_tls_after_starttls(struct backend *b, size_t trailing)
     b->line_cap = 0;
     b->literal_left = 0;
     b->flags &= ~BACKEND_F_LITERAL;
-    b->capa_known = 0;
-    b->capa[0] = '\0';
+    backend_clear_capa(b);
     if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
                        b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
         backend_fail(b, "out of memory");
@@ -943,7 +959,7 @@ struct conn *backend_take_conn(struct backend *b, const char **out_capa,
     b->flags |= BACKEND_F_TAKEN;
     b->conn = NULL;
     b->pending--;
-    *out_capa = b->capa;
+    *out_capa = b->capa != NULL ? b->capa : "";
     *out_rest = b->rest;
     *out_rest_len = b->rest_len;
     return c;

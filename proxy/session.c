@@ -191,6 +191,9 @@ void session_maybe_free(struct session *s)
     conncap_release(s->env->conncap, &s->conncap);
     s->env->num_sessions--;
     session_login_clear(s);
+    (void)session_name_set(&s->user, "");
+    (void)session_name_set(&s->auth_user, "");
+    (void)session_name_set(&s->host, "");
     free(s->shown_capa);
     free(s->cached_capa);
     audit_tap_free(s->tap);
@@ -450,6 +453,9 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     if (s == NULL) {
         return UV_ENOMEM;
     }
+    s->user = session_no_name;
+    s->auth_user = session_no_name;
+    s->host = session_no_name;
     s->env = env;
     s->cfg = config_ref(env->cfg);
     s->snap = snapshot_ref(env->snap);
@@ -489,7 +495,6 @@ int session_start(struct session *s)
 {
     struct session_env *env = s->env;
     const struct config_listener *listener = s->listener;
-    struct imap_parser_limits lim;
     int r;
 
     s->conncap_refused = conncap_acquire(env->conncap, s->client_ip, &s->conncap);
@@ -499,18 +504,8 @@ int session_start(struct session *s)
         return UV_ENOMEM;
     }
 
-    memset(&lim, 0, sizeof(lim));
-    lim.max_line_len = s->cfg->max_line_len;
-    lim.max_literal_len = s->cfg->max_preauth_literal_len;
-    lim.max_command_len = s->cfg->max_line_len + 2 * s->cfg->max_preauth_literal_len;
-    lim.max_args = SESSION_MAX_ARGS;
-    lim.max_depth = SESSION_MAX_DEPTH;
-    lim.max_tag_len = SESSION_MAX_TAG_LEN;
-    s->parser = imap_parser_new(&lim);
-    if (s->parser == NULL) {
-        session_close(s, "out of memory");
-        return UV_ENOMEM;
-    }
+    /* the pre-auth parser comes with the first input (session_preauth.c):
+       a connection that says nothing holds none */
     /* pre-auth is bounded from accept, whatever the client trickles in */
     session_set_deadline(s, s->cfg->preauth_timeout_ms);
     session_log(s, LOG_DEBUG, "accepted");
@@ -542,4 +537,23 @@ void session_drain_all(struct session_env *env, int final)
             session_bye(s, "[UNAVAILABLE] Server shutting down", "server shutting down");
         }
     }
+}
+
+const char session_no_name[1] = "";
+
+int session_name_set(const char **slot, const char *text)
+{
+    if (*slot != session_no_name && *slot != NULL) {
+        free((char *)*slot);
+    }
+    *slot = session_no_name;
+    if (text[0] == '\0') {
+        return 0;
+    }
+    char *copy = strdup(text);
+    if (copy == NULL) {
+        return UV_ENOMEM;
+    }
+    *slot = copy;
+    return 0;
 }

@@ -109,8 +109,8 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
     session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
     session_login_clear(s);
     sesslimit_release(s->env->limits, &s->lease); /* a later step failed */
-    s->user[0] = '\0';
-    s->auth_user[0] = '\0';
+    (void)session_name_set(&s->user, "");
+    (void)session_name_set(&s->auth_user, "");
     s->route = NULL;
     s->route_name[0] = '\0';
     if (s->state == SESSION_LOGGING_IN) {
@@ -184,8 +184,11 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
     s->route = res->backend;
     snprintf(s->route_name, sizeof(s->route_name), "%s", res->backend_name);
     s->kick_gen = res->kick_gen;
-    snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;
+    if (session_name_set(&s->host, res->host) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
+    }
 
     if (res->have_user) {
         if (res->user.login_as != NULL &&
@@ -617,24 +620,34 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
     }
     session_login_clear(s);
-    if (schema_normalize(s->user, user, user_len) != 0) {
-        s->user[0] = '\0';
+    char name[SCHEMA_MAX_LOGIN_LEN + 1];
+    if (schema_normalize(name, user, user_len) != 0) {
+        (void)session_name_set(&s->user, "");
         session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
         return;
     }
+    const char *acting = name;
+    char as[SCHEMA_MAX_LOGIN_LEN + 1];
     if (authzid != NULL && authzid[0] != '\0') {
-        char as[SCHEMA_MAX_LOGIN_LEN + 1];
         if (schema_normalize(as, authzid, strlen(authzid)) != 0) {
-            s->user[0] = '\0';
+            (void)session_name_set(&s->user, "");
             session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
             return;
         }
-        if (strcmp(as, s->user) != 0) {
+        if (strcmp(as, name) != 0) {
             /* acting as another user: the session is that user's (routed,
                counted and audited as that user), its credentials are ours */
-            memcpy(s->auth_user, s->user, sizeof(s->auth_user));
-            memcpy(s->user, as, sizeof(s->user));
+            if (session_name_set(&s->auth_user, name) != 0) {
+                (void)session_name_set(&s->user, "");
+                session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+                return;
+            }
+            acting = as;
         }
+    }
+    if (session_name_set(&s->user, acting) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
     }
     s->password = strdup(password);
     if (s->password == NULL) {

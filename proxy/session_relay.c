@@ -517,7 +517,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
     session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
     /* the tagged OK and anything the backend already sent go out together */
     session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
-    if (s->flags & SESSION_F_CACHE_KEYED) {
+    if (s->flags & SESSION_F_PARK_OK) {
         s->shown_capa = filtered; /* the same list for the next login on this conn */
     } else {
         free(filtered);

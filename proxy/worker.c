@@ -140,12 +140,13 @@ static void worker_log_stats(struct worker *w, int final)
         snprintf(line + off, sizeof(line) - off,
                  " cache_size=%llu cache_parked=%llu cache_hits=%llu cache_waits=%llu "
                  "cache_misses=%llu cache_evicted_ttl=%llu cache_evicted_limit=%llu "
-                 "cache_evicted_lost=%llu cache_evicted_event=%llu",
+                 "cache_evicted_lost=%llu cache_evicted_event=%llu cache_not_parked=%llu",
                  (unsigned long long)cs.size, (unsigned long long)cs.parked,
                  (unsigned long long)cs.hits, (unsigned long long)cs.waits,
                  (unsigned long long)cs.misses,
                  (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
-                 (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
+                 (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event,
+                 (unsigned long long)cs.not_parked);
     }
     if (w->env.limits != NULL && strlen(line) < sizeof(line)) {
         struct sesslimit_stats ls;
