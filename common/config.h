@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/netaddr.h"
 #include "common/schema.h"
 
 enum config_listener_tls {
@@ -137,6 +138,24 @@ struct config_relay {
     size_t num_allowed_commands;
 };
 
+#define CONFIG_ADMIN_MAX_ALLOW 64 /* networks in admin.allow */
+
+/* One network of admin.allow. */
+struct config_admin_net {
+    struct netaddr net;       /* host bits as written */
+    unsigned prefix_len;      /* bits */
+};
+
+/* The admin HTTP listener: /metrics, /healthz, /readyz (off unless set). */
+struct config_admin {
+    int enabled;              /* an admin section with listen was given */
+    char *address;            /* numeric address (default 127.0.0.1) */
+    uint16_t port;            /* from listen "address:port" or "[v6]:port" */
+    char *token;              /* bearer token from token_file (a secret), or NULL: none */
+    struct config_admin_net *allow; /* client networks allowed; NULL: any */
+    size_t num_allow;
+};
+
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
     char *path;               /* file this snapshot was read from */
@@ -188,6 +207,8 @@ struct config {
     unsigned max_connections_per_ip;          /* per client address; 0 (default) = off */
     unsigned max_connections_per_ipv6_prefix; /* per IPv6 prefix; 0 (default) = off */
     unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
+
+    struct config_admin admin;     /* the admin HTTP listener */
 };
 
 /* config_load reads and validates the YAML file at path.  It returns a new

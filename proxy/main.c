@@ -14,8 +14,10 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "proxy/admin.h"
 #include "proxy/audit.h"
 #include "proxy/conncap.h"
+#include "proxy/metrics.h"
 #include "proxy/tls.h"
 #include "proxy/verify.h"
 #include "proxy/worker.h"
@@ -44,6 +46,7 @@ struct main_state {
     struct audit *audit;          /* NULL without audit sinks */
     struct conncap *conncap;      /* caps on client connections, shared by the workers */
     int stopping;
+    struct admin *admin;          /* the admin HTTP listener, or NULL */
 };
 
 static void main_on_signal_close(uv_handle_t *h)
@@ -69,6 +72,7 @@ static void main_on_signal(uv_signal_t *h, int signum)
         return;
     }
     m->stopping = 1;
+    admin_set_serving(m->admin, 0);
     log_msg(LOG_INFO, "%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     for (unsigned i = 0; i < m->num_workers; i++) {
         worker_drain(m->workers[i]);
@@ -157,6 +161,7 @@ static int main_run(struct config *cfg)
     log_init("imapmux", cfg->log_level, cfg->log_target == CONFIG_LOG_SYSLOG);
     signal(SIGPIPE, SIG_IGN);
     nofile = main_raise_nofile();
+    metrics_init();
 
     if (cfg->num_listeners > 0) {
         server_ctx = tls_server_ctx_new(err, sizeof(err), cfg->tls_cert_file, cfg->tls_key_file);
@@ -202,6 +207,17 @@ static int main_run(struct config *cfg)
             goto out;
         }
     }
+    if (cfg->admin.enabled) {
+        if (cfg->tls_cert_file != NULL &&
+            metrics_certificate_file("default", cfg->tls_cert_file) != 0) {
+            log_msg(LOG_WARNING, "metrics: cannot read the expiry of %s", cfg->tls_cert_file);
+        }
+        m.admin = admin_start(err, sizeof(err), cfg, m.conncap);
+        if (m.admin == NULL) {
+            log_msg(LOG_ERR, "admin: %s", err);
+            goto out;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         m.workers[i] = worker_start(err, sizeof(err), i, cfg, server_ctx, backend_ctxs, m.audit,
                                     m.conncap);
@@ -222,6 +238,7 @@ static int main_run(struct config *cfg)
     }
     log_msg(LOG_INFO, "imapmux %s started: instance %s, %u workers", IMAPMUX_VERSION,
             cfg->instance, n);
+    admin_set_serving(m.admin, 1);
 
     uv_signal_init(loop, &m.sigterm);
     uv_signal_init(loop, &m.sigint);
@@ -239,6 +256,7 @@ static int main_run(struct config *cfg)
     log_msg(LOG_INFO, "stopped");
     rc = 0;
 out:
+    admin_stop(m.admin); /* before what it reads: the caps and the counters */
     audit_free(m.audit); /* after the workers: their last records go out */
     if (backend_ctxs != NULL) {
         for (size_t i = 0; i < cfg->num_backends; i++) {
@@ -249,6 +267,7 @@ out:
     SSL_CTX_free(server_ctx);
     verify_cleanup();      /* after the workers: every loop closed its side */
     conncap_free(m.conncap); /* after the workers: every session gave its ticket back */
+    metrics_cleanup();
     uv_loop_close(loop);
     return rc;
 }

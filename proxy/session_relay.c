@@ -149,6 +149,7 @@ static void session_relay_command_done(struct session *s)
         return; /* the end of IDLE, not a command of its own */
     }
     s->commands++;
+    metrics_relay_command(imap_check_name(s->check), imap_check_uid(s->check));
     session_park_note_command(s, imap_check_name(s->check));
 }
 
@@ -327,6 +328,7 @@ static void session_relay_resume(struct session *s)
 void session_relay_client_read(struct session *s, const uint8_t *data, size_t len)
 {
     s->bytes_in += len;
+    metrics_relay_bytes(1, len);
     s->last_activity = uv_now(s->env->loop);
     session_relay_feed(s, data, len);
 }
@@ -373,6 +375,7 @@ static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
         return;
     }
     s->bytes_out += len;
+    metrics_relay_bytes(0, len);
     s->last_backend_data = uv_now(s->env->loop);
     imap_scan_feed(&s->backend_scan, data, len, session_on_backend_line, s);
     session_tap_out(s, data, len);
@@ -490,6 +493,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
         conn_set_wipe(s->client, 0); /* no credentials come after this */
     }
     s->env->stats.logins_ok++;
+    session_login_metrics(s, METRICS_LOGIN_OK);
     imap_scan_init(&s->backend_scan);
     s->last_backend_data = uv_now(s->env->loop);
     session_log(s, LOG_INFO, "login ok (%s%s%s%s)",
@@ -522,6 +526,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
         s->inbuf = NULL;
         s->inbuf_len = 0;
         s->bytes_in += in_len;
+        metrics_relay_bytes(1, in_len);
         session_relay_feed(s, in, in_len);
         free(in);
     }
