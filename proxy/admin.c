@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <uv.h>
 
 #include <openssl/mem.h>
 
@@ -29,22 +30,35 @@
 
 struct admin {
     struct MHD_Daemon *mhd;
-    struct config *cfg;          /* our reference */
+    uv_mutex_t mu;               /* guards cfg (swapped by admin_set_config) */
+    struct config *cfg;          /* our reference; read through admin_config */
     struct conncap *conncap;     /* borrowed, or NULL */
     atomic_int serving;          /* admin_set_serving */
 };
+
+/* admin_config returns a reference to the current snapshot (the caller
+ * drops it with config_unref). */
+static struct config *admin_config(struct admin *a)
+{
+    uv_mutex_lock(&a->mu);
+    struct config *c = config_ref(a->cfg);
+    uv_mutex_unlock(&a->mu);
+    return c;
+}
 
 /* --- access ----------------------------------------------------------------------- */
 
 /* admin_on_accept: only clients in admin.allow (any when it is empty). */
 static enum MHD_Result admin_on_accept(void *cls, const struct sockaddr *sa, socklen_t len)
 {
-    struct admin *a = cls;
-    const struct config_admin *ac = &a->cfg->admin;
+    struct config *cfg = admin_config(cls);
+    const struct config_admin *ac = &cfg->admin;
     char text[INET6_ADDRSTRLEN];
     struct netaddr na;
+    enum MHD_Result r = MHD_NO;
     (void)len;
     if (ac->num_allow == 0) {
+        config_unref(&cfg);
         return MHD_YES;
     }
     if (sa->sa_family == AF_INET) {
@@ -52,25 +66,28 @@ static enum MHD_Result admin_on_accept(void *cls, const struct sockaddr *sa, soc
     } else if (sa->sa_family == AF_INET6) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text, sizeof(text));
     } else {
+        config_unref(&cfg);
         return MHD_NO;
     }
-    if (netaddr_parse(&na, text) != 0) {
-        return MHD_NO;
-    }
-    for (size_t i = 0; i < ac->num_allow; i++) {
-        if (netaddr_in_prefix(&na, &ac->allow[i].net, ac->allow[i].prefix_len)) {
-            return MHD_YES;
+    if (netaddr_parse(&na, text) == 0) {
+        for (size_t i = 0; i < ac->num_allow && r == MHD_NO; i++) {
+            if (netaddr_in_prefix(&na, &ac->allow[i].net, ac->allow[i].prefix_len)) {
+                r = MHD_YES;
+            }
         }
     }
-    log_msg(LOG_INFO, "admin: refused a client from %s (not in admin.allow)", text);
-    return MHD_NO;
+    config_unref(&cfg);
+    if (r == MHD_NO) {
+        log_msg(LOG_INFO, "admin: refused a client from %s (not in admin.allow)", text);
+    }
+    return r;
 }
 
 /* admin_authorized: no token configured, or the request bears it (compared
  * in constant time). */
-static int admin_authorized(const struct admin *a, struct MHD_Connection *c)
+static int admin_authorized(const struct config *cfg, struct MHD_Connection *c)
 {
-    const char *want = a->cfg->admin.token;
+    const char *want = cfg->admin.token;
     if (want == NULL) {
         return 1;
     }
@@ -162,11 +179,12 @@ static void admin_render_shared(const struct admin *a, struct metrics_buf *b)
     metrics_sample(b, "imapmux_ready", NULL, atomic_load(&a->serving));
 }
 
-static enum MHD_Result admin_metrics(struct admin *a, struct MHD_Connection *c)
+static enum MHD_Result admin_metrics(struct admin *a, const struct config *cfg,
+                                     struct MHD_Connection *c)
 {
     struct metrics_buf b = {0};
     metrics_refresh(METRICS_REFRESH_WAIT_MS);
-    metrics_render(&b, a->cfg);
+    metrics_render(&b, cfg);
     admin_render_shared(a, &b);
     if (b.failed || b.p == NULL) {
         metrics_buf_free(&b);
@@ -237,9 +255,8 @@ static int admin_probe_host(const char *host, uint16_t port, char *why, size_t w
 }
 
 /* admin_ready writes what is not ready to out ("" when all is). */
-static void admin_ready(struct admin *a, char *out, size_t len)
+static void admin_ready(struct admin *a, const struct config *cfg, char *out, size_t len)
 {
-    const struct config *cfg = a->cfg;
     size_t off = 0;
     out[0] = '\0';
 #define ADMIN_NOT_READY(...)                                                              \
@@ -311,21 +328,26 @@ static enum MHD_Result admin_on_request(void *cls, struct MHD_Connection *c, con
     if (strcmp(url, "/metrics") != 0 && strcmp(url, "/readyz") != 0) {
         return admin_text(c, MHD_HTTP_NOT_FOUND, "not found: /metrics, /healthz, /readyz\n");
     }
-    if (!admin_authorized(a, c)) {
-        return admin_text(c, MHD_HTTP_UNAUTHORIZED, "a bearer token is required\n");
+    struct config *cfg = admin_config(a);
+    enum MHD_Result ret;
+    if (!admin_authorized(cfg, c)) {
+        ret = admin_text(c, MHD_HTTP_UNAUTHORIZED, "a bearer token is required\n");
+    } else if (strcmp(url, "/metrics") == 0) {
+        ret = admin_metrics(a, cfg, c);
+    } else {
+        char why[ADMIN_REASON_LEN];
+        admin_ready(a, cfg, why, sizeof(why));
+        if (why[0] == '\0') {
+            ret = admin_text(c, MHD_HTTP_OK, "ready\n");
+        } else {
+            char body[ADMIN_REASON_LEN + 32];
+            snprintf(body, sizeof(body), "not ready: %s\n", why);
+            ret = admin_reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", body,
+                              strlen(body), 0);
+        }
     }
-    if (strcmp(url, "/metrics") == 0) {
-        return admin_metrics(a, c);
-    }
-    char why[ADMIN_REASON_LEN];
-    admin_ready(a, why, sizeof(why));
-    if (why[0] == '\0') {
-        return admin_text(c, MHD_HTTP_OK, "ready\n");
-    }
-    char body[ADMIN_REASON_LEN + 32];
-    snprintf(body, sizeof(body), "not ready: %s\n", why);
-    return admin_reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", body,
-                       strlen(body), 0);
+    config_unref(&cfg);
+    return ret;
 }
 
 /* --- lifetime ---------------------------------------------------------------------- */
@@ -363,6 +385,7 @@ struct admin *admin_start(char *err, size_t err_len, struct config *cfg, struct 
     }
     a->cfg = config_ref(cfg);
     a->conncap = conncap;
+    uv_mutex_init(&a->mu);
     /* the hosts of the configuration get their labels first */
     for (size_t i = 0; i < cfg->num_backends; i++) {
         const struct config_backend *b = &cfg->backends[i];
@@ -378,6 +401,7 @@ struct admin *admin_start(char *err, size_t err_len, struct config *cfg, struct 
     if (a->mhd == NULL) {
         snprintf(err, err_len, "cannot listen on %s port %u (in use, or not an address here)",
                  ac->address, (unsigned)ac->port);
+        uv_mutex_destroy(&a->mu);
         config_unref(&a->cfg);
         free(a);
         return NULL;
@@ -394,12 +418,26 @@ void admin_set_serving(struct admin *a, int serving)
     }
 }
 
+void admin_set_config(struct admin *a, struct config *cfg)
+{
+    if (a == NULL) {
+        return;
+    }
+    struct config *c = config_ref(cfg);
+    uv_mutex_lock(&a->mu);
+    struct config *old = a->cfg;
+    a->cfg = c;
+    uv_mutex_unlock(&a->mu);
+    config_unref(&old);
+}
+
 void admin_stop(struct admin *a)
 {
     if (a == NULL) {
         return;
     }
     MHD_stop_daemon(a->mhd);
+    uv_mutex_destroy(&a->mu);
     config_unref(&a->cfg);
     free(a);
 }

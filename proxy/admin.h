@@ -32,6 +32,11 @@ struct admin *admin_start(char *err, size_t err_len, struct config *cfg, struct 
  * process drains (/readyz then says not ready).  Any thread. */
 void admin_set_serving(struct admin *a, int serving);
 
+/* admin_set_config swaps the snapshot the listener reads (listener names,
+ * readiness, token and allow-list; not the address it listens on) for a
+ * reference to cfg, after a reload.  Any thread. */
+void admin_set_config(struct admin *a, struct config *cfg);
+
 /* admin_stop stops serving, waits for the admin threads and frees a (NULL
  * accepted). */
 void admin_stop(struct admin *a);

@@ -227,6 +227,14 @@ class MetricsTest(unittest.TestCase):
                 rest = frozenset(x for x in ls if x[0] != "le")
                 self.assertEqual(s[(base + "_count", rest)], v, n)
 
+    def test_02b_daemon_links_no_openssl(self):
+        """libmicrohttpd comes with GnuTLS; OpenSSL's libraries must not meet
+        BoringSSL in the daemon."""
+        out = subprocess.run(["ldd", harness.imapmux_bin()], capture_output=True,
+                             timeout=30).stdout.decode()
+        self.assertIn("libmicrohttpd", out)
+        self.assertNotRegex(out, r"libssl\.so\.3|libcrypto\.so\.3")
+
     def test_03_rules_pass_promtool(self):
         p = subprocess.run(["promtool", "check", "rules", RULES], capture_output=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
