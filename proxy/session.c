@@ -452,7 +452,6 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     s->env = env;
     s->cfg = config_ref(env->cfg);
     s->listener = listener;
-    metrics_listener_accepted((size_t)(listener - s->cfg->listeners));
     snprintf(s->id, sizeof(s->id), "w%u-%" PRIu64, env->worker_id, ++env->next_id);
     s->client = conn_new(env->loop, &session_client_ops, s);
     if (s->client == NULL) {
@@ -464,6 +463,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     s->pending = 2; /* client conn, timer */
     uv_timer_init(env->loop, &s->timer);
     s->timer.data = s;
+    metrics_listener_accepted((size_t)(listener - s->cfg->listeners)); /* closed at free */
     list_push_front(&env->sessions, &s->link);
     env->num_sessions++;
     s->state = SESSION_TLS_ACCEPT;

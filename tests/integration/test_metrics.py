@@ -338,6 +338,10 @@ class ReadyRedisTest(unittest.TestCase):
                                 http_get(port, "/readyz"))
                 body = http_get(port, "/metrics")[1]
                 self.assertEqual(value(body, "imapmux_redis_connections_up", role="commands"), 2)
+                self.assertIn("imapmux_password_checks_total", body)
+                p = subprocess.run(["promtool", "check", "metrics"], input=body.encode(),
+                                   capture_output=True, timeout=60)
+                self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
                 redis.stop()
                 got = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
                     http_get(port, "/readyz")), 20)
