@@ -131,9 +131,13 @@ void metrics_worker_unregister(unsigned slot);
 
 /* --- hooks (a worker's thread; nothing when it has no slot) ---------------------- */
 
+/* metrics_publish stores st (copied) in the calling worker's slot. */
 void metrics_publish(const struct metrics_worker_stats *st);
+/* metrics_listener_accepted/closed: a session of listener (its index in the
+ * configuration; at most METRICS_MAX_LISTENERS count) began, was freed. */
 void metrics_listener_accepted(size_t listener);
 void metrics_listener_closed(size_t listener);
+/* metrics_tls_handshake counts a client handshake's end. */
 void metrics_tls_handshake(enum metrics_tls_result r);
 
 /* metrics_tls_reason sorts a TLS error text (tls_error) into a reason. */
@@ -173,6 +177,8 @@ void metrics_redis_up(int events, int up);
 /* A Redis command was answered (ok 1) or failed (0) after ns. */
 void metrics_redis_command(uint64_t ns, int ok);
 
+/* metrics_relay_bytes: n bytes relayed client to backend (to_backend 1) or
+ * back. */
 void metrics_relay_bytes(int to_backend, uint64_t n);
 /* metrics_relay_command counts one relayed command by its upper-case name
  * (without UID); names outside the fixed list count as "other". */
@@ -212,6 +218,8 @@ struct metrics_buf {
     size_t len, cap;
     int failed; /* an allocation failed: the text is incomplete */
 };
+/* metrics_buf_free frees b's text (b itself is the caller's); metrics_buf_printf
+ * appends, growing the text (b->failed on OOM; the text stays as it was). */
 void metrics_buf_free(struct metrics_buf *b);
 void metrics_buf_printf(struct metrics_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
