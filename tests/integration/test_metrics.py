@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -294,6 +295,12 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(http_get(self.admin_port, "/readyz")[0], 401)
         self.assertEqual(http_get(self.admin_port, "/healthz"), (200, "ok\n"))
         self.assertEqual(http_get(self.admin_port, "/nothing", TOKEN)[0], 404)
+        req = urllib.request.Request("http://%s:%d/metrics" % (LOOPBACK, self.admin_port),
+                                     data=b"x=1", method="POST")
+        req.add_header("Authorization", "Bearer " + TOKEN)
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(req, timeout=10)
+        self.assertEqual(cm.exception.code, 405)
         self.assertNotIn(TOKEN, self.mux.log_text())
 
     def test_07_readyz_ready_then_backend_down(self):
@@ -311,6 +318,21 @@ class MetricsTest(unittest.TestCase):
         finally:
             self.dovecot.start()
         self.assertTrue(wait_for(lambda: http_get(self.admin_port, "/readyz", TOKEN)[0] == 200, 20))
+
+
+    def test_08_readyz_not_ready_while_draining(self):
+        """Last: SIGTERM with a logged-in session open; until it leaves, the
+        admin listener says the process drains."""
+        m = self.mux.ssl_client()
+        m.login("alice", "pw")
+        self.mux.proc.send_signal(signal.SIGTERM)
+        got = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
+            http_get(self.admin_port, "/readyz", TOKEN)), 10)
+        self.assertIsNotNone(got)
+        self.assertIn("listeners: not serving", got[1])
+        self.assertEqual(http_get(self.admin_port, "/healthz"), (200, "ok\n"))
+        m.logout()
+        self.mux.proc.wait(40)
 
 
 class ReadyRedisTest(unittest.TestCase):
