@@ -312,6 +312,9 @@ static const struct config_enum config_syslog_facilities[] = {
     {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}, {"authpriv", LOG_AUTHPRIV},
     {"daemon", LOG_DAEMON},
 };
+static const struct config_enum config_redis_error_policies[] = {
+    {"allow", 0}, {"refuse", 1},
+};
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
     {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
@@ -368,6 +371,10 @@ struct config_limit {
 
 #define CONFIG_MAX_VERIFY_THREADS 256   /* threads of the password check pool */
 #define CONFIG_MAX_VERIFY_QUEUE 1000000 /* password checks queued or running */
+#define CONFIG_MIN_SESSION_LEASE_MS 300       /* a lease renewed every 100 ms at most */
+#define CONFIG_MAX_SESSION_LEASE_MS 86400000  /* a day */
+#define CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS 600000 /* a PROXY header's wait, at most */
+#define CONFIG_MAX_PROXY_TRUSTED 256    /* networks in a listener's proxy_trusted */
 
 static const struct config_limit config_limits[] = {
     {"max_line_len", offsetof(struct config, max_line_len), 1, 1024, 0},
@@ -389,6 +396,12 @@ static const struct config_limit config_limits[] = {
     {"max_connections_per_ipv6_prefix",
      offsetof(struct config, max_connections_per_ipv6_prefix), 0, 0, 0},
     {"ipv6_prefix_len", offsetof(struct config, ipv6_prefix_len), 0, 1, 128},
+    {"max_sessions_per_user", offsetof(struct config, max_sessions_per_user), 0, 0, 0},
+    {"max_sessions_per_user_ip", offsetof(struct config, max_sessions_per_user_ip), 0, 0, 0},
+    {"session_lease_ms", offsetof(struct config, session_lease_ms), 0, 0,
+     CONFIG_MAX_SESSION_LEASE_MS},
+    {"proxy_header_timeout_ms", offsetof(struct config, proxy_header_timeout_ms), 0, 100,
+     CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS},
 };
 
 static void config_limits_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -396,7 +409,14 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
 {
     char kp[128];
     unsigned long val;
+    int e;
     config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "on_redis_error") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_redis_error_policies, &e) == 0) {
+            c->session_limits_refuse = e;
+        }
+        return;
+    }
     for (size_t i = 0; i < sizeof(config_limits) / sizeof(config_limits[0]); i++) {
         const struct config_limit *l = &config_limits[i];
         if (strcmp(key, l->name) != 0) {
@@ -414,6 +434,44 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
         return;
     }
     config_fail(ld, k, "unknown key %s", kp);
+}
+
+static size_t config_sequence(struct config_loader *ld, yaml_node_t *n, const char *key);
+
+/* config_proxy_trusted reads a listener's list of trusted networks (CIDR). */
+static void config_proxy_trusted(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                                 struct config_listener *l)
+{
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_MAX_PROXY_TRUSTED) {
+        config_fail(ld, v, "%s: expected 1-%d networks", kp, CONFIG_MAX_PROXY_TRUSTED);
+        return;
+    }
+    free(l->proxy_trusted);
+    l->num_proxy_trusted = 0;
+    l->proxy_trusted = calloc(num, sizeof(*l->proxy_trusted));
+    if (l->proxy_trusted == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        const char *text = item != NULL ? config_scalar(ld, item, kp) : NULL;
+        if (text == NULL) {
+            if (!ld->failed) {
+                config_fail(ld, v, "%s: expected a list of networks", kp);
+            }
+            return;
+        }
+        if (proxy_proto_net_parse(&l->proxy_trusted[i], text) != 0) {
+            config_fail(ld, item, "%s: %s is not a network (address/prefix length)", kp, text);
+            return;
+        }
+        l->num_proxy_trusted = i + 1;
+    }
 }
 
 static void config_listener_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -440,6 +498,16 @@ static void config_listener_pair(struct config_loader *ld, struct config *c, con
         if (CONFIG_ENUM(ld, v, kp, config_listener_modes, &e) == 0) {
             l->tls = (enum config_listener_tls)e;
         }
+    } else if (strcmp(key, "proxy_protocol") == 0) {
+        config_bool(ld, v, kp, &l->proxy_protocol);
+    } else if (strcmp(key, "proxy_tls_terminated") == 0) {
+        config_bool(ld, v, kp, &l->proxy_tls_terminated);
+    } else if (strcmp(key, "proxy_header_timeout_ms") == 0) {
+        if (config_uint(ld, v, kp, 100, CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS, &port) == 0) {
+            l->proxy_header_timeout_ms = (unsigned)port;
+        }
+    } else if (strcmp(key, "proxy_trusted") == 0) {
+        config_proxy_trusted(ld, v, kp, l);
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -480,6 +548,11 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
     } else if (strcmp(key, "pool_max_idle_ms") == 0) {
         if (config_uint(ld, v, kp, 1000, 86400000, &n) == 0) {
             b->pool_max_idle_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "proxy_protocol") == 0) {
+        static const struct config_enum modes[] = {{"none", 0}, {"v2", 2}};
+        if (CONFIG_ENUM(ld, v, kp, modes, &e) == 0) {
+            b->proxy_protocol = e;
         }
     } else if (strcmp(key, "pool_check_interval_ms") == 0) {
         if (config_uint(ld, v, kp, 100, 86400000, &n) == 0) {
@@ -548,6 +621,16 @@ static void config_listeners(struct config_loader *ld, struct config *c, yaml_no
         }
         if (l->address == NULL || l->port == 0 || (int)l->tls == -1) {
             config_fail(ld, item, "%s: address, port and tls are required", prefix);
+        } else if (l->proxy_protocol && l->num_proxy_trusted == 0) {
+            config_fail(ld, item, "%s: proxy_protocol needs proxy_trusted (the balancers' networks)",
+                        prefix);
+        } else if (!l->proxy_protocol && (l->num_proxy_trusted > 0 || l->proxy_tls_terminated ||
+                                          l->proxy_header_timeout_ms != 0)) {
+            config_fail(ld, item, "%s: proxy_trusted, proxy_tls_terminated and "
+                        "proxy_header_timeout_ms need proxy_protocol: true", prefix);
+        } else if (l->proxy_tls_terminated && l->tls != CONFIG_LISTENER_STARTTLS) {
+            config_fail(ld, item, "%s: proxy_tls_terminated is for a cleartext (starttls) listener",
+                        prefix);
         }
     }
 }
@@ -739,6 +822,12 @@ static void config_redis_pair(struct config_loader *ld, struct config *c, const 
     } else if (strcmp(key, "master_name") == 0) {
         free(r->master_name);
         r->master_name = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password_file") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_secret_file(ld, v, kp);
     } else if (strcmp(key, "connect_timeout_ms") == 0) {
         if (config_uint(ld, v, kp, 10, 600000, &n) == 0) {
             r->connect_timeout_ms = (unsigned)n;
@@ -1153,6 +1242,8 @@ static void config_defaults(struct config *c)
     c->max_connections_per_ip = 0;
     c->max_connections_per_ipv6_prefix = 0;
     c->ipv6_prefix_len = 64;
+    c->session_lease_ms = 60000;
+    c->proxy_header_timeout_ms = 5000;
     c->redis.port = 6379;
     c->audit.syslog_facility = LOG_LOCAL0;
     c->audit.redis_maxlen = 1000000;
@@ -1182,6 +1273,7 @@ static void config_free(struct config *c)
     free(c->instance);
     for (size_t i = 0; i < c->num_listeners; i++) {
         free(c->listeners[i].address);
+        free(c->listeners[i].proxy_trusted);
     }
     free(c->listeners);
     free(c->tls_cert_file);
@@ -1210,6 +1302,7 @@ static void config_free(struct config *c)
     free(c->redis.prefix);
     free(c->redis.sentinels);
     free(c->redis.master_name);
+    config_free_secret(&c->redis.sentinel_password);
     free(c->audit.file);
     free(c->audit.redis_host);
     config_free_secret(&c->audit.redis_password);
@@ -1314,6 +1407,10 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
             config_fail(&ld, root, "redis: host (or sentinels and master_name) is required");
             goto fail;
         }
+        if (c->redis.sentinel_password != NULL && c->redis.num_sentinels == 0) {
+            config_fail(&ld, root, "redis: sentinel_password without sentinels");
+            goto fail;
+        }
         if (c->redis.num_sentinels > 0 && c->redis.master_name == NULL) {
             config_fail(&ld, root, "redis: sentinels need master_name");
             goto fail;
@@ -1323,6 +1420,18 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
             goto fail;
         }
     }
+    if (c->session_lease_ms != 0 && c->session_lease_ms < CONFIG_MIN_SESSION_LEASE_MS) {
+        config_fail(&ld, root, "limits.session_lease_ms: expected 0 (off) or at least %u",
+                    CONFIG_MIN_SESSION_LEASE_MS);
+        goto fail;
+    }
+    if ((c->max_sessions_per_user > 0 || c->max_sessions_per_user_ip > 0) &&
+        (!c->redis.enabled || c->session_lease_ms == 0)) {
+        config_fail(&ld, root, "limits.max_sessions_per_user%s: sessions are counted in "
+                    "redis: needs a redis section and session_lease_ms above 0",
+                    c->max_sessions_per_user > 0 ? "" : "_ip");
+        goto fail;
+    }
     if (!ld.bf_enabled_set) {
         c->bruteforce.enabled = c->redis.enabled;
     } else if (c->bruteforce.enabled && !c->redis.enabled) {
@@ -1331,6 +1440,18 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
     }
     if (config_audit_finish(&ld, c, root) != 0) {
         goto fail;
+    }
+    for (size_t i = 0; i < c->num_backends; i++) {
+        if (c->backends[i].proxy_protocol != 0) {
+            /* a warm connection is opened before its client is known: its
+               PROXY header could not name the client */
+            c->backends[i].pool_size = 0;
+        }
+    }
+    for (size_t i = 0; i < c->num_listeners; i++) {
+        if (c->listeners[i].proxy_protocol && c->listeners[i].proxy_header_timeout_ms == 0) {
+            c->listeners[i].proxy_header_timeout_ms = c->proxy_header_timeout_ms;
+        }
     }
     if (c->default_backend == NULL && c->num_backends == 1) {
         c->default_backend = &c->backends[0];

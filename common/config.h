@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common/netaddr.h"
+#include "common/proxy_proto.h"
 #include "common/schema.h"
 
 enum config_listener_tls {
@@ -31,6 +32,12 @@ struct config_listener {
     char *address;  /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1" or "::1" */
     uint16_t port;
     enum config_listener_tls tls;
+    int proxy_protocol;        /* 1: a PROXY protocol header (v1 or v2) comes first */
+    struct proxy_proto_net *proxy_trusted; /* the only networks it may come from */
+    size_t num_proxy_trusted;
+    unsigned proxy_header_timeout_ms; /* for the header; default: the global one */
+    int proxy_tls_terminated;  /* cleartext listener behind a balancer that terminated
+                                  TLS: a header whose SSL TLV says so counts as TLS */
 };
 
 enum config_backend_auth {
@@ -57,6 +64,8 @@ struct config_backend {
     unsigned pool_size;             /* warm connections per host and worker (default 0: off) */
     unsigned pool_max_idle_ms;      /* a warm connection older than this is replaced (45000) */
     unsigned pool_check_interval_ms;/* NOOP health check of warm connections (15000) */
+    int proxy_protocol;             /* 2: a PROXY v2 header starts each connection (no warm
+                                       pool then); 0: none */
 };
 
 struct config_route {
@@ -74,6 +83,7 @@ struct config_redis {
     struct schema_host *sentinels; /* with master_name: find the master through them */
     size_t num_sentinels;
     char *master_name;
+    char *sentinel_password;       /* AUTH to the sentinels (their requirepass); NULL none */
     unsigned connect_timeout_ms;   /* default 2000 */
     unsigned command_timeout_ms;   /* default 2000 */
     unsigned reconnect_max_ms;     /* backoff cap, default 5000 */
@@ -209,6 +219,14 @@ struct config {
     unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
 
     struct config_admin admin;     /* the admin HTTP listener */
+    /* logged-in sessions per login across instances (proxy/sesslimit.c) */
+    unsigned max_sessions_per_user;    /* 0 (default) = off; a max_sessions field of the
+                                          user's or the domain's hash in Redis wins */
+    unsigned max_sessions_per_user_ip; /* per (login, client address); 0 (default) = off */
+    unsigned session_lease_ms;     /* a session's lease in Redis, renewed every third of it
+                                      (60000); 0 = sessions are not tracked */
+    int session_limits_refuse;     /* on_redis_error: 1 refuse, 0 (default) allow */
+    unsigned proxy_header_timeout_ms; /* PROXY header of a listener that wants one (5000) */
 };
 
 /* config_load reads and validates the YAML file at path.  It returns a new

@@ -399,6 +399,9 @@ struct admin *admin_start(char *err, size_t err_len, struct config *cfg, struct 
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNECTIONS,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_CONNECTION_TIMEOUT_S,
+                              /* an upgrade's new process binds it while the old one
+                                 still serves (proxy/takeover) */
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                               MHD_OPTION_END);
     if (a->mhd == NULL) {
         snprintf(err, err_len, "cannot listen on %s port %u (in use, or not an address here)",

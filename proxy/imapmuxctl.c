@@ -115,6 +115,21 @@ static int ctl_open(struct ctl *c, const struct config_redis *cfg, const char *h
             if (s == NULL) {
                 continue;
             }
+            if (cfg->sentinel_password != NULL) {
+                redisReply *a = redisCommand(s, "AUTH %s", cfg->sentinel_password);
+                int refused = a == NULL || a->type == REDIS_REPLY_ERROR;
+                if (a != NULL) {
+                    if (refused) {
+                        fprintf(stderr, "imapmuxctl: sentinel %s:%u: %s\n", cfg->sentinels[i].host,
+                                (unsigned)cfg->sentinels[i].port, a->str);
+                    }
+                    freeReplyObject(a);
+                }
+                if (refused) {
+                    redisFree(s);
+                    continue;
+                }
+            }
             redisReply *r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", cfg->master_name);
             if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
                 r->element[0]->len < sizeof(mhost)) {

@@ -12,7 +12,9 @@
 
 struct listener;
 
-/* listener_open binds and listens on cfg's address on loop; each accepted
+/* listener_open binds and listens on cfg's address on loop (or, after a
+ * takeover, listens on this worker's share of the sockets taken over for
+ * that address, proxy/takeover.h); each accepted
  * connection is passed to on_accept(ctx, server, cfg).  Returns the listener,
  * or NULL with a reason in err. */
 struct listener *listener_open(char *err, size_t err_len, uv_loop_t *loop,
@@ -20,6 +22,10 @@ struct listener *listener_open(char *err, size_t err_len, uv_loop_t *loop,
                                void (*on_accept)(void *ctx, uv_stream_t *server,
                                                  const struct config_listener *cfg),
                                void *ctx);
+
+/* listener_fds writes the descriptors of l's listening sockets (one, or
+ * several taken over; borrowed) to out, at most cap.  Returns how many. */
+size_t listener_fds(const struct listener *l, int *out, size_t cap);
 
 /* listener_close stops listening and frees the listener once closed. */
 void listener_close(struct listener *l);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -18,6 +19,7 @@
 #include "proxy/audit.h"
 #include "proxy/conncap.h"
 #include "proxy/metrics.h"
+#include "proxy/takeover.h"
 #include "proxy/tls.h"
 #include "proxy/verify.h"
 #include "proxy/worker.h"
@@ -28,6 +30,9 @@ static void main_usage(FILE *f)
 {
     fprintf(f,
             "usage: imapmux -c FILE          run with the configuration in FILE\n"
+            "       imapmux -c FILE --takeover SOCKET  take the listening sockets of the\n"
+            "                                  imapmux serving SOCKET (if any), which then\n"
+            "                                  drains; then serve SOCKET for the next one\n"
             "       imapmux --check-config FILE  check FILE and exit (0: valid)\n"
             "       imapmux --version        print the version\n"
             "       imapmux --help           this text\n"
@@ -47,11 +52,52 @@ struct main_state {
     struct conncap *conncap;      /* caps on client connections, shared by the workers */
     int stopping;
     struct admin *admin;          /* the admin HTTP listener, or NULL */
+    struct takeover_server *takeover; /* with --takeover: serves the next process, or NULL */
 };
 
-static void main_on_signal_close(uv_handle_t *h)
+/* main_stop drains every worker and closes what keeps the loop running;
+ * upgrade: the listening sockets went to a new process. */
+static void main_stop(struct main_state *m, int upgrade)
 {
-    (void)h;
+    m->stopping = 1;
+    admin_set_serving(m->admin, 0);
+    if (upgrade) {
+        /* the new process serves the admin address (both bind it with
+           SO_REUSEPORT): scrapes and probes go to it alone from now on */
+        admin_stop(m->admin);
+        m->admin = NULL;
+    }
+    for (unsigned i = 0; i < m->num_workers; i++) {
+        if (upgrade) {
+            worker_drain_upgrade(m->workers[i]);
+        } else {
+            worker_drain(m->workers[i]);
+        }
+    }
+    takeover_server_close(m->takeover);
+    m->takeover = NULL;
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+    uv_close((uv_handle_t *)&m->sigint, NULL);
+    uv_close((uv_handle_t *)&m->sighup, NULL);
+    uv_close((uv_handle_t *)&m->sigusr1, NULL);
+}
+
+static size_t main_takeover_fds(void *ctx, int *out, size_t cap)
+{
+    struct main_state *m = ctx;
+    size_t n = 0;
+    for (unsigned i = 0; i < m->num_workers && n < cap; i++) {
+        n += worker_listener_fds(m->workers[i], out + n, cap - n);
+    }
+    return n;
+}
+
+static void main_on_takeover_done(void *ctx)
+{
+    struct main_state *m = ctx;
+    if (!m->stopping) {
+        main_stop(m, 1);
+    }
 }
 
 static void main_on_signal(uv_signal_t *h, int signum)
@@ -72,15 +118,8 @@ static void main_on_signal(uv_signal_t *h, int signum)
         return;
     }
     m->stopping = 1;
-    admin_set_serving(m->admin, 0);
     log_msg(LOG_INFO, "%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    for (unsigned i = 0; i < m->num_workers; i++) {
-        worker_drain(m->workers[i]);
-    }
-    uv_close((uv_handle_t *)&m->sigterm, main_on_signal_close);
-    uv_close((uv_handle_t *)&m->sigint, main_on_signal_close);
-    uv_close((uv_handle_t *)&m->sighup, main_on_signal_close);
-    uv_close((uv_handle_t *)&m->sigusr1, main_on_signal_close);
+    main_stop(m, 0);
 }
 
 static SSL_CTX **main_backend_ctxs(const struct config *cfg)
@@ -146,8 +185,9 @@ static struct conncap *main_conncap(const struct config *cfg, unsigned n, uint64
     return conncap_new(&lim);
 }
 
-static int main_run(struct config *cfg)
+static int main_run(struct config *cfg, const char *takeover_path)
 {
+    int takeover_conn = -1;
     struct main_state m;
     char err[512];
     SSL_CTX *server_ctx = NULL;
@@ -180,6 +220,16 @@ static int main_run(struct config *cfg)
     }
     if (n > MAIN_MAX_WORKERS) {
         n = MAIN_MAX_WORKERS;
+    }
+    if (takeover_path != NULL) {
+        int tr = takeover_fetch(err, sizeof(err), takeover_path, n, &takeover_conn);
+        if (tr < 0) {
+            log_msg(LOG_ERR, "takeover: %s", err);
+            goto out;
+        }
+        log_msg(LOG_INFO, tr == 0 ? "takeover: %s: the running process hands its sockets over"
+                                  : "takeover: nothing serves %s: binding the listeners",
+                takeover_path);
     }
     if (cfg->redis.enabled) {
         /* only the routing table holds hashes to check here */
@@ -239,6 +289,30 @@ static int main_run(struct config *cfg)
     log_msg(LOG_INFO, "imapmux %s started: instance %s, %u workers", IMAPMUX_VERSION,
             cfg->instance, n);
     admin_set_serving(m.admin, 1);
+    if (takeover_path != NULL) {
+        size_t unused = takeover_release_unclaimed();
+        if (unused > 0) {
+            log_msg(LOG_WARNING, "takeover: %zu sockets taken over match no listener: closed",
+                    unused);
+        }
+        if (takeover_conn >= 0) {
+            /* from here on the old process stops accepting and drains */
+            if (takeover_ready(takeover_conn) != 0) {
+                log_msg(LOG_WARNING, "takeover: the old process did not hear READY; it serves on");
+            }
+            takeover_conn = -1;
+        }
+        m.takeover = takeover_serve(err, sizeof(err), loop, takeover_path, main_takeover_fds,
+                                    main_on_takeover_done, &m);
+        if (m.takeover == NULL) {
+            log_msg(LOG_WARNING, "takeover: %s; the next upgrade cannot take over", err);
+        }
+    }
+    {
+        char state[64];
+        snprintf(state, sizeof(state), "READY=1\nMAINPID=%ld", (long)getpid());
+        (void)takeover_notify(state); /* for a service manager (systemd Type=notify) */
+    }
 
     uv_signal_init(loop, &m.sigterm);
     uv_signal_init(loop, &m.sigint);
@@ -257,6 +331,10 @@ static int main_run(struct config *cfg)
     rc = 0;
 out:
     admin_stop(m.admin); /* before what it reads: the caps and the counters */
+    if (takeover_conn >= 0) {
+        close(takeover_conn); /* no READY: the old process serves on */
+    }
+    takeover_release_unclaimed();
     audit_free(m.audit); /* after the workers: their last records go out */
     if (backend_ctxs != NULL) {
         for (size_t i = 0; i < cfg->num_backends; i++) {
@@ -278,10 +356,12 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"check-config", required_argument, NULL, 'C'},
         {"version", no_argument, NULL, 'V'},
+        {"takeover", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
+    const char *takeover_path = NULL;
     int check = 0;
     int opt;
     char err[1024];
@@ -294,6 +374,9 @@ int main(int argc, char **argv)
         case 'C':
             path = optarg;
             check = 1;
+            break;
+        case 'T':
+            takeover_path = optarg;
             break;
         case 'V':
             printf("imapmux %s\n", IMAPMUX_VERSION);
@@ -341,7 +424,7 @@ int main(int argc, char **argv)
         config_unref(&cfg);
         return 0;
     }
-    int rc = main_run(cfg);
+    int rc = main_run(cfg, takeover_path);
     config_unref(&cfg);
     return rc;
 }

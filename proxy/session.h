@@ -21,6 +21,7 @@ struct audit_queue;
 struct warm;
 struct sesscache;
 struct conncap;
+struct sesslimit;
 
 /* Counters of one worker, written to the log periodically and at exit. */
 struct session_stats {
@@ -54,6 +55,7 @@ struct session_env {
                                     main, outlives the workers), or NULL: no caps */
     int audit_paused;            /* the queue is full (policy block): clients not read */
     struct session_stats stats;
+    struct sesslimit *limits;    /* sessions per login across instances, or NULL: none */
 };
 
 /* session_accept accepts one pending connection of server and starts its

@@ -41,8 +41,11 @@ static void session_audit_begin(struct session *s, struct json *j, char *buf, si
              s->listener->address, (unsigned)s->listener->port);
     json_str(j, "listener", addr);
     if ((s->flags & SESSION_F_TLS) && s->client != NULL) {
-        json_str(j, "tls", conn_tls_version(s->client));
-        json_str(j, "cipher", conn_tls_cipher(s->client));
+        json_str(j, "tls", session_tls_version(s));
+        json_str(j, "cipher", session_tls_cipher(s));
+    }
+    if (s->listener->proxy_protocol) {
+        json_str(j, "via", s->peer_ip); /* the balancer that sent the PROXY header */
     }
     if (s->user[0] != '\0') {
         json_str(j, "user", s->user);

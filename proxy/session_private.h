@@ -23,12 +23,14 @@
 #include "common/config.h"
 #include "common/imap_parser.h"
 #include "common/imap_scan.h"
+#include "common/proxy_proto.h"
 #include "common/schema.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/conncap.h"
 #include "proxy/metrics.h"
 #include "proxy/sesscache.h"
+#include "proxy/sesslimit.h"
 #include "proxy/session.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
@@ -60,6 +62,7 @@ enum login_step {
     LOGIN_STEP_DELAY,   /* the brute-force delay, if the counters ask for one */
     LOGIN_STEP_CACHE,   /* a parked connection for these credentials, or a wait for one */
     LOGIN_STEP_VERIFY,  /* the password checked here (threadpool), when imapmux holds it */
+    LOGIN_STEP_LIMIT,   /* a lease among the login's sessions on every instance (Redis) */
     LOGIN_STEP_BACKEND, /* the backend login, on a warm connection or a new one */
     LOGIN_STEP_DONE,    /* the relay is entered */
 };
@@ -87,6 +90,9 @@ enum login_refusal {
     LOGIN_REFUSE_DIRECTORY_DOWN, /* the routing table is unavailable */
     LOGIN_REFUSE_BUSY,           /* the password check queue (or this client's share) is full */
     LOGIN_REFUSE_INTERNAL,       /* out of memory */
+    LOGIN_REFUSE_LIMIT_USER,     /* the login has max_sessions sessions already */
+    LOGIN_REFUSE_LIMIT_IP,       /* ... from this address (max_sessions_per_user_ip) */
+    LOGIN_REFUSE_LIMIT_REDIS,    /* sessions cannot be counted, on_redis_error: refuse */
 };
 
 #define SESSION_F_TLS          (1u << 0)  /* client side is TLS now */
@@ -107,6 +113,9 @@ enum login_refusal {
 #define SESSION_F_OUT_FULL     (1u << 18) /* pre-auth answers wait for the client to read */
 #define SESSION_F_GATE_WAIT    (1u << 19) /* the gate waits for the backend: client not read */
 #define SESSION_F_GATE_RESUME  (1u << 20) /* the backend's answer lets the gate go on */
+#define SESSION_F_PROXY_WAIT   (1u << 27) /* the PROXY header is awaited (state TLS_ACCEPT) */
+#define SESSION_F_TLS_PROXIED  (1u << 28) /* SESSION_F_TLS from the balancer's SSL TLV: the
+                                             client's TLS ended there (proxy_tls_terminated) */
 
 #define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
@@ -188,6 +197,16 @@ struct session {
     uint64_t login_t0_ns;           /* uv_hrtime at the login's start; 0: none in flight */
     uint64_t step_t0_ns;            /* uv_hrtime at the current login step's start */
     uint8_t login_mech;             /* enum metrics_mech of the login in flight */
+    struct sesslimit_lease *lease;  /* this session's place among its login's sessions
+                                       (owned; given back at close), or NULL */
+
+    struct proxy_proto *proxy;      /* the PROXY header's parser while awaited, else NULL */
+    char peer_ip[64];               /* the connection's own peer: with a PROXY header, the */
+    uint16_t peer_port;             /* balancer (client_ip is then the header's source) */
+    char authority[PROXY_PROTO_MAX_AUTHORITY_LEN + 1]; /* the name the client asked the
+                                                          balancer for (AUTHORITY TLV), or "" */
+    char proxy_tls_version[PROXY_PROTO_MAX_TLS_NAME_LEN + 1]; /* with SESSION_F_TLS_PROXIED */
+    char proxy_tls_cipher[PROXY_PROTO_MAX_TLS_NAME_LEN + 1];
 };
 
 /* --- session.c ---------------------------------------------------------------- */
@@ -327,5 +346,33 @@ void session_tap_out(struct session *s, const uint8_t *data, size_t len);
  * current step's time and its whole time under result r (once per login;
  * nothing when none is in flight). */
 void session_login_metrics(struct session *s, enum metrics_login_result r);
+
+/* --- session.c: the start after accept ----------------------------------- */
+
+/* session_start: the client's address is known (from the socket or a PROXY
+ * header): connection caps, the audit's session_start, the parser, then the
+ * TLS handshake or the greeting.  Returns 0, or a UV_E* code with the
+ * session closed. */
+int session_start(struct session *s);
+
+/* --- session_proxy.c ------------------------------------------------------------ */
+
+/* session_proxy_begin: the listener wants a PROXY header first.  A peer
+ * outside proxy_trusted is closed; else the header is awaited with its own
+ * deadline.  Returns 0 (the session may be closed). */
+int session_proxy_begin(struct session *s);
+/* session_proxy_input: bytes from the client while SESSION_F_PROXY_WAIT. */
+void session_proxy_input(struct session *s, const uint8_t *data, size_t len);
+/* session_proxy_header_out writes the PROXY v2 header for this session's
+ * backend connection: the client's and the local address, SSL (version and
+ * cipher) when the client's side is TLS, AUTHORITY (the name the client
+ * asked for) and UNIQUE_ID (the session id of the audit records).  Returns
+ * its length, or -1 when cap is too small. */
+#define SESSION_PROXY_OUT_MAX_LEN 1024 /* bytes; the header above is at most ~600 */
+int session_proxy_header_out(struct session *s, uint8_t *out, size_t cap);
+/* session_tls_version / session_tls_cipher: the client's TLS as the
+ * session knows it (its own, or the balancer's word); "" without TLS. */
+const char *session_tls_version(const struct session *s);
+const char *session_tls_cipher(const struct session *s);
 
 #endif

@@ -302,3 +302,9 @@ const char *tls_error(struct tls *t)
 {
     return t->err[0] != '\0' ? t->err : "TLS error";
 }
+
+const char *tls_server_name(const struct tls *t)
+{
+    const char *name = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+    return name != NULL ? name : "";
+}

@@ -75,6 +75,9 @@ int tls_has_buffered(const struct tls *t);
 /* tls_version and tls_cipher name the negotiated parameters ("" before). */
 const char *tls_version(const struct tls *t);
 const char *tls_cipher(const struct tls *t);
+/* tls_server_name: on a server engine, the name the client sent as SNI once
+ * its ClientHello was read; "" without one. */
+const char *tls_server_name(const struct tls *t);
 
 /* tls_error returns a short reason for the last TLS_ERROR (static or owned by
  * the engine until the next call). */

@@ -16,6 +16,7 @@
 #include "proxy/metrics.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
+#include "proxy/sesslimit.h"
 #include "proxy/session.h"
 #include "proxy/verify.h"
 
@@ -34,6 +35,7 @@ struct worker {
     struct session_env env;
     struct listener **listeners; /* num = cfg->num_listeners */
     atomic_int drain_requested;
+    atomic_int drain_keep_preauth; /* an upgrade's drain: pre-auth sessions go on */
     int draining;                /* drain started on the loop */
     int final_sent;              /* logged-in sessions were told BYE */
     uint64_t drain_deadline;     /* loop time (ms) */
@@ -196,6 +198,18 @@ static void worker_log_stats(struct worker *w, int final)
                  (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
                  (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
     }
+    if (w->env.limits != NULL && strlen(line) < sizeof(line)) {
+        struct sesslimit_stats ls;
+        size_t o = strlen(line);
+        sesslimit_stats(w->env.limits, &ls);
+        snprintf(line + o, sizeof(line) - o,
+                 " sessions_leased=%llu session_limit_refused_user=%llu "
+                 "session_limit_refused_ip=%llu session_limit_redis_errors=%llu "
+                 "session_lease_renew_failures=%llu",
+                 (unsigned long long)ls.leases, (unsigned long long)ls.refused_user,
+                 (unsigned long long)ls.refused_ip, (unsigned long long)ls.redis_errors,
+                 (unsigned long long)ls.renew_failures);
+    }
     /* the process-wide counters once, in worker 0's line */
     if (w->env.worker_id == 0 && off < sizeof(line)) {
         off += strlen(line + off);
@@ -225,6 +239,8 @@ static void worker_on_drain_timer(uv_timer_t *t)
         w->env.warm = NULL;
         sesscache_free(w->env.cache);
         w->env.cache = NULL;
+        sesslimit_free(w->env.limits); /* no session is left, so no lease either */
+        w->env.limits = NULL;
         verify_loop_close(&w->loop); /* no session is left, so no check is in flight */
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         dir_close(w->env.dir);
@@ -261,7 +277,9 @@ static void worker_on_async(uv_async_t *a)
         listener_close(w->listeners[i]);
         w->listeners[i] = NULL;
     }
-    session_drain_all(&w->env, 0);
+    if (!atomic_load(&w->drain_keep_preauth)) {
+        session_drain_all(&w->env, 0);
+    }
     w->drain_deadline = uv_now(&w->loop) + w->env.cfg->drain_timeout_ms;
     uv_timer_start(&w->drain_timer, worker_on_drain_timer, 0, WORKER_DRAIN_POLL_MS);
 }
@@ -358,6 +376,11 @@ static void worker_main(void *arg)
     }
     w->env.warm = warm_new(&w->loop, w->env.cfg, w->env.backend_ctx);
     w->env.cache = sesscache_new(&w->loop, w->env.cfg);
+    w->env.limits = sesslimit_new(&w->loop, w->env.cfg, w->env.worker_id);
+    if (w->env.limits == NULL && w->env.cfg->redis.enabled && w->env.cfg->session_lease_ms > 0) {
+        log_msg(LOG_ERR, "worker %u: out of memory: sessions are not counted",
+                w->env.worker_id);
+    }
     uv_timer_start(&w->stats_timer, worker_on_stats_timer, WORKER_STATS_MS, WORKER_STATS_MS);
     if (uv_async_init(&w->loop, &w->metrics_async, worker_publish_metrics) == 0) {
         w->metrics_async.data = w;
@@ -436,6 +459,21 @@ void worker_drain(struct worker *w)
 {
     atomic_store(&w->drain_requested, 1);
     uv_async_send(&w->async);
+}
+
+void worker_drain_upgrade(struct worker *w)
+{
+    atomic_store(&w->drain_keep_preauth, 1);
+    worker_drain(w);
+}
+
+size_t worker_listener_fds(const struct worker *w, int *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->env.cfg->num_listeners && n < cap; i++) {
+        n += listener_fds(w->listeners[i], out + n, cap - n);
+    }
+    return n;
 }
 
 void worker_join(struct worker *w)

@@ -26,6 +26,16 @@ struct worker *worker_start(char *err, size_t err_len, unsigned id, struct confi
  * pre-auth sessions, BYE to the rest after cfg->drain_timeout_ms. */
 void worker_drain(struct worker *w);
 
+/* worker_drain_upgrade drains like worker_drain, but for an upgrade: the
+ * listening sockets went to a new process, so pre-auth sessions are not told
+ * BYE at once; they may log in and every session gets drain_timeout_ms. */
+void worker_drain_upgrade(struct worker *w);
+
+/* worker_listener_fds writes the worker's listening descriptors (borrowed)
+ * to out, at most cap, and returns how many.  Valid between worker_start
+ * and the drain. */
+size_t worker_listener_fds(const struct worker *w, int *out, size_t cap);
+
 /* worker_join waits for the worker's thread to end and frees the worker. */
 void worker_join(struct worker *w);
 

@@ -404,5 +404,47 @@ class ReadyRedisTest(unittest.TestCase):
                 dovecot.stop()
 
 
+
+class UpgradeAdminTest(unittest.TestCase):
+    """An upgrade (--takeover): the new process binds the admin address while
+    the old one still serves it, and answers alone once the old one left."""
+
+    def test_new_process_takes_the_admin_address(self):
+        import test_upgrade
+        with harness.TempDir() as tmpd:
+            tmp = tmpd.path
+            cert = harness.make_cert(tmp)
+            dovecot = harness.Dovecot(tmp, users={"alice": "pw"}).start()
+            procs = []
+            try:
+                backend = {"name": "main", "host": LOOPBACK, "port": dovecot.port, "tls": "none"}
+                listeners = [(LOOPBACK, harness.free_port(), "implicit")]
+                sock = os.path.join(tmp, "takeover.sock")
+                port = harness.free_port()
+                for name in ("old", "new"):
+                    mux = test_upgrade.TakeoverMux(tmp, [backend], cert, routes={"default": "main"},
+                                                   listeners=listeners, takeover=sock, name=name)
+                    add_admin(mux, ["listen: \"%s:%d\"" % (LOOPBACK, port)])
+                    procs.append(mux)
+                old, new = procs
+                old.start()
+                harness.wait_port(port, proc=old.proc)
+                self.assertEqual(http_get(port, "/readyz")[0], 200)
+                new.start()
+                self.assertEqual(old.proc.wait(40), 0, old.log_text()[-3000:])
+                self.assertTrue(new.alive(), new.log_text()[-3000:])
+                self.assertEqual(http_get(port, "/readyz"), (200, "ready\n"))
+                m = new.ssl_client()
+                m.login("alice", "pw")
+                m.logout()
+                self.assertGreaterEqual(value(http_get(port, "/metrics")[1], "imapmux_logins_total",
+                                              result="ok"), 1)
+            finally:
+                for mux in procs:
+                    if mux.proc is not None:
+                        mux.stop()
+                dovecot.stop()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
