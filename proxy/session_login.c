@@ -49,9 +49,13 @@ static const char *const login_refusal_labels[] = {
     [LOGIN_REFUSE_DIRECTORY_DOWN] = "directory_unavailable",
     [LOGIN_REFUSE_BUSY] = "busy",
     [LOGIN_REFUSE_INTERNAL] = "internal",
+    [LOGIN_REFUSE_LIMIT_USER] = "session_limit_user",
+    [LOGIN_REFUSE_LIMIT_IP] = "session_limit_ip",
+    [LOGIN_REFUSE_LIMIT_REDIS] = "session_limit_unavailable",
 };
+/* the same length as login_refusals: a new refusal needs a label here too */
 _Static_assert(sizeof(login_refusal_labels) / sizeof(login_refusal_labels[0]) ==
-                   LOGIN_REFUSE_INTERNAL + 1,
+                   LOGIN_REFUSE_LIMIT_REDIS + 1,
                "a metrics label per refusal");
 
 void session_login_metrics(struct session *s, enum metrics_login_result r)
