@@ -53,10 +53,7 @@ static const char *const login_refusal_labels[] = {
     [LOGIN_REFUSE_LIMIT_IP] = "session_limit_ip",
     [LOGIN_REFUSE_LIMIT_REDIS] = "session_limit_unavailable",
 };
-/* the same length as login_refusals: a new refusal needs a label here too */
-_Static_assert(sizeof(login_refusal_labels) / sizeof(login_refusal_labels[0]) ==
-                   LOGIN_REFUSE_LIMIT_REDIS + 1,
-               "a metrics label per refusal");
+
 
 void session_login_metrics(struct session *s, enum metrics_login_result r)
 {
@@ -125,6 +122,10 @@ static const struct login_refusal_info login_refusals[] = {
 _Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) ==
                    LOGIN_REFUSE_LIMIT_REDIS + 1,
                "an answer per refusal");
+/* a new refusal needs a metrics label too */
+_Static_assert(sizeof(login_refusal_labels) / sizeof(login_refusal_labels[0]) ==
+                   sizeof(login_refusals) / sizeof(login_refusals[0]),
+               "a metrics label per refusal");
 
 void session_login_refuse(struct session *s, enum login_refusal why, const char *code,
                           const char *detail)
