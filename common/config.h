@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/netaddr.h"
 #include "common/proxy_proto.h"
 #include "common/schema.h"
 
@@ -172,6 +173,23 @@ struct config_certificate {
 
 #define CONFIG_MAX_CERTIFICATES 256       /* entries of tls.certificates */
 #define CONFIG_MAX_CERTIFICATE_NAMES 1024 /* names of one entry */
+#define CONFIG_ADMIN_MAX_ALLOW 64 /* networks in admin.allow */
+
+/* One network of admin.allow. */
+struct config_admin_net {
+    struct netaddr net;       /* host bits as written */
+    unsigned prefix_len;      /* bits */
+};
+
+/* The admin HTTP listener: /metrics, /healthz, /readyz (off unless set). */
+struct config_admin {
+    int enabled;              /* an admin section with listen was given */
+    char *address;            /* numeric address (default 127.0.0.1) */
+    uint16_t port;            /* from listen "address:port" or "[v6]:port" */
+    char *token;              /* bearer token from token_file (a secret), or NULL: none */
+    struct config_admin_net *allow; /* client networks allowed; NULL: any */
+    size_t num_allow;
+};
 
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
@@ -226,6 +244,7 @@ struct config {
     unsigned max_connections_per_ipv6_prefix; /* per IPv6 prefix; 0 (default) = off */
     unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
 
+    struct config_admin admin;     /* the admin HTTP listener */
     /* logged-in sessions per login across instances (proxy/sesslimit.c) */
     unsigned max_sessions_per_user;    /* 0 (default) = off; a max_sessions field of the
                                           user's or the domain's hash in Redis wins */

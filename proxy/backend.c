@@ -15,6 +15,7 @@
 #include "common/sasl_plain.h"
 #include "common/secret.h"
 #include "proxy/conn.h"
+#include "proxy/metrics.h"
 
 #define BACKEND_MAX_LINE_LEN 65536 /* bytes of one backend line during login */
 #define BACKEND_MAX_CAPA_LEN 4096  /* bytes of a capability list we keep */
@@ -89,7 +90,37 @@ struct backend {
     size_t proxy_header_len;
     const char *deferred_reason;    /* with BACKEND_F_DEFER */
     char session[32];               /* id of the session it logs in for; "" for a warm one */
+
+    int metrics_host;               /* metrics_backend_host of host:port */
+    uint64_t connect_t0_ns;         /* uv_hrtime at the start; 0 once ready */
+    uint64_t login_t0_ns;           /* uv_hrtime when the login was sent; 0 before */
 };
+
+/* backend_metrics_report counts how the connection ended, by the state it
+ * was in (before the state becomes BS_DONE). */
+static void backend_metrics_report(const struct backend *b, enum backend_status st)
+{
+    static const enum metrics_backend_phase phase_of[] = {
+        [BS_RESOLVE] = METRICS_BE_RESOLVE,     [BS_CONNECT] = METRICS_BE_CONNECT,
+        [BS_TLS] = METRICS_BE_TLS,             [BS_GREETING] = METRICS_BE_GREETING,
+        [BS_STARTTLS] = METRICS_BE_GREETING,   [BS_STARTTLS_TLS] = METRICS_BE_TLS,
+        [BS_CAPABILITY] = METRICS_BE_GREETING, [BS_AUTH_CONTINUE] = METRICS_BE_LOGIN,
+        [BS_LOGIN] = METRICS_BE_LOGIN,         [BS_POST_CAPA] = METRICS_BE_LOGIN,
+        [BS_READY] = METRICS_BE_LOST,          [BS_ID_PENDING] = METRICS_BE_LOGIN,
+        [BS_PING] = METRICS_BE_LOST,           [BS_DONE] = METRICS_BE_LOST,
+    };
+    _Static_assert(sizeof(phase_of) / sizeof(phase_of[0]) == BS_DONE + 1,
+                   "a metrics phase per backend state");
+    if (st == BACKEND_OK) {
+        if (b->login_t0_ns != 0) {
+            metrics_backend_logged_in(b->metrics_host, uv_hrtime() - b->login_t0_ns);
+        }
+    } else if (st == BACKEND_AUTH_FAILED) {
+        metrics_backend_failed(b->metrics_host, METRICS_BE_REFUSED);
+    } else {
+        metrics_backend_failed(b->metrics_host, phase_of[b->state]);
+    }
+}
 
 static void backend_on_timer(uv_timer_t *t);
 
@@ -158,6 +189,7 @@ static void backend_report(struct backend *b, enum backend_status st, const char
     if (b->state == BS_DONE) {
         return;
     }
+    backend_metrics_report(b, st);
     backend_set_state(b, BS_DONE);
     uv_timer_stop(&b->timer);
     if (st != BACKEND_OK && b->conn != NULL) {
@@ -257,6 +289,10 @@ static int backend_has(const struct backend *b, const char *name)
 static void backend_after_capa(struct backend *b)
 {
     char line[512];
+    if (b->connect_t0_ns != 0) {
+        metrics_backend_connected(b->metrics_host, uv_hrtime() - b->connect_t0_ns);
+        b->connect_t0_ns = 0;
+    }
     if (b->flags & BACKEND_F_PREPARE) {
         /* a warm connection: wait here for backend_resume_login */
         backend_set_state(b, BS_READY);
@@ -308,6 +344,7 @@ static void backend_append_quoted(char *out, size_t *off, const char *s)
 
 static void backend_send_login(struct backend *b)
 {
+    b->login_t0_ns = uv_hrtime();
     backend_set_state(b, BS_LOGIN);
     if (backend_has(b, "AUTH=PLAIN")) {
         size_t b64_len = 0;
@@ -833,6 +870,8 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     b->port = p->host != NULL ? p->port : p->cfg->port;
     b->tls_ctx = p->tls_ctx;
     snprintf(b->session, sizeof(b->session), "%s", p->session_id != NULL ? p->session_id : "");
+    b->metrics_host = metrics_backend_host(b->cfg->name, b->host, b->port);
+    b->connect_t0_ns = uv_hrtime();
     b->greeting_timeout_ms = p->greeting_timeout_ms;
     b->client_port = p->client_port;
     b->local_port = p->local_port;

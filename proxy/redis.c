@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "proxy/metrics.h"
 
 #define RCLIENT_BACKOFF_FIRST_MS 100
 
@@ -48,6 +49,7 @@ struct rclient_req {
     redisAsyncContext *ac;         /* the connection it was sent on */
     rclient_cb cb;
     void *ctx;
+    uint64_t t0_ns;                /* uv_hrtime when sent */
 };
 
 static void rclient_connect(struct rclient *rc);
@@ -66,6 +68,7 @@ static void rclient_set_up(struct rclient *rc, int up)
         return;
     }
     rc->was_up = up;
+    metrics_redis_up(rc->channel != NULL, up);
     if (rc->ops != NULL && rc->ops->on_up != NULL) {
         rc->ops->on_up(rc->ctx, up);
     }
@@ -514,6 +517,7 @@ struct rclient *rclient_new(uv_loop_t *loop, const struct config_redis *cfg, con
     rc->backoff_ms = RCLIENT_BACKOFF_FIRST_MS;
     uv_timer_init(loop, &rc->timer);
     rc->timer.data = rc;
+    metrics_redis_client(channel != NULL, 1);
     rclient_connect(rc);
     return rc;
 }
@@ -538,6 +542,7 @@ static void rclient_on_reply(redisAsyncContext *ac, void *reply, void *priv)
             rclient_arm(rc, rc->cfg->command_timeout_ms); /* progress: time the next one */
         }
     }
+    metrics_redis_command(uv_hrtime() - req->t0_ns, r != NULL);
     req->cb(req->ctx, r);
     free(req);
     if (current && r != NULL && r->type == REDIS_REPLY_ERROR &&
@@ -561,6 +566,7 @@ int rclient_cmd(struct rclient *rc, rclient_cb cb, void *ctx, int argc, const ch
     req->ac = rc->ac;
     req->cb = cb;
     req->ctx = ctx;
+    req->t0_ns = uv_hrtime();
     if (redisAsyncCommandArgv(rc->ac, rclient_on_reply, req, argc, argv, lens) != REDIS_OK) {
         free(req);
         return -1;
@@ -582,6 +588,7 @@ void rclient_close(struct rclient *rc)
         return;
     }
     rc->state = RC_CLOSED;
+    metrics_redis_client(rc->channel != NULL, 0);
     rclient_drop(rc);
     uv_timer_stop(&rc->timer);
     uv_close((uv_handle_t *)&rc->timer, rclient_on_timer_close);

@@ -189,6 +189,7 @@ void session_maybe_free(struct session *s)
     s->flags |= SESSION_F_FREED;
     list_remove(&s->link);
     conncap_release(s->env->conncap, &s->conncap);
+    metrics_listener_closed((size_t)(s->listener - s->cfg->listeners));
     s->env->num_sessions--;
     session_login_clear(s);
     (void)session_name_set(&s->user, "");
@@ -343,6 +344,8 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
 void session_on_client_handshake(void *ctx, int status)
 {
     struct session *s = ctx;
+    metrics_tls_handshake(status == 0 ? METRICS_TLS_OK
+                                      : metrics_tls_reason(conn_tls_error(s->client)));
     if (status != 0) {
         session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
         session_close(s, NULL);
@@ -363,6 +366,10 @@ void session_on_client_handshake(void *ctx, int status)
 static void session_on_client_eof(void *ctx, int status)
 {
     struct session *s = ctx;
+    if (s->state == SESSION_TLS_ACCEPT || s->state == SESSION_STARTTLS) {
+        metrics_tls_handshake(status == IMAPMUX_E_TLS ? metrics_tls_reason(conn_tls_error(s->client))
+                                                      : METRICS_TLS_EOF);
+    }
     if (s->state == SESSION_TLS_ACCEPT && status == IMAPMUX_E_TLS) {
         session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
         session_close(s, NULL);
@@ -429,12 +436,14 @@ static void session_on_timer(uv_timer_t *t)
     }
     case SESSION_TLS_ACCEPT:
     case SESSION_STARTTLS:
+        metrics_tls_handshake(METRICS_TLS_TIMEOUT);
         session_close(s, "pre-auth timeout during TLS handshake");
         return;
     case SESSION_LOGGING_IN: {
         char why[64];
         snprintf(why, sizeof(why), "login timed out in step=%s",
                  session_login_step_name(s->login_step));
+        session_login_metrics(s, METRICS_LOGIN_UNAVAILABLE);
         session_bye(s, "Pre-authentication timeout", why);
         return;
     }
@@ -472,6 +481,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     s->pending = 2; /* client conn, timer */
     uv_timer_init(env->loop, &s->timer);
     s->timer.data = s;
+    metrics_listener_accepted((size_t)(listener - s->cfg->listeners)); /* closed at free */
     list_push_front(&env->sessions, &s->link);
     env->num_sessions++;
     s->state = SESSION_TLS_ACCEPT;

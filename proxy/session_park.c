@@ -123,6 +123,7 @@ int session_park_try(struct session *s, const uint8_t *data, size_t len)
     s->pending--;
     s->bytes_in += len;
     s->commands++;
+    metrics_relay_command("LOGOUT", 0);
     (void)session_tap_in(s, data, len);
     session_sendf(s, "* BYE Logging out\r\n%s OK Logout completed.\r\n", tag);
     session_close(s, "logged out (backend connection parked)");

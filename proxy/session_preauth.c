@@ -107,10 +107,12 @@ static void session_cmd_login(struct session *s, const char *tag, const struct i
         return;
     }
     if (memchr(args[1].data, '\0', args[1].len) != NULL) {
+        s->login_mech = METRICS_MECH_LOGIN;
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
         session_login_refuse(s, LOGIN_REFUSE_NUL_PASSWORD, NULL, NULL);
         return;
     }
+    s->login_mech = METRICS_MECH_LOGIN;
     session_login_start(s, tag, NULL, args[0].data, args[0].len, args[1].data);
 }
 
@@ -130,6 +132,7 @@ static void session_auth_plain(struct session *s, const char *b64, size_t len)
         session_sendf(s, "%s BAD Invalid SASL PLAIN message: %s\r\n", s->tag, sasl_plain_strerror(r));
         return;
     }
+    s->login_mech = METRICS_MECH_PLAIN;
     session_login_start(s, s->tag, sp.authzid, sp.authcid, strlen(sp.authcid), sp.passwd);
     sasl_plain_cleanup(&sp);
 }

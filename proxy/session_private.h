@@ -29,6 +29,7 @@
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/conncap.h"
+#include "proxy/metrics.h"
 #include "proxy/sesscache.h"
 #include "proxy/sesslimit.h"
 #include "proxy/session.h"
@@ -198,6 +199,10 @@ struct session {
     uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
     char *shown_capa;               /* capabilities the client got at login (cache on) */
     char *cached_capa;              /* a session cache hit's list to show, until the relay */
+
+    uint64_t login_t0_ns;           /* uv_hrtime at the login's start; 0: none in flight */
+    uint64_t step_t0_ns;            /* uv_hrtime at the current login step's start */
+    uint8_t login_mech;             /* enum metrics_mech of the login in flight */
     struct sesslimit_lease *lease;  /* this session's place among its login's sessions
                                        (owned; given back at close), or NULL */
 
@@ -365,6 +370,13 @@ void session_audit_preauth_end(struct session *s);
  * what it is sent.  session_tap_in returns 0, or -1 when the session ended. */
 int session_tap_in(struct session *s, const uint8_t *data, size_t len);
 void session_tap_out(struct session *s, const uint8_t *data, size_t len);
+
+/* --- metrics of a login (session_login.c) ------------------------------------- */
+
+/* session_login_metrics ends the login in flight for the metrics: its
+ * current step's time and its whole time under result r (once per login;
+ * nothing when none is in flight). */
+void session_login_metrics(struct session *s, enum metrics_login_result r);
 
 /* --- session.c: the start after accept ----------------------------------- */
 

@@ -15,6 +15,7 @@
 #include "proxy/listener.h"
 #include "proxy/reload.h"
 #include "proxy/snapshot.h"
+#include "proxy/metrics.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
 #include "proxy/sesslimit.h"
@@ -47,9 +48,66 @@ struct worker {
     struct snapshot *start_snap; /* the snapshot the worker started with: the directory's
                                     Redis clients point into its configuration */
     _Atomic(struct snapshot *) next_snap; /* a reload waiting for the loop (owned), or NULL */
+    uv_async_t metrics_async;    /* a scrape asks for worker_publish_metrics */
+    int metrics_open;            /* metrics_async was initialised */
 };
 
 static void worker_take_snapshot(struct worker *w);
+
+/* worker_publish_metrics copies what the worker keeps in its own structures
+ * into its metrics slot; on the worker's loop, when a scrape asks. */
+static void worker_publish_metrics(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    const struct session_stats *st = &w->env.stats;
+    struct metrics_worker_stats ms;
+    memset(&ms, 0, sizeof(ms));
+    ms.sessions = w->env.num_sessions;
+    ms.kicks = st->kicks;
+    ms.bf_delayed = st->bf_delayed;
+    ms.bf_blocked = st->bf_blocked;
+    ms.warm_retries = st->warm_retries;
+    ms.commands_refused = st->commands_refused;
+    if (w->env.warm != NULL) {
+        struct warm_stats ps;
+        warm_stats(w->env.warm, &ps);
+        ms.pool_size = ps.size;
+        ms.pool_hits = ps.hits;
+        ms.pool_misses = ps.misses;
+        ms.pool_connects = ps.connects;
+        ms.pool_connect_failures = ps.connect_failures;
+        ms.pool_lost = ps.lost;
+        ms.pool_recycled = ps.recycled;
+    }
+    if (w->env.cache != NULL) {
+        struct sesscache_stats cs;
+        sesscache_stats(w->env.cache, &cs);
+        ms.cache_size = cs.size;
+        ms.cache_parked = cs.parked;
+        ms.cache_hits = cs.hits;
+        ms.cache_waits = cs.waits;
+        ms.cache_misses = cs.misses;
+        ms.cache_evicted_ttl = cs.evicted_ttl;
+        ms.cache_evicted_limit = cs.evicted_limit;
+        ms.cache_evicted_lost = cs.evicted_lost;
+        ms.cache_evicted_event = cs.evicted_event;
+    }
+    if (w->env.audit != NULL) {
+        struct audit_stats as;
+        audit_queue_stats(w->env.audit, &as);
+        ms.audit_records = as.records;
+        ms.audit_dropped = as.dropped;
+        ms.audit_blocks = as.blocks;
+        ms.audit_queue_bytes = audit_queue_bytes(w->env.audit);
+        ms.audit_blocked = w->env.audit_paused != 0;
+    } else {
+        /* a closed queue: its last counters */
+        ms.audit_records = w->audit_stats.records;
+        ms.audit_dropped = w->audit_stats.dropped;
+        ms.audit_blocks = w->audit_stats.blocks;
+    }
+    metrics_publish(&ms);
+}
 
 static void worker_on_accept(void *ctx, uv_stream_t *server, const struct config_listener *l)
 {
@@ -181,6 +239,9 @@ static void worker_on_drain_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
     if (w->env.num_sessions == 0) {
+        if (w->metrics_open) {
+            worker_publish_metrics(&w->metrics_async); /* the last word, while all is there */
+        }
         worker_log_stats(w, 1);
         warm_free(w->env.warm);
         w->env.warm = NULL;
@@ -199,6 +260,10 @@ static void worker_on_drain_timer(uv_timer_t *t)
         w->env.audit = NULL;
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
+        if (w->metrics_open) {
+            metrics_worker_unregister(w->env.worker_id);
+            uv_close((uv_handle_t *)&w->metrics_async, worker_on_handle_close);
+        }
         return;
     }
     if (!w->final_sent && uv_now(&w->loop) >= w->drain_deadline) {
@@ -267,6 +332,7 @@ static void worker_main(void *arg)
     struct worker *w = arg;
     size_t i;
 
+    (void)metrics_thread_attach(w->env.worker_id); /* before anything counts */
     w->env.dir = dir_new(&w->loop, w->env.cfg, &worker_dir_ops, w);
     if (w->env.dir != NULL && verify_loop_open(&w->loop) != 0) {
         dir_close(w->env.dir);
@@ -325,6 +391,11 @@ static void worker_main(void *arg)
                 w->env.worker_id);
     }
     uv_timer_start(&w->stats_timer, worker_on_stats_timer, WORKER_STATS_MS, WORKER_STATS_MS);
+    if (uv_async_init(&w->loop, &w->metrics_async, worker_publish_metrics) == 0) {
+        w->metrics_async.data = w;
+        w->metrics_open = 1;
+        metrics_worker_register(w->env.worker_id, &w->metrics_async);
+    }
     uv_sem_post(&w->ready);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     worker_log_audit_stats(w);
