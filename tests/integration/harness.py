@@ -4,7 +4,6 @@ ports in a temporary directory, stopped by PID at the end.
 Used by the tests, the benchmark and the demo (tests/integration/demo.py):
 import harness.
 """
-import argparse
 import atexit
 import imaplib
 import os
