@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -25,9 +26,11 @@
 #include "common/netaddr.h"
 #include "proxy/conncap.h"
 #include "proxy/metrics.h"
+#include "proxy/tls_certificates.h"
 #include "proxy/verify.h"
 
 #define ADMIN_REASON_LEN 1024 /* bytes of a /readyz answer */
+#define ADMIN_MAX_CERT_NOTES 16 /* certificates /readyz warns of */
 #define ADMIN_BEARER "Bearer "
 
 struct admin {
@@ -304,6 +307,32 @@ static void admin_ready(struct admin *a, const struct config *cfg, char *out, si
 #undef ADMIN_NOT_READY
 }
 
+/* admin_expiry_notes writes a line for each certificate in force that
+ * expires within tls.expiry_warning_days (a detail: it does not make the
+ * process unready, since every instance usually serves the same one). */
+static void admin_expiry_notes(const struct config *cfg, char *out, size_t len)
+{
+    struct tls_cert_expiry e[ADMIN_MAX_CERT_NOTES];
+    size_t n = tls_certificates_expiry(e, ADMIN_MAX_CERT_NOTES);
+    int64_t now = (int64_t)time(NULL);
+    size_t off = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && i < ADMIN_MAX_CERT_NOTES && off < len; i++) {
+        int64_t left = e[i].not_after - now;
+        if (cfg->tls_expiry_warning_days == 0 ||
+            left >= (int64_t)cfg->tls_expiry_warning_days * 86400) {
+            continue;
+        }
+        int w = left <= 0
+                    ? snprintf(out + off, len - off, "warning: certificate %s (%s) has expired\n",
+                               e[i].names, e[i].file)
+                    : snprintf(out + off, len - off,
+                               "warning: certificate %s (%s) expires in %lld days\n", e[i].names,
+                               e[i].file, (long long)(left / 86400));
+        off += w > 0 ? (size_t)w : 0;
+    }
+}
+
 static enum MHD_Result admin_on_request(void *cls, struct MHD_Connection *c, const char *url,
                                         const char *method, const char *version,
                                         const char *upload_data, size_t *upload_data_size,
@@ -340,7 +369,10 @@ static enum MHD_Result admin_on_request(void *cls, struct MHD_Connection *c, con
         char why[ADMIN_REASON_LEN];
         admin_ready(a, cfg, why, sizeof(why));
         if (why[0] == '\0') {
-            ret = admin_text(c, MHD_HTTP_OK, "ready\n");
+            char body[ADMIN_REASON_LEN + 32];
+            size_t off = (size_t)snprintf(body, sizeof(body), "ready\n");
+            admin_expiry_notes(cfg, body + off, sizeof(body) - off);
+            ret = admin_reply(c, MHD_HTTP_OK, "text/plain; charset=utf-8", body, strlen(body), 0);
         } else {
             char body[ADMIN_REASON_LEN + 32];
             snprintf(body, sizeof(body), "not ready: %s\n", why);
