@@ -82,6 +82,10 @@ struct login_refusal_info {
     int level;          /* of the log line */
     uint8_t counts;     /* a failed attempt: brute-force counters, max_auth_failures */
     uint8_t unavailable;/* counted as logins_unavailable (else logins_failed) */
+    uint8_t untested;   /* counts for the session only: the password was not tested, so
+                           the shared counters take it back as an attempt that proved
+                           nothing (a blocked attempt must not block the address further:
+                           a burst of right logins from a webmail host would) */
 };
 
 /* Unknown users, wrong passwords and blocks get the same answer: the client
@@ -96,7 +100,7 @@ static const struct login_refusal_info login_refusals[] = {
     [LOGIN_REFUSE_UNKNOWN] = {LOGIN_AUTH_FAILED, "unknown user", LOG_INFO, 1, 0},
     [LOGIN_REFUSE_WRONG_PASSWORD] = {LOGIN_AUTH_FAILED, "wrong password", LOG_INFO, 1, 0},
     [LOGIN_REFUSE_BLOCKED] = {LOGIN_AUTH_FAILED, "blocked by the brute-force counters", LOG_INFO,
-                              1, 0},
+                              1, 0, 1},
     [LOGIN_REFUSE_DISABLED] = {"CONTACTADMIN", "Account disabled", "account disabled", LOG_INFO,
                                0, 0},
     [LOGIN_REFUSE_AUTHZID] = {"AUTHORIZATIONFAILED", "Not allowed to act as that user",
@@ -137,7 +141,8 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
         s->auth_failures++;
     }
     if (s->login_flags & SESSION_L_COUNTED) {
-        dir_bf_settle(s->env->dir, s->user, s->client_ip, r->counts ? DIR_BF_FAILURE : DIR_BF_VOID);
+        dir_bf_settle(s->env->dir, s->user, s->client_ip,
+                      r->counts && !r->untested ? DIR_BF_FAILURE : DIR_BF_VOID);
     }
     if (r->unavailable) {
         s->env->stats.logins_unavailable++;
