@@ -38,6 +38,8 @@ struct backend_login_params {
     unsigned connect_timeout_ms;
     unsigned greeting_timeout_ms;     /* for everything after connect */
     const char *session_id;           /* for log lines; NULL for a warm connection */
+    int oauth;                        /* password is an OAuth token: log in with the
+                                         backend's AUTH=OAUTHBEARER or AUTH=XOAUTH2 */
 };
 
 /* code: the response code of a refusal ("AUTHENTICATIONFAILED", ...) or NULL;

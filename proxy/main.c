@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "proxy/audit.h"
 #include "proxy/conncap.h"
+#include "proxy/oauth.h"
 #include "proxy/tls.h"
 #include "proxy/verify.h"
 #include "proxy/worker.h"
@@ -190,6 +191,10 @@ static int main_run(struct config *cfg)
             goto out;
         }
     }
+    if (oauth_init(cfg) != 0) {
+        log_msg(LOG_ERR, "cannot start OAuth token validation");
+        goto out;
+    }
     m.conncap = main_conncap(cfg, n, nofile);
     if (m.conncap == NULL) {
         log_msg(LOG_ERR, "out of memory");
@@ -248,6 +253,7 @@ out:
     }
     SSL_CTX_free(server_ctx);
     verify_cleanup();      /* after the workers: every loop closed its side */
+    oauth_cleanup();       /* likewise */
     conncap_free(m.conncap); /* after the workers: every session gave its ticket back */
     uv_loop_close(loop);
     return rc;

@@ -74,8 +74,11 @@ static const struct login_refusal_info login_refusals[] = {
                                      LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_BUSY] = {LOGIN_TEMP_FAILURE, "password check queue full", LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_INTERNAL] = {LOGIN_TEMP_FAILURE, "unavailable", LOG_ERR, 0, 1},
+    [LOGIN_REFUSE_TOKEN] = {LOGIN_AUTH_FAILED, "token refused", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_TOKEN_UNAVAILABLE] = {LOGIN_TEMP_FAILURE, "token check unavailable",
+                                        LOG_WARNING, 0, 1},
 };
-_Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_INTERNAL + 1,
+_Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_LAST + 1,
                "an answer per refusal");
 
 void session_login_refuse(struct session *s, enum login_refusal why, const char *code,
@@ -96,7 +99,9 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
         s->env->stats.logins_failed++;
     }
     session_audit_event(s, "login", "failed", r->reason);
-    session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
+    if (!session_oauth_refused(s, code != NULL ? code : r->code, r->text)) {
+        session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
+    }
     session_login_clear(s);
     s->user[0] = '\0';
     s->auth_user[0] = '\0';
@@ -198,7 +203,12 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
             s->login_flags |= SESSION_L_UNKNOWN;
         }
     }
-    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL)) {
+    if (s->oauth_state == SESSION_OAUTH_VALID) {
+        /* the token proved the identity: known to the issuer is known */
+        s->login_flags &= ~SESSION_L_UNKNOWN;
+    }
+    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL) &&
+        s->oauth_state != SESSION_OAUTH_VALID) {
         /* a master login would let in anyone: only verified users get one */
         if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
             session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
@@ -274,6 +284,11 @@ void session_login_cache_ready(struct session *s, int hit)
 
 static enum login_next session_login_cache(struct session *s)
 {
+    if (s->oauth_mech != 0 && s->oauth_state != SESSION_OAUTH_VALID) {
+        /* a refused token must not find a connection parked by its valid past */
+        session_login_goto(s, LOGIN_STEP_VERIFY);
+        return LOGIN_GO;
+    }
     switch (session_park_take(s)) {
     case SESSCACHE_MISS:
         session_login_goto(s, LOGIN_STEP_VERIFY);
@@ -323,6 +338,9 @@ static void session_on_verified(void *ctx, int result)
 
 static enum login_next session_login_verify(struct session *s)
 {
+    if (s->oauth_mech != 0) {
+        return session_oauth_verify(s); /* the token was checked: no password here */
+    }
     if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
         const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
                                                                                       : s->hash;
@@ -375,6 +393,10 @@ static int session_login_backend_start(struct session *s, int warm_ok)
         p.authzid = target;
         p.user = b->master_user;
         p.password = b->master_password;
+    } else if (s->oauth_mech != 0) {
+        p.user = target; /* the token passes through: the backend checks it again */
+        p.password = s->password;
+        p.oauth = 1;
     } else if (s->auth_user[0] != '\0') {
         p.authzid = target; /* checked in the lookup: the backend decides */
         p.user = s->auth_user;

@@ -13,6 +13,7 @@
 #include "proxy/conncap.h"
 #include "proxy/directory.h"
 #include "proxy/listener.h"
+#include "proxy/oauth.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
 #include "proxy/session.h"
@@ -165,6 +166,7 @@ static void worker_on_drain_timer(uv_timer_t *t)
         sesscache_free(w->env.cache);
         w->env.cache = NULL;
         verify_loop_close(&w->loop); /* no session is left, so no check is in flight */
+        oauth_loop_close(&w->loop);
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         dir_close(w->env.dir);
         w->env.dir = NULL;
@@ -240,6 +242,9 @@ static void worker_main(void *arg)
     struct worker *w = arg;
     size_t i;
 
+    if (oauth_loop_open(&w->loop) != 0) {
+        log_msg(LOG_ERR, "worker %u: cannot take OAuth token checks", w->env.worker_id);
+    }
     w->env.dir = dir_new(&w->loop, w->env.cfg, &worker_dir_ops, w);
     if (w->env.dir != NULL && verify_loop_open(&w->loop) != 0) {
         dir_close(w->env.dir);
@@ -254,6 +259,7 @@ static void worker_main(void *arg)
     }
     if (w->env.dir == NULL) {
         verify_loop_close(&w->loop);
+        oauth_loop_close(&w->loop);
     }
     if (w->env.dir == NULL) {
         snprintf(w->err, sizeof(w->err), "out of memory");
@@ -283,6 +289,7 @@ static void worker_main(void *arg)
         audit_queue_close(w->env.audit);
         w->env.audit = NULL;
         verify_loop_close(&w->loop);
+        oauth_loop_close(&w->loop);
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
