@@ -17,10 +17,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "common/http_answer.h"
 #include "common/secret.h"
 
 #define OAUTH_HTTP_MAX_HOST_LEN 255
-#define OAUTH_HTTP_MAX_CHUNK_HEX 8 /* hex digits of a chunk size */
 
 enum oauth_http_state {
     OH_CONNECT,   /* connect(2) in progress */
@@ -251,100 +251,23 @@ static int oauth_http_ssl_wait(struct oauth_http_req *r, int ret, const char *wh
     }
 }
 
-/* oauth_http_dechunk decodes a chunked body in place; returns its length,
- * or -1 for a malformed or incomplete one. */
-static long oauth_http_dechunk(char *b, size_t len)
-{
-    size_t in = 0, out = 0;
-    for (;;) {
-        size_t digits = 0, size = 0;
-        while (in < len && digits <= OAUTH_HTTP_MAX_CHUNK_HEX) {
-            char c = b[in];
-            int v = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
-                                                         ? (c | 0x20) - 'a' + 10 : -1;
-            if (v < 0) {
-                break;
-            }
-            size = size * 16 + (size_t)v;
-            digits++;
-            in++;
-        }
-        if (digits == 0 || digits > OAUTH_HTTP_MAX_CHUNK_HEX) {
-            return -1;
-        }
-        char *eol = memchr(b + in, '\n', len - in); /* chunk extensions are skipped */
-        if (eol == NULL) {
-            return -1;
-        }
-        in = (size_t)(eol - b) + 1;
-        if (size == 0) {
-            return (long)out;
-        }
-        if (size > len - in || len - in - size < 2) {
-            return -1;
-        }
-        memmove(b + out, b + in, size);
-        out += size;
-        in += size + 2; /* CRLF after the data */
-    }
-}
-
-/* oauth_http_parse reads status, headers and body of what was read.
- * Returns 1 when the answer is complete (r is done), 0 when more is needed
- * (only before EOF). */
+/* oauth_http_parse looks at what was read; returns 1 when r is done. */
 static int oauth_http_parse(struct oauth_http_req *r, int eof)
 {
-    char *head_end = r->in != NULL ? strstr(r->in, "\r\n\r\n") : NULL;
-    if (head_end == NULL) {
-        if (eof || r->in_len > OAUTH_HTTP_MAX_HEAD_LEN) {
-            oauth_http_fail(r, eof ? "incomplete HTTP answer" : "HTTP headers too long");
-            return 1;
-        }
+    struct http_answer a;
+    char empty[1] = "";
+    switch (http_answer_parse(&a, r->in != NULL ? r->in : empty, r->in_len, eof)) {
+    case HTTP_ANSWER_MORE:
         return 0;
-    }
-    int major = 0, minor = 0, status = 0;
-    if (sscanf(r->in, "HTTP/%d.%d %3d", &major, &minor, &status) != 3 || status < 100 ||
-        status > 599) {
-        oauth_http_fail(r, "not an HTTP answer");
+    case HTTP_ANSWER_ERROR:
+        oauth_http_fail(r, a.error);
         return 1;
+    case HTTP_ANSWER_DONE:
+        break;
     }
-    char *body = head_end + 4;
-    size_t have = r->in_len - (size_t)(body - r->in);
-    long clen = -1;
-    int chunked = 0;
-    for (char *l = strstr(r->in, "\r\n") + 2; l < head_end; l = strstr(l, "\r\n") + 2) {
-        if (strncasecmp(l, "Content-Length:", 15) == 0) {
-            clen = strtol(l + 15, NULL, 10);
-        } else if (strncasecmp(l, "Transfer-Encoding:", 18) == 0) {
-            chunked = strstr(l, "chunked") != NULL && strstr(l, "chunked") < strstr(l, "\r\n");
-        }
-    }
-    if (chunked) {
-        if (!eof) {
-            return 0; /* Connection: close: the end of the stream ends it */
-        }
-        long n = oauth_http_dechunk(body, have);
-        if (n < 0) {
-            oauth_http_fail(r, "bad chunked encoding");
-            return 1;
-        }
-        have = (size_t)n;
-    } else if (clen >= 0) {
-        if ((size_t)clen > have) {
-            if (eof) {
-                oauth_http_fail(r, "incomplete HTTP answer");
-                return 1;
-            }
-            return 0;
-        }
-        have = (size_t)clen;
-    } else if (!eof) {
-        return 0;
-    }
-    body[have] = '\0';
-    r->body = body;
-    r->body_len = have;
-    r->status = status;
+    r->body = a.body;
+    r->body_len = a.body_len;
+    r->status = a.status;
     r->state = OH_DONE;
     return 1;
 }
@@ -355,7 +278,7 @@ static int oauth_http_read(struct oauth_http_req *r)
     for (;;) {
         if (r->in_cap - r->in_len < 4096 + 1) {
             size_t cap = r->in_cap > 0 ? r->in_cap * 2 : 8192;
-            if (cap > OAUTH_HTTP_MAX_BODY_LEN + OAUTH_HTTP_MAX_HEAD_LEN + 8192) {
+            if (cap > OAUTH_HTTP_MAX_BODY_LEN + HTTP_ANSWER_MAX_HEAD_LEN + 8192) {
                 oauth_http_fail(r, "HTTP answer too long");
                 return 1;
             }

@@ -20,7 +20,6 @@
 #include <openssl/ssl.h>
 
 #define OAUTH_HTTP_MAX_BODY_LEN (1u << 20) /* bytes of an answer's body */
-#define OAUTH_HTTP_MAX_HEAD_LEN 16384      /* bytes of its status line and headers */
 
 struct oauth_http_req;
 
