@@ -176,7 +176,11 @@ void session_oauth_start(struct session *s, const char *b64, size_t len)
         session_wipe(&s->password);
         s->oauth_state = SESSION_OAUTH_INVALID;
         session_login_refuse(s, r == UV_E2BIG ? LOGIN_REFUSE_TOKEN : LOGIN_REFUSE_TOKEN_UNAVAILABLE,
-                             NULL, r == UV_E2BIG ? "token too long" : uv_strerror(r));
+                             NULL,
+                             r == UV_E2BIG    ? "token too long"
+                             : r == UV_ENOENT ? "oauth entry not known since start-up (restart)"
+                             : r == UV_EBUSY  ? "token check queue full"
+                                              : "token check not running");
         return;
     }
     session_set_state(s, SESSION_LOGGING_IN);
