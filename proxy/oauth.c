@@ -901,6 +901,22 @@ int oauth_validate(uv_loop_t *loop, const char *domain, const char *token, size_
     return 0;
 }
 
+int oauth_token_key(char out[2 * OAUTH_KEY_LEN + 1], const char *token, size_t token_len)
+{
+    uint8_t key[OAUTH_KEY_LEN];
+    unsigned hl = 0;
+    if (!oauth_g.running) {
+        return UV_EINVAL;
+    }
+    HMAC(EVP_sha256(), oauth_g.hmac_key, sizeof(oauth_g.hmac_key), (const uint8_t *)token,
+         token_len, key, &hl);
+    for (size_t i = 0; i < OAUTH_KEY_LEN; i++) {
+        snprintf(out + 2 * i, 3, "%02x", key[i]);
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    return 0;
+}
+
 void oauth_stats(uv_loop_t *loop, struct oauth_stats *out)
 {
     memset(out, 0, sizeof(*out));

@@ -100,6 +100,11 @@ void oauth_loop_close(uv_loop_t *loop);
 int oauth_validate(uv_loop_t *loop, const char *domain, const char *token, size_t token_len,
                    oauth_cb cb, void *ctx);
 
+/* oauth_token_key writes the keyed hash of a token (HMAC-SHA256 under the
+ * process's random key, the one the introspection cache uses) to out as 64
+ * hex digits and a NUL.  Returns 0, or UV_EINVAL when oauth does not run. */
+int oauth_token_key(char out[2 * OAUTH_KEY_LEN + 1], const char *token, size_t token_len);
+
 /* oauth_stats copies loop's counters (zero when not open). */
 void oauth_stats(uv_loop_t *loop, struct oauth_stats *out);
 

@@ -175,6 +175,10 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         return;
     }
     s->route = res->backend;
+    if (session_oauth_routed(s) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
+    }
     s->kick_gen = res->kick_gen;
     snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;

@@ -16,6 +16,8 @@
 
 #include <uv.h>
 
+#include <openssl/mem.h>
+
 #include "common/log.h"
 #include "common/sasl_oauth.h"
 #include "common/schema.h"
@@ -243,4 +245,20 @@ void session_oauth_reply(struct session *s)
     session_sendf(s, "%s NO [%s] %s\r\n", s->tag, s->oauth_no_code, s->oauth_no_text);
     s->oauth_no_code = NULL;
     s->oauth_no_text = NULL;
+}
+
+int session_oauth_routed(struct session *s)
+{
+    char key[2 * OAUTH_KEY_LEN + 1];
+    if (s->oauth_mech == 0 || s->password == NULL ||
+        (s->oauth_state == SESSION_OAUTH_VALID && s->route->auth != CONFIG_BACKEND_AUTH_MASTER)) {
+        return 0;
+    }
+    int r = oauth_token_key(key, s->password, strlen(s->password));
+    session_wipe(&s->password);
+    if (r == 0) {
+        s->password = strdup(key);
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    return s->password != NULL ? 0 : UV_ENOMEM;
 }

@@ -296,6 +296,11 @@ enum login_next session_oauth_verify(struct session *s);
 int session_oauth_refused(struct session *s, const char *code, const char *text);
 /* session_oauth_reply: the client's line after the error challenge. */
 void session_oauth_reply(struct session *s);
+/* session_oauth_routed: the lookup chose s->route.  Unless the token goes on
+ * to the backend (a pass-through backend and a valid token), the session
+ * keeps only its keyed hash from here on (the session cache key).  Returns
+ * 0, or UV_ENOMEM (the caller refuses the login). */
+int session_oauth_routed(struct session *s);
 
 /* --- session_relay.c ------------------------------------------------------------ */
 
