@@ -641,7 +641,7 @@ static void oauth_poll(long wait_ms)
             break;
         }
         struct oauth_call *h = LIST_ITEM(l, struct oauth_call, link);
-        uint64_t deadline = oauth_http_poll(h->req, &pfds[n + 1]);
+        uint64_t deadline = oauth_http_poll(h->req, &pfds[n + 1], now);
         if (deadline <= now) {
             wait_ms = 0;
         } else if ((long)(deadline - now) < wait_ms) {
@@ -667,6 +667,7 @@ static void oauth_poll(long wait_ms)
             oauth_call_done(calls[i]);
         }
     }
+    oauth_http_reap(0);
 }
 
 static void oauth_wake(void)
@@ -730,6 +731,7 @@ static void oauth_thread(void *arg)
         }
         oauth_call_free(h);
     }
+    oauth_http_reap(1);
 }
 
 /* --- the loops' side ------------------------------------------------------------------ */

@@ -1,4 +1,5 @@
 /* oauth_http: a small non-blocking HTTP/1.1 client (see oauth_http.h). */
+#define _GNU_SOURCE /* getaddrinfo_a (glibc) */
 #include "proxy/oauth_http.h"
 
 #include <arpa/inet.h>
@@ -22,7 +23,11 @@
 
 #define OAUTH_HTTP_MAX_HOST_LEN 255
 
+#define OAUTH_HTTP_RESOLVE_POLL_MS 5 /* how often a name resolution is looked at */
+#define OAUTH_HTTP_MAX_ORPHANS 256   /* resolutions given up but still running */
+
 enum oauth_http_state {
+    OH_RESOLVE,   /* getaddrinfo_a in progress */
     OH_CONNECT,   /* connect(2) in progress */
     OH_TLS,       /* handshake */
     OH_SEND,      /* writing the request */
@@ -30,8 +35,23 @@ enum oauth_http_state {
     OH_DONE,
 };
 
+/* A name resolution (glibc's getaddrinfo_a on a thread of its own): its own
+ * allocation, because one still running when its request ends cannot be
+ * freed before it finishes (oauth_http_reap). */
+struct oauth_http_dns {
+    struct gaicb cb;
+    struct addrinfo hints;
+    char host[OAUTH_HTTP_MAX_HOST_LEN + 1];
+    char port[8];
+};
+
+static struct oauth_http_dns *oauth_http_orphans[OAUTH_HTTP_MAX_ORPHANS];
+static size_t oauth_http_num_orphans;
+
 struct oauth_http_req {
     enum oauth_http_state state;
+    struct oauth_http_dns *dns;  /* with OH_RESOLVE */
+    int tls;
     int fd;
     SSL *ssl;                   /* https only */
     short want;                 /* POLLIN / POLLOUT */
@@ -168,7 +188,6 @@ struct oauth_http_req *oauth_http_start(const struct oauth_http_params *p, uint6
     char host[OAUTH_HTTP_MAX_HOST_LEN + 1], port[8];
     const char *path = NULL;
     int tls = 0;
-    struct addrinfo hints, *res = NULL;
 
     *out_err = NULL;
     if (oauth_http_parse_url(p->url, &tls, host, port, &path) != 0) {
@@ -191,28 +210,13 @@ struct oauth_http_req *oauth_http_start(const struct oauth_http_params *p, uint6
         *out_err = "out of memory";
         return NULL;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL) {
-        oauth_http_free(r);
-        *out_err = "host not resolved";
-        return NULL;
-    }
-    r->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (r->fd < 0 || (connect(r->fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS)) {
-        freeaddrinfo(res);
-        oauth_http_free(r);
-        *out_err = "cannot connect";
-        return NULL;
-    }
-    freeaddrinfo(res);
+    r->tls = tls;
     if (tls) {
         r->ssl = SSL_new(p->tls_ctx);
         unsigned char ip[16];
         int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
         X509_VERIFY_PARAM *param = r->ssl != NULL ? SSL_get0_param(r->ssl) : NULL;
-        if (r->ssl == NULL || !SSL_set_fd(r->ssl, r->fd) ||
+        if (r->ssl == NULL ||
             (is_ip ? !X509_VERIFY_PARAM_set1_ip_asc(param, host)
                    : (!SSL_set_tlsext_host_name(r->ssl, host) ||
                       !X509_VERIFY_PARAM_set1_host(param, host, strlen(host))))) {
@@ -222,16 +226,115 @@ struct oauth_http_req *oauth_http_start(const struct oauth_http_params *p, uint6
         }
         SSL_set_connect_state(r->ssl);
     }
-    r->state = OH_CONNECT;
-    r->want = POLLOUT;
+    /* resolved on a thread of glibc's: a slow resolver must not stop the
+       oauth thread's other work */
+    r->dns = calloc(1, sizeof(*r->dns));
+    if (r->dns == NULL) {
+        oauth_http_free(r);
+        *out_err = "out of memory";
+        return NULL;
+    }
+    snprintf(r->dns->host, sizeof(r->dns->host), "%s", host);
+    snprintf(r->dns->port, sizeof(r->dns->port), "%s", port);
+    r->dns->hints.ai_family = AF_UNSPEC;
+    r->dns->hints.ai_socktype = SOCK_STREAM;
+    r->dns->cb.ar_name = r->dns->host;
+    r->dns->cb.ar_service = r->dns->port;
+    r->dns->cb.ar_request = &r->dns->hints;
+    struct gaicb *list[1] = {&r->dns->cb};
+    if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) {
+        free(r->dns);
+        r->dns = NULL;
+        oauth_http_free(r);
+        *out_err = "cannot resolve";
+        return NULL;
+    }
+    r->state = OH_RESOLVE;
+    r->want = 0;
     return r;
 }
 
-uint64_t oauth_http_poll(const struct oauth_http_req *r, struct pollfd *pfd)
+/* oauth_http_connect: the name is resolved; connect to its first address. */
+static int oauth_http_connect(struct oauth_http_req *r)
 {
-    pfd->fd = r->state == OH_DONE ? -1 : r->fd;
+    struct addrinfo *res = r->dns->cb.ar_result;
+    int e = gai_error(&r->dns->cb);
+    if (e != 0 || res == NULL) {
+        oauth_http_fail(r, "host not resolved");
+        return 1;
+    }
+    r->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int bad = r->fd < 0 ||
+              (connect(r->fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS);
+    freeaddrinfo(res);
+    free(r->dns);
+    r->dns = NULL;
+    if (bad) {
+        oauth_http_fail(r, "cannot connect");
+        return 1;
+    }
+    if (r->ssl != NULL && !SSL_set_fd(r->ssl, r->fd)) {
+        oauth_http_fail(r, "out of memory");
+        return 1;
+    }
+    r->state = OH_CONNECT;
+    r->want = POLLOUT;
+    return 0;
+}
+
+void oauth_http_reap(int wait)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < oauth_http_num_orphans; i++) {
+        struct oauth_http_dns *d = oauth_http_orphans[i];
+        if (wait) {
+            const struct gaicb *list[1] = {&d->cb};
+            while (gai_error(&d->cb) == EAI_INPROGRESS) {
+                gai_suspend(list, 1, NULL);
+            }
+        }
+        if (gai_error(&d->cb) == EAI_INPROGRESS) {
+            oauth_http_orphans[k++] = d;
+            continue;
+        }
+        if (d->cb.ar_result != NULL) {
+            freeaddrinfo(d->cb.ar_result);
+        }
+        free(d);
+    }
+    oauth_http_num_orphans = k;
+}
+
+/* oauth_http_drop_dns ends r's resolution: freed now, or left to
+ * oauth_http_reap while glibc still runs it. */
+static void oauth_http_drop_dns(struct oauth_http_req *r)
+{
+    struct oauth_http_dns *d = r->dns;
+    r->dns = NULL;
+    if (d == NULL) {
+        return;
+    }
+    if (gai_error(&d->cb) == EAI_INPROGRESS && gai_cancel(&d->cb) == EAI_NOTCANCELED) {
+        if (oauth_http_num_orphans == OAUTH_HTTP_MAX_ORPHANS) {
+            oauth_http_reap(1); /* bounded memory before all else */
+        }
+        oauth_http_orphans[oauth_http_num_orphans++] = d;
+        return;
+    }
+    if (gai_error(&d->cb) == 0 && d->cb.ar_result != NULL) {
+        freeaddrinfo(d->cb.ar_result);
+    }
+    free(d);
+}
+
+uint64_t oauth_http_poll(const struct oauth_http_req *r, struct pollfd *pfd, uint64_t now_ms)
+{
+    pfd->fd = r->state == OH_DONE || r->state == OH_RESOLVE ? -1 : r->fd;
     pfd->events = r->want;
     pfd->revents = 0;
+    if (r->state == OH_RESOLVE && now_ms + OAUTH_HTTP_RESOLVE_POLL_MS < r->deadline_ms) {
+        return now_ms + OAUTH_HTTP_RESOLVE_POLL_MS;
+    }
     return r->deadline_ms;
 }
 
@@ -333,8 +436,15 @@ int oauth_http_step(struct oauth_http_req *r, short revents, uint64_t now_ms)
         return 1;
     }
     if (now_ms >= r->deadline_ms) {
-        oauth_http_fail(r, "HTTP request timed out");
+        oauth_http_fail(r, r->state == OH_RESOLVE ? "host name resolution timed out"
+                                                  : "HTTP request timed out");
         return 1;
+    }
+    if (r->state == OH_RESOLVE) {
+        if (gai_error(&r->dns->cb) == EAI_INPROGRESS) {
+            return 0;
+        }
+        return oauth_http_connect(r);
     }
     if (revents == 0) {
         return 0;
@@ -400,6 +510,7 @@ void oauth_http_free(struct oauth_http_req *r)
     if (r == NULL) {
         return;
     }
+    oauth_http_drop_dns(r);
     SSL_free(r->ssl);
     if (r->fd >= 0) {
         close(r->fd);

@@ -205,11 +205,13 @@ static void setup(void)
              "    - {domain: intro.test, introspection_url: \"http://127.0.0.1:%u/introspect\","
              " client_id: mux, client_secret: s3cret, negative_cache_s: 60}\n"
              "    - {domain: down.test, introspection_url: \"http://127.0.0.1:%u/introspect\","
-             " client_id: mux, client_secret: s3cret, http_timeout_ms: 2000}\n",
+             " client_id: mux, client_secret: s3cret, http_timeout_ms: 2000}\n"
+             "    - {domain: nodns.test, introspection_url: \"http://no-such-host.invalid/i\","
+             " client_id: mux, client_secret: s3cret, http_timeout_ms: 3000}\n",
              jwks_path, stub.port, stub.port, ntohs(sa.sin_port));
     cfg = config_parse(err, sizeof(err), "test", text, strlen(text));
     cr_assert_not_null(cfg, "%s", err);
-    cr_assert_eq(cfg->oauth.num_domains, 4);
+    cr_assert_eq(cfg->oauth.num_domains, 5);
     cr_assert_eq(oauth_init(cfg), 0);
     cr_assert_eq(uv_loop_init(&loop), 0);
     cr_assert_eq(oauth_loop_open(&loop), 0);
@@ -345,4 +347,14 @@ Test(oauth, endpoint_down_is_unavailable)
     struct oauth_process_stats ps;
     oauth_process_stats(&ps);
     cr_assert_eq(ps.introspection_failures, 2);
+}
+
+Test(oauth, unresolvable_host_is_unavailable)
+{
+    struct answer a = validate("nodns.test", "some-token");
+    cr_assert_eq(a.res.status, OAUTH_UNAVAILABLE);
+    /* the thread goes on with other work meanwhile and afterwards */
+    char *t = mint(JWT_ALG_ES256, "ec1", 600);
+    cr_assert_eq(validate("example.com", t).res.status, OAUTH_VALID);
+    free(t);
 }
