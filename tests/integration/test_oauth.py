@@ -429,5 +429,20 @@ class OAuthTest(unittest.TestCase):
                 self.assertNotIn(b64, log)
 
 
+class NoOAuthConfiguredTest(harness.ProxyTestCase):
+    """Without an oauth section nothing of it is offered or taken."""
+
+    def test_not_advertised_nor_accepted(self):
+        s, greeting = self.mux.raw_tls()
+        self.assertNotIn(b"OAUTHBEARER", greeting)
+        self.assertNotIn(b"XOAUTH2", greeting)
+        self.assertIn(b"AUTH=PLAIN", greeting)
+        for mech in (b"OAUTHBEARER", b"XOAUTH2"):
+            s.sendall(b"a AUTHENTICATE " + mech + b" bixhPWFAYiwBYXV0aD1CZWFyZXIgeAEB\r\n")
+            self.assertEqual(harness.read_line(s),
+                             b"a NO [CANNOT] Unsupported authentication mechanism\r\n")
+        s.close()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
