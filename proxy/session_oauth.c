@@ -143,6 +143,7 @@ void session_oauth_start(struct session *s, const char *b64, size_t len)
         return;
     }
     s->oauth_state = SESSION_OAUTH_NONE;
+    s->oauth_domain = NULL;
     s->user[0] = '\0';
     s->auth_user[0] = '\0';
     if (m.user[0] != '\0' && schema_normalize(s->user, m.user, strlen(m.user)) != 0) {
