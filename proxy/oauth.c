@@ -1,13 +1,16 @@
 /* oauth: token validation on a thread of its own (see oauth.h).
  *
  * Threads: loops submit jobs (oauth_validate) into oauth_g.queue under the
- * mutex and wake the thread through a pipe.  The thread alone owns
- * the domains' key sets, the HTTP requests and the introspection cache; a
- * finished job goes to its loop's done list under the mutex, and the loop's
- * uv_async_t delivers it. */
+ * mutex and wake the thread through a pipe.  The thread alone owns the
+ * domains' key sets (replacing them; each set is reference counted), the
+ * HTTP requests and the introspection cache.  A JWT job whose kid is known
+ * goes, with a reference to the set, to the signers' queue (oauth_s).  A
+ * finished job goes to its loop's done list under oauth_g.mu, from whichever
+ * thread decided it, and the loop's uv_async_t delivers it. */
 #include "proxy/oauth.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -38,6 +41,14 @@
 #define OAUTH_CACHE_BUCKETS 4096            /* introspection cache hash table */
 #define OAUTH_CACHE_MAX_ENTRIES 100000      /* introspection results held at most */
 #define OAUTH_MAX_QUEUED 4096               /* jobs waiting for the thread, at most */
+#define OAUTH_MAX_SIGNERS 4                 /* threads that check JWT signatures */
+
+/* A key set shared by the oauth thread (which replaces it) and the signer
+ * threads (which check signatures with it): freed with its last reference. */
+struct oauth_keys {
+    atomic_int refs;
+    struct jwt_keyset *ks;      /* owned */
+};
 
 struct oauth_loop {
     struct list_link link;      /* in oauth_g.loops; under the mutex */
@@ -51,7 +62,7 @@ struct oauth_loop {
 
 struct oauth_domain {
     const struct config_oauth_domain *cfg; /* in oauth_g.cfg */
-    struct jwt_keyset *keys;    /* thread only (after init) */
+    struct oauth_keys *keys;    /* the current set, or NULL; replaced by the thread only */
     uint64_t next_refresh_ms;   /* monotonic: the next background fetch */
     uint64_t last_ondemand_ms;  /* the last fetch started for an unknown kid */
     struct oauth_call *fetch;   /* the key set fetch in flight, or NULL */
@@ -69,6 +80,7 @@ struct oauth_job {
     char *token;                /* secret; wiped as soon as it is decided */
     size_t token_len;
     uint8_t key[OAUTH_KEY_LEN]; /* keyed hash of the token */
+    struct oauth_keys *keys;    /* with a signer: the set to check with (a reference) */
     oauth_cb cb;
     void *ctx;
     struct oauth_result res;
@@ -118,15 +130,52 @@ static struct {
     size_t cache_entries;
 } oauth_g;
 
+/* The signer threads: JWT signature and claim checks are CPU work, so they
+ * run beside the oauth thread, one job at a time each. */
+static struct {
+    uv_thread_t threads[OAUTH_MAX_SIGNERS];
+    unsigned num_threads;
+    uv_mutex_t mu;
+    uv_cond_t cond;
+    struct list_link queue;     /* struct oauth_job with keys set; under mu */
+    int stop;
+} oauth_s;
+
 static uint64_t oauth_now_ms(void)
 {
     return uv_hrtime() / 1000000u;
+}
+
+static struct oauth_keys *oauth_keys_new(struct jwt_keyset *ks)
+{
+    struct oauth_keys *k = malloc(sizeof(*k));
+    if (k == NULL) {
+        jwt_keyset_free(ks);
+        return NULL;
+    }
+    atomic_init(&k->refs, 1);
+    k->ks = ks;
+    return k;
+}
+
+static void oauth_keys_unref(struct oauth_keys *k)
+{
+    if (k != NULL && atomic_fetch_sub(&k->refs, 1) == 1) {
+        jwt_keyset_free(k->ks);
+        free(k);
+    }
+}
+
+static const struct jwt_keyset *oauth_keys_set(const struct oauth_keys *k)
+{
+    return k != NULL ? k->ks : NULL;
 }
 
 /* --- jobs ---------------------------------------------------------------------- */
 
 static void oauth_job_free(struct oauth_job *j)
 {
+    oauth_keys_unref(j->keys);
     if (j->token != NULL) {
         secret_free(j->token, j->token_len + 1);
     }
@@ -269,7 +318,7 @@ static void oauth_jwt_run(struct oauth_job *j)
         oauth_finish(j, OAUTH_INVALID, jwt_strerror(r));
         return;
     }
-    int known = jwt_keyset_has(d->keys, t.kid);
+    int known = jwt_keyset_has(oauth_keys_set(d->keys), t.kid);
     int wait = !known && oauth_kid_may_fetch(d, t.kid, oauth_now_ms());
     jwt_cleanup(&t);
     if (wait) {
@@ -288,20 +337,17 @@ static void oauth_jwt_run(struct oauth_job *j)
     oauth_jwt_decide(j);
 }
 
-/* oauth_jwt_decide checks signature and claims with the keys at hand. */
-static void oauth_jwt_decide(struct oauth_job *j)
+/* oauth_jwt_check checks signature and claims with j->keys and finishes j
+ * (a signer thread). */
+static void oauth_jwt_check(struct oauth_job *j)
 {
-    struct oauth_domain *d = j->dom;
-    const struct config_oauth_domain *c = d->cfg;
+    const struct config_oauth_domain *c = j->dom->cfg;
     struct jwt t;
     char identity[JWT_MAX_IDENTITY_LEN + 1];
     time_t exp = 0;
     int r = jwt_parse(&t, j->token, j->token_len);
     if (r == 0) {
-        r = jwt_verify_signature(&t, j->token, d->keys);
-        if (r == JWT_E_UNKNOWN_KID && c->jwks_url != NULL) {
-            oauth_kid_note_unknown(d, t.kid);
-        }
+        r = jwt_verify_signature(&t, j->token, oauth_keys_set(j->keys));
     }
     if (r == 0) {
         struct jwt_policy p = {
@@ -313,11 +359,64 @@ static void oauth_jwt_decide(struct oauth_job *j)
         r = jwt_check_claims(&t, &p, time(NULL), identity, sizeof(identity), &exp);
     }
     jwt_cleanup(&t);
+    oauth_keys_unref(j->keys);
+    j->keys = NULL;
     if (r != 0) {
         oauth_finish(j, OAUTH_INVALID, jwt_strerror(r));
         return;
     }
     oauth_finish_valid(j, identity, 0);
+    OPENSSL_cleanse(identity, sizeof(identity));
+}
+
+static void oauth_signer(void *arg)
+{
+    (void)arg;
+    uv_mutex_lock(&oauth_s.mu);
+    for (;;) {
+        while (!oauth_s.stop && list_empty(&oauth_s.queue)) {
+            uv_cond_wait(&oauth_s.cond, &oauth_s.mu);
+        }
+        if (list_empty(&oauth_s.queue)) {
+            break; /* stopping, and nothing is left */
+        }
+        struct list_link *l = list_first(&oauth_s.queue);
+        list_remove(l);
+        uv_mutex_unlock(&oauth_s.mu);
+        oauth_jwt_check(LIST_ITEM(l, struct oauth_job, link));
+        uv_mutex_lock(&oauth_s.mu);
+    }
+    uv_mutex_unlock(&oauth_s.mu);
+}
+
+/* oauth_jwt_decide decides j with the keys at hand (the oauth thread): an
+ * unknown kid at once, the rest on a signer thread. */
+static void oauth_jwt_decide(struct oauth_job *j)
+{
+    struct oauth_domain *d = j->dom;
+    struct jwt t;
+    int r = jwt_parse(&t, j->token, j->token_len);
+    if (r == 0 && !jwt_keyset_has(oauth_keys_set(d->keys), t.kid)) {
+        if (d->cfg->jwks_url != NULL) {
+            oauth_kid_note_unknown(d, t.kid);
+        }
+        r = JWT_E_UNKNOWN_KID;
+    }
+    jwt_cleanup(&t);
+    if (r != 0) {
+        oauth_finish(j, OAUTH_INVALID, jwt_strerror(r));
+        return;
+    }
+    atomic_fetch_add(&d->keys->refs, 1);
+    j->keys = d->keys;
+    if (oauth_s.num_threads == 0) {
+        oauth_jwt_check(j);
+        return;
+    }
+    uv_mutex_lock(&oauth_s.mu);
+    list_push_back(&oauth_s.queue, &j->link);
+    uv_cond_signal(&oauth_s.cond);
+    uv_mutex_unlock(&oauth_s.mu);
 }
 
 static void oauth_jwks_done(struct oauth_call *h, int code, const char *body, size_t body_len,
@@ -330,12 +429,13 @@ static void oauth_jwks_done(struct oauth_call *h, int code, const char *body, si
         r = jwt_keyset_parse(&ks, body, body_len);
     }
     uint64_t now = oauth_now_ms();
-    if (r == 0) {
-        jwt_keyset_free(d->keys);
-        d->keys = ks;
+    struct oauth_keys *nk = r == 0 ? oauth_keys_new(ks) : NULL;
+    if (nk != NULL) {
+        oauth_keys_unref(d->keys); /* signers still checking with it keep it */
+        d->keys = nk;
         d->next_refresh_ms = now + (uint64_t)d->cfg->jwks_refresh_s * 1000;
         log_msg(LOG_DEBUG, "oauth: domain %s: key set fetched, %zu keys", d->cfg->domain,
-                jwt_keyset_count(ks));
+                jwt_keyset_count(nk->ks));
     } else {
         /* the keys we have stay in use: an outage of the key server must
            not log everybody out */
@@ -343,7 +443,8 @@ static void oauth_jwks_done(struct oauth_call *h, int code, const char *body, si
         d->next_refresh_ms = now + (retry < OAUTH_JWKS_RETRY_MS ? retry : OAUTH_JWKS_RETRY_MS);
         log_msg(LOG_WARNING, "oauth: domain %s: key set fetch failed (%s, HTTP %d, %s); keeping "
                 "%zu cached keys", d->cfg->domain, err, code,
-                code == 200 ? jwt_strerror(r) : "no document", jwt_keyset_count(d->keys));
+                code == 200 ? jwt_strerror(r) : "no document",
+                jwt_keyset_count(oauth_keys_set(d->keys)));
         uv_mutex_lock(&oauth_g.mu);
         oauth_g.pstats.jwks_fetch_failures++;
         uv_mutex_unlock(&oauth_g.mu);
@@ -965,7 +1066,11 @@ static int oauth_read_jwks_file(struct oauth_domain *d)
     buf = malloc(JWKS_MAX_LEN + 1);
     if (buf != NULL) {
         len = fread(buf, 1, JWKS_MAX_LEN + 1, f);
-        r = jwt_keyset_parse(&d->keys, buf, len);
+        struct jwt_keyset *ks = NULL;
+        r = jwt_keyset_parse(&ks, buf, len);
+        if (r == 0 && (d->keys = oauth_keys_new(ks)) == NULL) {
+            r = JWT_E_NOMEM;
+        }
         if (r != 0) {
             log_msg(LOG_ERR, "oauth: domain %s: %s: %s", d->cfg->domain, d->cfg->jwks_file,
                     jwt_strerror(r));
@@ -979,12 +1084,57 @@ static int oauth_read_jwks_file(struct oauth_domain *d)
 static void oauth_free_domains(void)
 {
     for (size_t i = 0; i < oauth_g.num_domains; i++) {
-        jwt_keyset_free(oauth_g.domains[i].keys);
+        oauth_keys_unref(oauth_g.domains[i].keys);
         SSL_CTX_free(oauth_g.domains[i].tls_ctx);
     }
     free(oauth_g.domains);
     oauth_g.domains = NULL;
     oauth_g.num_domains = 0;
+}
+
+/* oauth_signers_start starts one signer thread per CPU (at most
+ * OAUTH_MAX_SIGNERS); with none (no thread could start) the oauth thread
+ * checks signatures itself. */
+static void oauth_signers_start(void)
+{
+    unsigned want = uv_available_parallelism();
+    list_init(&oauth_s.queue);
+    oauth_s.stop = 0;
+    oauth_s.num_threads = 0;
+    if (uv_mutex_init(&oauth_s.mu) != 0) {
+        return;
+    }
+    if (uv_cond_init(&oauth_s.cond) != 0) {
+        uv_mutex_destroy(&oauth_s.mu);
+        return;
+    }
+    want = want < 1 ? 1 : want > OAUTH_MAX_SIGNERS ? OAUTH_MAX_SIGNERS : want;
+    while (oauth_s.num_threads < want &&
+           uv_thread_create(&oauth_s.threads[oauth_s.num_threads], oauth_signer, NULL) == 0) {
+        oauth_s.num_threads++;
+    }
+    if (oauth_s.num_threads == 0) {
+        uv_cond_destroy(&oauth_s.cond);
+        uv_mutex_destroy(&oauth_s.mu);
+    }
+}
+
+/* oauth_signers_stop lets the signers finish their queue and joins them. */
+static void oauth_signers_stop(void)
+{
+    if (oauth_s.num_threads == 0) {
+        return;
+    }
+    uv_mutex_lock(&oauth_s.mu);
+    oauth_s.stop = 1;
+    uv_cond_broadcast(&oauth_s.cond);
+    uv_mutex_unlock(&oauth_s.mu);
+    for (unsigned i = 0; i < oauth_s.num_threads; i++) {
+        uv_thread_join(&oauth_s.threads[i]);
+    }
+    oauth_s.num_threads = 0;
+    uv_cond_destroy(&oauth_s.cond);
+    uv_mutex_destroy(&oauth_s.mu);
 }
 
 int oauth_init(struct config *cfg)
@@ -1034,7 +1184,9 @@ int oauth_init(struct config *cfg)
         return UV_ENOMEM;
     }
     oauth_g.cfg = config_ref(cfg);
+    oauth_signers_start();
     if (uv_thread_create(&oauth_g.thread, oauth_thread, NULL) != 0) {
+        oauth_signers_stop();
         uv_mutex_destroy(&oauth_g.mu);
         close(oauth_g.wake[0]);
         close(oauth_g.wake[1]);
@@ -1059,6 +1211,7 @@ void oauth_cleanup(void)
     uv_mutex_unlock(&oauth_g.mu);
     oauth_wake();
     uv_thread_join(&oauth_g.thread);
+    oauth_signers_stop();
     /* jobs nobody took (every loop closed, so none is left but by a bug) */
     while (!list_empty(&oauth_g.queue)) {
         struct list_link *l = list_first(&oauth_g.queue);

@@ -11,9 +11,11 @@
  *   hash of the token, active ones until their expiry (at most cache_s),
  *   inactive ones for negative_cache_s.
  *
- * All of it runs on one thread of its own that polls its HTTP requests
- * (oauth_http: http:// and https:// through BoringSSL) and checks signatures
- * with BoringSSL; so the key sets and the cache are shared by all workers.  Completions go
+ * It runs on one thread of its own that polls its HTTP requests (oauth_http:
+ * http:// and https:// through BoringSSL) and owns the key sets and the
+ * cache, so they are shared by all workers; JWT signatures and claims are
+ * checked (BoringSSL) on a few signer threads beside it, one per CPU up to
+ * four, each with a reference to the key set it checks with.  Completions go
  * back to the submitting loop through one uv_async_t per loop, as in verify.
  *
  * Tokens are secrets: the job's copy is wiped once validated, the cache holds
