@@ -28,8 +28,10 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "common/keycount.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/netaddr.h"
 #include "common/secret.h"
 #include "proxy/oauth_http.h"
 #include "proxy/tls.h"
@@ -81,6 +83,8 @@ struct oauth_job {
     size_t token_len;
     uint8_t key[OAUTH_KEY_LEN]; /* keyed hash of the token */
     struct oauth_keys *keys;    /* with a signer: the set to check with (a reference) */
+    struct keycount_entry *client; /* the client's share it counts against, or NULL
+                                      (under oauth_g.mu) */
     oauth_cb cb;
     void *ctx;
     struct oauth_result res;
@@ -124,6 +128,9 @@ static struct {
     size_t num_queued;
     struct list_link loops;
     struct oauth_process_stats pstats;
+    struct keycount *clients;   /* validations in flight per client key */
+    size_t max_per_client;      /* limits.verify_per_client (0: no share) */
+    unsigned ipv6_prefix_len;
     /* thread only */
     struct list_link requests;
     struct oauth_cache_entry *cache[OAUTH_CACHE_BUCKETS];
@@ -175,6 +182,8 @@ static const struct jwt_keyset *oauth_keys_set(const struct oauth_keys *k)
 
 static void oauth_job_free(struct oauth_job *j)
 {
+    /* j->client is released at delivery; a job freed undelivered (shutdown)
+       goes with the table */
     oauth_keys_unref(j->keys);
     if (j->token != NULL) {
         secret_free(j->token, j->token_len + 1);
@@ -861,6 +870,8 @@ static void oauth_on_async(uv_async_t *a)
         struct oauth_job *j = LIST_ITEM(l, struct oauth_job, link);
         list_remove(l);
         uv_mutex_lock(&oauth_g.mu);
+        keycount_release(oauth_g.clients, j->client);
+        j->client = NULL;
         switch (j->res.status) {
         case OAUTH_VALID:
             ol->stats.valid++;
@@ -954,13 +965,18 @@ void oauth_loop_close(uv_loop_t *loop)
     }
 }
 
-int oauth_validate(uv_loop_t *loop, const char *domain, const char *token, size_t token_len,
-                   oauth_cb cb, void *ctx)
+int oauth_validate(uv_loop_t *loop, const char *client_ip, const char *domain, const char *token,
+                   size_t token_len, oauth_cb cb, void *ctx)
 {
     struct oauth_domain *dom = NULL;
+    char ckey[NETADDR_MAX_KEY_LEN];
     unsigned hl = 0;
 
     if (!oauth_g.running) {
+        return UV_EINVAL;
+    }
+    if (client_ip != NULL &&
+        netaddr_key(ckey, sizeof(ckey), client_ip, 32, oauth_g.ipv6_prefix_len) < 0) {
         return UV_EINVAL;
     }
     if (token_len > JWT_MAX_LEN) {
@@ -989,10 +1005,30 @@ int oauth_validate(uv_loop_t *loop, const char *domain, const char *token, size_
     j->ctx = ctx;
     uv_mutex_lock(&oauth_g.mu);
     struct oauth_loop *ol = oauth_find_loop(loop);
-    if (ol == NULL || ol->closing || oauth_g.num_queued >= OAUTH_MAX_QUEUED) {
+    int r = 0;
+    if (ol == NULL || ol->closing) {
+        r = UV_EINVAL;
+    } else if (oauth_g.num_queued >= OAUTH_MAX_QUEUED) {
+        r = UV_EBUSY;
+    } else if (client_ip != NULL) {
+        switch (keycount_acquire(oauth_g.clients, &j->client, ckey, oauth_g.max_per_client)) {
+        case KEYCOUNT_OK:
+            break;
+        case KEYCOUNT_FULL:
+            r = UV_EBUSY;
+            break;
+        case KEYCOUNT_NOMEM:
+            r = UV_ENOMEM;
+            break;
+        }
+    }
+    if (r != 0) {
+        if (r == UV_EBUSY) {
+            ol->stats.busy++;
+        }
         uv_mutex_unlock(&oauth_g.mu);
         oauth_job_free(j);
-        return ol == NULL || ol->closing ? UV_EINVAL : UV_EBUSY;
+        return r;
     }
     j->ol = ol;
     ol->num_jobs++;
@@ -1175,12 +1211,23 @@ int oauth_init(struct config *cfg)
     list_init(&oauth_g.queue);
     list_init(&oauth_g.loops);
     list_init(&oauth_g.requests);
+    oauth_g.clients = keycount_new();
+    oauth_g.max_per_client = cfg->verify_per_client;
+    oauth_g.ipv6_prefix_len = cfg->ipv6_prefix_len;
+    if (oauth_g.clients == NULL) {
+        close(oauth_g.wake[0]);
+        close(oauth_g.wake[1]);
+        oauth_free_domains();
+        return UV_ENOMEM;
+    }
     oauth_g.stop = 0;
     memset(&oauth_g.pstats, 0, sizeof(oauth_g.pstats));
     if (uv_mutex_init(&oauth_g.mu) != 0) {
         close(oauth_g.wake[0]);
         close(oauth_g.wake[1]);
         oauth_free_domains();
+        keycount_free(oauth_g.clients);
+        oauth_g.clients = NULL;
         return UV_ENOMEM;
     }
     oauth_g.cfg = config_ref(cfg);
@@ -1188,6 +1235,8 @@ int oauth_init(struct config *cfg)
     if (uv_thread_create(&oauth_g.thread, oauth_thread, NULL) != 0) {
         oauth_signers_stop();
         uv_mutex_destroy(&oauth_g.mu);
+        keycount_free(oauth_g.clients);
+        oauth_g.clients = NULL;
         close(oauth_g.wake[0]);
         close(oauth_g.wake[1]);
         oauth_free_domains();
@@ -1231,6 +1280,8 @@ void oauth_cleanup(void)
     close(oauth_g.wake[1]);
     oauth_free_domains();
     uv_mutex_destroy(&oauth_g.mu);
+    keycount_free(oauth_g.clients);
+    oauth_g.clients = NULL;
     OPENSSL_cleanse(oauth_g.hmac_key, sizeof(oauth_g.hmac_key));
     config_unref(&oauth_g.cfg);
     oauth_g.running = 0;

@@ -58,6 +58,7 @@ struct oauth_stats {
     uint64_t invalid;
     uint64_t unavailable;
     uint64_t cache_hits;   /* introspection results from the cache */
+    uint64_t busy;         /* refused at once: the queue or the client's share was full */
 };
 
 /* Counters of the process (oauth_process_stats). */
@@ -95,12 +96,16 @@ int oauth_loop_open(uv_loop_t *loop);
 void oauth_loop_close(uv_loop_t *loop);
 
 /* oauth_validate copies token (token_len bytes) and validates it with the
- * rules of the oauth domain entry named domain (its "domain" value).  cb
- * runs on loop exactly once, never from within this call.  Returns 0, or
- * (cb not called) UV_EINVAL (not running, loop not open), UV_ENOENT (no such
- * domain entry at start-up), UV_E2BIG (token too long), UV_ENOMEM. */
-int oauth_validate(uv_loop_t *loop, const char *domain, const char *token, size_t token_len,
-                   oauth_cb cb, void *ctx);
+ * rules of the oauth domain entry named domain (its "domain" value), counted
+ * against client_ip's share (a numeric address; IPv6 by its prefix of
+ * limits.ipv6_prefix_len bits; at most limits.verify_per_client validations
+ * in flight per client, as for password checks; NULL: no share).  cb runs on
+ * loop exactly once, never from within this call.  Returns 0, or (cb not
+ * called) UV_EINVAL (not running, loop not open), UV_ENOENT (no such domain
+ * entry at start-up), UV_E2BIG (token too long), UV_EBUSY (the queue or the
+ * client's share is full), UV_ENOMEM. */
+int oauth_validate(uv_loop_t *loop, const char *client_ip, const char *domain, const char *token,
+                   size_t token_len, oauth_cb cb, void *ctx);
 
 /* oauth_token_key writes the keyed hash of a token (HMAC-SHA256 under the
  * process's random key, the one the introspection cache uses) to out as 64

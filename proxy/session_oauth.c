@@ -172,7 +172,8 @@ void session_oauth_start(struct session *s, const char *b64, size_t len)
     }
     memcpy(s->password, m.token, m.token_len + 1);
     s->pending++;
-    r = oauth_validate(s->env->loop, d->domain, m.token, m.token_len, session_on_oauth, s);
+    r = oauth_validate(s->env->loop, s->client_ip, d->domain, m.token, m.token_len,
+                       session_on_oauth, s);
     sasl_oauth_cleanup(&m);
     if (r != 0) {
         s->pending--;

@@ -36,6 +36,7 @@ struct stub {
     char jwks[8192];
     char good_token[4096];  /* introspection says active for this one */
     char last_auth[256];    /* the Authorization header of the last POST */
+    unsigned delay_ms;      /* before answering an introspection */
 };
 
 static void stub_answer(int c, int code, const char *body)
@@ -89,6 +90,9 @@ static void stub_thread(void *arg)
             stub_answer(c, 200, st->jwks);
         } else if (strncmp(req, "POST /introspect ", 17) == 0 && end != NULL) {
             st->introspections++;
+            if (st->delay_ms > 0) {
+                uv_sleep(st->delay_ms);
+            }
             const char *a = strstr(req, "Authorization: ");
             if (a != NULL && a < end) {
                 snprintf(st->last_auth, sizeof(st->last_auth), "%.*s",
@@ -207,7 +211,8 @@ static void setup(void)
              "    - {domain: down.test, introspection_url: \"http://127.0.0.1:%u/introspect\","
              " client_id: mux, client_secret: s3cret, http_timeout_ms: 2000}\n"
              "    - {domain: nodns.test, introspection_url: \"http://no-such-host.invalid/i\","
-             " client_id: mux, client_secret: s3cret, http_timeout_ms: 3000}\n",
+             " client_id: mux, client_secret: s3cret, http_timeout_ms: 3000}\n"
+             "limits: {verify_per_client: 2}\n",
              jwks_path, stub.port, stub.port, ntohs(sa.sin_port));
     cfg = config_parse(err, sizeof(err), "test", text, strlen(text));
     cr_assert_not_null(cfg, "%s", err);
@@ -235,7 +240,8 @@ static struct answer validate(const char *domain, const char *token)
 {
     struct answer a;
     memset(&a, 0, sizeof(a));
-    cr_assert_eq(oauth_validate(&loop, domain, token, strlen(token), on_result, &a), 0);
+    cr_assert_eq(oauth_validate(&loop, "127.0.0.1", domain, token, strlen(token), on_result, &a),
+                 0);
     uint64_t deadline = uv_hrtime() + 10000000000ull;
     while (a.calls == 0 && uv_hrtime() < deadline) {
         uv_run(&loop, UV_RUN_ONCE);
@@ -281,7 +287,7 @@ Test(oauth, jwks_file)
     cr_assert_eq(s.started, 4);
     cr_assert_eq(s.valid, 1);
     cr_assert_eq(s.invalid, 3);
-    cr_assert_eq(oauth_validate(&loop, "nowhere.test", "x", 1, on_result, NULL), UV_ENOENT);
+    cr_assert_eq(oauth_validate(&loop, NULL, "nowhere.test", "x", 1, on_result, NULL), UV_ENOENT);
 }
 
 Test(oauth, jwks_url_and_unknown_kids)
@@ -357,4 +363,33 @@ Test(oauth, unresolvable_host_is_unavailable)
     char *t = mint(JWT_ALG_ES256, "ec1", 600);
     cr_assert_eq(validate("example.com", t).res.status, OAUTH_VALID);
     free(t);
+}
+
+Test(oauth, per_client_share)
+{
+    struct answer a[3];
+    memset(a, 0, sizeof(a));
+    uv_mutex_lock(&stub.mu);
+    stub.delay_ms = 300;
+    uv_mutex_unlock(&stub.mu);
+    /* two in flight from one client (verify_per_client: 2), the third waits
+       for nothing: refused at once; another client is not held up */
+    cr_assert_eq(oauth_validate(&loop, "127.0.0.1", "intro.test", "t1", 2, on_result, &a[0]), 0);
+    cr_assert_eq(oauth_validate(&loop, "127.0.0.1", "intro.test", "t2", 2, on_result, &a[1]), 0);
+    cr_assert_eq(oauth_validate(&loop, "127.0.0.1", "intro.test", "t3", 2, on_result, &a[2]),
+                 UV_EBUSY);
+    struct answer b;
+    memset(&b, 0, sizeof(b));
+    cr_assert_eq(oauth_validate(&loop, "127.0.0.2", "intro.test", "t4", 2, on_result, &b), 0);
+    uint64_t deadline = uv_hrtime() + 10000000000ull;
+    while ((a[0].calls == 0 || a[1].calls == 0 || b.calls == 0) && uv_hrtime() < deadline) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    cr_assert_eq(a[0].calls + a[1].calls + b.calls, 3);
+    cr_assert_eq(a[2].calls, 0);
+    /* delivered: the share is free again */
+    cr_assert_eq(validate("intro.test", "t5").res.status, OAUTH_INVALID);
+    struct oauth_stats s;
+    oauth_stats(&loop, &s);
+    cr_assert_eq(s.busy, 1);
 }
