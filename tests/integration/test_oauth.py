@@ -175,7 +175,7 @@ class OAuthTest(unittest.TestCase):
             cls.idp.stop()
         cls.tmp.close()
 
-    # --- helpers ---------------------------------------------------------------
+    # --- building blocks -------------------------------------------------------
 
     def mint(self, alg, kid, claims=None, header=None, **extra):
         now = int(time.time())
