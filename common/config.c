@@ -18,6 +18,8 @@
 
 #include <openssl/mem.h>
 
+#include "common/sni.h"
+
 /* A loader walks the libyaml document; the first error wins and stops it. */
 struct config_loader {
     yaml_document_t doc;
@@ -313,6 +315,9 @@ static const struct config_enum config_syslog_facilities[] = {
     {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}, {"authpriv", LOG_AUTHPRIV},
     {"daemon", LOG_DAEMON},
 };
+static const struct config_enum config_redis_error_policies[] = {
+    {"allow", 0}, {"refuse", 1},
+};
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
     {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
@@ -338,13 +343,24 @@ static void config_log_pair(struct config_loader *ld, struct config *c, const ch
     }
 }
 
+static void config_certificates(struct config_loader *ld, struct config *c, yaml_node_t *v);
+
 static void config_tls_pair(struct config_loader *ld, struct config *c, const char *prefix,
                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
     char kp[128];
     char **dst;
+    unsigned long n;
     config_key_path(kp, sizeof(kp), prefix, key);
-    if (strcmp(key, "cert") == 0) {
+    if (strcmp(key, "certificates") == 0) {
+        config_certificates(ld, c, v);
+        return;
+    } else if (strcmp(key, "expiry_warning_days") == 0) {
+        if (config_uint(ld, v, kp, 0, 3650, &n) == 0) {
+            c->tls_expiry_warning_days = (unsigned)n;
+        }
+        return;
+    } else if (strcmp(key, "cert") == 0) {
         dst = &c->tls_cert_file;
     } else if (strcmp(key, "key") == 0) {
         dst = &c->tls_key_file;
@@ -369,6 +385,10 @@ struct config_limit {
 
 #define CONFIG_MAX_VERIFY_THREADS 256   /* threads of the password check pool */
 #define CONFIG_MAX_VERIFY_QUEUE 1000000 /* password checks queued or running */
+#define CONFIG_MIN_SESSION_LEASE_MS 300       /* a lease renewed every 100 ms at most */
+#define CONFIG_MAX_SESSION_LEASE_MS 86400000  /* a day */
+#define CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS 600000 /* a PROXY header's wait, at most */
+#define CONFIG_MAX_PROXY_TRUSTED 256    /* networks in a listener's proxy_trusted */
 
 static const struct config_limit config_limits[] = {
     {"max_line_len", offsetof(struct config, max_line_len), 1, 1024, 0},
@@ -390,6 +410,12 @@ static const struct config_limit config_limits[] = {
     {"max_connections_per_ipv6_prefix",
      offsetof(struct config, max_connections_per_ipv6_prefix), 0, 0, 0},
     {"ipv6_prefix_len", offsetof(struct config, ipv6_prefix_len), 0, 1, 128},
+    {"max_sessions_per_user", offsetof(struct config, max_sessions_per_user), 0, 0, 0},
+    {"max_sessions_per_user_ip", offsetof(struct config, max_sessions_per_user_ip), 0, 0, 0},
+    {"session_lease_ms", offsetof(struct config, session_lease_ms), 0, 0,
+     CONFIG_MAX_SESSION_LEASE_MS},
+    {"proxy_header_timeout_ms", offsetof(struct config, proxy_header_timeout_ms), 0, 100,
+     CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS},
 };
 
 static void config_limits_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -397,7 +423,14 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
 {
     char kp[128];
     unsigned long val;
+    int e;
     config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "on_redis_error") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_redis_error_policies, &e) == 0) {
+            c->session_limits_refuse = e;
+        }
+        return;
+    }
     for (size_t i = 0; i < sizeof(config_limits) / sizeof(config_limits[0]); i++) {
         const struct config_limit *l = &config_limits[i];
         if (strcmp(key, l->name) != 0) {
@@ -415,6 +448,44 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
         return;
     }
     config_fail(ld, k, "unknown key %s", kp);
+}
+
+static size_t config_sequence(struct config_loader *ld, yaml_node_t *n, const char *key);
+
+/* config_proxy_trusted reads a listener's list of trusted networks (CIDR). */
+static void config_proxy_trusted(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                                 struct config_listener *l)
+{
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_MAX_PROXY_TRUSTED) {
+        config_fail(ld, v, "%s: expected 1-%d networks", kp, CONFIG_MAX_PROXY_TRUSTED);
+        return;
+    }
+    free(l->proxy_trusted);
+    l->num_proxy_trusted = 0;
+    l->proxy_trusted = calloc(num, sizeof(*l->proxy_trusted));
+    if (l->proxy_trusted == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        const char *text = item != NULL ? config_scalar(ld, item, kp) : NULL;
+        if (text == NULL) {
+            if (!ld->failed) {
+                config_fail(ld, v, "%s: expected a list of networks", kp);
+            }
+            return;
+        }
+        if (proxy_proto_net_parse(&l->proxy_trusted[i], text) != 0) {
+            config_fail(ld, item, "%s: %s is not a network (address/prefix length)", kp, text);
+            return;
+        }
+        l->num_proxy_trusted = i + 1;
+    }
 }
 
 static void config_listener_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -441,6 +512,16 @@ static void config_listener_pair(struct config_loader *ld, struct config *c, con
         if (CONFIG_ENUM(ld, v, kp, config_listener_modes, &e) == 0) {
             l->tls = (enum config_listener_tls)e;
         }
+    } else if (strcmp(key, "proxy_protocol") == 0) {
+        config_bool(ld, v, kp, &l->proxy_protocol);
+    } else if (strcmp(key, "proxy_tls_terminated") == 0) {
+        config_bool(ld, v, kp, &l->proxy_tls_terminated);
+    } else if (strcmp(key, "proxy_header_timeout_ms") == 0) {
+        if (config_uint(ld, v, kp, 100, CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS, &port) == 0) {
+            l->proxy_header_timeout_ms = (unsigned)port;
+        }
+    } else if (strcmp(key, "proxy_trusted") == 0) {
+        config_proxy_trusted(ld, v, kp, l);
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -481,6 +562,11 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
     } else if (strcmp(key, "pool_max_idle_ms") == 0) {
         if (config_uint(ld, v, kp, 1000, 86400000, &n) == 0) {
             b->pool_max_idle_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "proxy_protocol") == 0) {
+        static const struct config_enum modes[] = {{"none", 0}, {"v2", 2}};
+        if (CONFIG_ENUM(ld, v, kp, modes, &e) == 0) {
+            b->proxy_protocol = e;
         }
     } else if (strcmp(key, "pool_check_interval_ms") == 0) {
         if (config_uint(ld, v, kp, 100, 86400000, &n) == 0) {
@@ -549,6 +635,16 @@ static void config_listeners(struct config_loader *ld, struct config *c, yaml_no
         }
         if (l->address == NULL || l->port == 0 || (int)l->tls == -1) {
             config_fail(ld, item, "%s: address, port and tls are required", prefix);
+        } else if (l->proxy_protocol && l->num_proxy_trusted == 0) {
+            config_fail(ld, item, "%s: proxy_protocol needs proxy_trusted (the balancers' networks)",
+                        prefix);
+        } else if (!l->proxy_protocol && (l->num_proxy_trusted > 0 || l->proxy_tls_terminated ||
+                                          l->proxy_header_timeout_ms != 0)) {
+            config_fail(ld, item, "%s: proxy_trusted, proxy_tls_terminated and "
+                        "proxy_header_timeout_ms need proxy_protocol: true", prefix);
+        } else if (l->proxy_tls_terminated && l->tls != CONFIG_LISTENER_STARTTLS) {
+            config_fail(ld, item, "%s: proxy_tls_terminated is for a cleartext (starttls) listener",
+                        prefix);
         }
     }
 }
@@ -740,6 +836,12 @@ static void config_redis_pair(struct config_loader *ld, struct config *c, const 
     } else if (strcmp(key, "master_name") == 0) {
         free(r->master_name);
         r->master_name = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password_file") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_secret_file(ld, v, kp);
     } else if (strcmp(key, "connect_timeout_ms") == 0) {
         if (config_uint(ld, v, kp, 10, 600000, &n) == 0) {
             r->connect_timeout_ms = (unsigned)n;
@@ -972,10 +1074,16 @@ static void config_audit_pair(struct config_loader *ld, struct config *c, const 
         if (config_uint(ld, v, kp, 1, 100000, &n) == 0) {
             a->max_pending = (unsigned)n;
         }
+    } else if (strcmp(key, "preauth_records") == 0) {
+        if (config_uint(ld, v, kp, 0, 100000, &n) == 0) {
+            a->preauth_records = (unsigned)n;
+        }
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
 }
+
+static void config_backend_template(struct config_loader *ld, struct config *c, yaml_node_t *v);
 
 static void config_oauth_pair(struct config_loader *ld, struct config *c, const char *prefix,
                               const char *key, yaml_node_t *k, yaml_node_t *v, void *arg);
@@ -1024,6 +1132,8 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_cache_pair, NULL);
     } else if (strcmp(key, "relay") == 0) {
         config_each_pair(ld, c, v, key, config_relay_pair, NULL);
+    } else if (strcmp(key, "backend_template") == 0) {
+        config_backend_template(ld, c, v);
     } else if (strcmp(key, "oauth") == 0) {
         config_each_pair(ld, c, v, key, config_oauth_pair, NULL);
     } else {
@@ -1054,6 +1164,8 @@ static void config_defaults(struct config *c)
     c->max_connections_per_ip = 0;
     c->max_connections_per_ipv6_prefix = 0;
     c->ipv6_prefix_len = 64;
+    c->session_lease_ms = 60000;
+    c->proxy_header_timeout_ms = 5000;
     c->redis.port = 6379;
     c->audit.syslog_facility = LOG_LOCAL0;
     c->audit.redis_maxlen = 1000000;
@@ -1061,6 +1173,7 @@ static void config_defaults(struct config *c)
     c->audit.policy = CONFIG_AUDIT_BLOCK;
     c->audit.seqset_max = 256;
     c->audit.max_pending = 1024;
+    c->audit.preauth_records = 16;
     c->session_cache.ttl_ms = 30000;
     c->session_cache.max_per_user = 2;
     c->session_cache.max_total = 1000;
@@ -1075,7 +1188,10 @@ static void config_defaults(struct config *c)
     c->bruteforce.block_ip_after = 50;
     c->bruteforce.block_pair_after = 10;
     c->bruteforce.trusted_ttl_s = 2592000;
+    c->tls_expiry_warning_days = 14;
 }
+
+static void config_free_sni(struct config *c);
 
 static void config_free(struct config *c)
 {
@@ -1083,6 +1199,7 @@ static void config_free(struct config *c)
     free(c->instance);
     for (size_t i = 0; i < c->num_listeners; i++) {
         free(c->listeners[i].address);
+        free(c->listeners[i].proxy_trusted);
     }
     free(c->listeners);
     free(c->tls_cert_file);
@@ -1111,6 +1228,7 @@ static void config_free(struct config *c)
     free(c->redis.prefix);
     free(c->redis.sentinels);
     free(c->redis.master_name);
+    config_free_secret(&c->redis.sentinel_password);
     free(c->audit.file);
     free(c->audit.redis_host);
     config_free_secret(&c->audit.redis_password);
@@ -1119,6 +1237,7 @@ static void config_free(struct config *c)
         free(c->relay.allowed_commands[i]);
     }
     free(c->relay.allowed_commands);
+    config_free_sni(c);
     config_oauth_free(&c->oauth);
     free(c);
 }
@@ -1200,7 +1319,11 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
         config_fail(&ld, root, "backends: at least one backend is required");
         goto fail;
     }
-    if (c->num_listeners > 0 && (c->tls_cert_file == NULL || c->tls_key_file == NULL)) {
+    if ((c->tls_cert_file == NULL) != (c->tls_key_file == NULL)) {
+        config_fail(&ld, root, "tls: cert and key go together");
+        goto fail;
+    }
+    if (c->num_listeners > 0 && c->tls_cert_file == NULL && c->num_certificates == 0) {
         config_fail(&ld, root, "tls: cert and key are required when listeners are configured");
         goto fail;
     }
@@ -1213,6 +1336,10 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
             config_fail(&ld, root, "redis: host (or sentinels and master_name) is required");
             goto fail;
         }
+        if (c->redis.sentinel_password != NULL && c->redis.num_sentinels == 0) {
+            config_fail(&ld, root, "redis: sentinel_password without sentinels");
+            goto fail;
+        }
         if (c->redis.num_sentinels > 0 && c->redis.master_name == NULL) {
             config_fail(&ld, root, "redis: sentinels need master_name");
             goto fail;
@@ -1222,6 +1349,18 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
             goto fail;
         }
     }
+    if (c->session_lease_ms != 0 && c->session_lease_ms < CONFIG_MIN_SESSION_LEASE_MS) {
+        config_fail(&ld, root, "limits.session_lease_ms: expected 0 (off) or at least %u",
+                    CONFIG_MIN_SESSION_LEASE_MS);
+        goto fail;
+    }
+    if ((c->max_sessions_per_user > 0 || c->max_sessions_per_user_ip > 0) &&
+        (!c->redis.enabled || c->session_lease_ms == 0)) {
+        config_fail(&ld, root, "limits.max_sessions_per_user%s: sessions are counted in "
+                    "redis: needs a redis section and session_lease_ms above 0",
+                    c->max_sessions_per_user > 0 ? "" : "_ip");
+        goto fail;
+    }
     if (!ld.bf_enabled_set) {
         c->bruteforce.enabled = c->redis.enabled;
     } else if (c->bruteforce.enabled && !c->redis.enabled) {
@@ -1230,6 +1369,18 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
     }
     if (config_audit_finish(&ld, c, root) != 0) {
         goto fail;
+    }
+    for (size_t i = 0; i < c->num_backends; i++) {
+        if (c->backends[i].proxy_protocol != 0) {
+            /* a warm connection is opened before its client is known: its
+               PROXY header could not name the client */
+            c->backends[i].pool_size = 0;
+        }
+    }
+    for (size_t i = 0; i < c->num_listeners; i++) {
+        if (c->listeners[i].proxy_protocol && c->listeners[i].proxy_header_timeout_ms == 0) {
+            c->listeners[i].proxy_header_timeout_ms = c->proxy_header_timeout_ms;
+        }
     }
     if (c->default_backend == NULL && c->num_backends == 1) {
         c->default_backend = &c->backends[0];
@@ -1335,6 +1486,172 @@ const struct config_backend *config_route_lookup(const struct config *c, const c
         }
     }
     return c->default_backend;
+}
+
+/* --- SNI certificates and the backend template --------------------------------- */
+
+struct config_cert_arg {
+    struct config_certificate *cert;
+};
+
+static void config_cert_names(struct config_loader *ld, struct config_certificate *ce,
+                              yaml_node_t *v, const char *kp)
+{
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_MAX_CERTIFICATE_NAMES) {
+        config_fail(ld, v, "%s: 1-%d names", kp, CONFIG_MAX_CERTIFICATE_NAMES);
+        return;
+    }
+    ce->names = calloc(num, sizeof(*ce->names));
+    if (ce->names == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        char *name = item != NULL ? config_string(ld, item, kp) : NULL;
+        if (name == NULL) {
+            if (!ld->failed) {
+                config_fail(ld, v, "%s: bad item", kp);
+            }
+            return;
+        }
+        for (char *p = name; *p; p++) {
+            if (*p >= 'A' && *p <= 'Z') {
+                *p = (char)(*p - 'A' + 'a');
+            }
+        }
+        ce->names[ce->num_names++] = name;
+        if (!sni_pattern_valid(name)) {
+            config_fail(ld, item, "%s: %s is not a DNS name or a one-label wildcard (*.example.com)",
+                        kp, name);
+            return;
+        }
+    }
+}
+
+static void config_cert_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_certificate *ce = arg;
+    char kp[128];
+    char **dst;
+    (void)c;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "names") == 0) {
+        config_cert_names(ld, ce, v, kp);
+        return;
+    } else if (strcmp(key, "cert") == 0) {
+        dst = &ce->cert_file;
+    } else if (strcmp(key, "key") == 0) {
+        dst = &ce->key_file;
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+        return;
+    }
+    free(*dst);
+    *dst = config_string(ld, v, kp);
+    if (*dst != NULL && access(*dst, R_OK) != 0) {
+        config_fail(ld, v, "%s: cannot read %s: %s", kp, *dst, strerror(errno));
+    }
+}
+
+static void config_certificates(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    size_t num = config_sequence(ld, v, "tls.certificates");
+    if (ld->failed || num == 0) {
+        return;
+    }
+    if (c->certificates != NULL || num > CONFIG_MAX_CERTIFICATES) {
+        config_fail(ld, v, "tls.certificates: at most %d entries", CONFIG_MAX_CERTIFICATES);
+        return;
+    }
+    c->certificates = calloc(num, sizeof(*c->certificates));
+    if (c->certificates == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        struct config_certificate *ce = &c->certificates[i];
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), "tls.certificates[%zu]", i);
+        c->num_certificates = i + 1;
+        config_each_pair(ld, c, item, prefix, config_cert_pair, ce);
+        if (!ld->failed && (ce->cert_file == NULL || ce->key_file == NULL || ce->num_names == 0)) {
+            config_fail(ld, item, "%s: names, cert and key are required", prefix);
+        }
+    }
+}
+
+/* The template's settings are those of a backend but where it is: name,
+ * host, port, hosts and the pool come from Redis or do not apply. */
+static void config_template_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                                 const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    static const char *const not_here[] = {"name", "host", "port", "hosts", "pool_size",
+                                           "pool_max_idle_ms", "pool_check_interval_ms"};
+    for (size_t i = 0; i < sizeof(not_here) / sizeof(not_here[0]); i++) {
+        if (strcmp(key, not_here[i]) == 0) {
+            config_fail(ld, k, "%s.%s: not in a template (the name and hosts come from Redis)",
+                        prefix, key);
+            return;
+        }
+    }
+    config_backend_pair(ld, c, prefix, key, k, v, arg);
+}
+
+static void config_backend_template(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    struct config_backend *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    c->backend_template = b;
+    b->tls_verify = 1;
+    b->pool_max_idle_ms = 45000;
+    b->pool_check_interval_ms = 15000;
+    b->name = strdup("backend_template");
+    b->hosts = calloc(1, sizeof(*b->hosts));
+    if (b->name == NULL || b->hosts == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    config_each_pair(ld, c, v, "backend_template", config_template_pair, b);
+    if (!ld->failed && b->auth == CONFIG_BACKEND_AUTH_MASTER &&
+        (b->master_user == NULL || b->master_password == NULL)) {
+        config_fail(ld, v, "backend_template: auth master needs master_user and master_password "
+                    "(or master_password_file)");
+    }
+}
+
+static void config_free_sni(struct config *c)
+{
+    for (size_t i = 0; i < c->num_certificates; i++) {
+        struct config_certificate *ce = &c->certificates[i];
+        free(ce->cert_file);
+        free(ce->key_file);
+        for (size_t j = 0; j < ce->num_names; j++) {
+            free(ce->names[j]);
+        }
+        free(ce->names);
+    }
+    free(c->certificates);
+    struct config_backend *b = c->backend_template;
+    if (b != NULL) {
+        free(b->name);
+        free(b->host);
+        free(b->ca_file);
+        free(b->server_name);
+        free(b->hosts);
+        free(b->master_user);
+        config_free_secret(&b->master_password);
+        free(b);
+    }
 }
 
 /* --- oauth: OAuth 2.0 logins, one entry per login domain ------------------------ */
@@ -1559,4 +1876,38 @@ const struct config_oauth_domain *config_oauth_find(const struct config_oauth *o
         }
     }
     return any;
+}
+
+static int config_oauth_str_differs(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a != b : strcmp(a, b) != 0;
+}
+
+int config_oauth_differs(const struct config_oauth *a, const struct config_oauth *b)
+{
+    if (a->enabled != b->enabled || a->oauthbearer != b->oauthbearer ||
+        a->xoauth2 != b->xoauth2 || a->num_domains != b->num_domains) {
+        return 1;
+    }
+    for (size_t i = 0; i < a->num_domains; i++) {
+        const struct config_oauth_domain *x = &a->domains[i], *y = &b->domains[i];
+        const char *sx[] = {x->domain, x->jwks_file, x->jwks_url, x->issuer, x->audience,
+                            x->identity_claim, x->introspection_url, x->client_id,
+                            x->client_secret, x->ca_file, x->scope, x->openid_configuration};
+        const char *sy[] = {y->domain, y->jwks_file, y->jwks_url, y->issuer, y->audience,
+                            y->identity_claim, y->introspection_url, y->client_id,
+                            y->client_secret, y->ca_file, y->scope, y->openid_configuration};
+        for (size_t k = 0; k < sizeof(sx) / sizeof(sx[0]); k++) {
+            if (config_oauth_str_differs(sx[k], sy[k])) {
+                return 1;
+            }
+        }
+        if (x->jwks_refresh_s != y->jwks_refresh_s || x->jwks_min_fetch_s != y->jwks_min_fetch_s ||
+            x->clock_skew_s != y->clock_skew_s || x->cache_s != y->cache_s ||
+            x->negative_cache_s != y->negative_cache_s ||
+            x->http_timeout_ms != y->http_timeout_ms) {
+            return 1;
+        }
+    }
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/proxy_proto.h"
 #include "common/schema.h"
 
 enum config_listener_tls {
@@ -30,6 +31,12 @@ struct config_listener {
     char *address;  /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1" or "::1" */
     uint16_t port;
     enum config_listener_tls tls;
+    int proxy_protocol;        /* 1: a PROXY protocol header (v1 or v2) comes first */
+    struct proxy_proto_net *proxy_trusted; /* the only networks it may come from */
+    size_t num_proxy_trusted;
+    unsigned proxy_header_timeout_ms; /* for the header; default: the global one */
+    int proxy_tls_terminated;  /* cleartext listener behind a balancer that terminated
+                                  TLS: a header whose SSL TLV says so counts as TLS */
 };
 
 enum config_backend_auth {
@@ -56,6 +63,8 @@ struct config_backend {
     unsigned pool_size;             /* warm connections per host and worker (default 0: off) */
     unsigned pool_max_idle_ms;      /* a warm connection older than this is replaced (45000) */
     unsigned pool_check_interval_ms;/* NOOP health check of warm connections (15000) */
+    int proxy_protocol;             /* 2: a PROXY v2 header starts each connection (no warm
+                                       pool then); 0: none */
 };
 
 struct config_route {
@@ -73,6 +82,7 @@ struct config_redis {
     struct schema_host *sentinels; /* with master_name: find the master through them */
     size_t num_sentinels;
     char *master_name;
+    char *sentinel_password;       /* AUTH to the sentinels (their requirepass); NULL none */
     unsigned connect_timeout_ms;   /* default 2000 */
     unsigned command_timeout_ms;   /* default 2000 */
     unsigned reconnect_max_ms;     /* backoff cap, default 5000 */
@@ -118,6 +128,8 @@ struct config_audit {
     size_t seqset_max;        /* bytes of a sequence set in a record (default 256) */
     int search_values;        /* SEARCH values in records (default 0: "?") */
     unsigned max_pending;     /* unanswered commands per session (default 1024) */
+    unsigned preauth_records; /* commands of a session before login recorded one by one;
+                                 the rest in summaries, at most one a second (default 16) */
 };
 
 struct config_session_cache {
@@ -176,6 +188,20 @@ struct config_oauth {
 const struct config_oauth_domain *config_oauth_find(const struct config_oauth *o,
                                                     const char *login);
 
+/* config_oauth_differs returns 1 when two oauth sections differ in anything
+ * (entries, their order, any key), else 0. */
+int config_oauth_differs(const struct config_oauth *a, const struct config_oauth *b);
+/* One certificate chosen by the client's server name (tls.certificates[]). */
+struct config_certificate {
+    char *cert_file;          /* PEM chain, leaf first */
+    char *key_file;           /* PEM private key (ECDSA or RSA) */
+    char **names;             /* lowercased; exact or "*.suffix" (common/sni.h) */
+    size_t num_names;
+};
+
+#define CONFIG_MAX_CERTIFICATES 256       /* entries of tls.certificates */
+#define CONFIG_MAX_CERTIFICATE_NAMES 1024 /* names of one entry */
+
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
     char *path;               /* file this snapshot was read from */
@@ -227,6 +253,23 @@ struct config {
     unsigned max_connections_per_ip;          /* per client address; 0 (default) = off */
     unsigned max_connections_per_ipv6_prefix; /* per IPv6 prefix; 0 (default) = off */
     unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
+    /* logged-in sessions per login across instances (proxy/sesslimit.c) */
+    unsigned max_sessions_per_user;    /* 0 (default) = off; a max_sessions field of the
+                                          user's or the domain's hash in Redis wins */
+    unsigned max_sessions_per_user_ip; /* per (login, client address); 0 (default) = off */
+    unsigned session_lease_ms;     /* a session's lease in Redis, renewed every third of it
+                                      (60000); 0 = sessions are not tracked */
+    int session_limits_refuse;     /* on_redis_error: 1 refuse, 0 (default) allow */
+    unsigned proxy_header_timeout_ms; /* PROXY header of a listener that wants one (5000) */
+    /* SNI and reload */
+    struct config_certificate *certificates; /* tls.certificates[]: chosen by server name;
+                                                tls.cert/tls.key stay the default */
+    size_t num_certificates;
+    unsigned tls_expiry_warning_days; /* a certificate expiring within this many days is
+                                         logged as a warning (14; 0 = never) */
+    struct config_backend *backend_template; /* TLS and login settings of a backend named
+                                                only in Redis (its hosts come from there);
+                                                NULL: such a name is refused */
     struct config_oauth oauth;     /* OAuth 2.0 logins (OAUTHBEARER, XOAUTH2) */
 };
 

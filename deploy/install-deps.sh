@@ -4,6 +4,8 @@
 # deploy/demo.sh, so all three stay in step.
 #   deploy/install-deps.sh          build + test + demo dependencies
 #   deploy/install-deps.sh --runtime only what the daemon needs at run time
+#   deploy/install-deps.sh --if-missing   the first set, only when a package of
+#                                         it is not installed (no apt run otherwise)
 set -euo pipefail
 
 runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 libcrypt1 libargon2-1 zlib1g ca-certificates
@@ -18,6 +20,19 @@ if [ "${1:-}" = "--runtime" ]; then
     pkgs=("${runtime[@]}")
 else
     pkgs=("${runtime[@]}" "${build[@]}" "${test[@]}")
+fi
+
+if [ "${1:-}" = "--if-missing" ]; then
+    missing=()
+    for p in "${pkgs[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    if [ "${#missing[@]}" = 0 ]; then
+        exit 0
+    fi
+    echo "== installing missing packages: ${missing[*]}"
 fi
 
 sudo=""

@@ -83,6 +83,8 @@ struct backend {
     uint8_t *rest;                  /* bytes after the tagged OK of the login */
     size_t rest_len;
 
+    uint8_t *proxy_header;          /* written at connect (owned), or NULL */
+    size_t proxy_header_len;
     const char *deferred_reason;    /* with BACKEND_F_DEFER */
     char session[32];               /* id of the session it logs in for; "" for a warm one */
     int oauth;                      /* password is an OAuth token (backend_send_oauth) */
@@ -127,6 +129,7 @@ static void backend_release(struct backend *b)
     secret_free_str(b->next_part);
     free(b->client_ip);
     free(b->local_ip);
+    free(b->proxy_header);
     free(b->line);
     free(b->rest);
     free(b);
@@ -779,6 +782,13 @@ static void backend_on_connect(void *ctx, int status)
         backend_fail(b, "backend read failed");
         return;
     }
+    if (b->proxy_header != NULL) {
+        /* in clear, before anything else, as the PROXY protocol wants */
+        if (conn_write(b->conn, b->proxy_header, b->proxy_header_len) != 0) {
+            backend_fail(b, "backend write failed");
+            return;
+        }
+    }
     if (b->cfg->tls == CONFIG_BACKEND_TLS_IMPLICIT) {
         backend_set_state(b, BS_TLS);
         if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
@@ -866,7 +876,15 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     b->client_ip = backend_strdup(p->client_ip);
     b->local_ip = backend_strdup(p->local_ip);
     b->oauth = p->oauth;
+    if (p->proxy_header != NULL && p->proxy_header_len > 0) {
+        b->proxy_header = malloc(p->proxy_header_len);
+        if (b->proxy_header != NULL) {
+            memcpy(b->proxy_header, p->proxy_header, p->proxy_header_len);
+            b->proxy_header_len = p->proxy_header_len;
+        }
+    }
     if (b->user == NULL || b->password == NULL || b->client_ip == NULL || b->local_ip == NULL ||
+        (p->proxy_header != NULL && p->proxy_header_len > 0 && b->proxy_header == NULL) ||
         (p->authzid != NULL && p->authzid[0] != '\0' && b->authzid == NULL)) {
         backend_release(b);
         return NULL;
@@ -999,4 +1017,9 @@ void backend_free(struct backend *b)
     if (!uv_is_closing((uv_handle_t *)&b->timer)) {
         uv_close((uv_handle_t *)&b->timer, backend_on_timer_close);
     }
+}
+
+void backend_set_config(struct backend *b, const struct config_backend *cfg)
+{
+    b->cfg = cfg;
 }

@@ -452,6 +452,26 @@ int conn_start_compress(struct conn *c, const void *reply, size_t reply_len)
     return 0;
 }
 
+int conn_inject(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (len == 0 || (c->flags & (CONN_F_CLOSING | CONN_F_EOF))) {
+        return 0;
+    }
+    if (c->z != NULL) {
+        return UV_EINVAL; /* only before COMPRESS: nothing is in flight then */
+    }
+    if (c->tls == NULL) {
+        c->ops->on_read(c->ctx, data, len);
+        return 0;
+    }
+    if (tls_feed(c->tls, data, len) != 0) {
+        conn_report_eof(c, UV_ENOMEM);
+        return UV_ENOMEM;
+    }
+    conn_deliver(c);
+    return 0;
+}
+
 int conn_read_start(struct conn *c)
 {
     int r;
@@ -617,6 +637,11 @@ const char *conn_tls_version(const struct conn *c)
 const char *conn_tls_cipher(const struct conn *c)
 {
     return c->tls != NULL ? tls_cipher(c->tls) : "";
+}
+
+const char *conn_tls_server_name(const struct conn *c)
+{
+    return c->tls != NULL ? tls_server_name(c->tls) : "";
 }
 
 const char *conn_tls_error(const struct conn *c)

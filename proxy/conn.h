@@ -82,6 +82,13 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, enum conn_tls_role role, const 
  * handshake; UV_EPIPE if closing; or conn_write's failure. */
 int conn_start_compress(struct conn *c, const void *reply, size_t reply_len);
 
+/* conn_inject hands the conn len bytes that came from the peer but were
+ * read by the owner itself (what followed a PROXY protocol header), as if
+ * the socket had delivered them now: into the TLS engine when TLS is on,
+ * else straight to on_read.  Returns 0; UV_EINVAL once compressing;
+ * UV_ENOMEM (reported as on_eof too). */
+int conn_inject(struct conn *c, const uint8_t *data, size_t len);
+
 int conn_read_start(struct conn *c);
 void conn_read_stop(struct conn *c);
 
@@ -122,6 +129,8 @@ const char *conn_compress_error(const struct conn *c);
 int conn_is_tls(const struct conn *c);
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
+/* conn_tls_server_name: the SNI a TLS client sent us (tls_server_name). */
+const char *conn_tls_server_name(const struct conn *c);
 const char *conn_tls_error(const struct conn *c);
 enum conn_side {
     CONN_LOCAL, /* our end of the connection */

@@ -292,6 +292,18 @@ static void rclient_handshake(struct rclient *rc, const char *host, int port)
     }
 }
 
+static void rclient_on_sentinel_auth(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rclient *rc = priv;
+    const redisReply *r = reply;
+    if (ac != rc->ac || rc->state != RC_SENTINEL) {
+        return;
+    }
+    if (rclient_is_error(r)) {
+        rclient_fail(rc, r != NULL && r->str != NULL ? r->str : "the sentinel refused AUTH");
+    }
+}
+
 static void rclient_on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rclient *rc = priv;
@@ -299,6 +311,10 @@ static void rclient_on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
     char host[256];
     int port;
     if (ac != rc->ac || rc->state != RC_SENTINEL) {
+        return;
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        rclient_fail(rc, r->str); /* NOAUTH: the sentinel wants sentinel_password */
         return;
     }
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -337,6 +353,11 @@ static void rclient_connect(struct rclient *rc)
         return;
     }
     rclient_arm(rc, rc->cfg->connect_timeout_ms);
+    /* hiredis queues both until the connection is up; they go out together */
+    if (rc->cfg->sentinel_password != NULL) {
+        const char *auth[2] = {"AUTH", rc->cfg->sentinel_password};
+        redisAsyncCommandArgv(rc->ac, rclient_on_sentinel_auth, rc, 2, auth, NULL);
+    }
     const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", rc->cfg->master_name};
     if (redisAsyncCommandArgv(rc->ac, rclient_on_sentinel, rc, 3, argv, NULL) != REDIS_OK) {
         rclient_fail(rc, "cannot ask the sentinel");

@@ -36,9 +36,9 @@ void session_log(struct session *s, int level, const char *fmt, ...)
     if (!log_enabled(level)) {
         return;
     }
-    char backend[320] = "";
+    char backend[400] = ""; /* name (64), host (255), port */
     if (s->route != NULL) {
-        snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route->name, s->host,
+        snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route_name, s->host,
                  (unsigned)s->port);
     }
     snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s state=%s%s%s: ",
@@ -196,11 +196,13 @@ void session_maybe_free(struct session *s)
     audit_tap_free(s->tap);
     session_relay_free(s);
     imap_parser_free(s->parser);
+    proxy_proto_free(s->proxy);
     if (s->inbuf != NULL) {
         OPENSSL_cleanse(s->inbuf, s->inbuf_len);
         free(s->inbuf);
     }
     config_unref(&s->cfg);
+    snapshot_unref(&s->snap);
     secret_free(s, sizeof(*s)); /* cache_key is an HMAC of the password */
 }
 
@@ -259,6 +261,7 @@ void session_close(struct session *s, const char *reason)
     session_set_state(s, SESSION_CLOSING);
     s->flags &= ~SESSION_F_AUTH_CONT;
     session_park_cancel(s);
+    sesslimit_release(s->env->limits, &s->lease); /* the login's count drops at once */
     if (s->backend_login != NULL) {
         backend_free(s->backend_login);
         s->backend_login = NULL;
@@ -318,6 +321,10 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
 {
     struct session *s = ctx;
 
+    if (s->flags & SESSION_F_PROXY_WAIT) {
+        session_proxy_input(s, data, len);
+        return;
+    }
     switch (s->state) {
     case SESSION_RELAY:
         session_relay_client_read(s, data, len);
@@ -393,6 +400,10 @@ static const struct conn_ops session_client_ops = {
 static void session_on_timer(uv_timer_t *t)
 {
     struct session *s = t->data;
+    if ((s->flags & SESSION_F_PROXY_WAIT) && s->state != SESSION_CLOSING) {
+        session_close(s, "PROXY header timeout");
+        return;
+    }
     switch (s->state) {
     case SESSION_CLOSING:
         /* the client did not take our last words in time: cut */
@@ -434,7 +445,6 @@ int session_accept(struct session_env *env, uv_stream_t *server,
                    const struct config_listener *listener)
 {
     struct session *s = calloc(1, sizeof(*s));
-    struct imap_parser_limits lim;
     int r;
 
     if (s == NULL) {
@@ -442,11 +452,13 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     }
     s->env = env;
     s->cfg = config_ref(env->cfg);
+    s->snap = snapshot_ref(env->snap);
     s->listener = listener;
     snprintf(s->id, sizeof(s->id), "w%u-%" PRIu64, env->worker_id, ++env->next_id);
     s->client = conn_new(env->loop, &session_client_ops, s);
     if (s->client == NULL) {
         config_unref(&s->cfg);
+        snapshot_unref(&s->snap);
         free(s);
         return UV_ENOMEM;
     }
@@ -464,8 +476,23 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         return r;
     }
     conn_addr(s->client, CONN_PEER, s->client_ip, sizeof(s->client_ip), &s->client_port);
-    s->conncap_refused = conncap_acquire(env->conncap, s->client_ip, &s->conncap);
     conn_addr(s->client, CONN_LOCAL, s->local_ip, sizeof(s->local_ip), &s->local_port);
+    memcpy(s->peer_ip, s->client_ip, sizeof(s->peer_ip));
+    s->peer_port = s->client_port;
+    if (listener->proxy_protocol) {
+        return session_proxy_begin(s); /* session_start follows the header */
+    }
+    return session_start(s);
+}
+
+int session_start(struct session *s)
+{
+    struct session_env *env = s->env;
+    const struct config_listener *listener = s->listener;
+    struct imap_parser_limits lim;
+    int r;
+
+    s->conncap_refused = conncap_acquire(env->conncap, s->client_ip, &s->conncap);
     s->start_us = session_mono_us();
     if (env->audit != NULL && session_audit_start(s) != 0) {
         session_close(s, "out of memory");
@@ -487,8 +514,8 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     /* pre-auth is bounded from accept, whatever the client trickles in */
     session_set_deadline(s, s->cfg->preauth_timeout_ms);
     session_log(s, LOG_DEBUG, "accepted");
-    if (listener->tls == CONFIG_LISTENER_IMPLICIT) {
-        if (conn_start_tls(s->client, env->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
+    if (listener->tls == CONFIG_LISTENER_IMPLICIT) { /* after any PROXY header */
+        if (conn_start_tls(s->client, s->snap->server_ctx, CONN_TLS_SERVER, s->authority) != 0) {
             session_close(s, "out of memory");
             return UV_ENOMEM;
         }

@@ -1,7 +1,7 @@
 /* session_login: the login pipeline, from a LOGIN or AUTHENTICATE that
  * pre-auth parsed to the relay or back to pre-auth.  It is a step machine:
  *
- *   lookup -> delay -> cache -> verify -> backend -> done
+ *   lookup -> delay -> cache -> verify -> limit -> backend -> done
  *
  * Each step either goes on at once, or starts one piece of async work (a
  * routing lookup, a brute-force delay, a wait for a parked connection, a
@@ -28,7 +28,7 @@
 #include "proxy/verify.h"
 
 static const char *const login_step_names[] = {
-    "lookup", "delay", "cache", "verify", "backend", "done",
+    "lookup", "delay", "cache", "verify", "limit", "backend", "done",
 };
 _Static_assert(sizeof(login_step_names) / sizeof(login_step_names[0]) == LOGIN_STEP_DONE + 1,
                "a name per login step");
@@ -74,6 +74,15 @@ static const struct login_refusal_info login_refusals[] = {
                                      LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_BUSY] = {LOGIN_TEMP_FAILURE, "password check queue full", LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_INTERNAL] = {LOGIN_TEMP_FAILURE, "unavailable", LOG_ERR, 0, 1},
+    [LOGIN_REFUSE_LIMIT_USER] = {"LIMIT", "Too many sessions open for this account; "
+                                 "log out elsewhere and try again",
+                                 "session limit of the login reached", LOG_INFO, 0, 0},
+    [LOGIN_REFUSE_LIMIT_IP] = {"LIMIT", "Too many sessions open for this account from your "
+                               "address; log out elsewhere and try again",
+                               "session limit of the login from this address reached", LOG_INFO,
+                               0, 0},
+    [LOGIN_REFUSE_LIMIT_REDIS] = {LOGIN_TEMP_FAILURE, "sessions cannot be counted (redis)",
+                                  LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_TOKEN] = {LOGIN_AUTH_FAILED, "token refused", LOG_INFO, 1, 0},
     [LOGIN_REFUSE_TOKEN_UNAVAILABLE] = {LOGIN_TEMP_FAILURE, "token check unavailable",
                                         LOG_WARNING, 0, 1},
@@ -103,9 +112,11 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
         session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
     }
     session_login_clear(s);
+    sesslimit_release(s->env->limits, &s->lease); /* a later step failed */
     s->user[0] = '\0';
     s->auth_user[0] = '\0';
     s->route = NULL;
+    s->route_name[0] = '\0';
     if (s->state == SESSION_LOGGING_IN) {
         session_preauth_resume(s);
     }
@@ -179,6 +190,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return;
     }
+    snprintf(s->route_name, sizeof(s->route_name), "%s", res->backend_name);
     s->kick_gen = res->kick_gen;
     snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;
@@ -216,7 +228,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         /* a master login would let in anyone: only verified users get one */
         if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
             session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
-                        "password hash; refusing", s->route->name);
+                        "password hash; refusing", s->route_name);
         }
         s->login_flags |= SESSION_L_UNKNOWN;
     }
@@ -235,7 +247,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
 static enum login_next session_login_lookup(struct session *s)
 {
     s->pending++;
-    if (dir_lookup(s->env->dir, s->user, s->client_ip, session_on_lookup, s) != 0) {
+    if (dir_lookup_in(s->env->dir, s->cfg, s->user, s->client_ip, session_on_lookup, s) != 0) {
         s->pending--;
         session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return LOGIN_END;
@@ -264,11 +276,14 @@ static enum login_next session_login_delay(struct session *s)
 /* cache: a connection parked at this user's last LOGOUT, with the same
  * credentials, skips the password check and the backend login. */
 
+static void session_login_limit_track(struct session *s);
+
 static void session_on_cache_relay(struct session *s)
 {
     char *capa = s->cached_capa;
     s->cached_capa = NULL;
     session_login_goto(s, LOGIN_STEP_DONE);
+    session_login_limit_track(s);
     session_relay_enter(s, s->backend, capa, NULL, 0, 1);
 }
 
@@ -336,7 +351,7 @@ static void session_on_verified(void *ctx, int result)
         session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
         return;
     }
-    session_login_goto(s, LOGIN_STEP_BACKEND);
+    session_login_goto(s, LOGIN_STEP_LIMIT);
     session_login_run(s);
 }
 
@@ -364,8 +379,97 @@ static enum login_next session_login_verify(struct session *s)
         session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
         return LOGIN_END;
     }
-    session_login_goto(s, LOGIN_STEP_BACKEND);
+    session_login_goto(s, LOGIN_STEP_LIMIT);
     return LOGIN_GO;
+}
+
+/* limit: the login's logged-in sessions on every instance are counted in
+ * Redis (proxy/sesslimit.h); this one takes a lease, or is refused when the
+ * login (or the login from this address) has its limit's worth.  It comes
+ * after the password check so that a stranger's guesses take no lease. */
+
+static void session_on_limit(void *ctx, enum sesslimit_verdict v, unsigned limit,
+                             struct sesslimit_lease *lease)
+{
+    struct session *s = ctx;
+    struct sesslimit *l = s->env->limits; /* the worker's: outlives s */
+    char detail[64];
+
+    if (!session_login_back(s)) {
+        sesslimit_release(l, &lease);
+        return;
+    }
+    snprintf(detail, sizeof(detail), "at most %u", limit);
+    switch (v) {
+    case SESSLIMIT_OK:
+        break;
+    case SESSLIMIT_OVER_USER:
+        session_login_refuse(s, LOGIN_REFUSE_LIMIT_USER, NULL, detail);
+        return;
+    case SESSLIMIT_OVER_IP:
+        session_login_refuse(s, LOGIN_REFUSE_LIMIT_IP, NULL, detail);
+        return;
+    case SESSLIMIT_REDIS_DOWN:
+        if (s->cfg->session_limits_refuse) {
+            sesslimit_release(l, &lease);
+            session_login_refuse(s, LOGIN_REFUSE_LIMIT_REDIS, NULL, NULL);
+            return;
+        }
+        session_log(s, LOG_WARNING, "login: sessions cannot be counted (redis); allowed "
+                    "(limits.on_redis_error: allow)");
+        break;
+    }
+    s->lease = lease;
+    session_login_goto(s, LOGIN_STEP_BACKEND);
+    session_login_run(s);
+}
+
+static enum login_next session_login_limit(struct session *s)
+{
+    if (s->env->limits == NULL) {
+        session_login_goto(s, LOGIN_STEP_BACKEND);
+        return LOGIN_GO;
+    }
+    s->pending++;
+    if (sesslimit_acquire(s->env->limits, s->user, s->client_ip, s->id,
+                          s->cfg->max_sessions_per_user, s->cfg->max_sessions_per_user_ip,
+                          session_on_limit, s) != 0) {
+        s->pending--;
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return LOGIN_END;
+    }
+    return LOGIN_WAIT; /* the answer may have come already: it ran the steps */
+}
+
+/* A session cache hit skips the steps after the cache: its session is
+ * counted, never refused (it takes the connection that the same login's
+ * session parked a moment ago, whose lease was just given back). */
+static void session_on_limit_tracked(void *ctx, enum sesslimit_verdict v, unsigned limit,
+                                     struct sesslimit_lease *lease)
+{
+    struct session *s = ctx;
+    (void)v;
+    (void)limit;
+    s->pending--;
+    if (s->state == SESSION_CLOSING || s->lease != NULL) {
+        sesslimit_release(s->env->limits, &lease);
+    } else {
+        s->lease = lease;
+    }
+    session_maybe_free(s);
+}
+
+static void session_login_limit_track(struct session *s)
+{
+    if (s->env->limits == NULL) {
+        return;
+    }
+    s->pending++;
+    if (sesslimit_acquire(s->env->limits, s->user, s->client_ip, s->id, 0, 0,
+                          session_on_limit_tracked, s) != 0) {
+        s->pending--;
+        session_log(s, LOG_WARNING, "login: out of memory; this session is not counted");
+    }
 }
 
 /* backend: log in to the chosen host, as the master user with the client as
@@ -378,13 +482,12 @@ static void session_on_backend_login(void *ctx, enum backend_status st, const ch
 static int session_login_backend_start(struct session *s, int warm_ok)
 {
     const struct config_backend *b = s->route;
-    size_t idx = (size_t)(b - s->cfg->backends);
     const char *target = s->backend_user != NULL ? s->backend_user : s->user;
     struct backend_login_params p = {
         .cfg = b,
         .host = s->host,
         .port = s->port,
-        .tls_ctx = s->env->backend_ctx[idx],
+        .tls_ctx = snapshot_backend_ctx(s->snap, b),
         .client_ip = s->client_ip,
         .client_port = s->client_port,
         .local_ip = s->local_ip,
@@ -408,6 +511,16 @@ static int session_login_backend_start(struct session *s, int warm_ok)
     } else {
         p.user = target;
         p.password = s->password;
+    }
+    uint8_t proxy_header[SESSION_PROXY_OUT_MAX_LEN];
+    if (b->proxy_protocol != 0) {
+        int n = session_proxy_header_out(s, proxy_header, sizeof(proxy_header));
+        if (n < 0) {
+            return UV_EINVAL;
+        }
+        p.proxy_header = proxy_header;
+        p.proxy_header_len = (size_t)n;
+        warm_ok = 0; /* the pool has none for it anyway (config) */
     }
     struct backend *warm = warm_ok ? warm_take(s->env->warm, b, s->host, s->port) : NULL;
     s->flags &= ~SESSION_F_WARM_LOGIN;
@@ -455,7 +568,7 @@ static void session_on_backend_login(void *ctx, enum backend_status st, const ch
     case BACKEND_AUTH_FAILED:
         if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER) {
             /* our master credentials or the user's mailbox: not the client's fault */
-            session_log(s, LOG_ERR, "backend %s refused the master login", s->route->name);
+            session_log(s, LOG_ERR, "backend %s refused the master login", s->route_name);
             session_login_refuse(s, LOGIN_REFUSE_MASTER, NULL, reason);
         } else {
             session_login_refuse(s, LOGIN_REFUSE_BACKEND_AUTH, code, reason);
@@ -506,6 +619,7 @@ static enum login_next session_login_done(struct session *s)
 static enum login_next (*const login_steps[])(struct session *s) = {
     [LOGIN_STEP_LOOKUP] = session_login_lookup,   [LOGIN_STEP_DELAY] = session_login_delay,
     [LOGIN_STEP_CACHE] = session_login_cache,     [LOGIN_STEP_VERIFY] = session_login_verify,
+    [LOGIN_STEP_LIMIT] = session_login_limit,
     [LOGIN_STEP_BACKEND] = session_login_backend, [LOGIN_STEP_DONE] = session_login_done,
 };
 _Static_assert(sizeof(login_steps) / sizeof(login_steps[0]) == LOGIN_STEP_DONE + 1,

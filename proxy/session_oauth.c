@@ -210,7 +210,7 @@ enum login_next session_oauth_verify(struct session *s)
         session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
         return LOGIN_END;
     }
-    s->login_step = LOGIN_STEP_BACKEND;
+    s->login_step = LOGIN_STEP_LIMIT; /* the session limits, as after a password */
     return LOGIN_GO;
 }
 

@@ -43,11 +43,12 @@ enum sesscache_result session_park_take(struct session *s)
     struct conn *conn = NULL;
     if (s->env->cache == NULL ||
         (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED | SESSION_L_DISABLED)) ||
-        s->auth_user[0] != '\0') {
+        s->auth_user[0] != '\0' || s->route->proxy_protocol != 0) {
+        /* a parked connection's PROXY header named the client that opened it */
         return SESSCACHE_MISS;
     }
     sesscache_key(s->cache_key, s->env->cache, s->user, NULL, s->password, s->hash,
-                  s->route->name, s->host, s->port);
+                  s->route_name, s->host, s->port);
     s->flags |= SESSION_F_CACHE_KEYED;
     enum sesscache_result r = sesscache_take(s->env->cache, s->user, s->cache_key, &conn, &capa,
                                              session_on_cache_ready, s);

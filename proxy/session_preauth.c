@@ -209,7 +209,7 @@ static void session_cmd_starttls(struct session *s, const char *tag, size_t num_
         s->inbuf_len = 0;
     }
     session_set_state(s, SESSION_STARTTLS);
-    if (conn_start_tls(s->client, s->env->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
+    if (conn_start_tls(s->client, s->snap->server_ctx, CONN_TLS_SERVER, s->authority) != 0) {
         session_close(s, "out of memory");
     }
 }

@@ -20,15 +20,19 @@
 #include <uv.h>
 
 #include "common/audit_tap.h"
+#include "common/capa.h"
 #include "common/config.h"
 #include "common/imap_parser.h"
 #include "common/imap_scan.h"
+#include "common/proxy_proto.h"
 #include "common/schema.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/conncap.h"
 #include "proxy/sesscache.h"
+#include "proxy/sesslimit.h"
 #include "proxy/session.h"
+#include "proxy/snapshot.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
 #define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
@@ -59,6 +63,7 @@ enum login_step {
     LOGIN_STEP_DELAY,   /* the brute-force delay, if the counters ask for one */
     LOGIN_STEP_CACHE,   /* a parked connection for these credentials, or a wait for one */
     LOGIN_STEP_VERIFY,  /* the password checked here (threadpool), when imapmux holds it */
+    LOGIN_STEP_LIMIT,   /* a lease among the login's sessions on every instance (Redis) */
     LOGIN_STEP_BACKEND, /* the backend login, on a warm connection or a new one */
     LOGIN_STEP_DONE,    /* the relay is entered */
 };
@@ -86,6 +91,9 @@ enum login_refusal {
     LOGIN_REFUSE_DIRECTORY_DOWN, /* the routing table is unavailable */
     LOGIN_REFUSE_BUSY,           /* the password check queue (or this client's share) is full */
     LOGIN_REFUSE_INTERNAL,       /* out of memory */
+    LOGIN_REFUSE_LIMIT_USER,     /* the login has max_sessions sessions already */
+    LOGIN_REFUSE_LIMIT_IP,       /* ... from this address (max_sessions_per_user_ip) */
+    LOGIN_REFUSE_LIMIT_REDIS,    /* sessions cannot be counted, on_redis_error: refuse */
     LOGIN_REFUSE_TOKEN,          /* OAuth: the token was refused (bad, expired, revoked...) */
     LOGIN_REFUSE_TOKEN_UNAVAILABLE, /* OAuth: the token could not be checked (endpoint down) */
     LOGIN_REFUSE_LAST = LOGIN_REFUSE_TOKEN_UNAVAILABLE,
@@ -109,8 +117,11 @@ enum login_refusal {
 #define SESSION_F_OUT_FULL     (1u << 18) /* pre-auth answers wait for the client to read */
 #define SESSION_F_GATE_WAIT    (1u << 19) /* the gate waits for the backend: client not read */
 #define SESSION_F_GATE_RESUME  (1u << 20) /* the backend's answer lets the gate go on */
-#define SESSION_F_OAUTH_FAIL   (1u << 28) /* OAuth refusal: the error challenge went out, the
+#define SESSION_F_OAUTH_FAIL   (1u << 29) /* OAuth refusal: the error challenge went out, the
                                              tagged NO waits for the client's dummy reply */
+#define SESSION_F_PROXY_WAIT   (1u << 27) /* the PROXY header is awaited (state TLS_ACCEPT) */
+#define SESSION_F_TLS_PROXIED  (1u << 28) /* SESSION_F_TLS from the balancer's SSL TLV: the
+                                             client's TLS ended there (proxy_tls_terminated) */
 
 #define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
@@ -194,6 +205,26 @@ struct session {
     const char *oauth_domain;       /* the oauth entry's domain (in cfg) for this login */
     const char *oauth_no_code;      /* with SESSION_F_OAUTH_FAIL: the tagged NO to send */
     const char *oauth_no_text;      /*   (static texts) */
+    struct sesslimit_lease *lease;  /* this session's place among its login's sessions
+                                       (owned; given back at close), or NULL */
+
+    struct proxy_proto *proxy;      /* the PROXY header's parser while awaited, else NULL */
+    char peer_ip[64];               /* the connection's own peer: with a PROXY header, the */
+    uint16_t peer_port;             /* balancer (client_ip is then the header's source) */
+    char authority[PROXY_PROTO_MAX_AUTHORITY_LEN + 1]; /* the name the client asked the
+                                                          balancer for (AUTHORITY TLV), or "" */
+    char proxy_tls_version[PROXY_PROTO_MAX_TLS_NAME_LEN + 1]; /* with SESSION_F_TLS_PROXIED */
+    char proxy_tls_cipher[PROXY_PROTO_MAX_TLS_NAME_LEN + 1];
+
+    struct snapshot *snap;          /* our reference: the TLS contexts of cfg, kept however
+                                       often the configuration is reloaded */
+    char route_name[SCHEMA_MAX_NAME_LEN + 1]; /* the backend's name ("" before the route);
+                                                 route->name but for a backend named only
+                                                 in Redis (route is the template) */
+    struct capa_rewrite capa_rw;    /* relay: the backend's capability lists, filtered */
+    uint32_t preauth_records;       /* command records before login, one by one */
+    uint64_t preauth_unrecorded;    /* commands before login in no record yet */
+    uint64_t preauth_summary_us;    /* monotonic time of the last preauth_summary */
 };
 
 /* What the token check of an OAuth login said (s->oauth_state). */
@@ -353,9 +384,40 @@ void session_audit_event(struct session *s, const char *type, const char *result
 /* session_audit_full ends a session whose record found the queue full under
  * policy close; returns 1 when it did. */
 int session_audit_full(struct session *s);
+/* session_audit_preauth_end: the session logs in; the commands before login
+ * that no record holds yet go into a last preauth_summary. */
+void session_audit_preauth_end(struct session *s);
 /* session_tap_in / session_tap_out show the tap what the client sent and
  * what it is sent.  session_tap_in returns 0, or -1 when the session ended. */
 int session_tap_in(struct session *s, const uint8_t *data, size_t len);
 void session_tap_out(struct session *s, const uint8_t *data, size_t len);
+
+/* --- session.c: the start after accept ----------------------------------- */
+
+/* session_start: the client's address is known (from the socket or a PROXY
+ * header): connection caps, the audit's session_start, the parser, then the
+ * TLS handshake or the greeting.  Returns 0, or a UV_E* code with the
+ * session closed. */
+int session_start(struct session *s);
+
+/* --- session_proxy.c ------------------------------------------------------------ */
+
+/* session_proxy_begin: the listener wants a PROXY header first.  A peer
+ * outside proxy_trusted is closed; else the header is awaited with its own
+ * deadline.  Returns 0 (the session may be closed). */
+int session_proxy_begin(struct session *s);
+/* session_proxy_input: bytes from the client while SESSION_F_PROXY_WAIT. */
+void session_proxy_input(struct session *s, const uint8_t *data, size_t len);
+/* session_proxy_header_out writes the PROXY v2 header for this session's
+ * backend connection: the client's and the local address, SSL (version and
+ * cipher) when the client's side is TLS, AUTHORITY (the name the client
+ * asked for) and UNIQUE_ID (the session id of the audit records).  Returns
+ * its length, or -1 when cap is too small. */
+#define SESSION_PROXY_OUT_MAX_LEN 1024 /* bytes; the header above is at most ~600 */
+int session_proxy_header_out(struct session *s, uint8_t *out, size_t cap);
+/* session_tls_version / session_tls_cipher: the client's TLS as the
+ * session knows it (its own, or the balancer's word); "" without TLS. */
+const char *session_tls_version(const struct session *s);
+const char *session_tls_cipher(const struct session *s);
 
 #endif

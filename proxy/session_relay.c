@@ -52,7 +52,8 @@ static void session_relay_copy(struct session *s, struct conn *dst, struct conn 
  * backend's stream is between two lines. */
 static void session_relay_flush_answers(struct session *s)
 {
-    if (s->answers_len == 0 || !imap_scan_at_line_start(&s->backend_scan) || s->client == NULL) {
+    if (s->answers_len == 0 || !imap_scan_at_line_start(&s->backend_scan) ||
+        !capa_rewrite_at_line_start(&s->capa_rw) || s->client == NULL) {
         return;
     }
     (void)conn_write(s->client, s->answers, s->answers_len);
@@ -366,6 +367,16 @@ static void session_on_backend_line(void *ctx, const uint8_t *head, size_t len)
     }
 }
 
+/* session_relay_to_client writes what the capability rewriter passes on:
+ * the backend's bytes, unchanged except in its capability lists. */
+static void session_relay_to_client(void *ctx, const uint8_t *p, size_t n)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_RELAY && s->client != NULL) {
+        session_relay_copy(s, s->client, s->backend, p, n, SESSION_F_BACK_PAUSE);
+    }
+}
+
 static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
 {
     struct session *s = ctx;
@@ -379,7 +390,10 @@ static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
     if (session_audit_full(s)) {
         return;
     }
-    session_relay_copy(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
+    if (capa_rewrite_feed(&s->capa_rw, data, len, session_relay_to_client, s) != 0) {
+        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
+        return;
+    }
     session_relay_flush_answers(s);
     if ((s->flags & SESSION_F_GATE_RESUME) && s->state == SESSION_RELAY) {
         s->flags &= ~SESSION_F_GATE_RESUME;
@@ -491,12 +505,15 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
     }
     s->env->stats.logins_ok++;
     imap_scan_init(&s->backend_scan);
+    /* the list of the login OK, wherever the backend sends one again */
+    capa_rewrite_init(&s->capa_rw, s->cfg->relay.compress ? "COMPRESS=DEFLATE" : "");
     s->last_backend_data = uv_now(s->env->loop);
     session_log(s, LOG_INFO, "login ok (%s%s%s%s)",
                 s->client != NULL && conn_is_tls(s->client) ? conn_tls_version(s->client)
                                                             : "cleartext",
                 cached ? ", session cache" : "",
                 s->auth_user[0] != '\0' ? ", with the credentials of " : "", s->auth_user);
+    session_audit_preauth_end(s);
     session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
     /* the tagged OK and anything the backend already sent go out together */
     session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
@@ -543,4 +560,5 @@ void session_relay_free(struct session *s)
     s->cin = NULL;
     free(s->answers);
     s->answers = NULL;
+    capa_rewrite_cleanup(&s->capa_rw);
 }

@@ -1,4 +1,5 @@
 #include "proxy/tls.h"
+#include "proxy/tls_certificates.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +124,9 @@ struct tls *tls_new(SSL_CTX *ctx, int is_server, const char *server_name)
     SSL_set0_wbio(t->ssl, t->wbio);
     if (is_server) {
         SSL_set_accept_state(t->ssl);
+        if (tls_certificates_hint(t->ssl, server_name) != 0) {
+            goto fail;
+        }
     } else {
         SSL_set_connect_state(t->ssl);
         if (server_name != NULL && server_name[0] != '\0') {
@@ -301,4 +305,10 @@ const char *tls_cipher(const struct tls *t)
 const char *tls_error(struct tls *t)
 {
     return t->err[0] != '\0' ? t->err : "TLS error";
+}
+
+const char *tls_server_name(const struct tls *t)
+{
+    const char *name = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+    return name != NULL ? name : "";
 }

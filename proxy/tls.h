@@ -32,7 +32,9 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t err_len, const char *ca_file, int 
 
 /* tls_new returns an engine on ctx (which it references), or NULL on OOM.
  * For a client, server_name is sent as SNI and, when the context verifies,
- * checked against the certificate (a numeric address is checked as an IP). */
+ * checked against the certificate (a numeric address is checked as an IP).
+ * For a server, server_name (NULL or "" for none) chooses the certificate
+ * when the ClientHello names none (tls_certificates_hint). */
 struct tls *tls_new(SSL_CTX *ctx, int is_server, const char *server_name);
 void tls_free(struct tls *t);
 
@@ -75,6 +77,9 @@ int tls_has_buffered(const struct tls *t);
 /* tls_version and tls_cipher name the negotiated parameters ("" before). */
 const char *tls_version(const struct tls *t);
 const char *tls_cipher(const struct tls *t);
+/* tls_server_name: on a server engine, the name the client sent as SNI once
+ * its ClientHello was read; "" without one. */
+const char *tls_server_name(const struct tls *t);
 
 /* tls_error returns a short reason for the last TLS_ERROR (static or owned by
  * the engine until the next call). */

@@ -167,7 +167,73 @@ static void warm_on_tick(uv_timer_t *t)
     }
 }
 
+static struct warm *warm_build(uv_loop_t *loop, struct config *cfg,
+                               SSL_CTX *const *backend_ctx, struct warm *old);
+
 struct warm *warm_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backend_ctx)
+{
+    return warm_build(loop, cfg, backend_ctx, NULL);
+}
+
+static int warm_str_same(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* warm_backend_same: a warm connection made for a serves b as it is. */
+static int warm_backend_same(const struct config_backend *a, const struct config_backend *b)
+{
+    return strcmp(a->name, b->name) == 0 && a->tls == b->tls && a->tls_verify == b->tls_verify &&
+           warm_str_same(a->ca_file, b->ca_file) && warm_str_same(a->server_name, b->server_name) &&
+           a->pool_max_idle_ms == b->pool_max_idle_ms &&
+           a->pool_check_interval_ms == b->pool_check_interval_ms;
+}
+
+/* warm_carry moves old's ready connections to h's host into h. */
+static void warm_carry(struct warm_host *h, struct warm *old)
+{
+    for (size_t i = 0; i < old->num_hosts; i++) {
+        struct warm_host *oh = &old->hosts[i];
+        if (oh->port != h->port || strcmp(oh->host, h->host) != 0 ||
+            !warm_backend_same(oh->cfg, h->cfg)) {
+            continue;
+        }
+        struct list_link *l, *n;
+        unsigned kept = 0;
+        LIST_FOREACH_SAFE(l, n, &oh->conns) {
+            struct warm_conn *pc = LIST_ITEM(l, struct warm_conn, link);
+            if (h->count >= h->cfg->pool_size) {
+                break;
+            }
+            if (!pc->ready || !backend_is_ready(pc->b)) {
+                continue;
+            }
+            warm_unlink(pc);
+            pc->h = h;
+            backend_set_config(pc->b, h->cfg);
+            list_push_back(&h->conns, &pc->link);
+            h->count++;
+            h->p->stats.size++;
+            kept++;
+        }
+        if (kept > 0) {
+            log_msg(LOG_DEBUG, "warm pool: kept %u warm connections to backend %s host %s:%u",
+                    kept, h->cfg->name, h->host, (unsigned)h->port);
+        }
+        return;
+    }
+}
+
+struct warm *warm_renew(struct warm *old, uv_loop_t *loop, struct config *cfg,
+                        SSL_CTX *const *backend_ctx)
+{
+    struct warm *p = warm_build(loop, cfg, backend_ctx, old);
+    warm_free(old);
+    return p;
+}
+
+static struct warm *warm_build(uv_loop_t *loop, struct config *cfg,
+                               SSL_CTX *const *backend_ctx, struct warm *old)
 {
     struct warm *p = calloc(1, sizeof(*p));
     size_t n = 0;
@@ -203,6 +269,13 @@ struct warm *warm_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backe
     }
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
+    if (old != NULL) {
+        p->stats = old->stats;
+        p->stats.size = 0; /* counted again as connections move over */
+        for (size_t i = 0; i < p->num_hosts; i++) {
+            warm_carry(&p->hosts[i], old);
+        }
+    }
     if (p->num_hosts > 0) {
         for (size_t i = 0; i < p->num_hosts; i++) {
             warm_fill(&p->hosts[i]);

@@ -14,8 +14,11 @@
 #include "proxy/directory.h"
 #include "proxy/listener.h"
 #include "proxy/oauth.h"
+#include "proxy/reload.h"
+#include "proxy/snapshot.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
+#include "proxy/sesslimit.h"
 #include "proxy/session.h"
 #include "proxy/verify.h"
 
@@ -34,6 +37,7 @@ struct worker {
     struct session_env env;
     struct listener **listeners; /* num = cfg->num_listeners */
     atomic_int drain_requested;
+    atomic_int drain_keep_preauth; /* an upgrade's drain: pre-auth sessions go on */
     int draining;                /* drain started on the loop */
     int final_sent;              /* logged-in sessions were told BYE */
     uint64_t drain_deadline;     /* loop time (ms) */
@@ -41,7 +45,12 @@ struct worker {
     int failed;
     struct audit *audit;         /* borrowed, or NULL */
     struct audit_stats audit_stats; /* read when the queue closes */
+    struct snapshot *start_snap; /* the snapshot the worker started with: the directory's
+                                    Redis clients point into its configuration */
+    _Atomic(struct snapshot *) next_snap; /* a reload waiting for the loop (owned), or NULL */
 };
+
+static void worker_take_snapshot(struct worker *w);
 
 static void worker_on_accept(void *ctx, uv_stream_t *server, const struct config_listener *l)
 {
@@ -139,6 +148,18 @@ static void worker_log_stats(struct worker *w, int final)
                  (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
                  (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
     }
+    if (w->env.limits != NULL && strlen(line) < sizeof(line)) {
+        struct sesslimit_stats ls;
+        size_t o = strlen(line);
+        sesslimit_stats(w->env.limits, &ls);
+        snprintf(line + o, sizeof(line) - o,
+                 " sessions_leased=%llu session_limit_refused_user=%llu "
+                 "session_limit_refused_ip=%llu session_limit_redis_errors=%llu "
+                 "session_lease_renew_failures=%llu",
+                 (unsigned long long)ls.leases, (unsigned long long)ls.refused_user,
+                 (unsigned long long)ls.refused_ip, (unsigned long long)ls.redis_errors,
+                 (unsigned long long)ls.renew_failures);
+    }
     /* the process-wide counters once, in worker 0's line */
     if (w->env.worker_id == 0 && off < sizeof(line)) {
         off += strlen(line + off);
@@ -165,6 +186,8 @@ static void worker_on_drain_timer(uv_timer_t *t)
         w->env.warm = NULL;
         sesscache_free(w->env.cache);
         w->env.cache = NULL;
+        sesslimit_free(w->env.limits); /* no session is left, so no lease either */
+        w->env.limits = NULL;
         verify_loop_close(&w->loop); /* no session is left, so no check is in flight */
         oauth_loop_close(&w->loop);
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
@@ -190,6 +213,7 @@ static void worker_on_drain_timer(uv_timer_t *t)
 static void worker_on_async(uv_async_t *a)
 {
     struct worker *w = a->data;
+    worker_take_snapshot(w);
     if (w->draining || !atomic_load(&w->drain_requested)) {
         return;
     }
@@ -198,7 +222,9 @@ static void worker_on_async(uv_async_t *a)
         listener_close(w->listeners[i]);
         w->listeners[i] = NULL;
     }
-    session_drain_all(&w->env, 0);
+    if (!atomic_load(&w->drain_keep_preauth)) {
+        session_drain_all(&w->env, 0);
+    }
     w->drain_deadline = uv_now(&w->loop) + w->env.cfg->drain_timeout_ms;
     uv_timer_start(&w->drain_timer, worker_on_drain_timer, 0, WORKER_DRAIN_POLL_MS);
 }
@@ -299,6 +325,11 @@ static void worker_main(void *arg)
     }
     w->env.warm = warm_new(&w->loop, w->env.cfg, w->env.backend_ctx);
     w->env.cache = sesscache_new(&w->loop, w->env.cfg);
+    w->env.limits = sesslimit_new(&w->loop, w->env.cfg, w->env.worker_id);
+    if (w->env.limits == NULL && w->env.cfg->redis.enabled && w->env.cfg->session_lease_ms > 0) {
+        log_msg(LOG_ERR, "worker %u: out of memory: sessions are not counted",
+                w->env.worker_id);
+    }
     uv_timer_start(&w->stats_timer, worker_on_stats_timer, WORKER_STATS_MS, WORKER_STATS_MS);
     uv_sem_post(&w->ready);
     uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -313,14 +344,18 @@ static void worker_free(struct worker *w)
     }
     uv_sem_destroy(&w->ready);
     config_unref(&w->env.cfg);
+    struct snapshot *next = atomic_exchange(&w->next_snap, NULL);
+    snapshot_unref(&next);
+    snapshot_unref(&w->env.snap);
+    snapshot_unref(&w->start_snap);
     free(w->listeners);
     free(w);
 }
 
-struct worker *worker_start(char *err, size_t err_len, unsigned id, struct config *cfg,
-                            SSL_CTX *server_ctx, SSL_CTX *const *backend_ctx,
+struct worker *worker_start(char *err, size_t err_len, unsigned id, struct snapshot *snap,
                             struct audit *audit, struct conncap *conncap)
 {
+    struct config *cfg = snap->cfg;
     struct worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         snprintf(err, err_len, "out of memory");
@@ -338,8 +373,11 @@ struct worker *worker_start(char *err, size_t err_len, unsigned id, struct confi
     list_init(&w->env.sessions);
     w->env.worker_id = id;
     w->env.cfg = config_ref(cfg);
-    w->env.server_ctx = server_ctx;
-    w->env.backend_ctx = backend_ctx;
+    w->env.server_ctx = snap->server_ctx;
+    w->env.backend_ctx = snap->backend_ctx;
+    w->env.snap = snapshot_ref(snap);
+    w->start_snap = snapshot_ref(snap);
+    atomic_init(&w->next_snap, NULL);
     w->env.conncap = conncap;
     w->audit = audit;
     uv_async_init(&w->loop, &w->async, worker_on_async);
@@ -374,8 +412,123 @@ void worker_drain(struct worker *w)
     uv_async_send(&w->async);
 }
 
+void worker_drain_upgrade(struct worker *w)
+{
+    atomic_store(&w->drain_keep_preauth, 1);
+    worker_drain(w);
+}
+
+size_t worker_listener_fds(const struct worker *w, int *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->env.cfg->num_listeners && n < cap; i++) {
+        n += listener_fds(w->listeners[i], out + n, cap - n);
+    }
+    return n;
+}
+
 void worker_join(struct worker *w)
 {
     uv_thread_join(&w->thread);
     worker_free(w);
+}
+
+/* --- reload ---------------------------------------------------------------------- */
+
+void worker_reload(struct worker *w, struct snapshot *snap)
+{
+    struct snapshot *old = atomic_exchange(&w->next_snap, snapshot_ref(snap));
+    snapshot_unref(&old); /* a reload the loop had not taken yet: the newer wins */
+    uv_async_send(&w->async);
+}
+
+/* worker_reload_listeners makes the worker's listeners those of cfg: the
+ * same ones keep their sockets (and see cfg from now on), removed ones
+ * close, added ones are bound.  A listener that cannot be bound is logged
+ * and counted; its slot stays empty. */
+static void worker_reload_listeners(struct worker *w, const struct config *cfg)
+{
+    const struct config *old = w->env.cfg;
+    struct listener **next = calloc(cfg->num_listeners + 1, sizeof(*next));
+    if (next == NULL) {
+        log_msg(LOG_ERR, "worker %u: reload: out of memory, listeners unchanged",
+                w->env.worker_id);
+        return;
+    }
+    for (size_t j = 0; j < cfg->num_listeners; j++) {
+        const struct config_listener *nl = &cfg->listeners[j];
+        for (size_t i = 0; i < old->num_listeners; i++) {
+            if (w->listeners[i] != NULL && listener_config_same(&old->listeners[i], nl)) {
+                next[j] = w->listeners[i];
+                w->listeners[i] = NULL;
+                listener_set_config(next[j], nl);
+                break;
+            }
+        }
+        if (next[j] == NULL) {
+            char err[256];
+            next[j] = listener_open(err, sizeof(err), &w->loop, nl, worker_on_accept, w);
+            if (next[j] == NULL) {
+                log_msg(LOG_ERR, "worker %u: reload: %s", w->env.worker_id, err);
+                reload_listener_failed();
+            } else if (w->env.worker_id == 0) {
+                log_msg(LOG_INFO, "listening on %s port %u (%s)", nl->address,
+                        (unsigned)nl->port,
+                        nl->tls == CONFIG_LISTENER_IMPLICIT ? "implicit TLS" : "STARTTLS");
+            }
+        }
+    }
+    for (size_t i = 0; i < old->num_listeners; i++) {
+        if (w->listeners[i] != NULL) {
+            if (w->env.worker_id == 0) {
+                log_msg(LOG_INFO, "no longer listening on %s port %u", old->listeners[i].address,
+                        (unsigned)old->listeners[i].port);
+            }
+            listener_close(w->listeners[i]);
+        }
+    }
+    free(w->listeners);
+    w->listeners = next;
+}
+
+/* worker_take_snapshot puts a waiting reload in force on the loop: new
+ * sessions get it, running ones keep theirs.  The warm pool is rebuilt from
+ * it, keeping the connections of backends whose settings did not change;
+ * the session cache is kept unless its settings changed. */
+static void worker_take_snapshot(struct worker *w)
+{
+    struct snapshot *snap = atomic_exchange(&w->next_snap, NULL);
+    if (snap == NULL) {
+        return;
+    }
+    if (w->draining || atomic_load(&w->drain_requested)) {
+        snapshot_unref(&snap);
+        return;
+    }
+    worker_reload_listeners(w, snap->cfg);
+    struct warm *old_warm = w->env.warm;
+    const struct config_session_cache *oc = &w->env.cfg->session_cache;
+    const struct config_session_cache *nc = &snap->cfg->session_cache;
+    /* parked connections are keyed by backend name, host and credentials, so
+       new routes never reach a wrong one: the cache stays unless its own
+       settings changed */
+    int new_cache = oc->enabled != nc->enabled || oc->ttl_ms != nc->ttl_ms ||
+                    oc->max_per_user != nc->max_per_user || oc->max_total != nc->max_total;
+    if (new_cache) {
+        sesscache_free(w->env.cache);
+        w->env.cache = NULL;
+    }
+    config_unref(&w->env.cfg);
+    w->env.cfg = config_ref(snap->cfg);
+    w->env.server_ctx = snap->server_ctx;
+    w->env.backend_ctx = snap->backend_ctx;
+    dir_set_config(w->env.dir, snap->cfg);
+    w->env.warm = warm_renew(old_warm, &w->loop, snap->cfg, snap->backend_ctx);
+    if (new_cache) {
+        w->env.cache = sesscache_new(&w->loop, snap->cfg);
+    }
+    snapshot_unref(&w->env.snap);
+    w->env.snap = snap; /* our reference now */
+    log_msg(LOG_DEBUG, "worker %u: generation %llu in force", w->env.worker_id,
+            (unsigned long long)snap->generation);
 }

@@ -135,7 +135,7 @@ class Dovecot:
     """A real dovecot IMAP server on a free loopback port."""
 
     def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot", ssl=None,
-                 master_users=None, extra_conf=""):
+                 master_users=None, extra_conf="", haproxy=False):
         """master_users: {name: password} allowed to log in as any user with
         SASL PLAIN authzid=<user>, authcid=<name>."""
         self.dir = os.path.join(tmpdir, name)
@@ -147,6 +147,10 @@ class Dovecot:
             raise ValueError("ssl_mode: none, starttls or implicit")
         self.ssl_mode = ssl_mode
         self.extra_conf = extra_conf  # appended to dovecot.conf (e.g. the benchmark's limits)
+        # haproxy: the imap listener wants a PROXY protocol header (from
+        # 127.0.0.0/8); a session is secured only by the header's SSL TLV when
+        # it does not come from 127.0.0.1 (Dovecot trusts same-address peers)
+        self.haproxy = haproxy
         if ssl_mode != "none" and cert is None:
             os.makedirs(self.dir, exist_ok=True)
             cert = make_cert(self.dir)
@@ -178,8 +182,9 @@ class Dovecot:
             ssl_conf = "ssl = %s\nssl_cert = <%s\nssl_key = <%s\n" % (
                 "required" if self.ssl_mode == "implicit" else "yes", self.cert[0], self.cert[1])
         imap_port, imaps_port = (0, self.port) if self.ssl_mode == "implicit" else (self.port, 0)
+        haproxy_conf = "    haproxy = yes\n" if self.haproxy else ""
         conf = """protocols = imap
-listen = {lo}
+{trusted}listen = {lo}
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
@@ -206,7 +211,7 @@ service imap-login {{
   inet_listener imap {{
     address = {lo}
     port = {imap_port}
-  }}
+{haproxy}  }}
   inet_listener imaps {{
     address = {lo}
     port = {imaps_port}
@@ -216,7 +221,15 @@ service anvil {{
   chroot =
 }}
 """.format(lo=LOOPBACK, d=self.dir, ssl=ssl_conf, uid=u.pw_uid, gid=u.pw_gid,
-           imap_port=imap_port, imaps_port=imaps_port, master=master_passdb) + self.extra_conf
+           imap_port=imap_port, imaps_port=imaps_port, master=master_passdb,
+           haproxy=haproxy_conf,
+           trusted="haproxy_trusted_networks = 127.0.0.0/8\n" if self.haproxy else "") + self.extra_conf
+        if self.haproxy:
+            # only the header's SSL TLV may make a session secured: plaintext
+            # logins refused, and the connecting address not trusted as such
+            conf = conf.replace("disable_plaintext_auth = no", "disable_plaintext_auth = yes")
+            conf = conf.replace("login_trusted_networks = 127.0.0.0/8",
+                                "login_trusted_networks = 127.0.0.1/32")
         self.conf = os.path.join(self.dir, "dovecot.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
@@ -448,8 +461,10 @@ class Sentinel(Redis):
     """A Redis Sentinel watching master (a Redis) with quorum 1."""
 
     def __init__(self, tmpdir, master, name="sentinel", master_name="mymaster",
-                 down_after_ms=1000, failover_timeout_ms=3000):
-        super().__init__(tmpdir, name=name)
+                 down_after_ms=1000, failover_timeout_ms=3000, password=None):
+        """password: the sentinel's own requirepass (the master's comes from
+        master.password)."""
+        super().__init__(tmpdir, name=name, password=password)
         self.master = master
         self.master_name = master_name
         self.down_after_ms = down_after_ms
@@ -467,6 +482,10 @@ class Sentinel(Redis):
                  "sentinel down-after-milliseconds %s %d" % (n, self.down_after_ms),
                  "sentinel failover-timeout %s %d" % (n, self.failover_timeout_ms),
                  "sentinel parallel-syncs %s 1" % n]
+        if self.password:
+            lines.append("requirepass %s" % self.password)
+        if self.master.password:
+            lines.append("sentinel auth-pass %s %s" % (n, self.master.password))
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -527,7 +546,7 @@ class Imapmux:
     def __init__(self, tmpdir, backends, cert=None, routes=None, limits=None, workers=2,
                  name="imapmux", extra_listeners=(), listeners=None, redis=None,
                  bruteforce=None, audit=None, session_cache=None, log_level="debug"):
-        """listeners: (address, port, tls) tuples replacing the default pair
+        """listeners: (address, port, tls[, {more keys}]) tuples replacing the default pair
         of an implicit TLS and a STARTTLS listener on free loopback ports;
         extra_listeners are added to either.  cert: (cert, key), made in the
         directory when None."""
@@ -538,12 +557,13 @@ class Imapmux:
         if listeners is None:
             listeners = [(LOOPBACK, free_port(), "implicit"), (LOOPBACK, free_port(), "starttls")]
         self.listeners = list(listeners) + list(extra_listeners)
-        self.tls_port = next((p for a, p, t in self.listeners if t == "implicit"), None)
-        self.plain_port = next((p for a, p, t in self.listeners if t != "implicit"), None)
+        self.tls_port = next((l[1] for l in self.listeners if l[2] == "implicit"), None)
+        self.plain_port = next((l[1] for l in self.listeners if l[2] != "implicit"), None)
         lines = ["instance: %s" % name, "workers: %d" % workers,
                  "log: {level: %s, target: stderr}" % log_level, "listeners:"]
         for l in self.listeners:
-            lines.append("  - {address: %s, port: %d, tls: %s}" % (_yaml_value(l[0]), l[1], l[2]))
+            more = "".join(", %s: %s" % (k, _yaml_value(v)) for k, v in (l[3] if len(l) > 3 else {}).items())
+            lines.append("  - {address: %s, port: %d, tls: %s%s}" % (_yaml_value(l[0]), l[1], l[2], more))
         lines.append("tls: {cert: %s, key: %s}" % (_yaml_value(cert[0]), _yaml_value(cert[1])))
         lines.append("backends:")
         for b in backends:
@@ -574,8 +594,8 @@ class Imapmux:
         self.proc = subprocess.Popen([imapmux_bin(), "-c", self.conf], stdout=self._logf,
                                      stderr=subprocess.STDOUT)
         _children.append(self.proc)
-        for address, port, _ in self.listeners:
-            wait_port(port, proc=self.proc, host=address)
+        for l in self.listeners:
+            wait_port(l[1], proc=self.proc, host=l[0])
         return self
 
     def stop(self, timeout=40):

@@ -11,6 +11,7 @@ import http.server
 import imaplib
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -406,6 +407,28 @@ class OAuthTest(unittest.TestCase):
             self.assertRefused(self.raw_auth("OAUTHBEARER", self.bearer_msg("eve@intro.test", tok)))
         with self.idp.lock:
             self.assertEqual(self.idp.introspections.get(tok), 1)
+
+    # --- reload ----------------------------------------------------------------------------------
+
+    def test_reload_changing_oauth_is_refused(self):
+        with open(self.mux.conf) as f:
+            conf = f.read()
+        try:
+            with open(self.mux.conf, "w") as f:
+                f.write(conf.replace("audience: %s," % AUD, "audience: other,", 1))
+            before = self.mux.log_text().count("reload refused")
+            self.mux.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while self.mux.log_text().count("reload refused") == before and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            line = [l for l in self.mux.log_text().splitlines() if "reload refused" in l][before]
+            self.assertIn("oauth changed, which needs a restart", line)
+        finally:
+            with open(self.mux.conf, "w") as f:
+                f.write(conf)
+        # the entries the process started with keep working
+        self.imaplib_xoauth2("alice@example.com", self.mint("EdDSA", "ed1"))
 
     # --- secrets ---------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 
 #include "common/config.h"
+#include "proxy/reload.h"
 
 #define BACKENDS "backends:\n  - {name: b, host: 127.0.0.1, port: 1}\n"
 
@@ -79,4 +80,26 @@ Test(config_oauth, errors)
     expect_error("  domains: []\n", "1-256 entries");
     expect_error("  domains:\n    - {domain: x, jwks_url: \"http://a/\", issuer: i, colour: red}\n",
                  "unknown key");
+}
+
+Test(config_oauth, a_changed_section_needs_a_restart)
+{
+    char err[512];
+    const char *a = BACKENDS "oauth:\n  domains:\n"
+                    "    - {domain: x.test, jwks_url: \"http://a/\", issuer: i}\n";
+    const char *b = BACKENDS "oauth:\n  domains:\n"
+                    "    - {domain: x.test, jwks_url: \"http://a/\", issuer: j}\n";
+    struct config *ca = parse(a, err, sizeof(err)), *ca2 = parse(a, err, sizeof(err));
+    struct config *cb = parse(b, err, sizeof(err)), *none = parse(BACKENDS, err, sizeof(err));
+    cr_assert(ca != NULL && ca2 != NULL && cb != NULL && none != NULL);
+    cr_assert_eq(config_oauth_differs(&ca->oauth, &ca2->oauth), 0);
+    cr_assert_eq(config_oauth_differs(&ca->oauth, &cb->oauth), 1);
+    cr_assert_eq(config_oauth_differs(&ca->oauth, &none->oauth), 1);
+    cr_assert_null(reload_restart_only_change(ca, ca2));
+    cr_assert_str_eq(reload_restart_only_change(ca, cb), "oauth");
+    cr_assert_str_eq(reload_restart_only_change(none, ca), "oauth");
+    config_unref(&ca);
+    config_unref(&ca2);
+    config_unref(&cb);
+    config_unref(&none);
 }
