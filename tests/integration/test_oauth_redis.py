@@ -39,7 +39,8 @@ class OAuthRedisTest(unittest.TestCase):
             subprocess.run([jwtmint_bin(), "keys", cls.keys], check=True)
             cls.redis = harness.Redis(d).start()
             users = {u: "x" for u in ("grace@example.com", "henry@example.com",
-                                      "ivy@example.com", "jack@example.com")}
+                                      "ivy@example.com", "jack@example.com",
+                                      "kate@example.com")}
             cls.dovecot = harness.Dovecot(d, users=users, master_users=MASTER,
                                           extra_conf="auth_verbose = yes\n").start()
             r = cls.redis.cmd
@@ -47,6 +48,7 @@ class OAuthRedisTest(unittest.TestCase):
             r("HSET", "imapmux:user:grace@example.com", "password", pw, "state", "disabled")
             r("HSET", "imapmux:user:henry@example.com", "password", pw)
             r("HSET", "imapmux:user:jack@example.com", "password", pw)
+            r("HSET", "imapmux:user:kate@example.com", "password", pw, "max_sessions", "1")
             backends = [{"name": "one", "host": LOOPBACK, "port": cls.dovecot.port, "tls": "none",
                          "auth": "master", "master_user": "proxy",
                          "master_password": MASTER["proxy"]}]
@@ -116,6 +118,21 @@ class OAuthRedisTest(unittest.TestCase):
         s.close()
         return lines
 
+    def open_session(self, user):
+        """A logged-in XOAUTH2 session left open; returns its socket."""
+        raw = socket.create_connection((LOOPBACK, self.mux.tls_port), timeout=30)
+        s = harness.client_context(self.mux.cert[0]).wrap_socket(raw, server_hostname="localhost")
+        read_line(s)
+        msg = base64.b64encode(("user=%s\x01auth=Bearer %s\x01\x01"
+                                % (user, self.mint(user))).encode())
+        s.sendall(b"a AUTHENTICATE XOAUTH2 " + msg + b"\r\n")
+        while True:
+            line = read_line(s)
+            self.assertTrue(line, "closed")
+            if line.startswith(b"a "):
+                self.assertTrue(line.startswith(b"a OK"), line)
+                return s
+
     def assertExchange(self, lines, code):
         self.assertEqual(len(lines), 2, lines)
         self.assertTrue(lines[0].startswith("+ "), lines)
@@ -164,6 +181,15 @@ class OAuthRedisTest(unittest.TestCase):
         self.assertTrue(lines[-1].startswith("a OK"), lines)
         self.assertEqual(self.mux.log_text().count("session cache hit"), hits)
         self.assertNotIn(tok, self.mux.log_text())
+
+    def test_session_limit(self):
+        """OAuth logins take a lease among the login's sessions like any other."""
+        first = self.open_session("kate@example.com")
+        try:
+            lines = self.auth("kate@example.com", self.mint("kate@example.com"))
+            self.assertExchange(lines, "LIMIT")
+        finally:
+            first.close()
 
 
 if __name__ == "__main__":
