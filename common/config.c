@@ -318,6 +318,9 @@ static const struct config_enum config_syslog_facilities[] = {
 static const struct config_enum config_redis_error_policies[] = {
     {"allow", 0}, {"refuse", 1},
 };
+static const struct config_enum config_park_modes[] = {
+    {"returning", CONFIG_PARK_RETURNING}, {"always", CONFIG_PARK_ALWAYS},
+};
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
     {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
@@ -364,6 +367,9 @@ static void config_tls_pair(struct config_loader *ld, struct config *c, const ch
         dst = &c->tls_cert_file;
     } else if (strcmp(key, "key") == 0) {
         dst = &c->tls_key_file;
+    } else if (strcmp(key, "session_tickets") == 0) {
+        config_bool(ld, v, kp, &c->tls_session_tickets);
+        return;
     } else {
         config_fail(ld, k, "unknown key %s", kp);
         return;
@@ -884,6 +890,48 @@ static const struct config_uint_field config_bf_fields[] = {
     {"trusted_ttl_s", offsetof(struct config_bruteforce, trusted_ttl_s), 60, 86400 * 400},
 };
 
+static void config_park_clients_free(struct config_session_cache *sc)
+{
+    for (size_t i = 0; i < sc->num_park_clients; i++) {
+        free(sc->park_clients[i]);
+    }
+    free(sc->park_clients);
+    sc->park_clients = NULL;
+    sc->num_park_clients = 0;
+}
+
+/* config_park_clients reads session_cache.park_clients: a list of ID names. */
+static void config_park_clients(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                                struct config_session_cache *sc)
+{
+    size_t num = config_sequence(ld, v, kp);
+    config_park_clients_free(sc);
+    if (num > CONFIG_MAX_PARK_CLIENTS) {
+        config_fail(ld, v, "%s: at most %d names", kp, CONFIG_MAX_PARK_CLIENTS);
+        return;
+    }
+    if (num == 0) {
+        return;
+    }
+    sc->park_clients = calloc(num, sizeof(*sc->park_clients));
+    if (sc->park_clients == NULL) {
+        config_fail(ld, v, "%s: out of memory", kp);
+        return;
+    }
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        char *name = config_string(ld, item, kp);
+        if (name == NULL) {
+            return;
+        }
+        sc->park_clients[sc->num_park_clients++] = name;
+        if (name[0] == '\0' || strlen(name) > CONFIG_MAX_PARK_CLIENT_LEN) {
+            config_fail(ld, item, "%s: a name of 1 to %d bytes", kp, CONFIG_MAX_PARK_CLIENT_LEN);
+            return;
+        }
+    }
+}
+
 static void config_cache_pair(struct config_loader *ld, struct config *c, const char *prefix,
                               const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
@@ -905,6 +953,17 @@ static void config_cache_pair(struct config_loader *ld, struct config *c, const 
         if (config_uint(ld, v, kp, 1, 1000000, &n) == 0) {
             sc->max_total = (unsigned)n;
         }
+    } else if (strcmp(key, "park") == 0) {
+        int e;
+        if (CONFIG_ENUM(ld, v, kp, config_park_modes, &e) == 0) {
+            sc->park = (enum config_park)e;
+        }
+    } else if (strcmp(key, "seen_slots") == 0) {
+        if (config_uint(ld, v, kp, 16, 16777216, &n) == 0) {
+            sc->seen_slots = (unsigned)n;
+        }
+    } else if (strcmp(key, "park_clients") == 0) {
+        config_park_clients(ld, v, kp, sc);
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -1084,6 +1143,106 @@ static void config_audit_pair(struct config_loader *ld, struct config *c, const 
 }
 
 static void config_backend_template(struct config_loader *ld, struct config *c, yaml_node_t *v);
+/* config_admin_listen reads "address:port", "[v6 address]:port" or a bare
+ * port (on 127.0.0.1) into the admin section. */
+static void config_admin_listen(struct config_loader *ld, struct config_admin *a,
+                                yaml_node_t *v, const char *kp)
+{
+    const char *s = config_scalar(ld, v, kp);
+    char host[64];
+    const char *port;
+    struct netaddr na;
+    if (s == NULL) {
+        return;
+    }
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host)) {
+            config_fail(ld, v, "%s: expected address:port or [address]:port", kp);
+            return;
+        }
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        port = end + 2;
+    } else if (strchr(s, ':') == NULL) {
+        snprintf(host, sizeof(host), "127.0.0.1");
+        port = s;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (memchr(s, ':', (size_t)(colon - s)) != NULL || (size_t)(colon - s) >= sizeof(host)) {
+            config_fail(ld, v, "%s: an IPv6 address goes in brackets: [address]:port", kp);
+            return;
+        }
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        port = colon + 1;
+    }
+    char *end;
+    errno = 0;
+    unsigned long p = strtoul(port, &end, 10);
+    if (port[0] < '0' || port[0] > '9' || *end != '\0' || errno != 0 || p < 1 || p > 65535) {
+        config_fail(ld, v, "%s: expected a port 1-65535", kp);
+        return;
+    }
+    if (netaddr_parse(&na, host) != 0 || strchr(host, '%') != NULL) {
+        config_fail(ld, v, "%s: %s is not a numeric address", kp, host);
+        return;
+    }
+    free(a->address);
+    a->address = strdup(host);
+    if (a->address == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    a->port = (uint16_t)p;
+    a->enabled = 1;
+}
+
+static void config_admin_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_admin *a = &c->admin;
+    char kp[128];
+    (void)arg;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "listen") == 0) {
+        config_admin_listen(ld, a, v, kp);
+    } else if (strcmp(key, "token_file") == 0) {
+        config_free_secret(&a->token);
+        a->token = config_secret_file(ld, v, kp);
+    } else if (strcmp(key, "allow") == 0) {
+        size_t num = config_sequence(ld, v, kp);
+        if (num > CONFIG_ADMIN_MAX_ALLOW) {
+            config_fail(ld, v, "%s: at most %d networks", kp, CONFIG_ADMIN_MAX_ALLOW);
+            return;
+        }
+        free(a->allow);
+        a->allow = NULL;
+        a->num_allow = 0;
+        if (ld->failed || num == 0) {
+            return;
+        }
+        a->allow = calloc(num, sizeof(*a->allow));
+        if (a->allow == NULL) {
+            config_fail(ld, v, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < num && !ld->failed; i++) {
+            yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+            const char *text = config_scalar(ld, item, kp);
+            if (text == NULL) {
+                return;
+            }
+            if (netaddr_cidr_parse(&a->allow[i].net, &a->allow[i].prefix_len, text) != 0) {
+                config_fail(ld, item, "%s: %s is not an address or address/length", kp, text);
+                return;
+            }
+            a->num_allow = i + 1;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
 
 static void config_oauth_pair(struct config_loader *ld, struct config *c, const char *prefix,
                               const char *key, yaml_node_t *k, yaml_node_t *v, void *arg);
@@ -1136,6 +1295,11 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_backend_template(ld, c, v);
     } else if (strcmp(key, "oauth") == 0) {
         config_each_pair(ld, c, v, key, config_oauth_pair, NULL);
+    } else if (strcmp(key, "admin") == 0) {
+        config_each_pair(ld, c, v, key, config_admin_pair, NULL);
+        if (!ld->failed && !c->admin.enabled) {
+            config_fail(ld, v, "admin: listen is required");
+        }
     } else {
         config_fail(ld, k, "unknown key %s", key);
     }
@@ -1177,6 +1341,8 @@ static void config_defaults(struct config *c)
     c->session_cache.ttl_ms = 30000;
     c->session_cache.max_per_user = 2;
     c->session_cache.max_total = 1000;
+    c->session_cache.park = CONFIG_PARK_RETURNING;
+    c->session_cache.seen_slots = 16384;
     c->redis.connect_timeout_ms = 2000;
     c->redis.command_timeout_ms = 2000;
     c->redis.reconnect_max_ms = 5000;
@@ -1239,6 +1405,10 @@ static void config_free(struct config *c)
     free(c->relay.allowed_commands);
     config_free_sni(c);
     config_oauth_free(&c->oauth);
+    config_park_clients_free(&c->session_cache);
+    free(c->admin.address);
+    config_free_secret(&c->admin.token);
+    free(c->admin.allow);
     free(c);
 }
 

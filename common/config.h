@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/netaddr.h"
 #include "common/proxy_proto.h"
 #include "common/schema.h"
 
@@ -132,11 +133,24 @@ struct config_audit {
                                  the rest in summaries, at most one a second (default 16) */
 };
 
+/* When the session cache parks a connection at LOGOUT. */
+enum config_park {
+    CONFIG_PARK_RETURNING, /* the credentials were seen within ttl_ms, or a park_clients ID */
+    CONFIG_PARK_ALWAYS,    /* every parkable LOGOUT */
+};
+
+#define CONFIG_MAX_PARK_CLIENTS 64   /* entries of session_cache.park_clients */
+#define CONFIG_MAX_PARK_CLIENT_LEN 64 /* bytes of one of them */
+
 struct config_session_cache {
     int enabled;              /* park logged-in backend connections at LOGOUT (default 0) */
     unsigned ttl_ms;          /* how long a parked connection waits (default 30000) */
     unsigned max_per_user;    /* parked connections per login and worker (default 2) */
     unsigned max_total;       /* parked connections per worker (default 1000) */
+    enum config_park park;    /* when a LOGOUT parks (default CONFIG_PARK_RETURNING) */
+    char **park_clients;      /* ID "name" values (any case) whose sessions always park */
+    size_t num_park_clients;
+    unsigned seen_slots;      /* size of the per-worker recently-seen filter (default 16384) */
 };
 
 #define CONFIG_RELAY_MAX_ALLOWED 64 /* vendor commands in relay.allowed_commands */
@@ -201,6 +215,23 @@ struct config_certificate {
 
 #define CONFIG_MAX_CERTIFICATES 256       /* entries of tls.certificates */
 #define CONFIG_MAX_CERTIFICATE_NAMES 1024 /* names of one entry */
+#define CONFIG_ADMIN_MAX_ALLOW 64 /* networks in admin.allow */
+
+/* One network of admin.allow. */
+struct config_admin_net {
+    struct netaddr net;       /* host bits as written */
+    unsigned prefix_len;      /* bits */
+};
+
+/* The admin HTTP listener: /metrics, /healthz, /readyz (off unless set). */
+struct config_admin {
+    int enabled;              /* an admin section with listen was given */
+    char *address;            /* numeric address (default 127.0.0.1) */
+    uint16_t port;            /* from listen "address:port" or "[v6]:port" */
+    char *token;              /* bearer token from token_file (a secret), or NULL: none */
+    struct config_admin_net *allow; /* client networks allowed; NULL: any */
+    size_t num_allow;
+};
 
 struct config {
     atomic_int refs;          /* reference count; see config_ref/config_unref */
@@ -216,6 +247,7 @@ struct config {
 
     char *tls_cert_file;      /* PEM chain, leaf first; required if any listener */
     char *tls_key_file;       /* PEM private key (ECDSA or RSA) */
+    int tls_session_tickets;  /* issue TLS session tickets for resumption (default 0) */
 
     struct config_backend *backends;
     size_t num_backends;
@@ -253,6 +285,8 @@ struct config {
     unsigned max_connections_per_ip;          /* per client address; 0 (default) = off */
     unsigned max_connections_per_ipv6_prefix; /* per IPv6 prefix; 0 (default) = off */
     unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
+
+    struct config_admin admin;     /* the admin HTTP listener */
     /* logged-in sessions per login across instances (proxy/sesslimit.c) */
     unsigned max_sessions_per_user;    /* 0 (default) = off; a max_sessions field of the
                                           user's or the domain's hash in Redis wins */

@@ -9,12 +9,12 @@
 set -euo pipefail
 
 runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 libcrypt1 libargon2-1 zlib1g ca-certificates
-         libjansson4)
+         libjansson4 libmicrohttpd12)
 build=(build-essential cmake pkg-config libuv1-dev android-libboringssl-dev libhiredis-dev
        libcriterion-dev libyaml-dev libcrypt-dev libargon2-dev zlib1g-dev libssl-dev
-       libjansson-dev)
+       libjansson-dev libmicrohttpd-dev)
 test=(python3 dovecot-imapd redis-server curl isync openssl procps iproute2 clang libclang-rt-14-dev
-      haproxy)
+      haproxy strace prometheus)
 
 if [ "${1:-}" = "--runtime" ]; then
     pkgs=("${runtime[@]}")

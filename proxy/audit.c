@@ -18,6 +18,7 @@
 #include "common/audit_chain.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "proxy/metrics.h"
 
 #define AUDIT_RETRY_MS 1000         /* pause before a sink is tried again */
 #define AUDIT_STOP_GIVE_UP_MS 5000  /* at exit, a sink down this long loses what is left */
@@ -570,6 +571,7 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
             syslog(ac->syslog_facility | LOG_INFO, "%.*s", rl, b->p + off);
             off += (size_t)rl + 1;
         }
+        metrics_audit_sink(METRICS_SINK_SYSLOG, b->count, 0, 1);
     }
     /* a reopen goes between batches: a sealed batch belongs to one file */
     if (atomic_exchange(&a->reopen, 0) && ac->file != NULL) {
@@ -585,6 +587,7 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
             if (audit_seal(a, b, &sealed_len) != 0) {
                 log_msg(LOG_ERR, "audit: out of memory; %zu records not written to the file",
                         b->count);
+                metrics_audit_sink(METRICS_SINK_FILE, 0, b->count, 0);
                 file_left = 0;
             }
             sealed = 1;
@@ -593,25 +596,32 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
             /* what was written stays; the rest goes on the next try */
             if (audit_write_all(a->fd, a->seal, sealed_len, &file_done) == 0) {
                 file_left = 0;
+                metrics_audit_sink(METRICS_SINK_FILE, b->count, 0, 1);
             } else {
                 snprintf(why, sizeof(why), "file %s: %s", ac->file, strerror(errno));
+                metrics_audit_sink(METRICS_SINK_FILE, 0, 0, 0);
             }
         } else if (file_left) {
             snprintf(why, sizeof(why), "file %s cannot be opened", ac->file);
+            metrics_audit_sink(METRICS_SINK_FILE, 0, 0, 0);
         }
         if (out_left) {
             if (audit_write_all(STDOUT_FILENO, b->p, b->len, &out_done) == 0) {
                 out_left = 0;
+                metrics_audit_sink(METRICS_SINK_STDOUT, b->count, 0, 1);
             } else {
                 snprintf(why, sizeof(why), "stdout: %s", strerror(errno));
+                metrics_audit_sink(METRICS_SINK_STDOUT, 0, 0, 0);
             }
         }
         if (redis_left) {
             char rwhy[200];
             if (audit_redis_send(a, b->p, b->len, &redis_done, rwhy, sizeof(rwhy)) == 0) {
                 redis_left = 0;
+                metrics_audit_sink(METRICS_SINK_REDIS, b->count, 0, 1);
             } else {
                 snprintf(why, sizeof(why), "redis stream %s: %s", ac->redis_key, rwhy);
+                metrics_audit_sink(METRICS_SINK_REDIS, 0, 0, 0);
             }
         }
         if (!file_left && !out_left && !redis_left) {
@@ -638,6 +648,15 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
         }
         if (stopping && now - a->stop_fail_ms >= AUDIT_STOP_GIVE_UP_MS) {
             log_msg(LOG_ERR, "audit: stopping; %zu records lost: %s", b->count, why);
+            if (file_left) {
+                metrics_audit_sink(METRICS_SINK_FILE, 0, b->count, 0);
+            }
+            if (out_left) {
+                metrics_audit_sink(METRICS_SINK_STDOUT, 0, b->count, 0);
+            }
+            if (redis_left) {
+                metrics_audit_sink(METRICS_SINK_REDIS, 0, b->count, 0);
+            }
             return;
         }
         uv_sleep(AUDIT_RETRY_MS);
@@ -986,4 +1005,12 @@ void audit_free(struct audit *a)
     uv_mutex_destroy(&a->mu);
     config_unref(&a->cfg);
     free(a);
+}
+
+size_t audit_queue_bytes(const struct audit_queue *q)
+{
+    uv_mutex_lock(&q->a->mu);
+    size_t n = q->buf.len + q->inflight;
+    uv_mutex_unlock(&q->a->mu);
+    return n;
 }

@@ -79,6 +79,9 @@ struct audit_stats {
 };
 void audit_queue_stats(const struct audit_queue *q, struct audit_stats *out);
 
+/* audit_queue_bytes: bytes of q's records queued or being written now. */
+size_t audit_queue_bytes(const struct audit_queue *q);
+
 /* audit_time writes now as RFC 3339 UTC with microseconds. */
 void audit_time(char out[32], uint64_t unix_us);
 

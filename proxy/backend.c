@@ -16,6 +16,7 @@
 #include "common/sasl_plain.h"
 #include "common/secret.h"
 #include "proxy/conn.h"
+#include "proxy/metrics.h"
 
 #define BACKEND_MAX_LINE_LEN 65536 /* bytes of one backend line during login */
 #define BACKEND_MAX_CAPA_LEN 4096  /* bytes of a capability list we keep */
@@ -75,7 +76,10 @@ struct backend {
     char *line;                     /* current backend line; bounded */
     size_t line_len, line_cap;
     size_t literal_left;            /* bytes of a server literal to skip */
-    char capa[BACKEND_MAX_CAPA_LEN];/* last capability list seen; "" if none */
+    char *capa;                     /* last capability list seen (malloc'd, at most
+                                       BACKEND_MAX_CAPA_LEN - 1 bytes), or NULL: an
+                                       in-flight login or a warm connection holds only
+                                       what the backend announced */
     int capa_known;                 /* capa holds the list valid now */
     const char *literal;            /* "LITERAL+" or "LITERAL-" if any list announced it
                                        (Dovecot names them before login only), or NULL */
@@ -88,7 +92,37 @@ struct backend {
     const char *deferred_reason;    /* with BACKEND_F_DEFER */
     char session[32];               /* id of the session it logs in for; "" for a warm one */
     int oauth;                      /* password is an OAuth token (backend_send_oauth) */
+
+    int metrics_host;               /* metrics_backend_host of host:port */
+    uint64_t connect_t0_ns;         /* uv_hrtime at the start; 0 once ready */
+    uint64_t login_t0_ns;           /* uv_hrtime when the login was sent; 0 before */
 };
+
+/* backend_metrics_report counts how the connection ended, by the state it
+ * was in (before the state becomes BS_DONE). */
+static void backend_metrics_report(const struct backend *b, enum backend_status st)
+{
+    static const enum metrics_backend_phase phase_of[] = {
+        [BS_RESOLVE] = METRICS_BE_RESOLVE,     [BS_CONNECT] = METRICS_BE_CONNECT,
+        [BS_TLS] = METRICS_BE_TLS,             [BS_GREETING] = METRICS_BE_GREETING,
+        [BS_STARTTLS] = METRICS_BE_GREETING,   [BS_STARTTLS_TLS] = METRICS_BE_TLS,
+        [BS_CAPABILITY] = METRICS_BE_GREETING, [BS_AUTH_CONTINUE] = METRICS_BE_LOGIN,
+        [BS_LOGIN] = METRICS_BE_LOGIN,         [BS_POST_CAPA] = METRICS_BE_LOGIN,
+        [BS_READY] = METRICS_BE_LOST,          [BS_ID_PENDING] = METRICS_BE_LOGIN,
+        [BS_PING] = METRICS_BE_LOST,           [BS_DONE] = METRICS_BE_LOST,
+    };
+    _Static_assert(sizeof(phase_of) / sizeof(phase_of[0]) == BS_DONE + 1,
+                   "a metrics phase per backend state");
+    if (st == BACKEND_OK) {
+        if (b->login_t0_ns != 0) {
+            metrics_backend_logged_in(b->metrics_host, uv_hrtime() - b->login_t0_ns);
+        }
+    } else if (st == BACKEND_AUTH_FAILED) {
+        metrics_backend_failed(b->metrics_host, METRICS_BE_REFUSED);
+    } else {
+        metrics_backend_failed(b->metrics_host, phase_of[b->state]);
+    }
+}
 
 static void backend_on_timer(uv_timer_t *t);
 
@@ -132,6 +166,7 @@ static void backend_release(struct backend *b)
     free(b->proxy_header);
     free(b->line);
     free(b->rest);
+    free(b->capa);
     free(b);
 }
 
@@ -156,6 +191,7 @@ static void backend_report(struct backend *b, enum backend_status st, const char
     if (b->state == BS_DONE) {
         return;
     }
+    backend_metrics_report(b, st);
     backend_set_state(b, BS_DONE);
     uv_timer_stop(&b->timer);
     if (st != BACKEND_OK && b->conn != NULL) {
@@ -216,13 +252,28 @@ static void backend_send(struct backend *b, const char *text)
     (void)conn_write(b->conn, text, strlen(text)); /* failures come as on_eof */
 }
 
+/* backend_clear_capa forgets the capability list (a new one is asked for). */
+static void backend_clear_capa(struct backend *b)
+{
+    b->capa_known = 0;
+    free(b->capa);
+    b->capa = NULL;
+}
+
 static void backend_set_capa(struct backend *b, const char *list, size_t len)
 {
-    if (len >= sizeof(b->capa)) {
-        len = sizeof(b->capa) - 1; /* a longer list is cut; login only needs the start */
+    if (len >= BACKEND_MAX_CAPA_LEN) {
+        len = BACKEND_MAX_CAPA_LEN - 1; /* a longer list is cut; login only needs the start */
     }
-    memcpy(b->capa, list, len);
-    b->capa[len] = '\0';
+    char *c = malloc(len + 1);
+    if (c == NULL) {
+        backend_clear_capa(b); /* as if none was announced: CAPABILITY is asked */
+        return;
+    }
+    memcpy(c, list, len);
+    c[len] = '\0';
+    free(b->capa);
+    b->capa = c;
     b->capa_known = 1;
     if (capa_has(b->capa, len, "LITERAL+")) {
         b->literal = "LITERAL+";
@@ -233,13 +284,17 @@ static void backend_set_capa(struct backend *b, const char *list, size_t len)
 
 static int backend_has(const struct backend *b, const char *name)
 {
-    return capa_has(b->capa, strlen(b->capa), name);
+    return b->capa != NULL && capa_has(b->capa, strlen(b->capa), name);
 }
 
 /* backend_after_capa runs once the capability list is known. */
 static void backend_after_capa(struct backend *b)
 {
     char line[512];
+    if (b->connect_t0_ns != 0) {
+        metrics_backend_connected(b->metrics_host, uv_hrtime() - b->connect_t0_ns);
+        b->connect_t0_ns = 0;
+    }
     if (b->flags & BACKEND_F_PREPARE) {
         /* a warm connection: wait here for backend_resume_login */
         backend_set_state(b, BS_READY);
@@ -332,6 +387,7 @@ static void backend_send_oauth(struct backend *b)
 
 static void backend_send_login(struct backend *b)
 {
+    b->login_t0_ns = uv_hrtime();
     backend_set_state(b, BS_LOGIN);
     if (b->oauth) {
         backend_send_oauth(b);
@@ -432,8 +488,7 @@ static void backend_send_login(struct backend *b)
 static void backend_query_capa(struct backend *b, enum backend_state st)
 {
     backend_set_state(b, st);
-    b->capa_known = 0;
-    b->capa[0] = '\0';
+    backend_clear_capa(b);
     backend_send(b, st == BS_POST_CAPA ? "P CAPABILITY\r\n" : "C CAPABILITY\r\n");
 }
 
@@ -583,8 +638,7 @@ static enum backend_line_result backend_on_line(struct backend *b, const char *l
             break;
         }
         if (strcmp(st, "OK") == 0) {
-            b->capa_known = 0;
-            b->capa[0] = '\0';
+            backend_clear_capa(b);
             backend_capa_from_text(b, text);
             if (b->capa_known) {
                 return BACKEND_LINE_LOGGED_IN;
@@ -653,8 +707,7 @@ static void backend_begin_tls_after_starttls(struct backend *b, size_t trailing)
     b->line_cap = 0;
     b->literal_left = 0;
     b->flags &= ~BACKEND_F_LITERAL;
-    b->capa_known = 0;
-    b->capa[0] = '\0';
+    backend_clear_capa(b);
     if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
                        b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
         backend_fail(b, "out of memory");
@@ -867,6 +920,8 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     b->port = p->host != NULL ? p->port : p->cfg->port;
     b->tls_ctx = p->tls_ctx;
     snprintf(b->session, sizeof(b->session), "%s", p->session_id != NULL ? p->session_id : "");
+    b->metrics_host = metrics_backend_host(b->cfg->name, b->host, b->port);
+    b->connect_t0_ns = uv_hrtime();
     b->greeting_timeout_ms = p->greeting_timeout_ms;
     b->client_port = p->client_port;
     b->local_port = p->local_port;
@@ -995,7 +1050,7 @@ struct conn *backend_take_conn(struct backend *b, const char **out_capa,
     b->flags |= BACKEND_F_TAKEN;
     b->conn = NULL;
     b->pending--;
-    *out_capa = b->capa;
+    *out_capa = b->capa != NULL ? b->capa : "";
     *out_rest = b->rest;
     *out_rest_len = b->rest_len;
     return c;

@@ -55,8 +55,18 @@ void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *ctx);
  * bytes delivered or queued. */
 void conn_set_wipe(struct conn *c, int on);
 
-/* conn_accept accepts a pending connection of server. Returns 0 or UV_E*. */
+/* conn_accept accepts a pending connection of server. Returns 0 or UV_E*.
+ * On Linux an accepted socket inherits TCP_NODELAY and the keepalive
+ * settings of its listening socket, so conn_accept sets none of them (five
+ * system calls per connection): server must have had conn_tune_listener. */
 int conn_accept(struct conn *c, uv_stream_t *server);
+
+/* conn_tune_listener gives a listening socket what every accepted
+ * connection needs (TCP_NODELAY, keepalive).  Returns 0 or UV_E*. */
+int conn_tune_listener(uv_tcp_t *server);
+
+/* conn_fileno: the connection's socket, or -1 (closed, not yet open). */
+int conn_fileno(const struct conn *c);
 
 /* conn_connect starts connecting to addr; on_connect reports. 0 or UV_E*. */
 int conn_connect(struct conn *c, const struct sockaddr *addr);

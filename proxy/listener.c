@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "proxy/conn.h"
 #include "proxy/takeover.h"
 
 #define LISTENER_BACKLOG 511
@@ -56,6 +57,10 @@ static int listener_add_fd(struct listener *l, uv_loop_t *loop, int fd)
     int r = uv_tcp_open(&ls->tcp, fd);
     if (r != 0) {
         close(fd);
+        return r;
+    }
+    r = conn_tune_listener(&ls->tcp); /* inherited by every accepted connection */
+    if (r != 0) {
         return r;
     }
     /* on an inherited socket, listen again only sets the backlog: its

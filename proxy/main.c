@@ -16,9 +16,11 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "proxy/admin.h"
 #include "proxy/audit.h"
 #include "proxy/conncap.h"
 #include "proxy/oauth.h"
+#include "proxy/metrics.h"
 #include "proxy/takeover.h"
 #include "proxy/reload.h"
 #include "proxy/snapshot.h"
@@ -28,6 +30,7 @@
 #include "proxy/worker.h"
 
 #define MAIN_MAX_WORKERS 256
+#define MAIN_MAX_CERT_GAUGES 64 /* certificates with an expiry gauge */
 #define MAIN_EXPIRY_CHECK_MS (24u * 3600u * 1000u) /* certificate expiry warnings: daily */
 
 static void main_usage(FILE *f)
@@ -57,6 +60,7 @@ struct main_state {
     struct audit *audit;          /* NULL without audit sinks */
     struct conncap *conncap;      /* caps on client connections, shared by the workers */
     int stopping;
+    struct admin *admin;          /* the admin HTTP listener, or NULL */
     struct takeover_server *takeover; /* with --takeover: serves the next process, or NULL */
     struct snapshot *snap;        /* the snapshot in force (our reference) */
     uv_timer_t expiry_timer;      /* daily certificate expiry warnings */
@@ -69,6 +73,13 @@ static void main_reload(struct main_state *m);
 static void main_stop(struct main_state *m, int upgrade)
 {
     m->stopping = 1;
+    admin_set_serving(m->admin, 0);
+    if (upgrade) {
+        /* the new process serves the admin address (both bind it with
+           SO_REUSEPORT): scrapes and probes go to it alone from now on */
+        admin_stop(m->admin);
+        m->admin = NULL;
+    }
     for (unsigned i = 0; i < m->num_workers; i++) {
         if (upgrade) {
             worker_drain_upgrade(m->workers[i]);
@@ -122,8 +133,34 @@ static void main_on_signal(uv_signal_t *h, int signum)
     if (m->stopping) {
         return;
     }
+    m->stopping = 1;
     log_msg(LOG_INFO, "%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     main_stop(m, 0);
+}
+
+/* main_publish_certificates makes snap's server certificates the ones the
+ * expiry warnings and the expiry gauges report. */
+static void main_publish_certificates(const struct snapshot *snap)
+{
+    struct tls_cert_expiry e[MAIN_MAX_CERT_GAUGES];
+    tls_certificates_publish(snap->server_ctx, snap->cfg->tls_expiry_warning_days);
+    size_t n = tls_certificates_expiry(e, MAIN_MAX_CERT_GAUGES);
+    metrics_clear_certificates();
+    for (size_t i = 0; i < n && i < MAIN_MAX_CERT_GAUGES; i++) {
+        /* an ECDSA and an RSA certificate for the same names: one gauge, the
+           one that expires first */
+        int64_t first = e[i].not_after;
+        int seen = 0;
+        for (size_t j = 0; j < n; j++) {
+            if (strcmp(e[j].names, e[i].names) == 0) {
+                seen |= j < i;
+                first = e[j].not_after < first ? e[j].not_after : first;
+            }
+        }
+        if (!seen) {
+            metrics_set_certificate(e[i].names, first);
+        }
+    }
 }
 
 /* main_reload reads the configuration file again: refused as a whole when
@@ -132,9 +169,11 @@ static void main_on_signal(uv_signal_t *h, int signum)
 static void main_reload(struct main_state *m)
 {
     char err[RELOAD_MAX_ERROR_LEN];
+    uint64_t t0 = uv_hrtime();
     log_msg(LOG_INFO, "SIGHUP: reloading %s", m->snap->cfg->path);
     struct snapshot *next = reload_prepare(err, sizeof(err), m->snap, m->snap->cfg->path);
     if (next == NULL) {
+        metrics_note_reload(false, (double)(uv_hrtime() - t0) / 1e9);
         return;
     }
     log_init("imapmux", next->cfg->log_level, next->cfg->log_target == CONFIG_LOG_SYSLOG);
@@ -144,7 +183,9 @@ static void main_reload(struct main_state *m)
     snapshot_unref(&m->snap);
     m->snap = next;
     reload_accepted(next);
-    tls_certificates_publish(next->server_ctx, next->cfg->tls_expiry_warning_days);
+    main_publish_certificates(next);
+    admin_set_config(m->admin, next->cfg);
+    metrics_note_reload(true, (double)(uv_hrtime() - t0) / 1e9);
 }
 
 static void main_on_expiry_timer(uv_timer_t *t)
@@ -204,6 +245,7 @@ static int main_run(struct config *cfg, const char *takeover_path)
     log_init("imapmux", cfg->log_level, cfg->log_target == CONFIG_LOG_SYSLOG);
     signal(SIGPIPE, SIG_IGN);
     nofile = main_raise_nofile();
+    metrics_init();
 
     m.snap = snapshot_new(err, sizeof(err), cfg, 1);
     if (m.snap == NULL) {
@@ -211,7 +253,7 @@ static int main_run(struct config *cfg, const char *takeover_path)
         goto out;
     }
     reload_started();
-    tls_certificates_publish(m.snap->server_ctx, cfg->tls_expiry_warning_days);
+    main_publish_certificates(m.snap);
     n = cfg->num_workers != 0 ? cfg->num_workers : uv_available_parallelism();
     if (n == 0) {
         n = 1;
@@ -259,6 +301,13 @@ static int main_run(struct config *cfg, const char *takeover_path)
             goto out;
         }
     }
+    if (cfg->admin.enabled) {
+        m.admin = admin_start(err, sizeof(err), cfg, m.conncap);
+        if (m.admin == NULL) {
+            log_msg(LOG_ERR, "admin: %s", err);
+            goto out;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         m.workers[i] = worker_start(err, sizeof(err), i, m.snap, m.audit, m.conncap);
         if (m.workers[i] == NULL) {
@@ -278,6 +327,7 @@ static int main_run(struct config *cfg, const char *takeover_path)
     }
     log_msg(LOG_INFO, "imapmux %s started: instance %s, %u workers", IMAPMUX_VERSION,
             cfg->instance, n);
+    admin_set_serving(m.admin, 1);
     if (takeover_path != NULL) {
         size_t unused = takeover_release_unclaimed();
         if (unused > 0) {
@@ -323,6 +373,7 @@ static int main_run(struct config *cfg, const char *takeover_path)
     log_msg(LOG_INFO, "stopped");
     rc = 0;
 out:
+    admin_stop(m.admin); /* before what it reads: the caps and the counters */
     if (takeover_conn >= 0) {
         close(takeover_conn); /* no READY: the old process serves on */
     }
@@ -333,6 +384,7 @@ out:
     verify_cleanup();      /* after the workers: every loop closed its side */
     oauth_cleanup();       /* likewise */
     conncap_free(m.conncap); /* after the workers: every session gave its ticket back */
+    metrics_cleanup();
     uv_loop_close(loop);
     return rc;
 }

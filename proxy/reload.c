@@ -64,6 +64,7 @@ const char *reload_restart_only_change(const struct config *o, const struct conf
         ro->db != rn->db || reload_str_differs(ro->prefix, rn->prefix) ||
         reload_hosts_differ(ro->sentinels, ro->num_sentinels, rn->sentinels, rn->num_sentinels) ||
         reload_str_differs(ro->master_name, rn->master_name) ||
+        reload_str_differs(ro->sentinel_password, rn->sentinel_password) ||
         ro->connect_timeout_ms != rn->connect_timeout_ms ||
         ro->command_timeout_ms != rn->command_timeout_ms ||
         ro->reconnect_max_ms != rn->reconnect_max_ms || ro->cache_ttl_ms != rn->cache_ttl_ms) {
@@ -92,6 +93,13 @@ const char *reload_restart_only_change(const struct config *o, const struct conf
     if (config_oauth_differs(&o->oauth, &n->oauth)) {
         /* the oauth thread keeps its key sets and cache for the start's entries */
         return "oauth";
+    }
+    if (o->session_lease_ms != n->session_lease_ms) {
+        return "limits.session_lease_ms";
+    }
+    if (o->admin.enabled != n->admin.enabled ||
+        reload_str_differs(o->admin.address, n->admin.address) || o->admin.port != n->admin.port) {
+        return "admin.listen";
     }
     return NULL;
 }

@@ -189,8 +189,12 @@ void session_maybe_free(struct session *s)
     s->flags |= SESSION_F_FREED;
     list_remove(&s->link);
     conncap_release(s->env->conncap, &s->conncap);
+    metrics_listener_closed((size_t)(s->listener - s->cfg->listeners));
     s->env->num_sessions--;
     session_login_clear(s);
+    (void)session_name_set(&s->user, "");
+    (void)session_name_set(&s->auth_user, "");
+    (void)session_name_set(&s->host, "");
     free(s->shown_capa);
     free(s->cached_capa);
     audit_tap_free(s->tap);
@@ -340,6 +344,8 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
 void session_on_client_handshake(void *ctx, int status)
 {
     struct session *s = ctx;
+    metrics_tls_handshake(status == 0 ? METRICS_TLS_OK
+                                      : metrics_tls_reason(conn_tls_error(s->client)));
     if (status != 0) {
         session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
         session_close(s, NULL);
@@ -360,6 +366,10 @@ void session_on_client_handshake(void *ctx, int status)
 static void session_on_client_eof(void *ctx, int status)
 {
     struct session *s = ctx;
+    if (s->state == SESSION_TLS_ACCEPT || s->state == SESSION_STARTTLS) {
+        metrics_tls_handshake(status == IMAPMUX_E_TLS ? metrics_tls_reason(conn_tls_error(s->client))
+                                                      : METRICS_TLS_EOF);
+    }
     if (s->state == SESSION_TLS_ACCEPT && status == IMAPMUX_E_TLS) {
         session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
         session_close(s, NULL);
@@ -426,12 +436,14 @@ static void session_on_timer(uv_timer_t *t)
     }
     case SESSION_TLS_ACCEPT:
     case SESSION_STARTTLS:
+        metrics_tls_handshake(METRICS_TLS_TIMEOUT);
         session_close(s, "pre-auth timeout during TLS handshake");
         return;
     case SESSION_LOGGING_IN: {
         char why[64];
         snprintf(why, sizeof(why), "login timed out in step=%s",
                  session_login_step_name(s->login_step));
+        session_login_metrics(s, METRICS_LOGIN_UNAVAILABLE);
         session_bye(s, "Pre-authentication timeout", why);
         return;
     }
@@ -450,6 +462,9 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     if (s == NULL) {
         return UV_ENOMEM;
     }
+    s->user = session_no_name;
+    s->auth_user = session_no_name;
+    s->host = session_no_name;
     s->env = env;
     s->cfg = config_ref(env->cfg);
     s->snap = snapshot_ref(env->snap);
@@ -466,6 +481,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     s->pending = 2; /* client conn, timer */
     uv_timer_init(env->loop, &s->timer);
     s->timer.data = s;
+    metrics_listener_accepted((size_t)(listener - s->cfg->listeners)); /* closed at free */
     list_push_front(&env->sessions, &s->link);
     env->num_sessions++;
     s->state = SESSION_TLS_ACCEPT;
@@ -489,7 +505,6 @@ int session_start(struct session *s)
 {
     struct session_env *env = s->env;
     const struct config_listener *listener = s->listener;
-    struct imap_parser_limits lim;
     int r;
 
     s->conncap_refused = conncap_acquire(env->conncap, s->client_ip, &s->conncap);
@@ -499,18 +514,8 @@ int session_start(struct session *s)
         return UV_ENOMEM;
     }
 
-    memset(&lim, 0, sizeof(lim));
-    lim.max_line_len = s->cfg->max_line_len;
-    lim.max_literal_len = s->cfg->max_preauth_literal_len;
-    lim.max_command_len = s->cfg->max_line_len + 2 * s->cfg->max_preauth_literal_len;
-    lim.max_args = SESSION_MAX_ARGS;
-    lim.max_depth = SESSION_MAX_DEPTH;
-    lim.max_tag_len = SESSION_MAX_TAG_LEN;
-    s->parser = imap_parser_new(&lim);
-    if (s->parser == NULL) {
-        session_close(s, "out of memory");
-        return UV_ENOMEM;
-    }
+    /* the pre-auth parser comes with the first input (session_preauth.c):
+       a connection that says nothing holds none */
     /* pre-auth is bounded from accept, whatever the client trickles in */
     session_set_deadline(s, s->cfg->preauth_timeout_ms);
     session_log(s, LOG_DEBUG, "accepted");
@@ -542,4 +547,23 @@ void session_drain_all(struct session_env *env, int final)
             session_bye(s, "[UNAVAILABLE] Server shutting down", "server shutting down");
         }
     }
+}
+
+const char session_no_name[1] = "";
+
+int session_name_set(const char **slot, const char *text)
+{
+    if (*slot != session_no_name && *slot != NULL) {
+        free((char *)*slot);
+    }
+    *slot = session_no_name;
+    if (text[0] == '\0') {
+        return 0;
+    }
+    char *copy = strdup(text);
+    if (copy == NULL) {
+        return UV_ENOMEM;
+    }
+    *slot = copy;
+    return 0;
 }

@@ -33,6 +33,43 @@ static const char *const login_step_names[] = {
 _Static_assert(sizeof(login_step_names) / sizeof(login_step_names[0]) == LOGIN_STEP_DONE + 1,
                "a name per login step");
 
+/* The reason label of each refusal in imapmux_login_refusals_total. */
+static const char *const login_refusal_labels[] = {
+    [LOGIN_REFUSE_BAD_NAME] = "bad_name",
+    [LOGIN_REFUSE_NUL_PASSWORD] = "nul_password",
+    [LOGIN_REFUSE_NO_ROUTE] = "no_route",
+    [LOGIN_REFUSE_UNKNOWN] = "unknown_user",
+    [LOGIN_REFUSE_WRONG_PASSWORD] = "wrong_password",
+    [LOGIN_REFUSE_BLOCKED] = "blocked",
+    [LOGIN_REFUSE_DISABLED] = "disabled",
+    [LOGIN_REFUSE_AUTHZID] = "authzid",
+    [LOGIN_REFUSE_BACKEND_AUTH] = "backend_refused",
+    [LOGIN_REFUSE_MASTER] = "master_refused",
+    [LOGIN_REFUSE_BACKEND_DOWN] = "backend_unavailable",
+    [LOGIN_REFUSE_DIRECTORY_DOWN] = "directory_unavailable",
+    [LOGIN_REFUSE_BUSY] = "busy",
+    [LOGIN_REFUSE_INTERNAL] = "internal",
+    [LOGIN_REFUSE_LIMIT_USER] = "session_limit_user",
+    [LOGIN_REFUSE_LIMIT_IP] = "session_limit_ip",
+    [LOGIN_REFUSE_LIMIT_REDIS] = "session_limit_unavailable",
+    [LOGIN_REFUSE_TOKEN] = "token_refused",
+    [LOGIN_REFUSE_TOKEN_UNAVAILABLE] = "token_unavailable",
+};
+
+
+void session_login_metrics(struct session *s, enum metrics_login_result r)
+{
+    if (s->login_t0_ns == 0) {
+        return;
+    }
+    uint64_t now = uv_hrtime();
+    if (s->login_step != LOGIN_STEP_DONE) {
+        metrics_login_step(s->login_step, login_step_names[s->login_step], now - s->step_t0_ns);
+    }
+    metrics_login_done(r, (enum metrics_mech)s->login_mech, now - s->login_t0_ns);
+    s->login_t0_ns = 0;
+}
+
 const char *session_login_step_name(enum login_step step)
 {
     return login_step_names[step];
@@ -89,6 +126,10 @@ static const struct login_refusal_info login_refusals[] = {
 };
 _Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_LAST + 1,
                "an answer per refusal");
+/* a new refusal needs a metrics label too */
+_Static_assert(sizeof(login_refusal_labels) / sizeof(login_refusal_labels[0]) ==
+                   sizeof(login_refusals) / sizeof(login_refusals[0]),
+               "a metrics label per refusal");
 
 void session_login_refuse(struct session *s, enum login_refusal why, const char *code,
                           const char *detail)
@@ -107,14 +148,20 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
     } else {
         s->env->stats.logins_failed++;
     }
+    if (s->login_t0_ns == 0) {
+        s->login_t0_ns = s->step_t0_ns = uv_hrtime(); /* refused before its start */
+        s->login_step = LOGIN_STEP_LOOKUP;
+    }
+    session_login_metrics(s, r->unavailable ? METRICS_LOGIN_UNAVAILABLE : METRICS_LOGIN_FAILED);
+    metrics_login_refused(why, login_refusal_labels[why]);
     session_audit_event(s, "login", "failed", r->reason);
     if (!session_oauth_refused(s, code != NULL ? code : r->code, r->text)) {
         session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
     }
     session_login_clear(s);
     sesslimit_release(s->env->limits, &s->lease); /* a later step failed */
-    s->user[0] = '\0';
-    s->auth_user[0] = '\0';
+    (void)session_name_set(&s->user, "");
+    (void)session_name_set(&s->auth_user, "");
     s->route = NULL;
     s->route_name[0] = '\0';
     if (s->state == SESSION_LOGGING_IN) {
@@ -142,6 +189,11 @@ static void session_login_goto(struct session *s, enum login_step step)
     if (log_enabled(LOG_DEBUG)) {
         session_log(s, LOG_DEBUG, "login step %s -> %s", login_step_names[s->login_step],
                     login_step_names[step]);
+    }
+    if (s->login_t0_ns != 0 && step != s->login_step) {
+        uint64_t now = uv_hrtime();
+        metrics_login_step(s->login_step, login_step_names[s->login_step], now - s->step_t0_ns);
+        s->step_t0_ns = now;
     }
     s->login_step = step;
 }
@@ -192,8 +244,11 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
     }
     snprintf(s->route_name, sizeof(s->route_name), "%s", res->backend_name);
     s->kick_gen = res->kick_gen;
-    snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;
+    if (session_name_set(&s->host, res->host) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
+    }
 
     if (res->have_user) {
         if (res->user.login_as != NULL &&
@@ -642,24 +697,36 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
     }
     session_login_clear(s);
-    if (schema_normalize(s->user, user, user_len) != 0) {
-        s->user[0] = '\0';
+    s->login_t0_ns = s->step_t0_ns = uv_hrtime();
+    s->login_step = LOGIN_STEP_LOOKUP; /* refusals before the steps count there */
+    char name[SCHEMA_MAX_LOGIN_LEN + 1];
+    if (schema_normalize(name, user, user_len) != 0) {
+        (void)session_name_set(&s->user, "");
         session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
         return;
     }
+    const char *acting = name;
+    char as[SCHEMA_MAX_LOGIN_LEN + 1];
     if (authzid != NULL && authzid[0] != '\0') {
-        char as[SCHEMA_MAX_LOGIN_LEN + 1];
         if (schema_normalize(as, authzid, strlen(authzid)) != 0) {
-            s->user[0] = '\0';
+            (void)session_name_set(&s->user, "");
             session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
             return;
         }
-        if (strcmp(as, s->user) != 0) {
+        if (strcmp(as, name) != 0) {
             /* acting as another user: the session is that user's (routed,
                counted and audited as that user), its credentials are ours */
-            memcpy(s->auth_user, s->user, sizeof(s->auth_user));
-            memcpy(s->user, as, sizeof(s->user));
+            if (session_name_set(&s->auth_user, name) != 0) {
+                (void)session_name_set(&s->user, "");
+                session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+                return;
+            }
+            acting = as;
         }
+    }
+    if (session_name_set(&s->user, acting) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
     }
     s->password = strdup(password);
     if (s->password == NULL) {

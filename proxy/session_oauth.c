@@ -23,6 +23,7 @@
 #include "common/schema.h"
 #include "common/secret.h"
 #include "proxy/conn.h"
+#include "proxy/metrics.h"
 #include "proxy/oauth.h"
 
 const char *session_oauth_capa(const struct session *s)
@@ -124,7 +125,7 @@ static void session_on_oauth(void *ctx, const struct oauth_result *r)
     if (s->user[0] != '\0') {
         /* the claimed user's counters see the failure: run the steps */
         char claimed[SCHEMA_MAX_LOGIN_LEN + 1];
-        memcpy(claimed, s->user, sizeof(claimed));
+        snprintf(claimed, sizeof(claimed), "%s", s->user); /* s->user is set anew */
         session_oauth_login(s, claimed, token);
     } else {
         session_login_refuse(s, LOGIN_REFUSE_TOKEN, NULL, r->reason);
@@ -135,6 +136,8 @@ static void session_on_oauth(void *ctx, const struct oauth_result *r)
 void session_oauth_start(struct session *s, const char *b64, size_t len)
 {
     struct sasl_oauth m;
+    s->login_mech = s->oauth_mech == SASL_OAUTH_BEARER ? METRICS_MECH_OAUTHBEARER
+                                                       : METRICS_MECH_XOAUTH2;
     int r = sasl_oauth_decode(&m, (enum sasl_oauth_mech)s->oauth_mech, b64, len);
     if (r != 0) {
         s->oauth_mech = 0;
@@ -144,13 +147,18 @@ void session_oauth_start(struct session *s, const char *b64, size_t len)
     }
     s->oauth_state = SESSION_OAUTH_NONE;
     s->oauth_domain = NULL;
-    s->user[0] = '\0';
-    s->auth_user[0] = '\0';
-    if (m.user[0] != '\0' && schema_normalize(s->user, m.user, strlen(m.user)) != 0) {
-        s->user[0] = '\0';
+    char claimed[SCHEMA_MAX_LOGIN_LEN + 1] = "";
+    (void)session_name_set(&s->auth_user, "");
+    if (m.user[0] != '\0' && schema_normalize(claimed, m.user, strlen(m.user)) != 0) {
+        (void)session_name_set(&s->user, "");
         sasl_oauth_cleanup(&m);
         s->oauth_state = SESSION_OAUTH_INVALID;
         session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
+        return;
+    }
+    if (session_name_set(&s->user, claimed) != 0) {
+        sasl_oauth_cleanup(&m);
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return;
     }
     const struct config_oauth_domain *d = config_oauth_find(&s->cfg->oauth, s->user);

@@ -113,10 +113,12 @@ static void session_cmd_login(struct session *s, const char *tag, const struct i
         return;
     }
     if (memchr(args[1].data, '\0', args[1].len) != NULL) {
+        s->login_mech = METRICS_MECH_LOGIN;
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
         session_login_refuse(s, LOGIN_REFUSE_NUL_PASSWORD, NULL, NULL);
         return;
     }
+    s->login_mech = METRICS_MECH_LOGIN;
     session_login_start(s, tag, NULL, args[0].data, args[0].len, args[1].data);
 }
 
@@ -136,6 +138,7 @@ static void session_auth_plain(struct session *s, const char *b64, size_t len)
         session_sendf(s, "%s BAD Invalid SASL PLAIN message: %s\r\n", s->tag, sasl_plain_strerror(r));
         return;
     }
+    s->login_mech = METRICS_MECH_PLAIN;
     session_login_start(s, s->tag, sp.authzid, sp.authcid, strlen(sp.authcid), sp.passwd);
     sasl_plain_cleanup(&sp);
 }
@@ -184,6 +187,7 @@ static void session_cmd_id(struct session *s, const char *tag, const struct imap
         session_sendf(s, "%s BAD ID expects NIL or a parenthesized list\r\n", tag);
         return;
     }
+    session_park_note_id(s, args, num_args);
     session_sendf(s, "* ID (\"name\" \"imapmux\" \"version\" \"%s\")\r\n%s OK ID completed\r\n",
                   IMAPMUX_VERSION, tag);
 }
@@ -246,6 +250,23 @@ static void session_command(struct session *s)
     }
 }
 
+/* session_preauth_parser makes the pre-auth parser at the first input
+ * (an idle connection before its first command holds none).  Returns 0 or
+ * UV_ENOMEM. */
+static int session_preauth_parser(struct session *s)
+{
+    struct imap_parser_limits lim;
+    memset(&lim, 0, sizeof(lim));
+    lim.max_line_len = s->cfg->max_line_len;
+    lim.max_literal_len = s->cfg->max_preauth_literal_len;
+    lim.max_command_len = s->cfg->max_line_len + 2 * s->cfg->max_preauth_literal_len;
+    lim.max_args = SESSION_MAX_ARGS;
+    lim.max_depth = SESSION_MAX_DEPTH;
+    lim.max_tag_len = SESSION_MAX_TAG_LEN;
+    s->parser = imap_parser_new(&lim);
+    return s->parser != NULL ? 0 : UV_ENOMEM;
+}
+
 /* session_preauth_process runs pre-auth commands from inbuf while the
  * session is in a state that takes commands; stops when input runs out or a
  * step waits. */
@@ -253,6 +274,10 @@ static void session_preauth_process(struct session *s)
 {
     size_t off = 0;
 
+    if (s->parser == NULL && s->inbuf_len > 0 && session_preauth_parser(s) != 0) {
+        session_close(s, "out of memory");
+        return;
+    }
     s->flags |= SESSION_F_PROCESSING;
     while (s->state == SESSION_PREAUTH && off < s->inbuf_len && !(s->flags & SESSION_F_OUT_FULL)) {
         size_t used = 0;

@@ -29,6 +29,7 @@
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/conncap.h"
+#include "proxy/metrics.h"
 #include "proxy/sesscache.h"
 #include "proxy/sesslimit.h"
 #include "proxy/session.h"
@@ -119,6 +120,8 @@ enum login_refusal {
 #define SESSION_F_GATE_RESUME  (1u << 20) /* the backend's answer lets the gate go on */
 #define SESSION_F_OAUTH_FAIL   (1u << 29) /* OAuth refusal: the error challenge went out, the
                                              tagged NO waits for the client's dummy reply */
+#define SESSION_F_PARK_OK      (1u << 21) /* the park policy lets this login's LOGOUT park */
+#define SESSION_F_PARK_CLIENT  (1u << 22) /* the client's ID name is in park_clients */
 #define SESSION_F_PROXY_WAIT   (1u << 27) /* the PROXY header is awaited (state TLS_ACCEPT) */
 #define SESSION_F_TLS_PROXIED  (1u << 28) /* SESSION_F_TLS from the balancer's SSL TLV: the
                                              client's TLS ended there (proxy_tls_terminated) */
@@ -151,12 +154,14 @@ struct session {
     size_t inbuf_len;            /* bytes in inbuf */
 
     char tag[SESSION_MAX_TAG_LEN + 1];  /* tag of the LOGIN/AUTHENTICATE in flight */
-    char user[SCHEMA_MAX_LOGIN_LEN + 1]; /* normalised login of the session ("" before);
-                                            with a SASL authzid, the user acted as */
-    char auth_user[SCHEMA_MAX_LOGIN_LEN + 1]; /* with an authzid other than the login: the
-                                                 login whose credentials were given; "" else */
+    const char *user;            /* normalised login of the session (session_no_name before);
+                                    with a SASL authzid, the user acted as.  Set with
+                                    session_name_set (heap, exact size) */
+    const char *auth_user;       /* with an authzid other than the login: the login whose
+                                    credentials were given; else session_no_name ("").
+                                    Set with session_name_set (heap, exact size) */
     const struct config_backend *route; /* chosen backend, in cfg */
-    char host[256];              /* chosen host of route */
+    const char *host;            /* chosen host of route (session_name_set), or "" */
     uint16_t port;
 
     /* a login in flight (state SESSION_LOGGING_IN) */
@@ -205,6 +210,10 @@ struct session {
     const char *oauth_domain;       /* the oauth entry's domain (in cfg) for this login */
     const char *oauth_no_code;      /* with SESSION_F_OAUTH_FAIL: the tagged NO to send */
     const char *oauth_no_text;      /*   (static texts) */
+
+    uint64_t login_t0_ns;           /* uv_hrtime at the login's start; 0: none in flight */
+    uint64_t step_t0_ns;            /* uv_hrtime at the current login step's start */
+    uint8_t login_mech;             /* enum metrics_mech of the login in flight */
     struct sesslimit_lease *lease;  /* this session's place among its login's sessions
                                        (owned; given back at close), or NULL */
 
@@ -270,6 +279,14 @@ void session_on_backend_close(void *ctx);
  * or the state does not read it (session_reads_client). */
 int session_read_client(struct session *s);
 void session_audit_pause(struct session_env *env);
+
+/* session_no_name: the empty name that user, auth_user and host point to when
+ * unset (never written, never freed). */
+extern const char session_no_name[1];
+/* session_name_set points *slot at a heap copy of text (the empty text: at
+ * session_no_name), freeing what it held.  Returns 0 or UV_ENOMEM (then
+ * *slot is session_no_name). */
+int session_name_set(const char **slot, const char *text);
 
 /* session_wipe wipes and frees a string and clears the pointer. */
 void session_wipe(char **p);
@@ -364,6 +381,10 @@ void session_park_note_command(struct session *s, const char *name);
  * LOGOUT of a parkable session, the client is answered here, the backend
  * connection goes to the cache and the session ends: returns 1.  Else 0. */
 int session_park_try(struct session *s, const uint8_t *data, size_t len);
+/* session_park_note_id: the client sent ID with args (a list of field-value
+ * pairs, or NIL) before login; a "name" in session_cache.park_clients lets
+ * its logins park whatever the seen set says. */
+void session_park_note_id(struct session *s, const struct imap_arg *args, size_t num_args);
 
 /* --- session_kick.c ------------------------------------------------------------- */
 
@@ -391,6 +412,13 @@ void session_audit_preauth_end(struct session *s);
  * what it is sent.  session_tap_in returns 0, or -1 when the session ended. */
 int session_tap_in(struct session *s, const uint8_t *data, size_t len);
 void session_tap_out(struct session *s, const uint8_t *data, size_t len);
+
+/* --- metrics of a login (session_login.c) ------------------------------------- */
+
+/* session_login_metrics ends the login in flight for the metrics: its
+ * current step's time and its whole time under result r (once per login;
+ * nothing when none is in flight). */
+void session_login_metrics(struct session *s, enum metrics_login_result r);
 
 /* --- session.c: the start after accept ----------------------------------- */
 

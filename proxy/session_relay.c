@@ -150,6 +150,7 @@ static void session_relay_command_done(struct session *s)
         return; /* the end of IDLE, not a command of its own */
     }
     s->commands++;
+    metrics_relay_command(imap_check_name(s->check), imap_check_uid(s->check));
     session_park_note_command(s, imap_check_name(s->check));
 }
 
@@ -328,6 +329,7 @@ static void session_relay_resume(struct session *s)
 void session_relay_client_read(struct session *s, const uint8_t *data, size_t len)
 {
     s->bytes_in += len;
+    metrics_relay_bytes(1, len);
     s->last_activity = uv_now(s->env->loop);
     session_relay_feed(s, data, len);
 }
@@ -384,6 +386,7 @@ static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
         return;
     }
     s->bytes_out += len;
+    metrics_relay_bytes(0, len);
     s->last_backend_data = uv_now(s->env->loop);
     imap_scan_feed(&s->backend_scan, data, len, session_on_backend_line, s);
     session_tap_out(s, data, len);
@@ -504,6 +507,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
         conn_set_wipe(s->client, 0); /* no credentials come after this */
     }
     s->env->stats.logins_ok++;
+    session_login_metrics(s, METRICS_LOGIN_OK);
     imap_scan_init(&s->backend_scan);
     /* the list of the login OK, wherever the backend sends one again */
     capa_rewrite_init(&s->capa_rw, s->cfg->relay.compress ? "COMPRESS=DEFLATE" : "");
@@ -517,7 +521,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
     session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
     /* the tagged OK and anything the backend already sent go out together */
     session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
-    if (s->flags & SESSION_F_CACHE_KEYED) {
+    if (s->flags & SESSION_F_PARK_OK) {
         s->shown_capa = filtered; /* the same list for the next login on this conn */
     } else {
         free(filtered);
@@ -539,6 +543,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
         s->inbuf = NULL;
         s->inbuf_len = 0;
         s->bytes_in += in_len;
+        metrics_relay_bytes(1, in_len);
         session_relay_feed(s, in, in_len);
         free(in);
     }

@@ -25,6 +25,13 @@ enum tls_result {
 SSL_CTX *tls_server_ctx_new(char *err, size_t err_len, const char *cert_file,
                             const char *key_file);
 
+/* tls_server_ctx_set_tickets: with on 0 (imapmux's default: no
+ * resumption is configured), the context issues no TLS 1.3 session ticket
+ * and keeps no TLS 1.2 session cache: no ticket is sealed and sent after
+ * every handshake for clients that never come back with it.  With on 1 one
+ * ticket per handshake, under a key of this process (a restart forgets it). */
+void tls_server_ctx_set_tickets(SSL_CTX *ctx, int on);
+
 /* tls_client_ctx_new returns a client context (TLS 1.2 and 1.3) that verifies
  * the peer against ca_file (NULL: system default paths) when verify is 1, or
  * NULL with a reason in err. */

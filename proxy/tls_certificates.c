@@ -309,6 +309,9 @@ SSL_CTX *tls_certificates_ctx_new(char *err, size_t err_len, const struct config
             goto fail;
         }
     }
+    for (size_t i = 0; i < set->num_certs; i++) {
+        tls_server_ctx_set_tickets(set->certs[i].ctx, cfg->tls_session_tickets);
+    }
     /* The set is the default context's ex_data, so it must hold no
        reference on that context (a cycle would never be freed): the caller's
        reference is the one, and the set goes with the context. */

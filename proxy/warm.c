@@ -37,6 +37,10 @@ struct warm_host {
     unsigned count;                /* connecting and ready */
     unsigned failures;             /* failed connects in a row */
     uint64_t retry_at;             /* no new connect before this loop time */
+    uint64_t window_start;         /* loop time the current demand window began */
+    unsigned takes_now;            /* logins that asked for one in this window */
+    unsigned takes_before;         /* ... in the window before it */
+    int demand_known;              /* a whole window has passed since the start */
 };
 
 struct warm {
@@ -70,11 +74,35 @@ static void warm_drop(struct warm_conn *pc)
     free(pc);
 }
 
+/* warm_target: how many connections h keeps now.  A warm connection that
+ * retires unused was a backend connection (and TLS handshake, and greeting)
+ * for nothing: past its first pool_max_idle_ms the pool keeps one more than
+ * the logins that asked for one in the last two windows of
+ * pool_max_idle_ms, at most pool_size and at least one.  Under load that is
+ * pool_size; an idle worker keeps one, recycled as before. */
+static unsigned warm_target(struct warm_host *h, uint64_t now)
+{
+    uint64_t window = h->cfg->pool_max_idle_ms;
+    if (now - h->window_start >= window) {
+        h->takes_before = now - h->window_start >= 2 * window ? 0 : h->takes_now;
+        h->takes_now = 0;
+        h->window_start = now;
+        h->demand_known = 1;
+    }
+    if (!h->demand_known) {
+        return h->cfg->pool_size;
+    }
+    unsigned demand = h->takes_now > h->takes_before ? h->takes_now : h->takes_before;
+    unsigned target = demand + 1;
+    return target < h->cfg->pool_size ? target : h->cfg->pool_size;
+}
+
 static void warm_fill(struct warm_host *h)
 {
     struct warm *p = h->p;
     uint64_t now = uv_now(p->loop);
-    while (h->count < h->cfg->pool_size && now >= h->retry_at) {
+    unsigned target = warm_target(h, now);
+    while (h->count < target && now >= h->retry_at) {
         struct warm_conn *pc = calloc(1, sizeof(*pc));
         if (pc == NULL) {
             return;
@@ -264,6 +292,7 @@ static struct warm *warm_build(uv_loop_t *loop, struct config *cfg,
             h->idx = i;
             snprintf(h->host, sizeof(h->host), "%s", b->hosts[j].host);
             h->port = b->hosts[j].port;
+            h->window_start = uv_now(loop);
             list_init(&h->conns);
         }
     }
@@ -296,6 +325,8 @@ struct backend *warm_take(struct warm *p, const struct config_backend *cfg, cons
         if (h->cfg != cfg || h->port != port || strcmp(h->host, host) != 0) {
             continue;
         }
+        (void)warm_target(h, uv_now(p->loop)); /* the window may have turned */
+        h->takes_now++;
         struct list_link *l, *n;
         LIST_FOREACH_SAFE(l, n, &h->conns) {
             struct warm_conn *pc = LIST_ITEM(l, struct warm_conn, link);

@@ -16,6 +16,7 @@
 #include "proxy/oauth.h"
 #include "proxy/reload.h"
 #include "proxy/snapshot.h"
+#include "proxy/metrics.h"
 #include "proxy/warm.h"
 #include "proxy/sesscache.h"
 #include "proxy/sesslimit.h"
@@ -48,9 +49,66 @@ struct worker {
     struct snapshot *start_snap; /* the snapshot the worker started with: the directory's
                                     Redis clients point into its configuration */
     _Atomic(struct snapshot *) next_snap; /* a reload waiting for the loop (owned), or NULL */
+    uv_async_t metrics_async;    /* a scrape asks for worker_publish_metrics */
+    int metrics_open;            /* metrics_async was initialised */
 };
 
 static void worker_take_snapshot(struct worker *w);
+
+/* worker_publish_metrics copies what the worker keeps in its own structures
+ * into its metrics slot; on the worker's loop, when a scrape asks. */
+static void worker_publish_metrics(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    const struct session_stats *st = &w->env.stats;
+    struct metrics_worker_stats ms;
+    memset(&ms, 0, sizeof(ms));
+    ms.sessions = w->env.num_sessions;
+    ms.kicks = st->kicks;
+    ms.bf_delayed = st->bf_delayed;
+    ms.bf_blocked = st->bf_blocked;
+    ms.warm_retries = st->warm_retries;
+    ms.commands_refused = st->commands_refused;
+    if (w->env.warm != NULL) {
+        struct warm_stats ps;
+        warm_stats(w->env.warm, &ps);
+        ms.pool_size = ps.size;
+        ms.pool_hits = ps.hits;
+        ms.pool_misses = ps.misses;
+        ms.pool_connects = ps.connects;
+        ms.pool_connect_failures = ps.connect_failures;
+        ms.pool_lost = ps.lost;
+        ms.pool_recycled = ps.recycled;
+    }
+    if (w->env.cache != NULL) {
+        struct sesscache_stats cs;
+        sesscache_stats(w->env.cache, &cs);
+        ms.cache_size = cs.size;
+        ms.cache_parked = cs.parked;
+        ms.cache_hits = cs.hits;
+        ms.cache_waits = cs.waits;
+        ms.cache_misses = cs.misses;
+        ms.cache_evicted_ttl = cs.evicted_ttl;
+        ms.cache_evicted_limit = cs.evicted_limit;
+        ms.cache_evicted_lost = cs.evicted_lost;
+        ms.cache_evicted_event = cs.evicted_event;
+    }
+    if (w->env.audit != NULL) {
+        struct audit_stats as;
+        audit_queue_stats(w->env.audit, &as);
+        ms.audit_records = as.records;
+        ms.audit_dropped = as.dropped;
+        ms.audit_blocks = as.blocks;
+        ms.audit_queue_bytes = audit_queue_bytes(w->env.audit);
+        ms.audit_blocked = w->env.audit_paused != 0;
+    } else {
+        /* a closed queue: its last counters */
+        ms.audit_records = w->audit_stats.records;
+        ms.audit_dropped = w->audit_stats.dropped;
+        ms.audit_blocks = w->audit_stats.blocks;
+    }
+    metrics_publish(&ms);
+}
 
 static void worker_on_accept(void *ctx, uv_stream_t *server, const struct config_listener *l)
 {
@@ -141,12 +199,13 @@ static void worker_log_stats(struct worker *w, int final)
         snprintf(line + off, sizeof(line) - off,
                  " cache_size=%llu cache_parked=%llu cache_hits=%llu cache_waits=%llu "
                  "cache_misses=%llu cache_evicted_ttl=%llu cache_evicted_limit=%llu "
-                 "cache_evicted_lost=%llu cache_evicted_event=%llu",
+                 "cache_evicted_lost=%llu cache_evicted_event=%llu cache_not_parked=%llu",
                  (unsigned long long)cs.size, (unsigned long long)cs.parked,
                  (unsigned long long)cs.hits, (unsigned long long)cs.waits,
                  (unsigned long long)cs.misses,
                  (unsigned long long)cs.evicted_ttl, (unsigned long long)cs.evicted_limit,
-                 (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event);
+                 (unsigned long long)cs.evicted_lost, (unsigned long long)cs.evicted_event,
+                 (unsigned long long)cs.not_parked);
     }
     if (w->env.limits != NULL && strlen(line) < sizeof(line)) {
         struct sesslimit_stats ls;
@@ -181,6 +240,9 @@ static void worker_on_drain_timer(uv_timer_t *t)
 {
     struct worker *w = t->data;
     if (w->env.num_sessions == 0) {
+        if (w->metrics_open) {
+            worker_publish_metrics(&w->metrics_async); /* the last word, while all is there */
+        }
         worker_log_stats(w, 1);
         warm_free(w->env.warm);
         w->env.warm = NULL;
@@ -200,6 +262,10 @@ static void worker_on_drain_timer(uv_timer_t *t)
         w->env.audit = NULL;
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
+        if (w->metrics_open) {
+            metrics_worker_unregister(w->env.worker_id);
+            uv_close((uv_handle_t *)&w->metrics_async, worker_on_handle_close);
+        }
         return;
     }
     if (!w->final_sent && uv_now(&w->loop) >= w->drain_deadline) {
@@ -268,6 +334,7 @@ static void worker_main(void *arg)
     struct worker *w = arg;
     size_t i;
 
+    (void)metrics_thread_attach(w->env.worker_id); /* before anything counts */
     if (oauth_loop_open(&w->loop) != 0) {
         log_msg(LOG_ERR, "worker %u: cannot take OAuth token checks", w->env.worker_id);
     }
@@ -331,6 +398,11 @@ static void worker_main(void *arg)
                 w->env.worker_id);
     }
     uv_timer_start(&w->stats_timer, worker_on_stats_timer, WORKER_STATS_MS, WORKER_STATS_MS);
+    if (uv_async_init(&w->loop, &w->metrics_async, worker_publish_metrics) == 0) {
+        w->metrics_async.data = w;
+        w->metrics_open = 1;
+        metrics_worker_register(w->env.worker_id, &w->metrics_async);
+    }
     uv_sem_post(&w->ready);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     worker_log_audit_stats(w);

@@ -3,10 +3,12 @@
     python3 tests/integration/demo.py [--for SECONDS] [--selfcheck] [--bin build/imapmux]
 
 It starts a Redis routing table, two Dovecot backends ("east" and "west"),
-and imapmux in front of them with its audit log, then prints what to try:
+and imapmux in front of them with its audit log and its admin listener
+(metrics, health), then prints what to try:
 users landing on two backends, a pass-through user whose password only the
 backend knows, moving a user with imapmuxctl and watching the session get
-kicked, the audit log and its verification.  --selfcheck does all of that
+kicked, the audit log and its verification, the metrics endpoint, a
+reload.  --selfcheck does all of that
 itself and exits 1 when any step fails."""
 import argparse
 import os
@@ -39,7 +41,7 @@ def _ctl(conf, *args, input=None):
 
 
 class Demo:
-    def __init__(self, tmpdir, tls_port, plain_port):
+    def __init__(self, tmpdir, tls_port, plain_port, admin_port):
         self.tmp = tmpdir
         self.cert = harness.make_cert(tmpdir)
         self.redis = harness.Redis(tmpdir).start()
@@ -65,7 +67,11 @@ class Demo:
             redis={"host": LOOPBACK, "port": self.redis.port},
             audit={"file": self.audit_path}, workers=2, log_level="info",
             listeners=[(LOOPBACK, tls_port, "implicit"), (LOOPBACK, plain_port, "starttls")])
+        self.admin_port = admin_port
+        with open(self.mux.conf, "a") as f:
+            f.write("admin:\n  listen: \"%s:%d\"\n" % (LOOPBACK, admin_port))
         self.mux.start()
+        harness.wait_port(admin_port, proc=self.mux.proc)
         conf = self.mux.conf
         for user, (pw, backend) in USERS.items():
             _ctl(conf, "user", "add", user, "--backend", backend, input=pw + "\n")
@@ -94,7 +100,9 @@ class Demo:
         print("  routing:  redis-server on %s:%d" % (LOOPBACK, self.redis.port))
         print("  config:   %s" % self.mux.conf)
         print("  log:      %s" % self.mux.log)
-        print("  audit:    %s\n" % self.audit_path)
+        print("  audit:    %s" % self.audit_path)
+        print("  metrics:  http://%s:%d/metrics (also /healthz, /readyz)\n" % (
+            LOOPBACK, self.admin_port))
         print("Users: alice (password alice) lives on east, bob (password bob) on west;")
         print("imapmux checks their passwords (hashes in Redis) and logs in to the backend")
         print("as its master user. carol (password carol) is passed through: her backend")
@@ -115,6 +123,12 @@ class Demo:
         print("\nThe audit log (one JSON record per command) and its hash chain:")
         print("  tail -f %s" % self.audit_path)
         print("  %s" % " ".join([harness.imapmuxctl_bin(), "audit", "verify", self.audit_path]))
+        print("\nThe metrics (Prometheus text format) and the readiness check:")
+        print("  curl -s http://%s:%d/metrics | grep -E '^imapmux_(logins|kicks|sessions)'" % (
+            LOOPBACK, self.admin_port))
+        print("  curl -s http://%s:%d/readyz" % (LOOPBACK, self.admin_port))
+        print("\nReload the configuration without dropping a session (edit it first):")
+        print("  kill -HUP %d" % self.mux.proc.pid)
         print("\nA mail client (Thunderbird, mutt, ...): server 127.0.0.1, port %d, SSL/TLS"
               " (or port %d\nwith STARTTLS), normal password; trust the self-signed"
               " certificate %s\n" % (self.mux.tls_port, self.mux.plain_port, c))
@@ -170,6 +184,20 @@ class Demo:
         r = harness.imapmuxctl(None, "audit", "verify", self.audit_path)
         self.check("imapmuxctl audit verify accepts the file", r.returncode == 0,
                    (r.stdout + r.stderr).strip())
+        # the metrics endpoint counted what happened
+        base = "http://%s:%d" % (LOOPBACK, self.admin_port)
+        r = subprocess.run(["curl", "-sS", "--max-time", "20", base + "/metrics"],
+                           capture_output=True, text=True, timeout=60)
+        ok = 0
+        for line in r.stdout.splitlines():
+            if line.startswith("imapmux_logins_total{") and 'result="ok"' in line:
+                ok += float(line.rsplit(" ", 1)[1])
+        self.check("/metrics counts the successful logins", ok >= 4,
+                   "%d; curl exit %d" % (ok, r.returncode))
+        self.check("no user name in /metrics", "alice" not in r.stdout and "carol" not in r.stdout)
+        r = subprocess.run(["curl", "-sS", "--max-time", "20", base + "/readyz"],
+                           capture_output=True, text=True, timeout=60)
+        self.check("/readyz says ready", r.stdout.strip() == "ready", r.stdout + r.stderr)
 
     def stop(self):
         rc = None
@@ -198,7 +226,7 @@ def main(argv):
     tmp = harness.TempDir(prefix="imapmux-demo-")
     demo = None
     try:
-        demo = Demo(tmp.path, _port(9993), _port(9143))
+        demo = Demo(tmp.path, _port(9993), _port(9143), _port(9180))
         demo.explain()
         if args.selfcheck:
             try:

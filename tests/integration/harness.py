@@ -1,10 +1,9 @@
 """Integration harness: real dovecot and imapmux processes on free loopback
 ports in a temporary directory, stopped by PID at the end.
 
-Used by the tests (import harness) and by the demo:
-    python3 tests/integration/harness.py demo [--for SECONDS] [--selfcheck] [--bin PATH]
+Used by the tests, the benchmark and the demo (tests/integration/demo.py):
+import harness.
 """
-import argparse
 import atexit
 import imaplib
 import os
@@ -764,106 +763,6 @@ class ProxyTestCase(unittest.TestCase):
         s.close()
 
 
-def _demo_port(preferred):
-    return preferred if port_is_free(preferred) else free_port()
-
-
-def demo(argv):
-    ap = argparse.ArgumentParser(prog="harness.py demo",
-                                 description="dovecot with a demo mailbox and imapmux in front of it"
-                                             " on 127.0.0.1")
-    ap.add_argument("--for", dest="seconds", type=float, default=0,
-                    help="stop after SECONDS (default: run until Ctrl-C)")
-    ap.add_argument("--selfcheck", action="store_true",
-                    help="list the demo mailbox with curl through the proxy; exit 1 if that fails")
-    ap.add_argument("--bin", help="imapmux binary (default: $IMAPMUX_BIN or build/imapmux)")
-    args = ap.parse_args(argv)
-    if args.bin:
-        os.environ["IMAPMUX_BIN"] = os.path.abspath(args.bin)
-    imapmux_bin()  # fails early with a clear message
-    tmp = TempDir(prefix="imapmux-demo-")
-    dov = mux = None
-    try:
-        cert = make_cert(tmp.path)
-        dov = Dovecot(tmp.path, users={"demo": "demo"}).start()
-        dov.add_message("demo", sample_message("Welcome to imapmux"))
-        dov.add_message("demo", attachment_message())
-        tls_port = _demo_port(9993)
-        plain_port = _demo_port(9143)
-        mux = Imapmux(tmp.path, [{"name": "local", "host": LOOPBACK, "port": dov.port,
-                                  "tls": "none", "forward_id": True}], cert, workers=2,
-                      listeners=[(LOOPBACK, tls_port, "implicit"),
-                                 (LOOPBACK, plain_port, "starttls")])
-        mux.start()
-        url = "imaps://%s:%d" % (LOOPBACK, tls_port)
-        curl_list = "curl --cacert %s %s/INBOX -u demo:demo" % (cert[0], url)
-        curl_fetch = "curl --cacert %s '%s/INBOX;UID=1' -u demo:demo" % (cert[0], url)
-        print("imapmux demo is running.\n")
-        print("  backend: dovecot on %s:%d (user demo, password demo)" % (LOOPBACK, dov.port))
-        print("  imapmux: implicit TLS on %s:%d, STARTTLS on %s:%d" % (
-            LOOPBACK, tls_port, LOOPBACK, plain_port))
-        print("  config:  %s" % mux.conf)
-        print("  log:     %s\n" % mux.log)
-        print("List the demo mailbox through the proxy:\n  %s\n" % curl_list)
-        print("Fetch the first message:\n  %s\n" % curl_fetch)
-        print("List the messages (IMAP SEARCH ALL):\n  curl --cacert %s '%s/INBOX?ALL' -u demo:demo\n"
-              % (cert[0], url))
-        print("A mail client (Thunderbird, mutt, ...):\n"
-              "  server 127.0.0.1, port %d, connection security SSL/TLS\n"
-              "  (or port %d with STARTTLS), user demo, password demo, normal password;\n"
-              "  trust the self-signed certificate %s\n" % (tls_port, plain_port, cert[0]))
-        sys.stdout.flush()
-        if args.selfcheck:
-            cmd = ["curl", "-sS", "--max-time", "20", "--cacert", cert[0], url + "/INBOX",
-                   "-u", "demo:demo"]
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-            ok = r.returncode == 0 and "INBOX" in r.stdout
-            print("selfcheck: %s: curl exit %d\n%s" % ("ok" if ok else "FAILED", r.returncode,
-                                                       (r.stdout + r.stderr).strip()))
-            if ok:
-                r = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", cert[0],
-                                    url + "/INBOX;UID=1", "-u", "demo:demo"],
-                                   capture_output=True, text=True, timeout=60)
-                ok = r.returncode == 0 and "Subject: Welcome to imapmux" in r.stdout
-                print("selfcheck: fetch UID 1 %s: curl exit %d" % ("ok" if ok else "FAILED",
-                                                                  r.returncode))
-            sys.stdout.flush()
-            if not ok:
-                print("imapmux log:\n" + mux.log_text()[-4000:], file=sys.stderr)
-                return 1
-        if args.seconds > 0:
-            deadline = time.monotonic() + args.seconds
-            while mux.alive() and time.monotonic() < deadline:
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        else:
-            print("Ctrl-C stops it.")
-            sys.stdout.flush()
-            try:
-                while mux.alive():
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        if not mux.alive():
-            print("imapmux exited unexpectedly (%s); log:\n%s" % (mux.proc.returncode,
-                                                                 mux.log_text()[-4000:]),
-                  file=sys.stderr)
-            return 1
-        rc = mux.stop()
-        print("imapmux stopped (exit %s)" % rc)
-        return 0 if rc == 0 else 1
-    finally:
-        if mux is not None and mux.alive():
-            try:
-                mux.stop()
-            except RuntimeError:
-                pass
-        if dov is not None:
-            dov.stop()
-        tmp.close()
-
-
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "demo":
-        sys.exit(demo(sys.argv[2:]))
     print(__doc__)
     sys.exit(2)

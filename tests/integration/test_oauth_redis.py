@@ -57,7 +57,7 @@ class OAuthRedisTest(unittest.TestCase):
                 redis={"host": LOOPBACK, "port": cls.redis.port},
                 bruteforce={"delay_after": 1000, "block_pair_after": 3, "block_ip_after": 1000,
                             "window_s": 600},
-                session_cache={"enabled": True}, limits={"max_auth_failures": 100})
+                session_cache={"enabled": True, "park": "always"}, limits={"max_auth_failures": 100})
             with open(cls.mux.conf, "a") as f:
                 f.write("oauth:\n  domains:\n    - {domain: example.com, jwks_file: %s,"
                         " issuer: %s}\n" % (os.path.join(cls.keys, "jwks.json"), ISS))

@@ -396,7 +396,7 @@ class ReloadCacheTest(ReloadBase):
     @classmethod
     def conf(cls, ttl_ms):
         return conf_text(cls.listeners, cls.cert, [cls.one], "one", workers=1,
-                         extra="session_cache: {enabled: true, ttl_ms: %d}\n" % ttl_ms)
+                         extra="session_cache: {enabled: true, park: always, ttl_ms: %d}\n" % ttl_ms)
 
     @classmethod
     def tearDownClass(cls):

@@ -46,7 +46,7 @@ class SessionLimitsTest(unittest.TestCase):
         # with the session cache: a login served from it is counted too
         cls.mux3 = harness.Imapmux(cls.tmp.path, backends, cls.cert, redis=redis_cfg,
                                    bruteforce=bf, limits=common, name="mux3", workers=1,
-                                   session_cache={"enabled": True}).start()
+                                   session_cache={"enabled": True, "park": "always"}).start()
         for u in USERS:
             cls.redis.cmd("HSET", "imapmux:user:" + u, "password", sha512("pw"))
         cls.open = []

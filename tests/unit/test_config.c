@@ -696,3 +696,33 @@ Test(config, audit_preauth_records)
                               "audit: {stdout: true, preauth_records: 100001}\n";
     cr_assert_null(config_parse(err, sizeof(err), "buf.yaml", big, sizeof(big) - 1));
 }
+
+Test(config, session_cache_park_policy)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "park.yaml",
+                            "backends: [{name: a, host: h, port: 1}]\n"
+                            "session_cache: {enabled: true, park: always, seen_slots: 1024,\n"
+                            "  park_clients: [\"Example Webmail\", roundcube]}\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->session_cache.park, CONFIG_PARK_ALWAYS);
+    cr_assert_eq(c->session_cache.seen_slots, 1024);
+    cr_assert_eq(c->session_cache.num_park_clients, 2);
+    cr_assert_str_eq(c->session_cache.park_clients[0], "Example Webmail");
+    cr_assert_str_eq(c->session_cache.park_clients[1], "roundcube");
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "park2.yaml", "backends: [{name: x, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->session_cache.park, CONFIG_PARK_RETURNING, "parking waits for a return");
+    cr_assert_eq(c->session_cache.seen_slots, 16384);
+    cr_assert_eq(c->session_cache.num_park_clients, 0);
+    config_unref(&c);
+
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {park: often}\n",
+                 "bad.yaml:2: session_cache.park: expected one of returning | always");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {park_clients: [\"\"]}\n",
+                 "bad.yaml:2: session_cache.park_clients: must not be empty");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {seen_slots: 1}\n",
+                 "bad.yaml:2: session_cache.seen_slots: expected an integer 16-16777216");
+}
