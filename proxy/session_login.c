@@ -697,7 +697,10 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
     }
     session_login_clear(s);
-    s->login_t0_ns = s->step_t0_ns = uv_hrtime();
+    s->step_t0_ns = uv_hrtime();
+    if (s->login_t0_ns == 0) {
+        s->login_t0_ns = s->step_t0_ns; /* else an OAuth token check began the login */
+    }
     s->login_step = LOGIN_STEP_LOOKUP; /* refusals before the steps count there */
     char name[SCHEMA_MAX_LOGIN_LEN + 1];
     if (schema_normalize(name, user, user_len) != 0) {

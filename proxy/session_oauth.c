@@ -172,6 +172,9 @@ void session_oauth_start(struct session *s, const char *b64, size_t len)
     }
     s->oauth_domain = d->domain;
     session_login_clear(s);
+    /* the login's duration (metrics) counts the token check, as step lookup */
+    s->login_t0_ns = s->step_t0_ns = uv_hrtime();
+    s->login_step = LOGIN_STEP_LOOKUP;
     s->password = malloc(m.token_len + 1);
     if (s->password == NULL) {
         sasl_oauth_cleanup(&m);
