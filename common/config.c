@@ -1,6 +1,7 @@
 #include "common/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -1243,6 +1244,10 @@ static void config_admin_pair(struct config_loader *ld, struct config *c, const 
     }
 }
 
+static void config_oauth_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg);
+static void config_oauth_free(struct config_oauth *o);
+
 /* Top level: sections that others refer to (backends) are read first. */
 static void config_top_pair(struct config_loader *ld, struct config *c, const char *prefix,
                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -1288,6 +1293,8 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_relay_pair, NULL);
     } else if (strcmp(key, "backend_template") == 0) {
         config_backend_template(ld, c, v);
+    } else if (strcmp(key, "oauth") == 0) {
+        config_each_pair(ld, c, v, key, config_oauth_pair, NULL);
     } else if (strcmp(key, "admin") == 0) {
         config_each_pair(ld, c, v, key, config_admin_pair, NULL);
         if (!ld->failed && !c->admin.enabled) {
@@ -1397,6 +1404,7 @@ static void config_free(struct config *c)
     }
     free(c->relay.allowed_commands);
     config_free_sni(c);
+    config_oauth_free(&c->oauth);
     config_park_clients_free(&c->session_cache);
     free(c->admin.address);
     config_free_secret(&c->admin.token);
@@ -1814,4 +1822,262 @@ static void config_free_sni(struct config *c)
         config_free_secret(&b->master_password);
         free(b);
     }
+}
+
+/* --- oauth: OAuth 2.0 logins, one entry per login domain ------------------------ */
+
+static void config_oauth_free(struct config_oauth *o)
+{
+    for (size_t i = 0; i < o->num_domains; i++) {
+        struct config_oauth_domain *d = &o->domains[i];
+        free(d->domain);
+        free(d->jwks_file);
+        free(d->jwks_url);
+        free(d->issuer);
+        free(d->audience);
+        free(d->identity_claim);
+        free(d->introspection_url);
+        free(d->client_id);
+        config_free_secret(&d->client_secret);
+        free(d->ca_file);
+        free(d->scope);
+        free(d->openid_configuration);
+    }
+    free(o->domains);
+    o->domains = NULL;
+    o->num_domains = 0;
+}
+
+static void config_oauth_uint(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                              unsigned long min, unsigned long max, unsigned *out)
+{
+    unsigned long n;
+    if (config_uint(ld, v, kp, min, max, &n) == 0) {
+        *out = (unsigned)n;
+    }
+}
+
+static void config_oauth_str(struct config_loader *ld, yaml_node_t *v, const char *kp, char **out)
+{
+    free(*out);
+    *out = config_string(ld, v, kp);
+}
+
+/* config_oauth_url accepts http:// and https:// URLs only: file:// or any
+ * other scheme curl knows would let a configuration read local files. */
+static void config_oauth_url(struct config_loader *ld, yaml_node_t *v, const char *kp, char **out)
+{
+    config_oauth_str(ld, v, kp, out);
+    if (*out != NULL && strncasecmp(*out, "http://", 7) != 0 && strncasecmp(*out, "https://", 8) != 0) {
+        config_fail(ld, v, "%s: expected an http:// or https:// URL", kp);
+    }
+}
+
+static void config_oauth_domain_pair(struct config_loader *ld, struct config *c,
+                                     const char *prefix, const char *key, yaml_node_t *k,
+                                     yaml_node_t *v, void *arg)
+{
+    struct config_oauth_domain *d = arg;
+    char kp[160];
+    (void)c;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "domain") == 0) {
+        config_oauth_str(ld, v, kp, &d->domain);
+        for (char *p = d->domain; p != NULL && *p != '\0'; p++) {
+            *p = (char)tolower((unsigned char)*p);
+        }
+    } else if (strcmp(key, "jwks_file") == 0) {
+        config_oauth_str(ld, v, kp, &d->jwks_file);
+    } else if (strcmp(key, "jwks_url") == 0) {
+        config_oauth_url(ld, v, kp, &d->jwks_url);
+    } else if (strcmp(key, "jwks_refresh_s") == 0) {
+        config_oauth_uint(ld, v, kp, 5, 86400, &d->jwks_refresh_s);
+    } else if (strcmp(key, "jwks_min_fetch_interval_s") == 0) {
+        config_oauth_uint(ld, v, kp, 1, 3600, &d->jwks_min_fetch_s);
+    } else if (strcmp(key, "issuer") == 0) {
+        config_oauth_str(ld, v, kp, &d->issuer);
+    } else if (strcmp(key, "audience") == 0) {
+        config_oauth_str(ld, v, kp, &d->audience);
+    } else if (strcmp(key, "identity_claim") == 0) {
+        config_oauth_str(ld, v, kp, &d->identity_claim);
+    } else if (strcmp(key, "clock_skew_s") == 0) {
+        config_oauth_uint(ld, v, kp, 0, 3600, &d->clock_skew_s);
+    } else if (strcmp(key, "introspection_url") == 0) {
+        config_oauth_url(ld, v, kp, &d->introspection_url);
+    } else if (strcmp(key, "client_id") == 0) {
+        config_oauth_str(ld, v, kp, &d->client_id);
+    } else if (strcmp(key, "client_secret") == 0) {
+        config_free_secret(&d->client_secret);
+        d->client_secret = config_string(ld, v, kp);
+    } else if (strcmp(key, "client_secret_file") == 0) {
+        config_free_secret(&d->client_secret);
+        d->client_secret = config_secret_file(ld, v, kp);
+    } else if (strcmp(key, "cache_s") == 0) {
+        config_oauth_uint(ld, v, kp, 0, 86400, &d->cache_s);
+    } else if (strcmp(key, "negative_cache_s") == 0) {
+        config_oauth_uint(ld, v, kp, 0, 3600, &d->negative_cache_s);
+    } else if (strcmp(key, "ca_file") == 0) {
+        config_oauth_str(ld, v, kp, &d->ca_file);
+    } else if (strcmp(key, "http_timeout_ms") == 0) {
+        config_oauth_uint(ld, v, kp, 100, 60000, &d->http_timeout_ms);
+    } else if (strcmp(key, "scope") == 0) {
+        config_oauth_str(ld, v, kp, &d->scope);
+    } else if (strcmp(key, "openid_configuration") == 0) {
+        config_oauth_url(ld, v, kp, &d->openid_configuration);
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+static void config_oauth_domains(struct config_loader *ld, struct config *c, yaml_node_t *v,
+                                 const char *kp)
+{
+    struct config_oauth *o = &c->oauth;
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_OAUTH_MAX_DOMAINS) {
+        config_fail(ld, v, "%s: expected 1-%d entries", kp, CONFIG_OAUTH_MAX_DOMAINS);
+        return;
+    }
+    o->domains = calloc(num, sizeof(*o->domains));
+    if (o->domains == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        struct config_oauth_domain *d = &o->domains[i];
+        char ip[160];
+        snprintf(ip, sizeof(ip), "%s[%zu]", kp, i);
+        d->jwks_refresh_s = 300;
+        d->jwks_min_fetch_s = 10;
+        d->clock_skew_s = 60;
+        d->cache_s = 300;
+        d->negative_cache_s = 10;
+        d->http_timeout_ms = 5000;
+        o->num_domains = i + 1;
+        config_each_pair(ld, c, item, ip, config_oauth_domain_pair, d);
+        if (ld->failed) {
+            return;
+        }
+        if (d->domain == NULL) {
+            config_fail(ld, item, "%s: needs a domain (or \"*\")", ip);
+            return;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(o->domains[j].domain, d->domain) == 0) {
+                config_fail(ld, item, "%s: domain %s given twice", ip, d->domain);
+                return;
+            }
+        }
+        int jwt = d->jwks_file != NULL || d->jwks_url != NULL;
+        if (jwt == (d->introspection_url != NULL)) {
+            config_fail(ld, item, "%s: needs jwks_file/jwks_url or introspection_url (one mode)",
+                        ip);
+            return;
+        }
+        if (d->introspection_url != NULL && (d->client_id == NULL || d->client_secret == NULL)) {
+            config_fail(ld, item, "%s: introspection needs client_id and client_secret", ip);
+            return;
+        }
+        if (jwt && d->issuer == NULL) {
+            /* any key holder of the set could mint for any issuer otherwise */
+            config_fail(ld, item, "%s: a JWT domain needs an issuer", ip);
+            return;
+        }
+        if (d->identity_claim == NULL && (d->identity_claim = strdup("email")) == NULL) {
+            config_fail(ld, item, "out of memory");
+            return;
+        }
+    }
+    o->enabled = 1;
+}
+
+static void config_oauth_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_oauth *o = &c->oauth;
+    char kp[128];
+    (void)arg;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "domains") == 0) {
+        config_oauth_domains(ld, c, v, kp);
+        if (!o->mechanisms_set) {
+            o->oauthbearer = o->xoauth2 = 1;
+        }
+    } else if (strcmp(key, "mechanisms") == 0) {
+        size_t num = config_sequence(ld, v, kp);
+        int bearer = 0, x2 = 0;
+        for (size_t i = 0; i < num && !ld->failed; i++) {
+            yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+            const char *m = config_scalar(ld, item, kp);
+            if (m != NULL && strcasecmp(m, "OAUTHBEARER") == 0) {
+                bearer = 1;
+            } else if (m != NULL && strcasecmp(m, "XOAUTH2") == 0) {
+                x2 = 1;
+            } else if (m != NULL) {
+                config_fail(ld, item, "%s: OAUTHBEARER or XOAUTH2", kp);
+            }
+        }
+        if (!ld->failed && bearer + x2 == 0) {
+            config_fail(ld, v, "%s: at least one mechanism", kp);
+        }
+        o->oauthbearer = bearer;
+        o->xoauth2 = x2;
+        o->mechanisms_set = 1;
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+const struct config_oauth_domain *config_oauth_find(const struct config_oauth *o,
+                                                    const char *login)
+{
+    const char *at = strrchr(login, '@');
+    const struct config_oauth_domain *any = NULL;
+    for (size_t i = 0; i < o->num_domains; i++) {
+        const struct config_oauth_domain *d = &o->domains[i];
+        if (strcmp(d->domain, "*") == 0) {
+            any = d;
+        } else if (at != NULL && strcasecmp(d->domain, at + 1) == 0) {
+            return d;
+        }
+    }
+    return any;
+}
+
+static int config_oauth_str_differs(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a != b : strcmp(a, b) != 0;
+}
+
+int config_oauth_differs(const struct config_oauth *a, const struct config_oauth *b)
+{
+    if (a->enabled != b->enabled || a->oauthbearer != b->oauthbearer ||
+        a->xoauth2 != b->xoauth2 || a->num_domains != b->num_domains) {
+        return 1;
+    }
+    for (size_t i = 0; i < a->num_domains; i++) {
+        const struct config_oauth_domain *x = &a->domains[i], *y = &b->domains[i];
+        const char *sx[] = {x->domain, x->jwks_file, x->jwks_url, x->issuer, x->audience,
+                            x->identity_claim, x->introspection_url, x->client_id,
+                            x->client_secret, x->ca_file, x->scope, x->openid_configuration};
+        const char *sy[] = {y->domain, y->jwks_file, y->jwks_url, y->issuer, y->audience,
+                            y->identity_claim, y->introspection_url, y->client_id,
+                            y->client_secret, y->ca_file, y->scope, y->openid_configuration};
+        for (size_t k = 0; k < sizeof(sx) / sizeof(sx[0]); k++) {
+            if (config_oauth_str_differs(sx[k], sy[k])) {
+                return 1;
+            }
+        }
+        if (x->jwks_refresh_s != y->jwks_refresh_s || x->jwks_min_fetch_s != y->jwks_min_fetch_s ||
+            x->clock_skew_s != y->clock_skew_s || x->cache_s != y->cache_s ||
+            x->negative_cache_s != y->negative_cache_s ||
+            x->http_timeout_ms != y->http_timeout_ms) {
+            return 1;
+        }
+    }
+    return 0;
 }

@@ -163,6 +163,48 @@ struct config_relay {
     size_t num_allowed_commands;
 };
 
+#define CONFIG_OAUTH_MAX_DOMAINS 256 /* entries of oauth.domains */
+
+/* One entry of oauth.domains: how tokens for logins of one domain are
+ * validated (a local JWT check against a key set, or RFC 7662 introspection). */
+struct config_oauth_domain {
+    char *domain;             /* lowercased login domain, or "*" for any other */
+    char *jwks_file;          /* JWT mode: key set file read at start (optional with a URL) */
+    char *jwks_url;           /* JWT mode: key set fetched and refreshed in the background */
+    unsigned jwks_refresh_s;  /* background refresh interval (300) */
+    unsigned jwks_min_fetch_s;/* on-demand fetches (unknown kid) at most this often (10) */
+    char *issuer;             /* iss that tokens must carry; NULL: not checked */
+    char *audience;           /* aud that tokens must hold; NULL: not checked */
+    char *identity_claim;     /* claim mapped to the login (default "email") */
+    unsigned clock_skew_s;    /* allowed for exp and nbf (60) */
+    char *introspection_url;  /* introspection mode: the RFC 7662 endpoint */
+    char *client_id;          /* HTTP basic credentials for the endpoint */
+    char *client_secret;      /* from client_secret or client_secret_file */
+    unsigned cache_s;         /* an active result is cached at most this long (300) */
+    unsigned negative_cache_s;/* an inactive result is cached this long (10) */
+    char *ca_file;            /* CA bundle for https URLs; NULL: system default */
+    unsigned http_timeout_ms; /* one HTTP request (5000) */
+    char *scope;              /* "scope" of the RFC 7628 error; NULL: none */
+    char *openid_configuration; /* "openid-configuration" of the error; NULL: none */
+};
+
+struct config_oauth {
+    int enabled;              /* at least one domain entry */
+    int oauthbearer;          /* offer AUTH=OAUTHBEARER (default 1 when enabled) */
+    int xoauth2;              /* offer AUTH=XOAUTH2 (default 1 when enabled) */
+    struct config_oauth_domain *domains;
+    size_t num_domains;
+    int mechanisms_set;       /* oauth.mechanisms was given (else both are offered) */
+};
+
+/* config_oauth_find returns the entry for a login's domain (the part after
+ * the last '@', case-insensitive), else the "*" entry, else NULL. */
+const struct config_oauth_domain *config_oauth_find(const struct config_oauth *o,
+                                                    const char *login);
+
+/* config_oauth_differs returns 1 when two oauth sections differ in anything
+ * (entries, their order, any key), else 0. */
+int config_oauth_differs(const struct config_oauth *a, const struct config_oauth *b);
 /* One certificate chosen by the client's server name (tls.certificates[]). */
 struct config_certificate {
     char *cert_file;          /* PEM chain, leaf first */
@@ -262,6 +304,7 @@ struct config {
     struct config_backend *backend_template; /* TLS and login settings of a backend named
                                                 only in Redis (its hosts come from there);
                                                 NULL: such a name is refused */
+    struct config_oauth oauth;     /* OAuth 2.0 logins (OAUTHBEARER, XOAUTH2) */
 };
 
 /* config_load reads and validates the YAML file at path.  It returns a new

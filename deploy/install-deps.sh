@@ -9,10 +9,10 @@
 set -euo pipefail
 
 runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 libcrypt1 libargon2-1 zlib1g ca-certificates
-         libmicrohttpd12)
+         libjansson4 libmicrohttpd12)
 build=(build-essential cmake pkg-config libuv1-dev android-libboringssl-dev libhiredis-dev
        libcriterion-dev libyaml-dev libcrypt-dev libargon2-dev zlib1g-dev libssl-dev
-       libmicrohttpd-dev)
+       libjansson-dev libmicrohttpd-dev)
 test=(python3 dovecot-imapd redis-server curl isync openssl procps iproute2 clang libclang-rt-14-dev
       haproxy strace prometheus)
 

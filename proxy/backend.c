@@ -12,6 +12,7 @@
 #include "common/capa.h"
 #include "common/imap_syntax.h"
 #include "common/log.h"
+#include "common/sasl_oauth.h"
 #include "common/sasl_plain.h"
 #include "common/secret.h"
 #include "proxy/conn.h"
@@ -90,6 +91,7 @@ struct backend {
     size_t proxy_header_len;
     const char *deferred_reason;    /* with BACKEND_F_DEFER */
     char session[32];               /* id of the session it logs in for; "" for a warm one */
+    int oauth;                      /* password is an OAuth token (backend_send_oauth) */
 
     int metrics_host;               /* metrics_backend_host of host:port */
     uint64_t connect_t0_ns;         /* uv_hrtime at the start; 0 once ready */
@@ -342,10 +344,55 @@ static void backend_append_quoted(char *out, size_t *off, const char *s)
     out[(*off)++] = '"';
 }
 
+/* backend_send_oauth logs in with the client's OAuth token (in b->password),
+ * by the mechanism the backend announces: the token passes through. */
+static void backend_send_oauth(struct backend *b)
+{
+    int mech = backend_has(b, "AUTH=OAUTHBEARER") ? SASL_OAUTH_BEARER
+                                : backend_has(b, "AUTH=XOAUTH2")   ? SASL_OAUTH_XOAUTH2
+                                                                   : 0;
+    const char *name = mech == SASL_OAUTH_BEARER ? "OAUTHBEARER" : "XOAUTH2";
+    size_t b64_len = 0;
+    if (mech == 0) {
+        backend_fail(b, "backend offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2");
+        return;
+    }
+    char *b64 = sasl_oauth_encode(&b64_len, mech, b->user, b->password);
+    size_t n = b64_len + 48;
+    char *cmd = b64 != NULL ? malloc(n) : NULL;
+    if (cmd == NULL) {
+        secret_free(b64, b64 != NULL ? b64_len + 1 : 0);
+        backend_fail(b, "out of memory");
+        return;
+    }
+    if (backend_has(b, "SASL-IR")) {
+        snprintf(cmd, n, "L AUTHENTICATE %s %s\r\n", name, b64);
+    } else {
+        snprintf(cmd, n, "%s\r\n", b64);
+        b->next_part = cmd;
+        cmd = malloc(48);
+        if (cmd == NULL) {
+            secret_free(b64, b64_len + 1);
+            backend_fail(b, "out of memory");
+            return;
+        }
+        n = 48;
+        snprintf(cmd, n, "L AUTHENTICATE %s\r\n", name);
+        backend_set_state(b, BS_AUTH_CONTINUE);
+    }
+    backend_send(b, cmd);
+    secret_free(cmd, n);
+    secret_free(b64, b64_len + 1);
+}
+
 static void backend_send_login(struct backend *b)
 {
     b->login_t0_ns = uv_hrtime();
     backend_set_state(b, BS_LOGIN);
+    if (b->oauth) {
+        backend_send_oauth(b);
+        return;
+    }
     if (backend_has(b, "AUTH=PLAIN")) {
         size_t b64_len = 0;
         char *b64 = sasl_plain_encode(&b64_len, b->authzid != NULL ? b->authzid : "", b->user,
@@ -538,6 +585,9 @@ static enum backend_line_result backend_on_line(struct backend *b, const char *l
             backend_send(b, b->next_part);
             secret_free_str(b->next_part);
             b->next_part = NULL;
+        } else if (b->oauth && b->state == BS_LOGIN) {
+            /* the error challenge of RFC 7628 3.2.2: the dummy reply, then the NO */
+            backend_send(b, "AQ==\r\n");
         } else {
             backend_send(b, "*\r\n"); /* a challenge we did not expect: cancel */
         }
@@ -880,6 +930,7 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     b->password = backend_strdup(p->password);
     b->client_ip = backend_strdup(p->client_ip);
     b->local_ip = backend_strdup(p->local_ip);
+    b->oauth = p->oauth;
     if (p->proxy_header != NULL && p->proxy_header_len > 0) {
         b->proxy_header = malloc(p->proxy_header_len);
         if (b->proxy_header != NULL) {
@@ -973,6 +1024,7 @@ int backend_resume_login(struct backend *b, const struct backend_login_params *p
     }
     b->client_port = p->client_port;
     b->local_port = p->local_port;
+    b->oauth = p->oauth;
     b->greeting_timeout_ms = p->greeting_timeout_ms;
     snprintf(b->session, sizeof(b->session), "%s", p->session_id != NULL ? p->session_id : "");
     b->cb = cb;

@@ -38,6 +38,8 @@ struct backend_login_params {
     unsigned connect_timeout_ms;
     unsigned greeting_timeout_ms;     /* for everything after connect */
     const char *session_id;           /* for log lines; NULL for a warm connection */
+    int oauth;                        /* password is an OAuth token: log in with the
+                                         backend's AUTH=OAUTHBEARER or AUTH=XOAUTH2 */
     const uint8_t *proxy_header;      /* sent first on the new connection, before TLS and
                                          greeting (PROXY protocol v2; copied); NULL: none */
     size_t proxy_header_len;

@@ -19,6 +19,7 @@
 #include "proxy/admin.h"
 #include "proxy/audit.h"
 #include "proxy/conncap.h"
+#include "proxy/oauth.h"
 #include "proxy/metrics.h"
 #include "proxy/takeover.h"
 #include "proxy/reload.h"
@@ -284,6 +285,10 @@ static int main_run(struct config *cfg, const char *takeover_path)
             goto out;
         }
     }
+    if (oauth_init(cfg) != 0) {
+        log_msg(LOG_ERR, "cannot start OAuth token validation");
+        goto out;
+    }
     m.conncap = main_conncap(cfg, n, nofile);
     if (m.conncap == NULL) {
         log_msg(LOG_ERR, "out of memory");
@@ -377,6 +382,7 @@ out:
     tls_certificates_publish(NULL, 0);
     snapshot_unref(&m.snap);
     verify_cleanup();      /* after the workers: every loop closed its side */
+    oauth_cleanup();       /* likewise */
     conncap_free(m.conncap); /* after the workers: every session gave its ticket back */
     metrics_cleanup();
     uv_loop_close(loop);

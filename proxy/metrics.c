@@ -119,7 +119,7 @@ _Static_assert(sizeof(metrics_tls_names) / sizeof(metrics_tls_names[0]) == METRI
 static const char *const metrics_login_names[] = {"ok", "failed", "unavailable"};
 _Static_assert(sizeof(metrics_login_names) / sizeof(metrics_login_names[0]) == METRICS_LOGIN_NUM,
                "a name per login result");
-static const char *const metrics_mech_names[] = {"login", "plain"};
+static const char *const metrics_mech_names[] = {"login", "plain", "oauthbearer", "xoauth2"};
 _Static_assert(sizeof(metrics_mech_names) / sizeof(metrics_mech_names[0]) == METRICS_MECH_NUM,
                "a name per mechanism");
 static const char *const metrics_be_names[] = {

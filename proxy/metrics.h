@@ -73,8 +73,10 @@ enum metrics_login_result {
 enum metrics_mech {
     METRICS_MECH_LOGIN, /* the LOGIN command */
     METRICS_MECH_PLAIN, /* AUTHENTICATE PLAIN */
+    METRICS_MECH_OAUTHBEARER, /* AUTHENTICATE OAUTHBEARER */
+    METRICS_MECH_XOAUTH2,     /* AUTHENTICATE XOAUTH2 */
 };
-#define METRICS_MECH_NUM (METRICS_MECH_PLAIN + 1)
+#define METRICS_MECH_NUM (METRICS_MECH_XOAUTH2 + 1)
 
 /* Where a backend connection failed. */
 enum metrics_backend_phase {

@@ -90,6 +90,10 @@ const char *reload_restart_only_change(const struct config *o, const struct conf
         o->ipv6_prefix_len != n->ipv6_prefix_len) {
         return "limits.max_connections*";
     }
+    if (config_oauth_differs(&o->oauth, &n->oauth)) {
+        /* the oauth thread keeps its key sets and cache for the start's entries */
+        return "oauth";
+    }
     if (o->session_lease_ms != n->session_lease_ms) {
         return "limits.session_lease_ms";
     }

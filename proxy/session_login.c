@@ -52,6 +52,8 @@ static const char *const login_refusal_labels[] = {
     [LOGIN_REFUSE_LIMIT_USER] = "session_limit_user",
     [LOGIN_REFUSE_LIMIT_IP] = "session_limit_ip",
     [LOGIN_REFUSE_LIMIT_REDIS] = "session_limit_unavailable",
+    [LOGIN_REFUSE_TOKEN] = "token_refused",
+    [LOGIN_REFUSE_TOKEN_UNAVAILABLE] = "token_unavailable",
 };
 
 
@@ -122,9 +124,11 @@ static const struct login_refusal_info login_refusals[] = {
                                0, 0},
     [LOGIN_REFUSE_LIMIT_REDIS] = {LOGIN_TEMP_FAILURE, "sessions cannot be counted (redis)",
                                   LOG_WARNING, 0, 1},
+    [LOGIN_REFUSE_TOKEN] = {LOGIN_AUTH_FAILED, "token refused", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_TOKEN_UNAVAILABLE] = {LOGIN_TEMP_FAILURE, "token check unavailable",
+                                        LOG_WARNING, 0, 1},
 };
-_Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) ==
-                   LOGIN_REFUSE_LIMIT_REDIS + 1,
+_Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_LAST + 1,
                "an answer per refusal");
 /* a new refusal needs a metrics label too */
 _Static_assert(sizeof(login_refusal_labels) / sizeof(login_refusal_labels[0]) ==
@@ -156,7 +160,9 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
     session_login_metrics(s, r->unavailable ? METRICS_LOGIN_UNAVAILABLE : METRICS_LOGIN_FAILED);
     metrics_login_refused(why, login_refusal_labels[why]);
     session_audit_event(s, "login", "failed", r->reason);
-    session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
+    if (!session_oauth_refused(s, code != NULL ? code : r->code, r->text)) {
+        session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
+    }
     session_login_clear(s);
     sesslimit_release(s->env->limits, &s->lease); /* a later step failed */
     (void)session_name_set(&s->user, "");
@@ -237,6 +243,10 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         return;
     }
     s->route = res->backend;
+    if (session_oauth_routed(s) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
+    }
     snprintf(s->route_name, sizeof(s->route_name), "%s", res->backend_name);
     s->kick_gen = res->kick_gen;
     s->port = res->port;
@@ -269,7 +279,12 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
             s->login_flags |= SESSION_L_UNKNOWN;
         }
     }
-    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL)) {
+    if (s->oauth_state == SESSION_OAUTH_VALID) {
+        /* the token proved the identity: known to the issuer is known */
+        s->login_flags &= ~SESSION_L_UNKNOWN;
+    }
+    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL) &&
+        s->oauth_state != SESSION_OAUTH_VALID) {
         /* a master login would let in anyone: only verified users get one */
         if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
             session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
@@ -348,6 +363,11 @@ void session_login_cache_ready(struct session *s, int hit)
 
 static enum login_next session_login_cache(struct session *s)
 {
+    if (s->oauth_mech != 0 && s->oauth_state != SESSION_OAUTH_VALID) {
+        /* a refused token must not find a connection parked by its valid past */
+        session_login_goto(s, LOGIN_STEP_VERIFY);
+        return LOGIN_GO;
+    }
     switch (session_park_take(s)) {
     case SESSCACHE_MISS:
         session_login_goto(s, LOGIN_STEP_VERIFY);
@@ -397,6 +417,9 @@ static void session_on_verified(void *ctx, int result)
 
 static enum login_next session_login_verify(struct session *s)
 {
+    if (s->oauth_mech != 0) {
+        return session_oauth_verify(s); /* the token was checked: no password here */
+    }
     if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
         const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
                                                                                       : s->hash;
@@ -537,6 +560,10 @@ static int session_login_backend_start(struct session *s, int warm_ok)
         p.authzid = target;
         p.user = b->master_user;
         p.password = b->master_password;
+    } else if (s->oauth_mech != 0) {
+        p.user = target; /* the token passes through: the backend checks it again */
+        p.password = s->password;
+        p.oauth = 1;
     } else if (s->auth_user[0] != '\0') {
         p.authzid = target; /* checked in the lookup: the backend decides */
         p.user = s->auth_user;
@@ -675,7 +702,10 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
     }
     session_login_clear(s);
-    s->login_t0_ns = s->step_t0_ns = uv_hrtime();
+    s->step_t0_ns = uv_hrtime();
+    if (s->login_t0_ns == 0) {
+        s->login_t0_ns = s->step_t0_ns; /* else an OAuth token check began the login */
+    }
     s->login_step = LOGIN_STEP_LOOKUP; /* refusals before the steps count there */
     char name[SCHEMA_MAX_LOGIN_LEN + 1];
     if (schema_normalize(name, user, user_len) != 0) {

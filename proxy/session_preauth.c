@@ -27,6 +27,12 @@ static void session_preauth_process(struct session *s);
 
 static const char *session_preauth_capa(const struct session *s)
 {
+    if ((s->flags & SESSION_F_TLS) && session_oauth_capa(s)[0] != '\0') {
+        /* one buffer per thread: the list is copied out before the next call */
+        static _Thread_local char capa[sizeof(SESSION_CAPA_TLS) + 64];
+        snprintf(capa, sizeof(capa), "%s%s", SESSION_CAPA_TLS, session_oauth_capa(s));
+        return capa;
+    }
     return (s->flags & SESSION_F_TLS) ? SESSION_CAPA_TLS : SESSION_CAPA_CLEAR;
 }
 
@@ -151,11 +157,17 @@ static void session_cmd_authenticate(struct session *s, const char *tag,
                       tag);
         return;
     }
-    if (strcasecmp(args[0].data, "PLAIN") != 0) {
+    int oauth = session_oauth_mech(s, args[0].data);
+    if (strcasecmp(args[0].data, "PLAIN") != 0 && oauth == 0) {
         session_sendf(s, "%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag);
         return;
     }
     snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    s->oauth_mech = oauth;
+    if (oauth != 0 && num_args == 2) {
+        session_oauth_start(s, args[1].data, args[1].len);
+        return;
+    }
     if (num_args == 2) {
         session_auth_plain(s, args[1].data, args[1].len);
         return;
@@ -299,8 +311,15 @@ static void session_preauth_process(struct session *s)
             size_t n = 0;
             const struct imap_arg *a = imap_parser_get_args(s->parser, &n);
             s->flags &= ~SESSION_F_AUTH_CONT;
-            if (n == 1 && a[0].len == 1 && a[0].data[0] == '*') {
+            if (s->flags & SESSION_F_OAUTH_FAIL) {
+                /* RFC 7628 section 3.2.3: whatever the client says, the NO */
+                session_oauth_reply(s);
+            } else if (n == 1 && a[0].len == 1 && a[0].data[0] == '*') {
+                s->oauth_mech = 0;
                 session_sendf(s, "%s BAD Authentication cancelled\r\n", s->tag);
+            } else if (n == 1 && s->oauth_mech != 0) {
+                session_oauth_start(s, a[0].data, a[0].len);
+                OPENSSL_cleanse((void *)a[0].data, a[0].len);
             } else if (n == 1) {
                 session_auth_plain(s, a[0].data, a[0].len);
                 OPENSSL_cleanse((void *)a[0].data, a[0].len);

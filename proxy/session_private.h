@@ -95,6 +95,9 @@ enum login_refusal {
     LOGIN_REFUSE_LIMIT_USER,     /* the login has max_sessions sessions already */
     LOGIN_REFUSE_LIMIT_IP,       /* ... from this address (max_sessions_per_user_ip) */
     LOGIN_REFUSE_LIMIT_REDIS,    /* sessions cannot be counted, on_redis_error: refuse */
+    LOGIN_REFUSE_TOKEN,          /* OAuth: the token was refused (bad, expired, revoked...) */
+    LOGIN_REFUSE_TOKEN_UNAVAILABLE, /* OAuth: the token could not be checked (endpoint down) */
+    LOGIN_REFUSE_LAST = LOGIN_REFUSE_TOKEN_UNAVAILABLE,
 };
 
 #define SESSION_F_TLS          (1u << 0)  /* client side is TLS now */
@@ -115,6 +118,8 @@ enum login_refusal {
 #define SESSION_F_OUT_FULL     (1u << 18) /* pre-auth answers wait for the client to read */
 #define SESSION_F_GATE_WAIT    (1u << 19) /* the gate waits for the backend: client not read */
 #define SESSION_F_GATE_RESUME  (1u << 20) /* the backend's answer lets the gate go on */
+#define SESSION_F_OAUTH_FAIL   (1u << 29) /* OAuth refusal: the error challenge went out, the
+                                             tagged NO waits for the client's dummy reply */
 #define SESSION_F_PARK_OK      (1u << 21) /* the park policy lets this login's LOGOUT park */
 #define SESSION_F_PARK_CLIENT  (1u << 22) /* the client's ID name is in park_clients */
 #define SESSION_F_PROXY_WAIT   (1u << 27) /* the PROXY header is awaited (state TLS_ACCEPT) */
@@ -199,6 +204,12 @@ struct session {
     uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
     char *shown_capa;               /* capabilities the client got at login (cache on) */
     char *cached_capa;              /* a session cache hit's list to show, until the relay */
+    /* OAuth logins (session_oauth.c) */
+    int oauth_mech;                 /* enum sasl_oauth_mech of the AUTHENTICATE in flight, or 0 */
+    int oauth_state;                /* SESSION_OAUTH_*: what the token check said */
+    const char *oauth_domain;       /* the oauth entry's domain (in cfg) for this login */
+    const char *oauth_no_code;      /* with SESSION_F_OAUTH_FAIL: the tagged NO to send */
+    const char *oauth_no_text;      /*   (static texts) */
 
     uint64_t login_t0_ns;           /* uv_hrtime at the login's start; 0: none in flight */
     uint64_t step_t0_ns;            /* uv_hrtime at the current login step's start */
@@ -224,6 +235,11 @@ struct session {
     uint64_t preauth_unrecorded;    /* commands before login in no record yet */
     uint64_t preauth_summary_us;    /* monotonic time of the last preauth_summary */
 };
+
+/* What the token check of an OAuth login said (s->oauth_state). */
+#define SESSION_OAUTH_NONE 0    /* not an OAuth login, or not checked yet */
+#define SESSION_OAUTH_VALID 1   /* the token is good for s->user */
+#define SESSION_OAUTH_INVALID 2 /* refused: the login runs for the counters, then fails */
 
 /* --- session.c ---------------------------------------------------------------- */
 
@@ -307,6 +323,32 @@ void session_login_cache_ready(struct session *s, int hit);
 /* session_login_clear forgets what a login in flight held (wiping secrets). */
 void session_login_clear(struct session *s);
 const char *session_login_step_name(enum login_step step);
+
+/* --- session_oauth.c ------------------------------------------------------------ */
+/* session_oauth_capa returns the AUTH= words the configuration offers
+ * (" AUTH=OAUTHBEARER AUTH=XOAUTH2", or part of it, or ""). */
+const char *session_oauth_capa(const struct session *s);
+/* session_oauth_mech returns the sasl_oauth_mech for an AUTHENTICATE
+ * mechanism name when it is offered, else 0. */
+int session_oauth_mech(const struct session *s, const char *name);
+/* session_oauth_start handles the client message (base64, len bytes) of an
+ * OAuth AUTHENTICATE in flight (s->oauth_mech, s->tag): a bad message is
+ * answered BAD, else the token goes to the oauth module and the login
+ * follows from its answer. */
+void session_oauth_start(struct session *s, const char *b64, size_t len);
+/* session_oauth_verify is the verify step of an OAuth login. */
+enum login_next session_oauth_verify(struct session *s);
+/* session_oauth_refused: session_login_refuse of an OAuth login: instead of
+ * the tagged NO, the RFC 7628 error challenge goes out and the NO (code and
+ * text, static) waits for the client's reply.  Returns 1 when it did so. */
+int session_oauth_refused(struct session *s, const char *code, const char *text);
+/* session_oauth_reply: the client's line after the error challenge. */
+void session_oauth_reply(struct session *s);
+/* session_oauth_routed: the lookup chose s->route.  Unless the token goes on
+ * to the backend (a pass-through backend and a valid token), the session
+ * keeps only its keyed hash from here on (the session cache key).  Returns
+ * 0, or UV_ENOMEM (the caller refuses the login). */
+int session_oauth_routed(struct session *s);
 
 /* --- session_relay.c ------------------------------------------------------------ */
 

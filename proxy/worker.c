@@ -13,6 +13,7 @@
 #include "proxy/conncap.h"
 #include "proxy/directory.h"
 #include "proxy/listener.h"
+#include "proxy/oauth.h"
 #include "proxy/reload.h"
 #include "proxy/snapshot.h"
 #include "proxy/metrics.h"
@@ -250,6 +251,7 @@ static void worker_on_drain_timer(uv_timer_t *t)
         sesslimit_free(w->env.limits); /* no session is left, so no lease either */
         w->env.limits = NULL;
         verify_loop_close(&w->loop); /* no session is left, so no check is in flight */
+        oauth_loop_close(&w->loop);
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
         dir_close(w->env.dir);
         w->env.dir = NULL;
@@ -333,6 +335,9 @@ static void worker_main(void *arg)
     size_t i;
 
     (void)metrics_thread_attach(w->env.worker_id); /* before anything counts */
+    if (oauth_loop_open(&w->loop) != 0) {
+        log_msg(LOG_ERR, "worker %u: cannot take OAuth token checks", w->env.worker_id);
+    }
     w->env.dir = dir_new(&w->loop, w->env.cfg, &worker_dir_ops, w);
     if (w->env.dir != NULL && verify_loop_open(&w->loop) != 0) {
         dir_close(w->env.dir);
@@ -347,6 +352,7 @@ static void worker_main(void *arg)
     }
     if (w->env.dir == NULL) {
         verify_loop_close(&w->loop);
+        oauth_loop_close(&w->loop);
     }
     if (w->env.dir == NULL) {
         snprintf(w->err, sizeof(w->err), "out of memory");
@@ -376,6 +382,7 @@ static void worker_main(void *arg)
         audit_queue_close(w->env.audit);
         w->env.audit = NULL;
         verify_loop_close(&w->loop);
+        oauth_loop_close(&w->loop);
         uv_close((uv_handle_t *)&w->async, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->drain_timer, worker_on_handle_close);
         uv_close((uv_handle_t *)&w->stats_timer, worker_on_handle_close);
