@@ -19,7 +19,7 @@ missing from Dovecot's list (a command in flight when the backend
 connection was closed), and it is counted, not matched.
 
 Environment: IMAPMUX_DIFF_SEED (default: random; printed on failure),
-IMAPMUX_DIFF_STREAMS (default 300), IMAPMUX_DIFF_PARALLEL (default 4)."""
+IMAPMUX_DIFF_STREAMS (default 500), IMAPMUX_DIFF_PARALLEL (default 4)."""
 import concurrent.futures
 import json
 import os
@@ -555,7 +555,7 @@ class DifferentialTest(unittest.TestCase):
 
     def test_streams_agree_with_dovecot(self):
         seed = int(os.environ.get("IMAPMUX_DIFF_SEED", random.randrange(1 << 32)))
-        count = int(os.environ.get("IMAPMUX_DIFF_STREAMS", "300"))
+        count = int(os.environ.get("IMAPMUX_DIFF_STREAMS", "500"))
         parallel = int(os.environ.get("IMAPMUX_DIFF_PARALLEL", "4"))
         rng = random.Random(seed)
         pool = templates()
