@@ -1,6 +1,7 @@
 #include "common/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -16,6 +17,8 @@
 #include <yaml.h>
 
 #include <openssl/mem.h>
+
+#include "common/sni.h"
 
 /* A loader walks the libyaml document; the first error wins and stops it. */
 struct config_loader {
@@ -312,6 +315,12 @@ static const struct config_enum config_syslog_facilities[] = {
     {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}, {"authpriv", LOG_AUTHPRIV},
     {"daemon", LOG_DAEMON},
 };
+static const struct config_enum config_redis_error_policies[] = {
+    {"allow", 0}, {"refuse", 1},
+};
+static const struct config_enum config_park_modes[] = {
+    {"returning", CONFIG_PARK_RETURNING}, {"always", CONFIG_PARK_ALWAYS},
+};
 static const struct config_enum config_backend_modes[] = {
     {"none", CONFIG_BACKEND_TLS_NONE},
     {"starttls", CONFIG_BACKEND_TLS_STARTTLS},
@@ -337,16 +346,30 @@ static void config_log_pair(struct config_loader *ld, struct config *c, const ch
     }
 }
 
+static void config_certificates(struct config_loader *ld, struct config *c, yaml_node_t *v);
+
 static void config_tls_pair(struct config_loader *ld, struct config *c, const char *prefix,
                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
     char kp[128];
     char **dst;
+    unsigned long n;
     config_key_path(kp, sizeof(kp), prefix, key);
-    if (strcmp(key, "cert") == 0) {
+    if (strcmp(key, "certificates") == 0) {
+        config_certificates(ld, c, v);
+        return;
+    } else if (strcmp(key, "expiry_warning_days") == 0) {
+        if (config_uint(ld, v, kp, 0, 3650, &n) == 0) {
+            c->tls_expiry_warning_days = (unsigned)n;
+        }
+        return;
+    } else if (strcmp(key, "cert") == 0) {
         dst = &c->tls_cert_file;
     } else if (strcmp(key, "key") == 0) {
         dst = &c->tls_key_file;
+    } else if (strcmp(key, "session_tickets") == 0) {
+        config_bool(ld, v, kp, &c->tls_session_tickets);
+        return;
     } else {
         config_fail(ld, k, "unknown key %s", kp);
         return;
@@ -368,6 +391,10 @@ struct config_limit {
 
 #define CONFIG_MAX_VERIFY_THREADS 256   /* threads of the password check pool */
 #define CONFIG_MAX_VERIFY_QUEUE 1000000 /* password checks queued or running */
+#define CONFIG_MIN_SESSION_LEASE_MS 300       /* a lease renewed every 100 ms at most */
+#define CONFIG_MAX_SESSION_LEASE_MS 86400000  /* a day */
+#define CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS 600000 /* a PROXY header's wait, at most */
+#define CONFIG_MAX_PROXY_TRUSTED 256    /* networks in a listener's proxy_trusted */
 
 static const struct config_limit config_limits[] = {
     {"max_line_len", offsetof(struct config, max_line_len), 1, 1024, 0},
@@ -389,6 +416,12 @@ static const struct config_limit config_limits[] = {
     {"max_connections_per_ipv6_prefix",
      offsetof(struct config, max_connections_per_ipv6_prefix), 0, 0, 0},
     {"ipv6_prefix_len", offsetof(struct config, ipv6_prefix_len), 0, 1, 128},
+    {"max_sessions_per_user", offsetof(struct config, max_sessions_per_user), 0, 0, 0},
+    {"max_sessions_per_user_ip", offsetof(struct config, max_sessions_per_user_ip), 0, 0, 0},
+    {"session_lease_ms", offsetof(struct config, session_lease_ms), 0, 0,
+     CONFIG_MAX_SESSION_LEASE_MS},
+    {"proxy_header_timeout_ms", offsetof(struct config, proxy_header_timeout_ms), 0, 100,
+     CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS},
 };
 
 static void config_limits_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -396,7 +429,14 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
 {
     char kp[128];
     unsigned long val;
+    int e;
     config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "on_redis_error") == 0) {
+        if (CONFIG_ENUM(ld, v, kp, config_redis_error_policies, &e) == 0) {
+            c->session_limits_refuse = e;
+        }
+        return;
+    }
     for (size_t i = 0; i < sizeof(config_limits) / sizeof(config_limits[0]); i++) {
         const struct config_limit *l = &config_limits[i];
         if (strcmp(key, l->name) != 0) {
@@ -414,6 +454,44 @@ static void config_limits_pair(struct config_loader *ld, struct config *c, const
         return;
     }
     config_fail(ld, k, "unknown key %s", kp);
+}
+
+static size_t config_sequence(struct config_loader *ld, yaml_node_t *n, const char *key);
+
+/* config_proxy_trusted reads a listener's list of trusted networks (CIDR). */
+static void config_proxy_trusted(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                                 struct config_listener *l)
+{
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_MAX_PROXY_TRUSTED) {
+        config_fail(ld, v, "%s: expected 1-%d networks", kp, CONFIG_MAX_PROXY_TRUSTED);
+        return;
+    }
+    free(l->proxy_trusted);
+    l->num_proxy_trusted = 0;
+    l->proxy_trusted = calloc(num, sizeof(*l->proxy_trusted));
+    if (l->proxy_trusted == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        const char *text = item != NULL ? config_scalar(ld, item, kp) : NULL;
+        if (text == NULL) {
+            if (!ld->failed) {
+                config_fail(ld, v, "%s: expected a list of networks", kp);
+            }
+            return;
+        }
+        if (proxy_proto_net_parse(&l->proxy_trusted[i], text) != 0) {
+            config_fail(ld, item, "%s: %s is not a network (address/prefix length)", kp, text);
+            return;
+        }
+        l->num_proxy_trusted = i + 1;
+    }
 }
 
 static void config_listener_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -440,6 +518,16 @@ static void config_listener_pair(struct config_loader *ld, struct config *c, con
         if (CONFIG_ENUM(ld, v, kp, config_listener_modes, &e) == 0) {
             l->tls = (enum config_listener_tls)e;
         }
+    } else if (strcmp(key, "proxy_protocol") == 0) {
+        config_bool(ld, v, kp, &l->proxy_protocol);
+    } else if (strcmp(key, "proxy_tls_terminated") == 0) {
+        config_bool(ld, v, kp, &l->proxy_tls_terminated);
+    } else if (strcmp(key, "proxy_header_timeout_ms") == 0) {
+        if (config_uint(ld, v, kp, 100, CONFIG_MAX_PROXY_HEADER_TIMEOUT_MS, &port) == 0) {
+            l->proxy_header_timeout_ms = (unsigned)port;
+        }
+    } else if (strcmp(key, "proxy_trusted") == 0) {
+        config_proxy_trusted(ld, v, kp, l);
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -480,6 +568,11 @@ static void config_backend_pair(struct config_loader *ld, struct config *c, cons
     } else if (strcmp(key, "pool_max_idle_ms") == 0) {
         if (config_uint(ld, v, kp, 1000, 86400000, &n) == 0) {
             b->pool_max_idle_ms = (unsigned)n;
+        }
+    } else if (strcmp(key, "proxy_protocol") == 0) {
+        static const struct config_enum modes[] = {{"none", 0}, {"v2", 2}};
+        if (CONFIG_ENUM(ld, v, kp, modes, &e) == 0) {
+            b->proxy_protocol = e;
         }
     } else if (strcmp(key, "pool_check_interval_ms") == 0) {
         if (config_uint(ld, v, kp, 100, 86400000, &n) == 0) {
@@ -548,6 +641,16 @@ static void config_listeners(struct config_loader *ld, struct config *c, yaml_no
         }
         if (l->address == NULL || l->port == 0 || (int)l->tls == -1) {
             config_fail(ld, item, "%s: address, port and tls are required", prefix);
+        } else if (l->proxy_protocol && l->num_proxy_trusted == 0) {
+            config_fail(ld, item, "%s: proxy_protocol needs proxy_trusted (the balancers' networks)",
+                        prefix);
+        } else if (!l->proxy_protocol && (l->num_proxy_trusted > 0 || l->proxy_tls_terminated ||
+                                          l->proxy_header_timeout_ms != 0)) {
+            config_fail(ld, item, "%s: proxy_trusted, proxy_tls_terminated and "
+                        "proxy_header_timeout_ms need proxy_protocol: true", prefix);
+        } else if (l->proxy_tls_terminated && l->tls != CONFIG_LISTENER_STARTTLS) {
+            config_fail(ld, item, "%s: proxy_tls_terminated is for a cleartext (starttls) listener",
+                        prefix);
         }
     }
 }
@@ -739,6 +842,12 @@ static void config_redis_pair(struct config_loader *ld, struct config *c, const 
     } else if (strcmp(key, "master_name") == 0) {
         free(r->master_name);
         r->master_name = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_string(ld, v, kp);
+    } else if (strcmp(key, "sentinel_password_file") == 0) {
+        config_free_secret(&r->sentinel_password);
+        r->sentinel_password = config_secret_file(ld, v, kp);
     } else if (strcmp(key, "connect_timeout_ms") == 0) {
         if (config_uint(ld, v, kp, 10, 600000, &n) == 0) {
             r->connect_timeout_ms = (unsigned)n;
@@ -781,6 +890,48 @@ static const struct config_uint_field config_bf_fields[] = {
     {"trusted_ttl_s", offsetof(struct config_bruteforce, trusted_ttl_s), 60, 86400 * 400},
 };
 
+static void config_park_clients_free(struct config_session_cache *sc)
+{
+    for (size_t i = 0; i < sc->num_park_clients; i++) {
+        free(sc->park_clients[i]);
+    }
+    free(sc->park_clients);
+    sc->park_clients = NULL;
+    sc->num_park_clients = 0;
+}
+
+/* config_park_clients reads session_cache.park_clients: a list of ID names. */
+static void config_park_clients(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                                struct config_session_cache *sc)
+{
+    size_t num = config_sequence(ld, v, kp);
+    config_park_clients_free(sc);
+    if (num > CONFIG_MAX_PARK_CLIENTS) {
+        config_fail(ld, v, "%s: at most %d names", kp, CONFIG_MAX_PARK_CLIENTS);
+        return;
+    }
+    if (num == 0) {
+        return;
+    }
+    sc->park_clients = calloc(num, sizeof(*sc->park_clients));
+    if (sc->park_clients == NULL) {
+        config_fail(ld, v, "%s: out of memory", kp);
+        return;
+    }
+    for (size_t i = 0; i < num; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        char *name = config_string(ld, item, kp);
+        if (name == NULL) {
+            return;
+        }
+        sc->park_clients[sc->num_park_clients++] = name;
+        if (name[0] == '\0' || strlen(name) > CONFIG_MAX_PARK_CLIENT_LEN) {
+            config_fail(ld, item, "%s: a name of 1 to %d bytes", kp, CONFIG_MAX_PARK_CLIENT_LEN);
+            return;
+        }
+    }
+}
+
 static void config_cache_pair(struct config_loader *ld, struct config *c, const char *prefix,
                               const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
@@ -802,6 +953,17 @@ static void config_cache_pair(struct config_loader *ld, struct config *c, const 
         if (config_uint(ld, v, kp, 1, 1000000, &n) == 0) {
             sc->max_total = (unsigned)n;
         }
+    } else if (strcmp(key, "park") == 0) {
+        int e;
+        if (CONFIG_ENUM(ld, v, kp, config_park_modes, &e) == 0) {
+            sc->park = (enum config_park)e;
+        }
+    } else if (strcmp(key, "seen_slots") == 0) {
+        if (config_uint(ld, v, kp, 16, 16777216, &n) == 0) {
+            sc->seen_slots = (unsigned)n;
+        }
+    } else if (strcmp(key, "park_clients") == 0) {
+        config_park_clients(ld, v, kp, sc);
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
@@ -971,10 +1133,120 @@ static void config_audit_pair(struct config_loader *ld, struct config *c, const 
         if (config_uint(ld, v, kp, 1, 100000, &n) == 0) {
             a->max_pending = (unsigned)n;
         }
+    } else if (strcmp(key, "preauth_records") == 0) {
+        if (config_uint(ld, v, kp, 0, 100000, &n) == 0) {
+            a->preauth_records = (unsigned)n;
+        }
     } else {
         config_fail(ld, k, "unknown key %s", kp);
     }
 }
+
+static void config_backend_template(struct config_loader *ld, struct config *c, yaml_node_t *v);
+/* config_admin_listen reads "address:port", "[v6 address]:port" or a bare
+ * port (on 127.0.0.1) into the admin section. */
+static void config_admin_listen(struct config_loader *ld, struct config_admin *a,
+                                yaml_node_t *v, const char *kp)
+{
+    const char *s = config_scalar(ld, v, kp);
+    char host[64];
+    const char *port;
+    struct netaddr na;
+    if (s == NULL) {
+        return;
+    }
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host)) {
+            config_fail(ld, v, "%s: expected address:port or [address]:port", kp);
+            return;
+        }
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        port = end + 2;
+    } else if (strchr(s, ':') == NULL) {
+        snprintf(host, sizeof(host), "127.0.0.1");
+        port = s;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (memchr(s, ':', (size_t)(colon - s)) != NULL || (size_t)(colon - s) >= sizeof(host)) {
+            config_fail(ld, v, "%s: an IPv6 address goes in brackets: [address]:port", kp);
+            return;
+        }
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        port = colon + 1;
+    }
+    char *end;
+    errno = 0;
+    unsigned long p = strtoul(port, &end, 10);
+    if (port[0] < '0' || port[0] > '9' || *end != '\0' || errno != 0 || p < 1 || p > 65535) {
+        config_fail(ld, v, "%s: expected a port 1-65535", kp);
+        return;
+    }
+    if (netaddr_parse(&na, host) != 0 || strchr(host, '%') != NULL) {
+        config_fail(ld, v, "%s: %s is not a numeric address", kp, host);
+        return;
+    }
+    free(a->address);
+    a->address = strdup(host);
+    if (a->address == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    a->port = (uint16_t)p;
+    a->enabled = 1;
+}
+
+static void config_admin_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_admin *a = &c->admin;
+    char kp[128];
+    (void)arg;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "listen") == 0) {
+        config_admin_listen(ld, a, v, kp);
+    } else if (strcmp(key, "token_file") == 0) {
+        config_free_secret(&a->token);
+        a->token = config_secret_file(ld, v, kp);
+    } else if (strcmp(key, "allow") == 0) {
+        size_t num = config_sequence(ld, v, kp);
+        if (num > CONFIG_ADMIN_MAX_ALLOW) {
+            config_fail(ld, v, "%s: at most %d networks", kp, CONFIG_ADMIN_MAX_ALLOW);
+            return;
+        }
+        free(a->allow);
+        a->allow = NULL;
+        a->num_allow = 0;
+        if (ld->failed || num == 0) {
+            return;
+        }
+        a->allow = calloc(num, sizeof(*a->allow));
+        if (a->allow == NULL) {
+            config_fail(ld, v, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < num && !ld->failed; i++) {
+            yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+            const char *text = config_scalar(ld, item, kp);
+            if (text == NULL) {
+                return;
+            }
+            if (netaddr_cidr_parse(&a->allow[i].net, &a->allow[i].prefix_len, text) != 0) {
+                config_fail(ld, item, "%s: %s is not an address or address/length", kp, text);
+                return;
+            }
+            a->num_allow = i + 1;
+        }
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+static void config_oauth_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg);
+static void config_oauth_free(struct config_oauth *o);
 
 /* Top level: sections that others refer to (backends) are read first. */
 static void config_top_pair(struct config_loader *ld, struct config *c, const char *prefix,
@@ -1019,6 +1291,15 @@ static void config_top_pair(struct config_loader *ld, struct config *c, const ch
         config_each_pair(ld, c, v, key, config_cache_pair, NULL);
     } else if (strcmp(key, "relay") == 0) {
         config_each_pair(ld, c, v, key, config_relay_pair, NULL);
+    } else if (strcmp(key, "backend_template") == 0) {
+        config_backend_template(ld, c, v);
+    } else if (strcmp(key, "oauth") == 0) {
+        config_each_pair(ld, c, v, key, config_oauth_pair, NULL);
+    } else if (strcmp(key, "admin") == 0) {
+        config_each_pair(ld, c, v, key, config_admin_pair, NULL);
+        if (!ld->failed && !c->admin.enabled) {
+            config_fail(ld, v, "admin: listen is required");
+        }
     } else {
         config_fail(ld, k, "unknown key %s", key);
     }
@@ -1047,6 +1328,8 @@ static void config_defaults(struct config *c)
     c->max_connections_per_ip = 0;
     c->max_connections_per_ipv6_prefix = 0;
     c->ipv6_prefix_len = 64;
+    c->session_lease_ms = 60000;
+    c->proxy_header_timeout_ms = 5000;
     c->redis.port = 6379;
     c->audit.syslog_facility = LOG_LOCAL0;
     c->audit.redis_maxlen = 1000000;
@@ -1054,9 +1337,12 @@ static void config_defaults(struct config *c)
     c->audit.policy = CONFIG_AUDIT_BLOCK;
     c->audit.seqset_max = 256;
     c->audit.max_pending = 1024;
+    c->audit.preauth_records = 16;
     c->session_cache.ttl_ms = 30000;
     c->session_cache.max_per_user = 2;
     c->session_cache.max_total = 1000;
+    c->session_cache.park = CONFIG_PARK_RETURNING;
+    c->session_cache.seen_slots = 16384;
     c->redis.connect_timeout_ms = 2000;
     c->redis.command_timeout_ms = 2000;
     c->redis.reconnect_max_ms = 5000;
@@ -1068,7 +1354,10 @@ static void config_defaults(struct config *c)
     c->bruteforce.block_ip_after = 50;
     c->bruteforce.block_pair_after = 10;
     c->bruteforce.trusted_ttl_s = 2592000;
+    c->tls_expiry_warning_days = 14;
 }
+
+static void config_free_sni(struct config *c);
 
 static void config_free(struct config *c)
 {
@@ -1076,6 +1365,7 @@ static void config_free(struct config *c)
     free(c->instance);
     for (size_t i = 0; i < c->num_listeners; i++) {
         free(c->listeners[i].address);
+        free(c->listeners[i].proxy_trusted);
     }
     free(c->listeners);
     free(c->tls_cert_file);
@@ -1104,6 +1394,7 @@ static void config_free(struct config *c)
     free(c->redis.prefix);
     free(c->redis.sentinels);
     free(c->redis.master_name);
+    config_free_secret(&c->redis.sentinel_password);
     free(c->audit.file);
     free(c->audit.redis_host);
     config_free_secret(&c->audit.redis_password);
@@ -1112,6 +1403,12 @@ static void config_free(struct config *c)
         free(c->relay.allowed_commands[i]);
     }
     free(c->relay.allowed_commands);
+    config_free_sni(c);
+    config_oauth_free(&c->oauth);
+    config_park_clients_free(&c->session_cache);
+    free(c->admin.address);
+    config_free_secret(&c->admin.token);
+    free(c->admin.allow);
     free(c);
 }
 
@@ -1192,7 +1489,11 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
         config_fail(&ld, root, "backends: at least one backend is required");
         goto fail;
     }
-    if (c->num_listeners > 0 && (c->tls_cert_file == NULL || c->tls_key_file == NULL)) {
+    if ((c->tls_cert_file == NULL) != (c->tls_key_file == NULL)) {
+        config_fail(&ld, root, "tls: cert and key go together");
+        goto fail;
+    }
+    if (c->num_listeners > 0 && c->tls_cert_file == NULL && c->num_certificates == 0) {
         config_fail(&ld, root, "tls: cert and key are required when listeners are configured");
         goto fail;
     }
@@ -1205,6 +1506,10 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
             config_fail(&ld, root, "redis: host (or sentinels and master_name) is required");
             goto fail;
         }
+        if (c->redis.sentinel_password != NULL && c->redis.num_sentinels == 0) {
+            config_fail(&ld, root, "redis: sentinel_password without sentinels");
+            goto fail;
+        }
         if (c->redis.num_sentinels > 0 && c->redis.master_name == NULL) {
             config_fail(&ld, root, "redis: sentinels need master_name");
             goto fail;
@@ -1214,6 +1519,18 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
             goto fail;
         }
     }
+    if (c->session_lease_ms != 0 && c->session_lease_ms < CONFIG_MIN_SESSION_LEASE_MS) {
+        config_fail(&ld, root, "limits.session_lease_ms: expected 0 (off) or at least %u",
+                    CONFIG_MIN_SESSION_LEASE_MS);
+        goto fail;
+    }
+    if ((c->max_sessions_per_user > 0 || c->max_sessions_per_user_ip > 0) &&
+        (!c->redis.enabled || c->session_lease_ms == 0)) {
+        config_fail(&ld, root, "limits.max_sessions_per_user%s: sessions are counted in "
+                    "redis: needs a redis section and session_lease_ms above 0",
+                    c->max_sessions_per_user > 0 ? "" : "_ip");
+        goto fail;
+    }
     if (!ld.bf_enabled_set) {
         c->bruteforce.enabled = c->redis.enabled;
     } else if (c->bruteforce.enabled && !c->redis.enabled) {
@@ -1222,6 +1539,18 @@ static struct config *config_from_parser(char *err, size_t err_len, const char *
     }
     if (config_audit_finish(&ld, c, root) != 0) {
         goto fail;
+    }
+    for (size_t i = 0; i < c->num_backends; i++) {
+        if (c->backends[i].proxy_protocol != 0) {
+            /* a warm connection is opened before its client is known: its
+               PROXY header could not name the client */
+            c->backends[i].pool_size = 0;
+        }
+    }
+    for (size_t i = 0; i < c->num_listeners; i++) {
+        if (c->listeners[i].proxy_protocol && c->listeners[i].proxy_header_timeout_ms == 0) {
+            c->listeners[i].proxy_header_timeout_ms = c->proxy_header_timeout_ms;
+        }
     }
     if (c->default_backend == NULL && c->num_backends == 1) {
         c->default_backend = &c->backends[0];
@@ -1327,4 +1656,428 @@ const struct config_backend *config_route_lookup(const struct config *c, const c
         }
     }
     return c->default_backend;
+}
+
+/* --- SNI certificates and the backend template --------------------------------- */
+
+struct config_cert_arg {
+    struct config_certificate *cert;
+};
+
+static void config_cert_names(struct config_loader *ld, struct config_certificate *ce,
+                              yaml_node_t *v, const char *kp)
+{
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_MAX_CERTIFICATE_NAMES) {
+        config_fail(ld, v, "%s: 1-%d names", kp, CONFIG_MAX_CERTIFICATE_NAMES);
+        return;
+    }
+    ce->names = calloc(num, sizeof(*ce->names));
+    if (ce->names == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        char *name = item != NULL ? config_string(ld, item, kp) : NULL;
+        if (name == NULL) {
+            if (!ld->failed) {
+                config_fail(ld, v, "%s: bad item", kp);
+            }
+            return;
+        }
+        for (char *p = name; *p; p++) {
+            if (*p >= 'A' && *p <= 'Z') {
+                *p = (char)(*p - 'A' + 'a');
+            }
+        }
+        ce->names[ce->num_names++] = name;
+        if (!sni_pattern_valid(name)) {
+            config_fail(ld, item, "%s: %s is not a DNS name or a one-label wildcard (*.example.com)",
+                        kp, name);
+            return;
+        }
+    }
+}
+
+static void config_cert_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                             const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_certificate *ce = arg;
+    char kp[128];
+    char **dst;
+    (void)c;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "names") == 0) {
+        config_cert_names(ld, ce, v, kp);
+        return;
+    } else if (strcmp(key, "cert") == 0) {
+        dst = &ce->cert_file;
+    } else if (strcmp(key, "key") == 0) {
+        dst = &ce->key_file;
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+        return;
+    }
+    free(*dst);
+    *dst = config_string(ld, v, kp);
+    if (*dst != NULL && access(*dst, R_OK) != 0) {
+        config_fail(ld, v, "%s: cannot read %s: %s", kp, *dst, strerror(errno));
+    }
+}
+
+static void config_certificates(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    size_t num = config_sequence(ld, v, "tls.certificates");
+    if (ld->failed || num == 0) {
+        return;
+    }
+    if (c->certificates != NULL || num > CONFIG_MAX_CERTIFICATES) {
+        config_fail(ld, v, "tls.certificates: at most %d entries", CONFIG_MAX_CERTIFICATES);
+        return;
+    }
+    c->certificates = calloc(num, sizeof(*c->certificates));
+    if (c->certificates == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        struct config_certificate *ce = &c->certificates[i];
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), "tls.certificates[%zu]", i);
+        c->num_certificates = i + 1;
+        config_each_pair(ld, c, item, prefix, config_cert_pair, ce);
+        if (!ld->failed && (ce->cert_file == NULL || ce->key_file == NULL || ce->num_names == 0)) {
+            config_fail(ld, item, "%s: names, cert and key are required", prefix);
+        }
+    }
+}
+
+/* The template's settings are those of a backend but where it is: name,
+ * host, port, hosts and the pool come from Redis or do not apply. */
+static void config_template_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                                 const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    static const char *const not_here[] = {"name", "host", "port", "hosts", "pool_size",
+                                           "pool_max_idle_ms", "pool_check_interval_ms"};
+    for (size_t i = 0; i < sizeof(not_here) / sizeof(not_here[0]); i++) {
+        if (strcmp(key, not_here[i]) == 0) {
+            config_fail(ld, k, "%s.%s: not in a template (the name and hosts come from Redis)",
+                        prefix, key);
+            return;
+        }
+    }
+    config_backend_pair(ld, c, prefix, key, k, v, arg);
+}
+
+static void config_backend_template(struct config_loader *ld, struct config *c, yaml_node_t *v)
+{
+    struct config_backend *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    c->backend_template = b;
+    b->tls_verify = 1;
+    b->pool_max_idle_ms = 45000;
+    b->pool_check_interval_ms = 15000;
+    b->name = strdup("backend_template");
+    b->hosts = calloc(1, sizeof(*b->hosts));
+    if (b->name == NULL || b->hosts == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    config_each_pair(ld, c, v, "backend_template", config_template_pair, b);
+    if (!ld->failed && b->auth == CONFIG_BACKEND_AUTH_MASTER &&
+        (b->master_user == NULL || b->master_password == NULL)) {
+        config_fail(ld, v, "backend_template: auth master needs master_user and master_password "
+                    "(or master_password_file)");
+    }
+}
+
+static void config_free_sni(struct config *c)
+{
+    for (size_t i = 0; i < c->num_certificates; i++) {
+        struct config_certificate *ce = &c->certificates[i];
+        free(ce->cert_file);
+        free(ce->key_file);
+        for (size_t j = 0; j < ce->num_names; j++) {
+            free(ce->names[j]);
+        }
+        free(ce->names);
+    }
+    free(c->certificates);
+    struct config_backend *b = c->backend_template;
+    if (b != NULL) {
+        free(b->name);
+        free(b->host);
+        free(b->ca_file);
+        free(b->server_name);
+        free(b->hosts);
+        free(b->master_user);
+        config_free_secret(&b->master_password);
+        free(b);
+    }
+}
+
+/* --- oauth: OAuth 2.0 logins, one entry per login domain ------------------------ */
+
+static void config_oauth_free(struct config_oauth *o)
+{
+    for (size_t i = 0; i < o->num_domains; i++) {
+        struct config_oauth_domain *d = &o->domains[i];
+        free(d->domain);
+        free(d->jwks_file);
+        free(d->jwks_url);
+        free(d->issuer);
+        free(d->audience);
+        free(d->identity_claim);
+        free(d->introspection_url);
+        free(d->client_id);
+        config_free_secret(&d->client_secret);
+        free(d->ca_file);
+        free(d->scope);
+        free(d->openid_configuration);
+    }
+    free(o->domains);
+    o->domains = NULL;
+    o->num_domains = 0;
+}
+
+static void config_oauth_uint(struct config_loader *ld, yaml_node_t *v, const char *kp,
+                              unsigned long min, unsigned long max, unsigned *out)
+{
+    unsigned long n;
+    if (config_uint(ld, v, kp, min, max, &n) == 0) {
+        *out = (unsigned)n;
+    }
+}
+
+static void config_oauth_str(struct config_loader *ld, yaml_node_t *v, const char *kp, char **out)
+{
+    free(*out);
+    *out = config_string(ld, v, kp);
+}
+
+/* config_oauth_url accepts http:// and https:// URLs only: file:// or any
+ * other scheme curl knows would let a configuration read local files. */
+static void config_oauth_url(struct config_loader *ld, yaml_node_t *v, const char *kp, char **out)
+{
+    config_oauth_str(ld, v, kp, out);
+    if (*out != NULL && strncasecmp(*out, "http://", 7) != 0 && strncasecmp(*out, "https://", 8) != 0) {
+        config_fail(ld, v, "%s: expected an http:// or https:// URL", kp);
+    }
+}
+
+static void config_oauth_domain_pair(struct config_loader *ld, struct config *c,
+                                     const char *prefix, const char *key, yaml_node_t *k,
+                                     yaml_node_t *v, void *arg)
+{
+    struct config_oauth_domain *d = arg;
+    char kp[160];
+    (void)c;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "domain") == 0) {
+        config_oauth_str(ld, v, kp, &d->domain);
+        for (char *p = d->domain; p != NULL && *p != '\0'; p++) {
+            *p = (char)tolower((unsigned char)*p);
+        }
+    } else if (strcmp(key, "jwks_file") == 0) {
+        config_oauth_str(ld, v, kp, &d->jwks_file);
+    } else if (strcmp(key, "jwks_url") == 0) {
+        config_oauth_url(ld, v, kp, &d->jwks_url);
+    } else if (strcmp(key, "jwks_refresh_s") == 0) {
+        config_oauth_uint(ld, v, kp, 5, 86400, &d->jwks_refresh_s);
+    } else if (strcmp(key, "jwks_min_fetch_interval_s") == 0) {
+        config_oauth_uint(ld, v, kp, 1, 3600, &d->jwks_min_fetch_s);
+    } else if (strcmp(key, "issuer") == 0) {
+        config_oauth_str(ld, v, kp, &d->issuer);
+    } else if (strcmp(key, "audience") == 0) {
+        config_oauth_str(ld, v, kp, &d->audience);
+    } else if (strcmp(key, "identity_claim") == 0) {
+        config_oauth_str(ld, v, kp, &d->identity_claim);
+    } else if (strcmp(key, "clock_skew_s") == 0) {
+        config_oauth_uint(ld, v, kp, 0, 3600, &d->clock_skew_s);
+    } else if (strcmp(key, "introspection_url") == 0) {
+        config_oauth_url(ld, v, kp, &d->introspection_url);
+    } else if (strcmp(key, "client_id") == 0) {
+        config_oauth_str(ld, v, kp, &d->client_id);
+    } else if (strcmp(key, "client_secret") == 0) {
+        config_free_secret(&d->client_secret);
+        d->client_secret = config_string(ld, v, kp);
+    } else if (strcmp(key, "client_secret_file") == 0) {
+        config_free_secret(&d->client_secret);
+        d->client_secret = config_secret_file(ld, v, kp);
+    } else if (strcmp(key, "cache_s") == 0) {
+        config_oauth_uint(ld, v, kp, 0, 86400, &d->cache_s);
+    } else if (strcmp(key, "negative_cache_s") == 0) {
+        config_oauth_uint(ld, v, kp, 0, 3600, &d->negative_cache_s);
+    } else if (strcmp(key, "ca_file") == 0) {
+        config_oauth_str(ld, v, kp, &d->ca_file);
+    } else if (strcmp(key, "http_timeout_ms") == 0) {
+        config_oauth_uint(ld, v, kp, 100, 60000, &d->http_timeout_ms);
+    } else if (strcmp(key, "scope") == 0) {
+        config_oauth_str(ld, v, kp, &d->scope);
+    } else if (strcmp(key, "openid_configuration") == 0) {
+        config_oauth_url(ld, v, kp, &d->openid_configuration);
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+static void config_oauth_domains(struct config_loader *ld, struct config *c, yaml_node_t *v,
+                                 const char *kp)
+{
+    struct config_oauth *o = &c->oauth;
+    size_t num = config_sequence(ld, v, kp);
+    if (ld->failed) {
+        return;
+    }
+    if (num == 0 || num > CONFIG_OAUTH_MAX_DOMAINS) {
+        config_fail(ld, v, "%s: expected 1-%d entries", kp, CONFIG_OAUTH_MAX_DOMAINS);
+        return;
+    }
+    o->domains = calloc(num, sizeof(*o->domains));
+    if (o->domains == NULL) {
+        config_fail(ld, v, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < num && !ld->failed; i++) {
+        yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+        struct config_oauth_domain *d = &o->domains[i];
+        char ip[160];
+        snprintf(ip, sizeof(ip), "%s[%zu]", kp, i);
+        d->jwks_refresh_s = 300;
+        d->jwks_min_fetch_s = 10;
+        d->clock_skew_s = 60;
+        d->cache_s = 300;
+        d->negative_cache_s = 10;
+        d->http_timeout_ms = 5000;
+        o->num_domains = i + 1;
+        config_each_pair(ld, c, item, ip, config_oauth_domain_pair, d);
+        if (ld->failed) {
+            return;
+        }
+        if (d->domain == NULL) {
+            config_fail(ld, item, "%s: needs a domain (or \"*\")", ip);
+            return;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(o->domains[j].domain, d->domain) == 0) {
+                config_fail(ld, item, "%s: domain %s given twice", ip, d->domain);
+                return;
+            }
+        }
+        int jwt = d->jwks_file != NULL || d->jwks_url != NULL;
+        if (jwt == (d->introspection_url != NULL)) {
+            config_fail(ld, item, "%s: needs jwks_file/jwks_url or introspection_url (one mode)",
+                        ip);
+            return;
+        }
+        if (d->introspection_url != NULL && (d->client_id == NULL || d->client_secret == NULL)) {
+            config_fail(ld, item, "%s: introspection needs client_id and client_secret", ip);
+            return;
+        }
+        if (jwt && d->issuer == NULL) {
+            /* any key holder of the set could mint for any issuer otherwise */
+            config_fail(ld, item, "%s: a JWT domain needs an issuer", ip);
+            return;
+        }
+        if (d->identity_claim == NULL && (d->identity_claim = strdup("email")) == NULL) {
+            config_fail(ld, item, "out of memory");
+            return;
+        }
+    }
+    o->enabled = 1;
+}
+
+static void config_oauth_pair(struct config_loader *ld, struct config *c, const char *prefix,
+                              const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    struct config_oauth *o = &c->oauth;
+    char kp[128];
+    (void)arg;
+    config_key_path(kp, sizeof(kp), prefix, key);
+    if (strcmp(key, "domains") == 0) {
+        config_oauth_domains(ld, c, v, kp);
+        if (!o->mechanisms_set) {
+            o->oauthbearer = o->xoauth2 = 1;
+        }
+    } else if (strcmp(key, "mechanisms") == 0) {
+        size_t num = config_sequence(ld, v, kp);
+        int bearer = 0, x2 = 0;
+        for (size_t i = 0; i < num && !ld->failed; i++) {
+            yaml_node_t *item = config_node(ld, v->data.sequence.items.start[i]);
+            const char *m = config_scalar(ld, item, kp);
+            if (m != NULL && strcasecmp(m, "OAUTHBEARER") == 0) {
+                bearer = 1;
+            } else if (m != NULL && strcasecmp(m, "XOAUTH2") == 0) {
+                x2 = 1;
+            } else if (m != NULL) {
+                config_fail(ld, item, "%s: OAUTHBEARER or XOAUTH2", kp);
+            }
+        }
+        if (!ld->failed && bearer + x2 == 0) {
+            config_fail(ld, v, "%s: at least one mechanism", kp);
+        }
+        o->oauthbearer = bearer;
+        o->xoauth2 = x2;
+        o->mechanisms_set = 1;
+    } else {
+        config_fail(ld, k, "unknown key %s", kp);
+    }
+}
+
+const struct config_oauth_domain *config_oauth_find(const struct config_oauth *o,
+                                                    const char *login)
+{
+    const char *at = strrchr(login, '@');
+    const struct config_oauth_domain *any = NULL;
+    for (size_t i = 0; i < o->num_domains; i++) {
+        const struct config_oauth_domain *d = &o->domains[i];
+        if (strcmp(d->domain, "*") == 0) {
+            any = d;
+        } else if (at != NULL && strcasecmp(d->domain, at + 1) == 0) {
+            return d;
+        }
+    }
+    return any;
+}
+
+static int config_oauth_str_differs(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a != b : strcmp(a, b) != 0;
+}
+
+int config_oauth_differs(const struct config_oauth *a, const struct config_oauth *b)
+{
+    if (a->enabled != b->enabled || a->oauthbearer != b->oauthbearer ||
+        a->xoauth2 != b->xoauth2 || a->num_domains != b->num_domains) {
+        return 1;
+    }
+    for (size_t i = 0; i < a->num_domains; i++) {
+        const struct config_oauth_domain *x = &a->domains[i], *y = &b->domains[i];
+        const char *sx[] = {x->domain, x->jwks_file, x->jwks_url, x->issuer, x->audience,
+                            x->identity_claim, x->introspection_url, x->client_id,
+                            x->client_secret, x->ca_file, x->scope, x->openid_configuration};
+        const char *sy[] = {y->domain, y->jwks_file, y->jwks_url, y->issuer, y->audience,
+                            y->identity_claim, y->introspection_url, y->client_id,
+                            y->client_secret, y->ca_file, y->scope, y->openid_configuration};
+        for (size_t k = 0; k < sizeof(sx) / sizeof(sx[0]); k++) {
+            if (config_oauth_str_differs(sx[k], sy[k])) {
+                return 1;
+            }
+        }
+        if (x->jwks_refresh_s != y->jwks_refresh_s || x->jwks_min_fetch_s != y->jwks_min_fetch_s ||
+            x->clock_skew_s != y->clock_skew_s || x->cache_s != y->cache_s ||
+            x->negative_cache_s != y->negative_cache_s ||
+            x->http_timeout_ms != y->http_timeout_ms) {
+            return 1;
+        }
+    }
+    return 0;
 }

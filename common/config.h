@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/netaddr.h"
+#include "common/proxy_proto.h"
 #include "common/schema.h"
 
 enum config_listener_tls {
@@ -30,6 +32,12 @@ struct config_listener {
     char *address;  /* numeric IPv4 or IPv6 address, e.g. "127.0.0.1" or "::1" */
     uint16_t port;
     enum config_listener_tls tls;
+    int proxy_protocol;        /* 1: a PROXY protocol header (v1 or v2) comes first */
+    struct proxy_proto_net *proxy_trusted; /* the only networks it may come from */
+    size_t num_proxy_trusted;
+    unsigned proxy_header_timeout_ms; /* for the header; default: the global one */
+    int proxy_tls_terminated;  /* cleartext listener behind a balancer that terminated
+                                  TLS: a header whose SSL TLV says so counts as TLS */
 };
 
 enum config_backend_auth {
@@ -56,6 +64,8 @@ struct config_backend {
     unsigned pool_size;             /* warm connections per host and worker (default 0: off) */
     unsigned pool_max_idle_ms;      /* a warm connection older than this is replaced (45000) */
     unsigned pool_check_interval_ms;/* NOOP health check of warm connections (15000) */
+    int proxy_protocol;             /* 2: a PROXY v2 header starts each connection (no warm
+                                       pool then); 0: none */
 };
 
 struct config_route {
@@ -73,6 +83,7 @@ struct config_redis {
     struct schema_host *sentinels; /* with master_name: find the master through them */
     size_t num_sentinels;
     char *master_name;
+    char *sentinel_password;       /* AUTH to the sentinels (their requirepass); NULL none */
     unsigned connect_timeout_ms;   /* default 2000 */
     unsigned command_timeout_ms;   /* default 2000 */
     unsigned reconnect_max_ms;     /* backoff cap, default 5000 */
@@ -118,13 +129,28 @@ struct config_audit {
     size_t seqset_max;        /* bytes of a sequence set in a record (default 256) */
     int search_values;        /* SEARCH values in records (default 0: "?") */
     unsigned max_pending;     /* unanswered commands per session (default 1024) */
+    unsigned preauth_records; /* commands of a session before login recorded one by one;
+                                 the rest in summaries, at most one a second (default 16) */
 };
+
+/* When the session cache parks a connection at LOGOUT. */
+enum config_park {
+    CONFIG_PARK_RETURNING, /* the credentials were seen within ttl_ms, or a park_clients ID */
+    CONFIG_PARK_ALWAYS,    /* every parkable LOGOUT */
+};
+
+#define CONFIG_MAX_PARK_CLIENTS 64   /* entries of session_cache.park_clients */
+#define CONFIG_MAX_PARK_CLIENT_LEN 64 /* bytes of one of them */
 
 struct config_session_cache {
     int enabled;              /* park logged-in backend connections at LOGOUT (default 0) */
     unsigned ttl_ms;          /* how long a parked connection waits (default 30000) */
     unsigned max_per_user;    /* parked connections per login and worker (default 2) */
     unsigned max_total;       /* parked connections per worker (default 1000) */
+    enum config_park park;    /* when a LOGOUT parks (default CONFIG_PARK_RETURNING) */
+    char **park_clients;      /* ID "name" values (any case) whose sessions always park */
+    size_t num_park_clients;
+    unsigned seen_slots;      /* size of the per-worker recently-seen filter (default 16384) */
 };
 
 #define CONFIG_RELAY_MAX_ALLOWED 64 /* vendor commands in relay.allowed_commands */
@@ -135,6 +161,76 @@ struct config_relay {
     size_t max_line_len;      /* bytes of one relayed command line part (default 65536) */
     char **allowed_commands;  /* upper-case vendor command names relayed as plain lines */
     size_t num_allowed_commands;
+};
+
+#define CONFIG_OAUTH_MAX_DOMAINS 256 /* entries of oauth.domains */
+
+/* One entry of oauth.domains: how tokens for logins of one domain are
+ * validated (a local JWT check against a key set, or RFC 7662 introspection). */
+struct config_oauth_domain {
+    char *domain;             /* lowercased login domain, or "*" for any other */
+    char *jwks_file;          /* JWT mode: key set file read at start (optional with a URL) */
+    char *jwks_url;           /* JWT mode: key set fetched and refreshed in the background */
+    unsigned jwks_refresh_s;  /* background refresh interval (300) */
+    unsigned jwks_min_fetch_s;/* on-demand fetches (unknown kid) at most this often (10) */
+    char *issuer;             /* iss that tokens must carry; NULL: not checked */
+    char *audience;           /* aud that tokens must hold; NULL: not checked */
+    char *identity_claim;     /* claim mapped to the login (default "email") */
+    unsigned clock_skew_s;    /* allowed for exp and nbf (60) */
+    char *introspection_url;  /* introspection mode: the RFC 7662 endpoint */
+    char *client_id;          /* HTTP basic credentials for the endpoint */
+    char *client_secret;      /* from client_secret or client_secret_file */
+    unsigned cache_s;         /* an active result is cached at most this long (300) */
+    unsigned negative_cache_s;/* an inactive result is cached this long (10) */
+    char *ca_file;            /* CA bundle for https URLs; NULL: system default */
+    unsigned http_timeout_ms; /* one HTTP request (5000) */
+    char *scope;              /* "scope" of the RFC 7628 error; NULL: none */
+    char *openid_configuration; /* "openid-configuration" of the error; NULL: none */
+};
+
+struct config_oauth {
+    int enabled;              /* at least one domain entry */
+    int oauthbearer;          /* offer AUTH=OAUTHBEARER (default 1 when enabled) */
+    int xoauth2;              /* offer AUTH=XOAUTH2 (default 1 when enabled) */
+    struct config_oauth_domain *domains;
+    size_t num_domains;
+    int mechanisms_set;       /* oauth.mechanisms was given (else both are offered) */
+};
+
+/* config_oauth_find returns the entry for a login's domain (the part after
+ * the last '@', case-insensitive), else the "*" entry, else NULL. */
+const struct config_oauth_domain *config_oauth_find(const struct config_oauth *o,
+                                                    const char *login);
+
+/* config_oauth_differs returns 1 when two oauth sections differ in anything
+ * (entries, their order, any key), else 0. */
+int config_oauth_differs(const struct config_oauth *a, const struct config_oauth *b);
+/* One certificate chosen by the client's server name (tls.certificates[]). */
+struct config_certificate {
+    char *cert_file;          /* PEM chain, leaf first */
+    char *key_file;           /* PEM private key (ECDSA or RSA) */
+    char **names;             /* lowercased; exact or "*.suffix" (common/sni.h) */
+    size_t num_names;
+};
+
+#define CONFIG_MAX_CERTIFICATES 256       /* entries of tls.certificates */
+#define CONFIG_MAX_CERTIFICATE_NAMES 1024 /* names of one entry */
+#define CONFIG_ADMIN_MAX_ALLOW 64 /* networks in admin.allow */
+
+/* One network of admin.allow. */
+struct config_admin_net {
+    struct netaddr net;       /* host bits as written */
+    unsigned prefix_len;      /* bits */
+};
+
+/* The admin HTTP listener: /metrics, /healthz, /readyz (off unless set). */
+struct config_admin {
+    int enabled;              /* an admin section with listen was given */
+    char *address;            /* numeric address (default 127.0.0.1) */
+    uint16_t port;            /* from listen "address:port" or "[v6]:port" */
+    char *token;              /* bearer token from token_file (a secret), or NULL: none */
+    struct config_admin_net *allow; /* client networks allowed; NULL: any */
+    size_t num_allow;
 };
 
 struct config {
@@ -151,6 +247,7 @@ struct config {
 
     char *tls_cert_file;      /* PEM chain, leaf first; required if any listener */
     char *tls_key_file;       /* PEM private key (ECDSA or RSA) */
+    int tls_session_tickets;  /* issue TLS session tickets for resumption (default 0) */
 
     struct config_backend *backends;
     size_t num_backends;
@@ -188,6 +285,26 @@ struct config {
     unsigned max_connections_per_ip;          /* per client address; 0 (default) = off */
     unsigned max_connections_per_ipv6_prefix; /* per IPv6 prefix; 0 (default) = off */
     unsigned ipv6_prefix_len;      /* bits of that prefix, 1-128 (64) */
+
+    struct config_admin admin;     /* the admin HTTP listener */
+    /* logged-in sessions per login across instances (proxy/sesslimit.c) */
+    unsigned max_sessions_per_user;    /* 0 (default) = off; a max_sessions field of the
+                                          user's or the domain's hash in Redis wins */
+    unsigned max_sessions_per_user_ip; /* per (login, client address); 0 (default) = off */
+    unsigned session_lease_ms;     /* a session's lease in Redis, renewed every third of it
+                                      (60000); 0 = sessions are not tracked */
+    int session_limits_refuse;     /* on_redis_error: 1 refuse, 0 (default) allow */
+    unsigned proxy_header_timeout_ms; /* PROXY header of a listener that wants one (5000) */
+    /* SNI and reload */
+    struct config_certificate *certificates; /* tls.certificates[]: chosen by server name;
+                                                tls.cert/tls.key stay the default */
+    size_t num_certificates;
+    unsigned tls_expiry_warning_days; /* a certificate expiring within this many days is
+                                         logged as a warning (14; 0 = never) */
+    struct config_backend *backend_template; /* TLS and login settings of a backend named
+                                                only in Redis (its hosts come from there);
+                                                NULL: such a name is refused */
+    struct config_oauth oauth;     /* OAuth 2.0 logins (OAUTHBEARER, XOAUTH2) */
 };
 
 /* config_load reads and validates the YAML file at path.  It returns a new

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NETADDR_MAX_TEXT_LEN 46 /* INET6_ADDRSTRLEN: the longest text inet_pton reads */
@@ -94,4 +95,68 @@ int netaddr_key(char *out, size_t out_len, const char *text, unsigned v4_prefix_
     }
     return netaddr_prefix_key(out, out_len, &a,
                               a.family == NETADDR_V4 ? v4_prefix_len : v6_prefix_len);
+}
+
+int netaddr_cidr_parse(struct netaddr *out, unsigned *out_len, const char *text)
+{
+    char buf[NETADDR_MAX_TEXT_LEN];
+    const char *slash;
+    size_t len;
+    unsigned long bits;
+    int mapped;
+
+    memset(out, 0, sizeof(*out));
+    *out_len = 0;
+    if (text == NULL) {
+        return -1;
+    }
+    slash = strchr(text, '/');
+    len = slash != NULL ? (size_t)(slash - text) : strlen(text);
+    if (len == 0 || len >= sizeof(buf) || memchr(text, '%', len) != NULL) {
+        return -1;
+    }
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    mapped = strchr(buf, ':') != NULL;
+    if (netaddr_parse(out, buf) != 0) {
+        return -1;
+    }
+    mapped = mapped && out->family == NETADDR_V4;
+    unsigned width = mapped ? 128 : out->family == NETADDR_V4 ? 32 : 128;
+    bits = width;
+    if (slash != NULL) {
+        char *end;
+        if (slash[1] < '0' || slash[1] > '9' || strlen(slash + 1) > 3) {
+            memset(out, 0, sizeof(*out));
+            return -1;
+        }
+        bits = strtoul(slash + 1, &end, 10);
+        if (*end != '\0' || bits > width || (mapped && bits < 96)) {
+            memset(out, 0, sizeof(*out));
+            return -1;
+        }
+    }
+    *out_len = (unsigned)(mapped ? bits - 96 : bits);
+    return 0;
+}
+
+int netaddr_in_prefix(const struct netaddr *a, const struct netaddr *net, unsigned len)
+{
+    unsigned width = net->family == NETADDR_V4 ? 32 : 128;
+    if (a->family != net->family) {
+        return 0;
+    }
+    if (len > width) {
+        len = width;
+    }
+    if (memcmp(a->bytes, net->bytes, len / 8) != 0) {
+        return 0;
+    }
+    if (len % 8 != 0) {
+        uint8_t mask = (uint8_t)(0xff << (8 - len % 8));
+        if ((a->bytes[len / 8] & mask) != (net->bytes[len / 8] & mask)) {
+            return 0;
+        }
+    }
+    return 1;
 }

@@ -45,4 +45,14 @@ int netaddr_prefix_key(char *out, size_t out_len, const struct netaddr *a, unsig
 int netaddr_key(char *out, size_t out_len, const char *text, unsigned v4_prefix_len,
                 unsigned v6_prefix_len);
 
+/* netaddr_cidr_parse reads "address" or "address/len" (an IPv4-mapped IPv6
+ * network becomes IPv4, its length less 96).  Returns 0 with the network in
+ * *out and its length in *out_len (host bits kept as written), or -1 when
+ * text is not such a network (out zeroed). */
+int netaddr_cidr_parse(struct netaddr *out, unsigned *out_len, const char *text);
+
+/* netaddr_in_prefix: 1 when a lies in the network net/len (same family and
+ * the first len bits equal), else 0. */
+int netaddr_in_prefix(const struct netaddr *a, const struct netaddr *net, unsigned len);
+
 #endif

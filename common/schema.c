@@ -59,7 +59,7 @@ int schema_name_valid(const char *name)
 
 static const char *const schema_kind_names[] = {
     "user:", "domain:", "backend:", "events", "bf:ip:", "bf:login:", "kick:", "bf:pair:",
-    "bf:ok:",
+    "bf:ok:", "sess:",
 };
 
 int schema_key(char *out, size_t out_len, const char *prefix, enum schema_kind kind,

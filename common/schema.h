@@ -53,7 +53,8 @@ const char *schema_domain(const char *login);
 int schema_name_valid(const char *name);
 
 enum schema_kind { SCHEMA_USER, SCHEMA_DOMAIN, SCHEMA_BACKEND, SCHEMA_EVENTS,
-                   SCHEMA_BF_IP, SCHEMA_BF_LOGIN, SCHEMA_KICK, SCHEMA_BF_PAIR, SCHEMA_BF_OK };
+                   SCHEMA_BF_IP, SCHEMA_BF_LOGIN, SCHEMA_KICK, SCHEMA_BF_PAIR, SCHEMA_BF_OK,
+                   SCHEMA_SESSIONS };
 
 /* A kick's generation lives this long (s): a session older than that is not
  * kicked by a re-check that missed the event. */

@@ -4,18 +4,35 @@
 # deploy/demo.sh, so all three stay in step.
 #   deploy/install-deps.sh          build + test + demo dependencies
 #   deploy/install-deps.sh --runtime only what the daemon needs at run time
+#   deploy/install-deps.sh --if-missing   the first set, only when a package of
+#                                         it is not installed (no apt run otherwise)
 set -euo pipefail
 
-runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 libcrypt1 libargon2-1 zlib1g ca-certificates)
+runtime=(libuv1 android-libboringssl libhiredis0.14 libyaml-0-2 libcrypt1 libargon2-1 zlib1g ca-certificates
+         libjansson4 libmicrohttpd12)
 build=(build-essential cmake pkg-config libuv1-dev android-libboringssl-dev libhiredis-dev
-       libcriterion-dev libyaml-dev libcrypt-dev libargon2-dev zlib1g-dev libssl-dev)
+       libcriterion-dev libyaml-dev libcrypt-dev libargon2-dev zlib1g-dev libssl-dev
+       libjansson-dev libmicrohttpd-dev)
 test=(python3 dovecot-imapd redis-server curl isync openssl procps iproute2 clang libclang-rt-14-dev
-      haproxy)
+      haproxy strace prometheus)
 
 if [ "${1:-}" = "--runtime" ]; then
     pkgs=("${runtime[@]}")
 else
     pkgs=("${runtime[@]}" "${build[@]}" "${test[@]}")
+fi
+
+if [ "${1:-}" = "--if-missing" ]; then
+    missing=()
+    for p in "${pkgs[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    if [ "${#missing[@]}" = 0 ]; then
+        exit 0
+    fi
+    echo "== installing missing packages: ${missing[*]}"
 fi
 
 sudo=""

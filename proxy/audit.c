@@ -18,6 +18,7 @@
 #include "common/audit_chain.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "proxy/metrics.h"
 
 #define AUDIT_RETRY_MS 1000         /* pause before a sink is tried again */
 #define AUDIT_STOP_GIVE_UP_MS 5000  /* at exit, a sink down this long loses what is left */
@@ -28,6 +29,7 @@
 #define AUDIT_ASIDE_TRIES 16        /* names tried for a file moved aside */
 #define AUDIT_ASIDE_NAME_LEN 4200   /* bytes of its name (a path and a suffix) */
 #define AUDIT_BATCH_MS 10           /* the writer lets records gather this long */
+#define AUDIT_TURN_MAX_BYTES 65536  /* bytes of one queue's records written per turn */
 
 struct audit_buf {
     char *p;
@@ -43,8 +45,10 @@ struct audit_queue {
     void *ctx;
     /* under a->mu */
     struct audit_buf buf;   /* records waiting, each followed by '\n' */
-    struct audit_buf spare; /* the writer's last batch, kept for reuse */
-    size_t inflight;        /* bytes of the batch being written */
+    struct audit_buf out;   /* records the writer took from buf, written from out_off
+                               on in turns; its buffer is buf's next when done */
+    size_t out_off;         /* bytes of out written */
+    size_t inflight;        /* bytes of out not written yet (out.len - out_off) */
     int blocked;            /* the worker waits for on_resume */
     int closing;            /* audit_queue_close ran: no more async sends */
     int closed;             /* the handle is closed: the writer frees the queue */
@@ -60,6 +64,7 @@ struct audit {
     uv_mutex_t mu;
     uv_cond_t cond;
     struct audit_queue *queues;
+    struct audit_queue *turn; /* the queue whose turn is next (NULL: the first) */
     int stop;
     atomic_int reopen;
 
@@ -71,6 +76,7 @@ struct audit {
     char *seal;
     size_t seal_cap;
     uint64_t fail_logged_ms;
+    uint64_t stop_fail_ms;    /* the first failure seen while stopping (0: none) */
 };
 
 /* --- time -------------------------------------------------------------------- */
@@ -565,6 +571,7 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
             syslog(ac->syslog_facility | LOG_INFO, "%.*s", rl, b->p + off);
             off += (size_t)rl + 1;
         }
+        metrics_audit_sink(METRICS_SINK_SYSLOG, b->count, 0, 1);
     }
     /* a reopen goes between batches: a sealed batch belongs to one file */
     if (atomic_exchange(&a->reopen, 0) && ac->file != NULL) {
@@ -580,6 +587,7 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
             if (audit_seal(a, b, &sealed_len) != 0) {
                 log_msg(LOG_ERR, "audit: out of memory; %zu records not written to the file",
                         b->count);
+                metrics_audit_sink(METRICS_SINK_FILE, 0, b->count, 0);
                 file_left = 0;
             }
             sealed = 1;
@@ -588,25 +596,32 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
             /* what was written stays; the rest goes on the next try */
             if (audit_write_all(a->fd, a->seal, sealed_len, &file_done) == 0) {
                 file_left = 0;
+                metrics_audit_sink(METRICS_SINK_FILE, b->count, 0, 1);
             } else {
                 snprintf(why, sizeof(why), "file %s: %s", ac->file, strerror(errno));
+                metrics_audit_sink(METRICS_SINK_FILE, 0, 0, 0);
             }
         } else if (file_left) {
             snprintf(why, sizeof(why), "file %s cannot be opened", ac->file);
+            metrics_audit_sink(METRICS_SINK_FILE, 0, 0, 0);
         }
         if (out_left) {
             if (audit_write_all(STDOUT_FILENO, b->p, b->len, &out_done) == 0) {
                 out_left = 0;
+                metrics_audit_sink(METRICS_SINK_STDOUT, b->count, 0, 1);
             } else {
                 snprintf(why, sizeof(why), "stdout: %s", strerror(errno));
+                metrics_audit_sink(METRICS_SINK_STDOUT, 0, 0, 0);
             }
         }
         if (redis_left) {
             char rwhy[200];
             if (audit_redis_send(a, b->p, b->len, &redis_done, rwhy, sizeof(rwhy)) == 0) {
                 redis_left = 0;
+                metrics_audit_sink(METRICS_SINK_REDIS, b->count, 0, 1);
             } else {
                 snprintf(why, sizeof(why), "redis stream %s: %s", ac->redis_key, rwhy);
+                metrics_audit_sink(METRICS_SINK_REDIS, 0, 0, 0);
             }
         }
         if (!file_left && !out_left && !redis_left) {
@@ -628,8 +643,20 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
         uv_mutex_lock(&a->mu);
         int stopping = a->stop;
         uv_mutex_unlock(&a->mu);
-        if (stopping && now - first_fail >= AUDIT_STOP_GIVE_UP_MS) {
+        if (stopping && a->stop_fail_ms == 0) {
+            a->stop_fail_ms = now; /* once for all batches still queued */
+        }
+        if (stopping && now - a->stop_fail_ms >= AUDIT_STOP_GIVE_UP_MS) {
             log_msg(LOG_ERR, "audit: stopping; %zu records lost: %s", b->count, why);
+            if (file_left) {
+                metrics_audit_sink(METRICS_SINK_FILE, 0, b->count, 0);
+            }
+            if (out_left) {
+                metrics_audit_sink(METRICS_SINK_STDOUT, 0, b->count, 0);
+            }
+            if (redis_left) {
+                metrics_audit_sink(METRICS_SINK_REDIS, 0, b->count, 0);
+            }
             return;
         }
         uv_sleep(AUDIT_RETRY_MS);
@@ -641,8 +668,58 @@ static void audit_deliver(struct audit *a, const struct audit_buf *b)
 static void audit_queue_free(struct audit_queue *q)
 {
     free(q->buf.p);
-    free(q->spare.p);
+    free(q->out.p);
     free(q);
+}
+
+/* audit_queue_has_work: records wait in q, taken or not.  Under a->mu. */
+static int audit_queue_has_work(const struct audit_queue *q)
+{
+    return q->buf.len > 0 || q->out_off < q->out.len;
+}
+
+/* audit_next_turn returns the first queue with records from a->turn on,
+ * round the list, or NULL; *out_alone says no other queue has any.  Under
+ * a->mu. */
+static struct audit_queue *audit_next_turn(struct audit *a, int *out_alone)
+{
+    struct audit_queue *start = a->turn != NULL ? a->turn : a->queues;
+    struct audit_queue *found = NULL, *x = start;
+    *out_alone = 1;
+    if (x == NULL) {
+        return NULL;
+    }
+    do {
+        if (audit_queue_has_work(x)) {
+            if (found != NULL) {
+                *out_alone = 0;
+                break;
+            }
+            found = x;
+        }
+        x = x->next != NULL ? x->next : a->queues;
+    } while (x != start);
+    return found;
+}
+
+/* audit_turn_slice: the whole records of q->out from out_off on that one
+ * turn writes (at most AUDIT_TURN_MAX_BYTES, at least one record), as a
+ * view into q->out.  Under a->mu. */
+static struct audit_buf audit_turn_slice(const struct audit_queue *q)
+{
+    struct audit_buf v = {.p = q->out.p + q->out_off};
+    size_t end = q->out_off;
+    while (end < q->out.len) {
+        const char *nl = memchr(q->out.p + end, '\n', q->out.len - end);
+        size_t next = (size_t)(nl - q->out.p) + 1;
+        if (v.count > 0 && next - q->out_off > AUDIT_TURN_MAX_BYTES) {
+            break;
+        }
+        end = next;
+        v.count++;
+    }
+    v.len = end - q->out_off;
+    return v;
 }
 
 static void audit_writer(void *arg)
@@ -650,20 +727,18 @@ static void audit_writer(void *arg)
     struct audit *a = arg;
     uv_mutex_lock(&a->mu);
     for (;;) {
-        struct audit_queue *q = NULL;
-        for (struct audit_queue *x = a->queues; x != NULL; x = x->next) {
-            if (x->buf.len > 0) {
-                q = x;
-                break;
-            }
-        }
+        int alone = 1;
+        struct audit_queue *q = audit_next_turn(a, &alone);
         if (q == NULL) {
             /* free queues their workers gave back */
             struct audit_queue **pp = &a->queues;
             while (*pp != NULL) {
                 struct audit_queue *x = *pp;
-                if (x->closed && x->buf.len == 0) {
+                if (x->closed && !audit_queue_has_work(x)) {
                     *pp = x->next;
+                    if (a->turn == x) {
+                        a->turn = x->next;
+                    }
                     audit_queue_free(x);
                 } else {
                     pp = &x->next;
@@ -683,33 +758,38 @@ static void audit_writer(void *arg)
             uv_cond_wait(&a->cond, &a->mu);
             continue;
         }
-        if (!a->stop && q->buf.len + q->inflight < a->ac->queue_bytes / 2 && !q->blocked) {
-            /* let more records gather: one write (and one wake-up) per batch,
-             * not per record */
-            uv_mutex_unlock(&a->mu);
-            uv_sleep(AUDIT_BATCH_MS);
-            uv_mutex_lock(&a->mu);
+        if (q->out_off == q->out.len) {
+            if (alone && !a->stop && q->buf.len < a->ac->queue_bytes / 2 && !q->blocked) {
+                /* let more records gather: one write (and one wake-up) per
+                 * batch, not per record; only when no other queue waits */
+                uv_mutex_unlock(&a->mu);
+                uv_sleep(AUDIT_BATCH_MS);
+                uv_mutex_lock(&a->mu);
+            }
+            /* take what the worker queued; its buffer takes the old out's */
+            struct audit_buf empty = q->out;
+            q->out = q->buf;
+            q->out_off = 0;
+            q->buf = empty;
+            q->buf.len = 0;
+            q->buf.count = 0;
+            q->inflight = q->out.len;
         }
-        struct audit_buf batch = q->buf;
-        q->buf = q->spare;
-        q->buf.len = 0;
-        q->buf.count = 0;
-        q->spare = (struct audit_buf){0};
-        q->inflight = batch.len;
+        struct audit_buf slice = audit_turn_slice(q);
+        a->turn = q->next; /* the next queue's turn, whatever this one still holds */
         uv_mutex_unlock(&a->mu);
 
-        audit_deliver(a, &batch);
+        audit_deliver(a, &slice);
 
         uv_mutex_lock(&a->mu);
-        q->inflight = 0;
-        batch.len = 0;
-        batch.count = 0;
-        if (q->spare.p == NULL) {
-            q->spare = batch;
-        } else {
-            free(batch.p);
+        q->out_off += slice.len;
+        q->inflight -= slice.len;
+        if (q->out_off == q->out.len) {
+            q->out.len = 0;
+            q->out.count = 0;
+            q->out_off = 0;
         }
-        if (q->blocked && !q->closing && q->buf.len <= a->ac->queue_bytes / 2) {
+        if (q->blocked && !q->closing && q->buf.len + q->inflight <= a->ac->queue_bytes / 2) {
             q->blocked = 0;
             uv_async_send(&q->async);
         }
@@ -813,6 +893,27 @@ enum audit_push audit_push(struct audit_queue *q, const char *record, size_t len
     return r;
 }
 
+enum audit_push audit_push_preauth(struct audit_queue *q, const char *record, size_t len)
+{
+    struct audit *a = q->a;
+    size_t share = a->ac->queue_bytes / 4 * AUDIT_PREAUTH_SHARE_QUARTERS;
+    enum audit_push r = AUDIT_NO_ROOM;
+
+    uv_mutex_lock(&a->mu);
+    size_t used = q->buf.len + q->inflight;
+    if (used + len + 1 <= share && audit_buf_add(&q->buf, record, len) == 0) {
+        r = AUDIT_PUSHED;
+        if (q->buf.count == 1 || used + len + 1 > a->ac->queue_bytes / 2) {
+            uv_cond_signal(&a->cond);
+        }
+    }
+    uv_mutex_unlock(&a->mu);
+    if (r == AUDIT_PUSHED) {
+        atomic_fetch_add(&q->records, 1);
+    }
+    return r;
+}
+
 int audit_queue_blocked(const struct audit_queue *q)
 {
     uv_mutex_lock(&q->a->mu);
@@ -904,4 +1005,12 @@ void audit_free(struct audit *a)
     uv_mutex_destroy(&a->mu);
     config_unref(&a->cfg);
     free(a);
+}
+
+size_t audit_queue_bytes(const struct audit_queue *q)
+{
+    uv_mutex_lock(&q->a->mu);
+    size_t n = q->buf.len + q->inflight;
+    uv_mutex_unlock(&q->a->mu);
+    return n;
 }

@@ -5,7 +5,10 @@
  * cap).  A loop never waits on a sink.  When a worker's queue is full the
  * configured policy applies: block (the worker stops reading its clients
  * until the writer catches up), drop (counted, logged) or close (the session
- * ends).  A record leaves the queue only when every sink has taken it. */
+ * ends).  A record leaves the queue only when every sink has taken it.  The
+ * writer serves the queues in turn, a bounded batch of one queue's records
+ * per turn (AUDIT_TURN_MAX_BYTES in audit.c), so that no worker's records
+ * wait behind another worker's. */
 #ifndef IMAPMUX_PROXY_AUDIT_H
 #define IMAPMUX_PROXY_AUDIT_H
 
@@ -49,10 +52,21 @@ enum audit_push {
     AUDIT_BLOCKED, /* queued; the queue is full: stop reading clients until on_resume */
     AUDIT_DROPPED, /* not queued (policy drop, or far over the limit) */
     AUDIT_CLOSE,   /* not queued; policy close: end the session */
+    AUDIT_NO_ROOM, /* not queued: a pre-auth record past its share (the caller counts it) */
 };
 
 /* audit_push queues one record (len bytes, no newline). */
 enum audit_push audit_push(struct audit_queue *q, const char *record, size_t len);
+
+/* Pre-auth command records may fill a queue up to this share of queue_bytes
+ * (in quarters); the rest is kept for the records of the other sessions. */
+#define AUDIT_PREAUTH_SHARE_QUARTERS 3
+
+/* audit_push_preauth queues a record of a session that has not logged in:
+ * AUDIT_PUSHED, or AUDIT_NO_ROOM when it would take the queue past
+ * AUDIT_PREAUTH_SHARE_QUARTERS of queue_bytes, whatever the policy (it
+ * never blocks, drops or closes; the caller counts what did not fit). */
+enum audit_push audit_push_preauth(struct audit_queue *q, const char *record, size_t len);
 
 /* audit_queue_blocked: the worker waits for on_resume. */
 int audit_queue_blocked(const struct audit_queue *q);
@@ -64,6 +78,9 @@ struct audit_stats {
     uint64_t blocks;   /* times the queue filled under policy block */
 };
 void audit_queue_stats(const struct audit_queue *q, struct audit_stats *out);
+
+/* audit_queue_bytes: bytes of q's records queued or being written now. */
+size_t audit_queue_bytes(const struct audit_queue *q);
 
 /* audit_time writes now as RFC 3339 UTC with microseconds. */
 void audit_time(char out[32], uint64_t unix_us);

@@ -12,9 +12,11 @@
 #include "common/capa.h"
 #include "common/imap_syntax.h"
 #include "common/log.h"
+#include "common/sasl_oauth.h"
 #include "common/sasl_plain.h"
 #include "common/secret.h"
 #include "proxy/conn.h"
+#include "proxy/metrics.h"
 
 #define BACKEND_MAX_LINE_LEN 65536 /* bytes of one backend line during login */
 #define BACKEND_MAX_CAPA_LEN 4096  /* bytes of a capability list we keep */
@@ -74,7 +76,10 @@ struct backend {
     char *line;                     /* current backend line; bounded */
     size_t line_len, line_cap;
     size_t literal_left;            /* bytes of a server literal to skip */
-    char capa[BACKEND_MAX_CAPA_LEN];/* last capability list seen; "" if none */
+    char *capa;                     /* last capability list seen (malloc'd, at most
+                                       BACKEND_MAX_CAPA_LEN - 1 bytes), or NULL: an
+                                       in-flight login or a warm connection holds only
+                                       what the backend announced */
     int capa_known;                 /* capa holds the list valid now */
     const char *literal;            /* "LITERAL+" or "LITERAL-" if any list announced it
                                        (Dovecot names them before login only), or NULL */
@@ -82,9 +87,42 @@ struct backend {
     uint8_t *rest;                  /* bytes after the tagged OK of the login */
     size_t rest_len;
 
+    uint8_t *proxy_header;          /* written at connect (owned), or NULL */
+    size_t proxy_header_len;
     const char *deferred_reason;    /* with BACKEND_F_DEFER */
     char session[32];               /* id of the session it logs in for; "" for a warm one */
+    int oauth;                      /* password is an OAuth token (backend_send_oauth) */
+
+    int metrics_host;               /* metrics_backend_host of host:port */
+    uint64_t connect_t0_ns;         /* uv_hrtime at the start; 0 once ready */
+    uint64_t login_t0_ns;           /* uv_hrtime when the login was sent; 0 before */
 };
+
+/* backend_metrics_report counts how the connection ended, by the state it
+ * was in (before the state becomes BS_DONE). */
+static void backend_metrics_report(const struct backend *b, enum backend_status st)
+{
+    static const enum metrics_backend_phase phase_of[] = {
+        [BS_RESOLVE] = METRICS_BE_RESOLVE,     [BS_CONNECT] = METRICS_BE_CONNECT,
+        [BS_TLS] = METRICS_BE_TLS,             [BS_GREETING] = METRICS_BE_GREETING,
+        [BS_STARTTLS] = METRICS_BE_GREETING,   [BS_STARTTLS_TLS] = METRICS_BE_TLS,
+        [BS_CAPABILITY] = METRICS_BE_GREETING, [BS_AUTH_CONTINUE] = METRICS_BE_LOGIN,
+        [BS_LOGIN] = METRICS_BE_LOGIN,         [BS_POST_CAPA] = METRICS_BE_LOGIN,
+        [BS_READY] = METRICS_BE_LOST,          [BS_ID_PENDING] = METRICS_BE_LOGIN,
+        [BS_PING] = METRICS_BE_LOST,           [BS_DONE] = METRICS_BE_LOST,
+    };
+    _Static_assert(sizeof(phase_of) / sizeof(phase_of[0]) == BS_DONE + 1,
+                   "a metrics phase per backend state");
+    if (st == BACKEND_OK) {
+        if (b->login_t0_ns != 0) {
+            metrics_backend_logged_in(b->metrics_host, uv_hrtime() - b->login_t0_ns);
+        }
+    } else if (st == BACKEND_AUTH_FAILED) {
+        metrics_backend_failed(b->metrics_host, METRICS_BE_REFUSED);
+    } else {
+        metrics_backend_failed(b->metrics_host, phase_of[b->state]);
+    }
+}
 
 static void backend_on_timer(uv_timer_t *t);
 
@@ -125,8 +163,10 @@ static void backend_release(struct backend *b)
     secret_free_str(b->next_part);
     free(b->client_ip);
     free(b->local_ip);
+    free(b->proxy_header);
     free(b->line);
     free(b->rest);
+    free(b->capa);
     free(b);
 }
 
@@ -151,6 +191,7 @@ static void backend_report(struct backend *b, enum backend_status st, const char
     if (b->state == BS_DONE) {
         return;
     }
+    backend_metrics_report(b, st);
     backend_set_state(b, BS_DONE);
     uv_timer_stop(&b->timer);
     if (st != BACKEND_OK && b->conn != NULL) {
@@ -211,13 +252,28 @@ static void backend_send(struct backend *b, const char *text)
     (void)conn_write(b->conn, text, strlen(text)); /* failures come as on_eof */
 }
 
+/* backend_clear_capa forgets the capability list (a new one is asked for). */
+static void backend_clear_capa(struct backend *b)
+{
+    b->capa_known = 0;
+    free(b->capa);
+    b->capa = NULL;
+}
+
 static void backend_set_capa(struct backend *b, const char *list, size_t len)
 {
-    if (len >= sizeof(b->capa)) {
-        len = sizeof(b->capa) - 1; /* a longer list is cut; login only needs the start */
+    if (len >= BACKEND_MAX_CAPA_LEN) {
+        len = BACKEND_MAX_CAPA_LEN - 1; /* a longer list is cut; login only needs the start */
     }
-    memcpy(b->capa, list, len);
-    b->capa[len] = '\0';
+    char *c = malloc(len + 1);
+    if (c == NULL) {
+        backend_clear_capa(b); /* as if none was announced: CAPABILITY is asked */
+        return;
+    }
+    memcpy(c, list, len);
+    c[len] = '\0';
+    free(b->capa);
+    b->capa = c;
     b->capa_known = 1;
     if (capa_has(b->capa, len, "LITERAL+")) {
         b->literal = "LITERAL+";
@@ -228,13 +284,17 @@ static void backend_set_capa(struct backend *b, const char *list, size_t len)
 
 static int backend_has(const struct backend *b, const char *name)
 {
-    return capa_has(b->capa, strlen(b->capa), name);
+    return b->capa != NULL && capa_has(b->capa, strlen(b->capa), name);
 }
 
 /* backend_after_capa runs once the capability list is known. */
 static void backend_after_capa(struct backend *b)
 {
     char line[512];
+    if (b->connect_t0_ns != 0) {
+        metrics_backend_connected(b->metrics_host, uv_hrtime() - b->connect_t0_ns);
+        b->connect_t0_ns = 0;
+    }
     if (b->flags & BACKEND_F_PREPARE) {
         /* a warm connection: wait here for backend_resume_login */
         backend_set_state(b, BS_READY);
@@ -284,9 +344,55 @@ static void backend_append_quoted(char *out, size_t *off, const char *s)
     out[(*off)++] = '"';
 }
 
+/* backend_send_oauth logs in with the client's OAuth token (in b->password),
+ * by the mechanism the backend announces: the token passes through. */
+static void backend_send_oauth(struct backend *b)
+{
+    int mech = backend_has(b, "AUTH=OAUTHBEARER") ? SASL_OAUTH_BEARER
+                                : backend_has(b, "AUTH=XOAUTH2")   ? SASL_OAUTH_XOAUTH2
+                                                                   : 0;
+    const char *name = mech == SASL_OAUTH_BEARER ? "OAUTHBEARER" : "XOAUTH2";
+    size_t b64_len = 0;
+    if (mech == 0) {
+        backend_fail(b, "backend offers neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2");
+        return;
+    }
+    char *b64 = sasl_oauth_encode(&b64_len, mech, b->user, b->password);
+    size_t n = b64_len + 48;
+    char *cmd = b64 != NULL ? malloc(n) : NULL;
+    if (cmd == NULL) {
+        secret_free(b64, b64 != NULL ? b64_len + 1 : 0);
+        backend_fail(b, "out of memory");
+        return;
+    }
+    if (backend_has(b, "SASL-IR")) {
+        snprintf(cmd, n, "L AUTHENTICATE %s %s\r\n", name, b64);
+    } else {
+        snprintf(cmd, n, "%s\r\n", b64);
+        b->next_part = cmd;
+        cmd = malloc(48);
+        if (cmd == NULL) {
+            secret_free(b64, b64_len + 1);
+            backend_fail(b, "out of memory");
+            return;
+        }
+        n = 48;
+        snprintf(cmd, n, "L AUTHENTICATE %s\r\n", name);
+        backend_set_state(b, BS_AUTH_CONTINUE);
+    }
+    backend_send(b, cmd);
+    secret_free(cmd, n);
+    secret_free(b64, b64_len + 1);
+}
+
 static void backend_send_login(struct backend *b)
 {
+    b->login_t0_ns = uv_hrtime();
     backend_set_state(b, BS_LOGIN);
+    if (b->oauth) {
+        backend_send_oauth(b);
+        return;
+    }
     if (backend_has(b, "AUTH=PLAIN")) {
         size_t b64_len = 0;
         char *b64 = sasl_plain_encode(&b64_len, b->authzid != NULL ? b->authzid : "", b->user,
@@ -382,8 +488,7 @@ static void backend_send_login(struct backend *b)
 static void backend_query_capa(struct backend *b, enum backend_state st)
 {
     backend_set_state(b, st);
-    b->capa_known = 0;
-    b->capa[0] = '\0';
+    backend_clear_capa(b);
     backend_send(b, st == BS_POST_CAPA ? "P CAPABILITY\r\n" : "C CAPABILITY\r\n");
 }
 
@@ -480,6 +585,9 @@ static enum backend_line_result backend_on_line(struct backend *b, const char *l
             backend_send(b, b->next_part);
             secret_free_str(b->next_part);
             b->next_part = NULL;
+        } else if (b->oauth && b->state == BS_LOGIN) {
+            /* the error challenge of RFC 7628 3.2.2: the dummy reply, then the NO */
+            backend_send(b, "AQ==\r\n");
         } else {
             backend_send(b, "*\r\n"); /* a challenge we did not expect: cancel */
         }
@@ -530,8 +638,7 @@ static enum backend_line_result backend_on_line(struct backend *b, const char *l
             break;
         }
         if (strcmp(st, "OK") == 0) {
-            b->capa_known = 0;
-            b->capa[0] = '\0';
+            backend_clear_capa(b);
             backend_capa_from_text(b, text);
             if (b->capa_known) {
                 return BACKEND_LINE_LOGGED_IN;
@@ -600,8 +707,7 @@ static void backend_begin_tls_after_starttls(struct backend *b, size_t trailing)
     b->line_cap = 0;
     b->literal_left = 0;
     b->flags &= ~BACKEND_F_LITERAL;
-    b->capa_known = 0;
-    b->capa[0] = '\0';
+    backend_clear_capa(b);
     if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
                        b->cfg->server_name != NULL ? b->cfg->server_name : b->host) != 0) {
         backend_fail(b, "out of memory");
@@ -729,6 +835,13 @@ static void backend_on_connect(void *ctx, int status)
         backend_fail(b, "backend read failed");
         return;
     }
+    if (b->proxy_header != NULL) {
+        /* in clear, before anything else, as the PROXY protocol wants */
+        if (conn_write(b->conn, b->proxy_header, b->proxy_header_len) != 0) {
+            backend_fail(b, "backend write failed");
+            return;
+        }
+    }
     if (b->cfg->tls == CONFIG_BACKEND_TLS_IMPLICIT) {
         backend_set_state(b, BS_TLS);
         if (conn_start_tls(b->conn, b->tls_ctx, CONN_TLS_CLIENT,
@@ -807,6 +920,8 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     b->port = p->host != NULL ? p->port : p->cfg->port;
     b->tls_ctx = p->tls_ctx;
     snprintf(b->session, sizeof(b->session), "%s", p->session_id != NULL ? p->session_id : "");
+    b->metrics_host = metrics_backend_host(b->cfg->name, b->host, b->port);
+    b->connect_t0_ns = uv_hrtime();
     b->greeting_timeout_ms = p->greeting_timeout_ms;
     b->client_port = p->client_port;
     b->local_port = p->local_port;
@@ -815,7 +930,16 @@ static struct backend *backend_start(uv_loop_t *loop, const struct backend_login
     b->password = backend_strdup(p->password);
     b->client_ip = backend_strdup(p->client_ip);
     b->local_ip = backend_strdup(p->local_ip);
+    b->oauth = p->oauth;
+    if (p->proxy_header != NULL && p->proxy_header_len > 0) {
+        b->proxy_header = malloc(p->proxy_header_len);
+        if (b->proxy_header != NULL) {
+            memcpy(b->proxy_header, p->proxy_header, p->proxy_header_len);
+            b->proxy_header_len = p->proxy_header_len;
+        }
+    }
     if (b->user == NULL || b->password == NULL || b->client_ip == NULL || b->local_ip == NULL ||
+        (p->proxy_header != NULL && p->proxy_header_len > 0 && b->proxy_header == NULL) ||
         (p->authzid != NULL && p->authzid[0] != '\0' && b->authzid == NULL)) {
         backend_release(b);
         return NULL;
@@ -900,6 +1024,7 @@ int backend_resume_login(struct backend *b, const struct backend_login_params *p
     }
     b->client_port = p->client_port;
     b->local_port = p->local_port;
+    b->oauth = p->oauth;
     b->greeting_timeout_ms = p->greeting_timeout_ms;
     snprintf(b->session, sizeof(b->session), "%s", p->session_id != NULL ? p->session_id : "");
     b->cb = cb;
@@ -925,7 +1050,7 @@ struct conn *backend_take_conn(struct backend *b, const char **out_capa,
     b->flags |= BACKEND_F_TAKEN;
     b->conn = NULL;
     b->pending--;
-    *out_capa = b->capa;
+    *out_capa = b->capa != NULL ? b->capa : "";
     *out_rest = b->rest;
     *out_rest_len = b->rest_len;
     return c;
@@ -947,4 +1072,9 @@ void backend_free(struct backend *b)
     if (!uv_is_closing((uv_handle_t *)&b->timer)) {
         uv_close((uv_handle_t *)&b->timer, backend_on_timer_close);
     }
+}
+
+void backend_set_config(struct backend *b, const struct config_backend *cfg)
+{
+    b->cfg = cfg;
 }

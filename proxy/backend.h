@@ -38,6 +38,11 @@ struct backend_login_params {
     unsigned connect_timeout_ms;
     unsigned greeting_timeout_ms;     /* for everything after connect */
     const char *session_id;           /* for log lines; NULL for a warm connection */
+    int oauth;                        /* password is an OAuth token: log in with the
+                                         backend's AUTH=OAUTHBEARER or AUTH=XOAUTH2 */
+    const uint8_t *proxy_header;      /* sent first on the new connection, before TLS and
+                                         greeting (PROXY protocol v2; copied); NULL: none */
+    size_t proxy_header_len;
 };
 
 /* code: the response code of a refusal ("AUTHENTICATIONFAILED", ...) or NULL;
@@ -87,5 +92,11 @@ const char *backend_literal(const struct backend *b);
 /* backend_free releases the login (closing its conn unless taken); no
  * callback comes after it.  NULL accepted. */
 void backend_free(struct backend *b);
+
+/* backend_set_config points a ready backend (a warm connection) at cfg, a
+ * backend of a newer configuration with the same connection settings
+ * (host, TLS, verification, server name), whose lifetime covers b's from
+ * now on.  A reload keeps warm connections that way. */
+void backend_set_config(struct backend *b, const struct config_backend *cfg);
 
 #endif

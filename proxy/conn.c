@@ -34,8 +34,12 @@ static _Thread_local uint8_t conn_inflated[CONN_INFLATE_LEN];
 
 struct conn {
     uv_tcp_t tcp;                /* tcp.data = this; freed in conn_on_close */
-    uv_connect_t connect_req;    /* embedded: one connect per conn */
-    uv_shutdown_t shutdown_req;  /* embedded: one shutdown per conn */
+    union {                      /* one request at a time: a shutdown (uv_shutdown
+                                    refuses a stream not yet connected) comes only
+                                    after the connect is done */
+        uv_connect_t connect;    /* one connect per conn */
+        uv_shutdown_t shutdown;  /* one shutdown per conn */
+    } req;
     const struct conn_ops *ops;
     void *ctx;
     struct tls *tls;             /* NULL for cleartext; owned */
@@ -88,20 +92,39 @@ void conn_set_wipe(struct conn *c, int on)
     }
 }
 
+#define CONN_KEEPALIVE_S 300 /* idle seconds before TCP keepalive probes */
+
 static void conn_tune(struct conn *c)
 {
     /* Nagle would stall each login behind a delayed ACK (docs/ARCHITECTURE.md). */
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_tcp_keepalive(&c->tcp, 1, 300);
+    uv_tcp_keepalive(&c->tcp, 1, CONN_KEEPALIVE_S);
+}
+
+int conn_tune_listener(uv_tcp_t *server)
+{
+    int r = uv_tcp_nodelay(server, 1);
+    return r != 0 ? r : uv_tcp_keepalive(server, 1, CONN_KEEPALIVE_S);
 }
 
 int conn_accept(struct conn *c, uv_stream_t *server)
 {
     int r = uv_accept(server, (uv_stream_t *)&c->tcp);
+#ifndef __linux__
     if (r == 0) {
-        conn_tune(c);
+        conn_tune(c); /* elsewhere the listener's settings may not be inherited */
     }
+#endif
     return r;
+}
+
+int conn_fileno(const struct conn *c)
+{
+    uv_os_fd_t fd = -1;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) {
+        return -1;
+    }
+    return fd;
 }
 
 static void conn_on_connect(uv_connect_t *req, int status)
@@ -120,7 +143,7 @@ static void conn_on_connect(uv_connect_t *req, int status)
 
 int conn_connect(struct conn *c, const struct sockaddr *addr)
 {
-    return uv_tcp_connect(&c->connect_req, &c->tcp, addr, conn_on_connect);
+    return uv_tcp_connect(&c->req.connect, &c->tcp, addr, conn_on_connect);
 }
 
 static void conn_report_eof(struct conn *c, int status)
@@ -452,6 +475,26 @@ int conn_start_compress(struct conn *c, const void *reply, size_t reply_len)
     return 0;
 }
 
+int conn_inject(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (len == 0 || (c->flags & (CONN_F_CLOSING | CONN_F_EOF))) {
+        return 0;
+    }
+    if (c->z != NULL) {
+        return UV_EINVAL; /* only before COMPRESS: nothing is in flight then */
+    }
+    if (c->tls == NULL) {
+        c->ops->on_read(c->ctx, data, len);
+        return 0;
+    }
+    if (tls_feed(c->tls, data, len) != 0) {
+        conn_report_eof(c, UV_ENOMEM);
+        return UV_ENOMEM;
+    }
+    conn_deliver(c);
+    return 0;
+}
+
 int conn_read_start(struct conn *c)
 {
     int r;
@@ -564,7 +607,7 @@ void conn_close(struct conn *c, enum conn_close_mode mode)
             tls_shutdown(c->tls);
             (void)conn_flush_tls(c);
         }
-        if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_on_shutdown) == 0) {
+        if (uv_shutdown(&c->req.shutdown, (uv_stream_t *)&c->tcp, conn_on_shutdown) == 0) {
             c->flags |= CONN_F_SHUTDOWN;
             return;
         }
@@ -617,6 +660,11 @@ const char *conn_tls_version(const struct conn *c)
 const char *conn_tls_cipher(const struct conn *c)
 {
     return c->tls != NULL ? tls_cipher(c->tls) : "";
+}
+
+const char *conn_tls_server_name(const struct conn *c)
+{
+    return c->tls != NULL ? tls_server_name(c->tls) : "";
 }
 
 const char *conn_tls_error(const struct conn *c)

@@ -55,8 +55,18 @@ void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *ctx);
  * bytes delivered or queued. */
 void conn_set_wipe(struct conn *c, int on);
 
-/* conn_accept accepts a pending connection of server. Returns 0 or UV_E*. */
+/* conn_accept accepts a pending connection of server. Returns 0 or UV_E*.
+ * On Linux an accepted socket inherits TCP_NODELAY and the keepalive
+ * settings of its listening socket, so conn_accept sets none of them (five
+ * system calls per connection): server must have had conn_tune_listener. */
 int conn_accept(struct conn *c, uv_stream_t *server);
+
+/* conn_tune_listener gives a listening socket what every accepted
+ * connection needs (TCP_NODELAY, keepalive).  Returns 0 or UV_E*. */
+int conn_tune_listener(uv_tcp_t *server);
+
+/* conn_fileno: the connection's socket, or -1 (closed, not yet open). */
+int conn_fileno(const struct conn *c);
 
 /* conn_connect starts connecting to addr; on_connect reports. 0 or UV_E*. */
 int conn_connect(struct conn *c, const struct sockaddr *addr);
@@ -81,6 +91,13 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, enum conn_tls_role role, const 
  * had: answer NO in clear); UV_EALREADY if already on; UV_EBUSY during a TLS
  * handshake; UV_EPIPE if closing; or conn_write's failure. */
 int conn_start_compress(struct conn *c, const void *reply, size_t reply_len);
+
+/* conn_inject hands the conn len bytes that came from the peer but were
+ * read by the owner itself (what followed a PROXY protocol header), as if
+ * the socket had delivered them now: into the TLS engine when TLS is on,
+ * else straight to on_read.  Returns 0; UV_EINVAL once compressing;
+ * UV_ENOMEM (reported as on_eof too). */
+int conn_inject(struct conn *c, const uint8_t *data, size_t len);
 
 int conn_read_start(struct conn *c);
 void conn_read_stop(struct conn *c);
@@ -122,6 +139,8 @@ const char *conn_compress_error(const struct conn *c);
 int conn_is_tls(const struct conn *c);
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
+/* conn_tls_server_name: the SNI a TLS client sent us (tls_server_name). */
+const char *conn_tls_server_name(const struct conn *c);
 const char *conn_tls_error(const struct conn *c);
 enum conn_side {
     CONN_LOCAL, /* our end of the connection */

@@ -44,6 +44,7 @@ struct dir {
 
 struct dir_req {
     struct dir *d;
+    const struct config *cfg;     /* routes and backends to choose from (the session's) */
     dir_cb cb;
     void *ctx;
     char login[SCHEMA_MAX_LOGIN_LEN + 1];
@@ -277,6 +278,12 @@ static long dir_hash_reply(const redisReply *r, const char **f, size_t *fl, cons
 
 static void dir_choose_host(struct dir_req *q, const struct schema_host *hosts, size_t num)
 {
+    if (num == 0 && q->res.backend == q->cfg->backend_template) {
+        log_msg(LOG_ERR, "redis: backend %s is named only in Redis and its record there has "
+                "no hosts", q->res.backend_name);
+        dir_fail(q, DIR_UNAVAILABLE, "backend of the template has no hosts in redis");
+        return;
+    }
     long i = chash_pick(hosts, num, q->login);
     if (i < 0) {
         dir_fail(q, DIR_UNAVAILABLE, "every host of the backend is marked down");
@@ -341,7 +348,12 @@ static void dir_route(struct dir_req *q)
         name = q->domain.backend;
     }
     if (name != NULL) {
-        q->res.backend = config_find_backend(d->cfg, name);
+        q->res.backend = config_find_backend(q->cfg, name);
+        if (q->res.backend == NULL && q->cfg->backend_template != NULL && d->cmd != NULL &&
+            schema_name_valid(name)) {
+            /* named only in Redis: the template's settings, Redis's hosts */
+            q->res.backend = q->cfg->backend_template;
+        }
         if (q->res.backend == NULL) {
             log_msg(LOG_ERR, "redis: route of %s names backend %s, which the configuration "
                     "does not define", q->login, name);
@@ -350,7 +362,7 @@ static void dir_route(struct dir_req *q)
             return;
         }
     } else {
-        q->res.backend = config_route_lookup(d->cfg, q->login);
+        q->res.backend = config_route_lookup(q->cfg, q->login);
         if (q->res.backend == NULL) {
             dir_fail(q, DIR_NO_ROUTE, "no route for this login");
             dir_finish(q);
@@ -358,13 +370,15 @@ static void dir_route(struct dir_req *q)
         }
     }
     const struct config_backend *cb = q->res.backend;
+    snprintf(q->res.backend_name, sizeof(q->res.backend_name), "%s",
+             cb == q->cfg->backend_template ? name : cb->name);
     if (d->cmd == NULL) {
         dir_choose_host(q, cb->hosts, cb->num_hosts);
         dir_finish(q);
         return;
     }
     schema_key(q->backend_key, sizeof(q->backend_key), d->cfg->redis.prefix, SCHEMA_BACKEND,
-               cb->name);
+               q->res.backend_name);
     struct dir_entry *e = dir_cache_get(d, q->backend_key);
     if (e != NULL) {
         if (e->present) {
@@ -536,11 +550,18 @@ static void dir_bf_keys(const struct dir *d, const char *login, const char *clie
 
 int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb cb, void *ctx)
 {
+    return dir_lookup_in(d, d->cfg, login, client_ip, cb, ctx);
+}
+
+int dir_lookup_in(struct dir *d, const struct config *cfg, const char *login,
+                  const char *client_ip, dir_cb cb, void *ctx)
+{
     struct dir_req *q = calloc(1, sizeof(*q));
     if (q == NULL) {
         return -1;
     }
     q->d = d;
+    q->cfg = cfg;
     q->cb = cb;
     q->ctx = ctx;
     q->res.status = DIR_OK;
@@ -672,6 +693,13 @@ struct dir *dir_new(uv_loop_t *loop, const struct config *cfg, const struct dir_
         }
     }
     return d;
+}
+
+void dir_set_config(struct dir *d, const struct config *cfg)
+{
+    if (d != NULL) {
+        d->cfg = cfg;
+    }
 }
 
 void dir_close(struct dir *d)

@@ -47,6 +47,10 @@ struct dir_result {
     struct bruteforce_counts bf;    /* brute-force counters, this attempt counted */
     int bf_counted;                 /* bf was counted: the attempt must be settled */
     unsigned long kick_gen;         /* the login's kick generation (0: never kicked) */
+    char backend_name[SCHEMA_MAX_NAME_LEN + 1]; /* the backend's name; with the
+                                                   configuration's backend_template
+                                                   (backend points at it) the name from
+                                                   Redis */
 };
 
 /* cb owns nothing; the result is freed after it returns. */
@@ -61,6 +65,21 @@ struct dir *dir_new(uv_loop_t *loop, const struct config *cfg, const struct dir_
  * counting on) the failure counters are read too.  cb is called exactly once,
  * possibly before dir_lookup returns.  Returns 0, or -1 on OOM (no cb). */
 int dir_lookup(struct dir *d, const char *login, const char *client_ip, dir_cb cb, void *ctx);
+
+/* dir_lookup_in is dir_lookup choosing routes and backends from cfg (the
+ * snapshot a session started with; borrowed until cb) instead of the
+ * directory's own.  A backend that Redis names and cfg does not define is
+ * chosen when cfg has a backend_template: the result's backend is the
+ * template, backend_name the name, and the hosts come from the Redis record
+ * (none there: DIR_UNAVAILABLE). */
+int dir_lookup_in(struct dir *d, const struct config *cfg, const char *login,
+                  const char *client_ip, dir_cb cb, void *ctx);
+
+/* dir_set_config makes cfg (borrowed; the caller keeps it alive while the
+ * directory uses it) the configuration for lookups without their own and for
+ * the brute-force settings.  Its redis section must be the one the directory
+ * was made with (a reload refuses a change there). */
+void dir_set_config(struct dir *d, const struct config *cfg);
 
 enum dir_bf_outcome {
     DIR_BF_SUCCESS, /* the password was proven: uncount it, clear the pair, trust the address */

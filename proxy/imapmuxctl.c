@@ -3,6 +3,8 @@
  * 0 done, 1 refused (no such user, exists, invalid value), 2 usage, 3 Redis
  * unreachable or failing. */
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +52,8 @@ static void ctl_usage(FILE *f)
           "  backend show NAME\n"
           "  kick LOGIN\n"
           "  audit verify FILE           (checks the hash chain; needs no Redis)\n"
+          "  reload --pid PID | --pid-file FILE  (SIGHUP to the daemon: it rereads its\n"
+          "                              configuration; its log says whether it was taken)\n"
           "Passwords come from standard input when it is not a terminal, else from a\n"
           "prompt. Schemes: yescrypt (default), sha512-crypt, bcrypt, argon2id.\n"
           "Exit codes: 0 done, 1 refused, 2 usage, 3 Redis unreachable or failing.\n",
@@ -114,6 +118,21 @@ static int ctl_open(struct ctl *c, const struct config_redis *cfg, const char *h
             redisContext *s = ctl_connect_to(cfg->sentinels[i].host, cfg->sentinels[i].port, tmo);
             if (s == NULL) {
                 continue;
+            }
+            if (cfg->sentinel_password != NULL) {
+                redisReply *a = redisCommand(s, "AUTH %s", cfg->sentinel_password);
+                int refused = a == NULL || a->type == REDIS_REPLY_ERROR;
+                if (a != NULL) {
+                    if (refused) {
+                        fprintf(stderr, "imapmuxctl: sentinel %s:%u: %s\n", cfg->sentinels[i].host,
+                                (unsigned)cfg->sentinels[i].port, a->str);
+                    }
+                    freeReplyObject(a);
+                }
+                if (refused) {
+                    redisFree(s);
+                    continue;
+                }
             }
             redisReply *r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", cfg->master_name);
             if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
@@ -845,6 +864,56 @@ static int ctl_audit_verify(const char *path)
     return rc;
 }
 
+/* ctl_reload sends SIGHUP to the daemon given by --pid or --pid-file, once
+ * /proc says that process is an imapmux. */
+static int ctl_reload(int argc, char **argv)
+{
+    char buf[64], comm[64];
+    long pid = -1;
+    if (argc != 2 || (strcmp(argv[0], "--pid") != 0 && strcmp(argv[0], "--pid-file") != 0)) {
+        return ctl_fail(CTL_USAGE, "reload --pid PID | --pid-file FILE");
+    }
+    const char *text = argv[1];
+    if (strcmp(argv[0], "--pid-file") == 0) {
+        FILE *f = fopen(argv[1], "r");
+        if (f == NULL) {
+            return ctl_fail(CTL_REFUSED, "%s: %s", argv[1], strerror(errno));
+        }
+        if (fgets(buf, sizeof(buf), f) == NULL) {
+            buf[0] = '\0';
+        }
+        fclose(f);
+        text = buf;
+    }
+    char *end;
+    errno = 0;
+    pid = strtol(text, &end, 10);
+    while (*end == '\n' || *end == ' ') {
+        end++;
+    }
+    if (errno != 0 || end == text || *end != '\0' || pid <= 1 || pid > INT_MAX) {
+        return ctl_fail(CTL_REFUSED, "not a process id: %s", text);
+    }
+    snprintf(buf, sizeof(buf), "/proc/%ld/comm", pid);
+    FILE *f = fopen(buf, "r");
+    if (f == NULL || fgets(comm, sizeof(comm), f) == NULL) {
+        if (f != NULL) {
+            fclose(f);
+        }
+        return ctl_fail(CTL_REFUSED, "no process %ld", pid);
+    }
+    fclose(f);
+    comm[strcspn(comm, "\n")] = '\0';
+    if (strcmp(comm, "imapmux") != 0) {
+        return ctl_fail(CTL_REFUSED, "process %ld is %s, not imapmux", pid, comm);
+    }
+    if (kill((pid_t)pid, SIGHUP) != 0) {
+        return ctl_fail(CTL_REFUSED, "cannot signal %ld: %s", pid, strerror(errno));
+    }
+    printf("reload requested from imapmux %ld\n", pid);
+    return CTL_OK;
+}
+
 int main(int argc, char **argv)
 {
     const char *cfg_path = NULL, *redis_addr = NULL, *prefix = NULL;
@@ -871,6 +940,9 @@ int main(int argc, char **argv)
         return ctl_fail(CTL_USAGE, "which command?");
     }
     const char *cmd = argv[i];
+    if (strcmp(cmd, "reload") == 0) {
+        return ctl_reload(argc - i - 1, argv + i + 1);
+    }
     if (strcmp(cmd, "audit") == 0) {
         if (argc - i != 3 || strcmp(argv[i + 1], "verify") != 0) {
             return ctl_fail(CTL_USAGE, "audit verify FILE");

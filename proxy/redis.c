@@ -6,13 +6,11 @@
 #include <strings.h>
 
 #include <hiredis/async.h>
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#include <hiredis/adapters/libuv.h>
-#pragma GCC diagnostic pop
+#include <hiredis/hiredis.h>
+#include <uv.h>
 
 #include "common/log.h"
+#include "proxy/metrics.h"
 
 #define RCLIENT_BACKOFF_FIRST_MS 100
 
@@ -51,6 +49,7 @@ struct rclient_req {
     redisAsyncContext *ac;         /* the connection it was sent on */
     rclient_cb cb;
     void *ctx;
+    uint64_t t0_ns;                /* uv_hrtime when sent */
 };
 
 static void rclient_connect(struct rclient *rc);
@@ -69,6 +68,7 @@ static void rclient_set_up(struct rclient *rc, int up)
         return;
     }
     rc->was_up = up;
+    metrics_redis_up(rc->channel != NULL, up);
     if (rc->ops != NULL && rc->ops->on_up != NULL) {
         rc->ops->on_up(rc->ctx, up);
     }
@@ -156,6 +156,141 @@ static void rclient_on_disconnect(const redisAsyncContext *ac, int status)
                      : (ac->errstr[0] ? ac->errstr : "connection lost"));
 }
 
+/* --- the event adapter ------------------------------------------------------------
+ * hiredis's own libuv adapter (adapters/libuv.h) asks the poll for
+ * writability before every command and drops it after: with libuv 1.44 each
+ * change is an epoll_ctl DEL and ADD, about four per command, and one write
+ * per command.  This one keeps the read interest registered and writes from
+ * a prepare handle just before the loop polls again: every command queued
+ * in one loop turn (by any session) goes out in one write, and writability
+ * is polled only while the socket is connecting or full. */
+
+struct rclient_ev {
+    redisAsyncContext *ac;  /* NULL once hiredis cleaned up */
+    uv_poll_t poll;         /* poll.data = this */
+    uv_prepare_t flush;     /* flush.data = this; runs while a write is wanted */
+    int events;             /* what poll watches (UV_READABLE, UV_WRITABLE) */
+    int in_flush;           /* redisAsyncHandleWrite runs from the prepare handle */
+    int pending_closes;     /* handles not yet closed after cleanup */
+};
+
+static void rclient_ev_on_poll(uv_poll_t *h, int status, int events)
+{
+    struct rclient_ev *e = h->data;
+    if (status != 0) {
+        /* an error on the socket: let hiredis find it by reading */
+        events = UV_READABLE;
+    }
+    if (e->ac != NULL && (events & UV_READABLE)) {
+        redisAsyncHandleRead(e->ac);
+    }
+    if (e->ac != NULL && (events & UV_WRITABLE)) {
+        redisAsyncHandleWrite(e->ac);
+    }
+}
+
+static void rclient_ev_watch(struct rclient_ev *e, int events)
+{
+    if (events == e->events || e->ac == NULL) {
+        return;
+    }
+    e->events = events;
+    if (events != 0) {
+        uv_poll_start(&e->poll, events, rclient_ev_on_poll);
+    } else {
+        uv_poll_stop(&e->poll);
+    }
+}
+
+static void rclient_ev_on_flush(uv_prepare_t *h)
+{
+    struct rclient_ev *e = h->data;
+    uv_prepare_stop(&e->flush);
+    if (e->ac != NULL) {
+        e->in_flush = 1;
+        redisAsyncHandleWrite(e->ac); /* may clean up: e stays until the closes */
+        e->in_flush = 0;
+    }
+}
+
+static void rclient_ev_add_read(void *priv)
+{
+    struct rclient_ev *e = priv;
+    rclient_ev_watch(e, e->events | UV_READABLE);
+}
+
+static void rclient_ev_del_read(void *priv)
+{
+    struct rclient_ev *e = priv;
+    rclient_ev_watch(e, e->events & ~UV_READABLE);
+}
+
+static void rclient_ev_add_write(void *priv)
+{
+    struct rclient_ev *e = priv;
+    if (e->ac == NULL) {
+        return;
+    }
+    if (!(e->ac->c.flags & REDIS_CONNECTED) || e->in_flush) {
+        /* connecting (writability says connected), or the socket took only
+           part of the buffer: wait until it can take more */
+        rclient_ev_watch(e, e->events | UV_WRITABLE);
+    } else if (!(e->events & UV_WRITABLE)) {
+        uv_prepare_start(&e->flush, rclient_ev_on_flush);
+    }
+}
+
+static void rclient_ev_del_write(void *priv)
+{
+    struct rclient_ev *e = priv;
+    uv_prepare_stop(&e->flush);
+    rclient_ev_watch(e, e->events & ~UV_WRITABLE);
+}
+
+static void rclient_ev_on_close(uv_handle_t *h)
+{
+    struct rclient_ev *e = h->data;
+    if (--e->pending_closes == 0) {
+        free(e);
+    }
+}
+
+static void rclient_ev_cleanup(void *priv)
+{
+    struct rclient_ev *e = priv;
+    e->ac = NULL;
+    e->pending_closes = 2;
+    uv_close((uv_handle_t *)&e->poll, rclient_ev_on_close);
+    uv_close((uv_handle_t *)&e->flush, rclient_ev_on_close);
+}
+
+/* rclient_ev_attach hooks ac to loop; REDIS_OK or REDIS_ERR (nothing to undo). */
+static int rclient_ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data != NULL) {
+        return REDIS_ERR;
+    }
+    struct rclient_ev *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        return REDIS_ERR;
+    }
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        free(e);
+        return REDIS_ERR;
+    }
+    uv_prepare_init(loop, &e->flush);
+    e->ac = ac;
+    e->poll.data = e;
+    e->flush.data = e;
+    ac->ev.data = e;
+    ac->ev.addRead = rclient_ev_add_read;
+    ac->ev.delRead = rclient_ev_del_read;
+    ac->ev.addWrite = rclient_ev_add_write;
+    ac->ev.delWrite = rclient_ev_del_write;
+    ac->ev.cleanup = rclient_ev_cleanup;
+    return REDIS_OK;
+}
+
 static redisAsyncContext *rclient_open(struct rclient *rc, const char *host, int port)
 {
     snprintf(rc->host, sizeof(rc->host), "%s", host);
@@ -170,7 +305,7 @@ static redisAsyncContext *rclient_open(struct rclient *rc, const char *host, int
         return NULL;
     }
     ac->data = rc;
-    if (redisLibuvAttach(ac, rc->loop) != REDIS_OK) {
+    if (rclient_ev_attach(ac, rc->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         return NULL;
     }
@@ -292,6 +427,18 @@ static void rclient_handshake(struct rclient *rc, const char *host, int port)
     }
 }
 
+static void rclient_on_sentinel_auth(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rclient *rc = priv;
+    const redisReply *r = reply;
+    if (ac != rc->ac || rc->state != RC_SENTINEL) {
+        return;
+    }
+    if (rclient_is_error(r)) {
+        rclient_fail(rc, r != NULL && r->str != NULL ? r->str : "the sentinel refused AUTH");
+    }
+}
+
 static void rclient_on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rclient *rc = priv;
@@ -299,6 +446,10 @@ static void rclient_on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
     char host[256];
     int port;
     if (ac != rc->ac || rc->state != RC_SENTINEL) {
+        return;
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        rclient_fail(rc, r->str); /* NOAUTH: the sentinel wants sentinel_password */
         return;
     }
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -337,6 +488,11 @@ static void rclient_connect(struct rclient *rc)
         return;
     }
     rclient_arm(rc, rc->cfg->connect_timeout_ms);
+    /* hiredis queues both until the connection is up; they go out together */
+    if (rc->cfg->sentinel_password != NULL) {
+        const char *auth[2] = {"AUTH", rc->cfg->sentinel_password};
+        redisAsyncCommandArgv(rc->ac, rclient_on_sentinel_auth, rc, 2, auth, NULL);
+    }
     const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", rc->cfg->master_name};
     if (redisAsyncCommandArgv(rc->ac, rclient_on_sentinel, rc, 3, argv, NULL) != REDIS_OK) {
         rclient_fail(rc, "cannot ask the sentinel");
@@ -361,6 +517,7 @@ struct rclient *rclient_new(uv_loop_t *loop, const struct config_redis *cfg, con
     rc->backoff_ms = RCLIENT_BACKOFF_FIRST_MS;
     uv_timer_init(loop, &rc->timer);
     rc->timer.data = rc;
+    metrics_redis_client(channel != NULL, 1);
     rclient_connect(rc);
     return rc;
 }
@@ -385,6 +542,7 @@ static void rclient_on_reply(redisAsyncContext *ac, void *reply, void *priv)
             rclient_arm(rc, rc->cfg->command_timeout_ms); /* progress: time the next one */
         }
     }
+    metrics_redis_command(uv_hrtime() - req->t0_ns, r != NULL);
     req->cb(req->ctx, r);
     free(req);
     if (current && r != NULL && r->type == REDIS_REPLY_ERROR &&
@@ -408,6 +566,7 @@ int rclient_cmd(struct rclient *rc, rclient_cb cb, void *ctx, int argc, const ch
     req->ac = rc->ac;
     req->cb = cb;
     req->ctx = ctx;
+    req->t0_ns = uv_hrtime();
     if (redisAsyncCommandArgv(rc->ac, rclient_on_reply, req, argc, argv, lens) != REDIS_OK) {
         free(req);
         return -1;
@@ -429,6 +588,7 @@ void rclient_close(struct rclient *rc)
         return;
     }
     rc->state = RC_CLOSED;
+    metrics_redis_client(rc->channel != NULL, 0);
     rclient_drop(rc);
     uv_timer_stop(&rc->timer);
     uv_close((uv_handle_t *)&rc->timer, rclient_on_timer_close);

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/schema.h"
 #include "common/secret.h"
+#include "common/seenset.h"
 #include "proxy/conn.h"
 
 #define SESSCACHE_TICK_MAX_MS 1000
@@ -49,6 +50,7 @@ struct sesscache {
     uv_timer_t timer;               /* ttl pass while entries exist; timer.data = this */
     unsigned tick_ms;
     struct sesscache_stats stats;
+    struct seenset *seen;           /* keys seen lately (park: returning), or NULL */
 };
 
 #define CACHE_ENTRY(l) LIST_ITEM(l, struct cache_entry, link)
@@ -198,6 +200,15 @@ struct sesscache *sesscache_new(uv_loop_t *loop, struct config *cfg)
     if (c->tick_ms < 25) {
         c->tick_ms = 25;
     }
+    if (cfg->session_cache.park == CONFIG_PARK_RETURNING) {
+        c->seen = seenset_new(cfg->session_cache.seen_slots);
+        if (c->seen == NULL) {
+            log_msg(LOG_ERR, "session cache: out of memory; running without it");
+            config_unref(&c->cfg);
+            secret_free(c, sizeof(*c));
+            return NULL;
+        }
+    }
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     return c;
@@ -333,6 +344,40 @@ void sesscache_cancel(struct sesscache *c, void *ctx)
     }
 }
 
+/* cache_tag: the seen set's tag of a key (an HMAC already: no login and no
+ * credential can be read from it). */
+static uint64_t cache_tag(const uint8_t key[SESSCACHE_KEY_LEN])
+{
+    uint64_t t = 0;
+    memcpy(&t, key, sizeof(t));
+    return t;
+}
+
+int sesscache_returning(struct sesscache *c, const uint8_t key[SESSCACHE_KEY_LEN])
+{
+    if (c == NULL) {
+        return 0;
+    }
+    if (c->seen == NULL) {
+        return 1; /* park: always */
+    }
+    return seenset_check_note(c->seen, cache_tag(key), uv_now(c->loop),
+                              c->cfg->session_cache.ttl_ms);
+}
+
+void sesscache_seen(struct sesscache *c, const uint8_t key[SESSCACHE_KEY_LEN], int parked)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (!parked) {
+        c->stats.not_parked++;
+    }
+    if (c->seen != NULL) {
+        seenset_note(c->seen, cache_tag(key), uv_now(c->loop));
+    }
+}
+
 static void cache_on_tick(uv_timer_t *t)
 {
     struct sesscache *c = t->data;
@@ -386,6 +431,7 @@ void sesscache_stats(const struct sesscache *c, struct sesscache_stats *out)
 static void cache_on_timer_close(uv_handle_t *h)
 {
     struct sesscache *c = h->data;
+    seenset_free(c->seen);
     config_unref(&c->cfg);
     secret_free(c, sizeof(*c)); /* c->secret, the HMAC key */
 }

@@ -30,6 +30,7 @@ struct sesscache_stats {
     uint64_t evicted_limit; /* dropped for max_per_user or max_total */
     uint64_t evicted_lost;  /* the backend closed or said BYE, or the reset failed */
     uint64_t evicted_event; /* a kick or routing event for the user */
+    uint64_t not_parked;    /* parkable LOGOUTs relayed: no return was likely (park policy) */
 };
 
 /* sesscache_new: the cache of one worker; NULL when cfg does not enable it
@@ -81,6 +82,16 @@ enum sesscache_result sesscache_take(struct sesscache *c, const char *user,
 void sesscache_cancel(struct sesscache *c, void *ctx);
 
 #define SESSCACHE_RESET_MAX_MS 5000 /* a parked connection not reset by then is dropped */
+
+/* sesscache_returning: the parking policy's question at a login keyed with
+ * key ("is a return likely?").  Returns 1 under park: always, or when the
+ * same key was seen (at a login or a LOGOUT) within ttl_ms; 0 otherwise.
+ * Notes key as seen now either way.  NULL c: 0. */
+int sesscache_returning(struct sesscache *c, const uint8_t key[SESSCACHE_KEY_LEN]);
+
+/* sesscache_seen notes key as seen now (a LOGOUT, parked or not); counts
+ * a LOGOUT the policy did not park when parked is 0.  NULL c: nothing. */
+void sesscache_seen(struct sesscache *c, const uint8_t key[SESSCACHE_KEY_LEN], int parked);
 
 /* sesscache_evict_user drops the connections parked for user (a kick or a
  * route change); sesscache_evict_all drops every one (domain and backend

@@ -36,9 +36,9 @@ void session_log(struct session *s, int level, const char *fmt, ...)
     if (!log_enabled(level)) {
         return;
     }
-    char backend[320] = "";
+    char backend[400] = ""; /* name (64), host (255), port */
     if (s->route != NULL) {
-        snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route->name, s->host,
+        snprintf(backend, sizeof(backend), " backend=%s(%s:%u)", s->route_name, s->host,
                  (unsigned)s->port);
     }
     snprintf(prefix, sizeof(prefix), "session=%s client=%s:%u listener=%s:%u%s%s%s state=%s%s%s: ",
@@ -189,18 +189,24 @@ void session_maybe_free(struct session *s)
     s->flags |= SESSION_F_FREED;
     list_remove(&s->link);
     conncap_release(s->env->conncap, &s->conncap);
+    metrics_listener_closed((size_t)(s->listener - s->cfg->listeners));
     s->env->num_sessions--;
     session_login_clear(s);
+    (void)session_name_set(&s->user, "");
+    (void)session_name_set(&s->auth_user, "");
+    (void)session_name_set(&s->host, "");
     free(s->shown_capa);
     free(s->cached_capa);
     audit_tap_free(s->tap);
     session_relay_free(s);
     imap_parser_free(s->parser);
+    proxy_proto_free(s->proxy);
     if (s->inbuf != NULL) {
         OPENSSL_cleanse(s->inbuf, s->inbuf_len);
         free(s->inbuf);
     }
     config_unref(&s->cfg);
+    snapshot_unref(&s->snap);
     secret_free(s, sizeof(*s)); /* cache_key is an HMAC of the password */
 }
 
@@ -259,6 +265,7 @@ void session_close(struct session *s, const char *reason)
     session_set_state(s, SESSION_CLOSING);
     s->flags &= ~SESSION_F_AUTH_CONT;
     session_park_cancel(s);
+    sesslimit_release(s->env->limits, &s->lease); /* the login's count drops at once */
     if (s->backend_login != NULL) {
         backend_free(s->backend_login);
         s->backend_login = NULL;
@@ -318,6 +325,10 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
 {
     struct session *s = ctx;
 
+    if (s->flags & SESSION_F_PROXY_WAIT) {
+        session_proxy_input(s, data, len);
+        return;
+    }
     switch (s->state) {
     case SESSION_RELAY:
         session_relay_client_read(s, data, len);
@@ -333,6 +344,8 @@ static void session_on_client_read(void *ctx, const uint8_t *data, size_t len)
 void session_on_client_handshake(void *ctx, int status)
 {
     struct session *s = ctx;
+    metrics_tls_handshake(status == 0 ? METRICS_TLS_OK
+                                      : metrics_tls_reason(conn_tls_error(s->client)));
     if (status != 0) {
         session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
         session_close(s, NULL);
@@ -353,6 +366,10 @@ void session_on_client_handshake(void *ctx, int status)
 static void session_on_client_eof(void *ctx, int status)
 {
     struct session *s = ctx;
+    if (s->state == SESSION_TLS_ACCEPT || s->state == SESSION_STARTTLS) {
+        metrics_tls_handshake(status == IMAPMUX_E_TLS ? metrics_tls_reason(conn_tls_error(s->client))
+                                                      : METRICS_TLS_EOF);
+    }
     if (s->state == SESSION_TLS_ACCEPT && status == IMAPMUX_E_TLS) {
         session_log(s, LOG_INFO, "TLS handshake failed: %s", conn_tls_error(s->client));
         session_close(s, NULL);
@@ -393,6 +410,10 @@ static const struct conn_ops session_client_ops = {
 static void session_on_timer(uv_timer_t *t)
 {
     struct session *s = t->data;
+    if ((s->flags & SESSION_F_PROXY_WAIT) && s->state != SESSION_CLOSING) {
+        session_close(s, "PROXY header timeout");
+        return;
+    }
     switch (s->state) {
     case SESSION_CLOSING:
         /* the client did not take our last words in time: cut */
@@ -415,12 +436,14 @@ static void session_on_timer(uv_timer_t *t)
     }
     case SESSION_TLS_ACCEPT:
     case SESSION_STARTTLS:
+        metrics_tls_handshake(METRICS_TLS_TIMEOUT);
         session_close(s, "pre-auth timeout during TLS handshake");
         return;
     case SESSION_LOGGING_IN: {
         char why[64];
         snprintf(why, sizeof(why), "login timed out in step=%s",
                  session_login_step_name(s->login_step));
+        session_login_metrics(s, METRICS_LOGIN_UNAVAILABLE);
         session_bye(s, "Pre-authentication timeout", why);
         return;
     }
@@ -434,19 +457,23 @@ int session_accept(struct session_env *env, uv_stream_t *server,
                    const struct config_listener *listener)
 {
     struct session *s = calloc(1, sizeof(*s));
-    struct imap_parser_limits lim;
     int r;
 
     if (s == NULL) {
         return UV_ENOMEM;
     }
+    s->user = session_no_name;
+    s->auth_user = session_no_name;
+    s->host = session_no_name;
     s->env = env;
     s->cfg = config_ref(env->cfg);
+    s->snap = snapshot_ref(env->snap);
     s->listener = listener;
     snprintf(s->id, sizeof(s->id), "w%u-%" PRIu64, env->worker_id, ++env->next_id);
     s->client = conn_new(env->loop, &session_client_ops, s);
     if (s->client == NULL) {
         config_unref(&s->cfg);
+        snapshot_unref(&s->snap);
         free(s);
         return UV_ENOMEM;
     }
@@ -454,6 +481,7 @@ int session_accept(struct session_env *env, uv_stream_t *server,
     s->pending = 2; /* client conn, timer */
     uv_timer_init(env->loop, &s->timer);
     s->timer.data = s;
+    metrics_listener_accepted((size_t)(listener - s->cfg->listeners)); /* closed at free */
     list_push_front(&env->sessions, &s->link);
     env->num_sessions++;
     s->state = SESSION_TLS_ACCEPT;
@@ -464,31 +492,35 @@ int session_accept(struct session_env *env, uv_stream_t *server,
         return r;
     }
     conn_addr(s->client, CONN_PEER, s->client_ip, sizeof(s->client_ip), &s->client_port);
-    s->conncap_refused = conncap_acquire(env->conncap, s->client_ip, &s->conncap);
     conn_addr(s->client, CONN_LOCAL, s->local_ip, sizeof(s->local_ip), &s->local_port);
+    memcpy(s->peer_ip, s->client_ip, sizeof(s->peer_ip));
+    s->peer_port = s->client_port;
+    if (listener->proxy_protocol) {
+        return session_proxy_begin(s); /* session_start follows the header */
+    }
+    return session_start(s);
+}
+
+int session_start(struct session *s)
+{
+    struct session_env *env = s->env;
+    const struct config_listener *listener = s->listener;
+    int r;
+
+    s->conncap_refused = conncap_acquire(env->conncap, s->client_ip, &s->conncap);
     s->start_us = session_mono_us();
     if (env->audit != NULL && session_audit_start(s) != 0) {
         session_close(s, "out of memory");
         return UV_ENOMEM;
     }
 
-    memset(&lim, 0, sizeof(lim));
-    lim.max_line_len = s->cfg->max_line_len;
-    lim.max_literal_len = s->cfg->max_preauth_literal_len;
-    lim.max_command_len = s->cfg->max_line_len + 2 * s->cfg->max_preauth_literal_len;
-    lim.max_args = SESSION_MAX_ARGS;
-    lim.max_depth = SESSION_MAX_DEPTH;
-    lim.max_tag_len = SESSION_MAX_TAG_LEN;
-    s->parser = imap_parser_new(&lim);
-    if (s->parser == NULL) {
-        session_close(s, "out of memory");
-        return UV_ENOMEM;
-    }
+    /* the pre-auth parser comes with the first input (session_preauth.c):
+       a connection that says nothing holds none */
     /* pre-auth is bounded from accept, whatever the client trickles in */
     session_set_deadline(s, s->cfg->preauth_timeout_ms);
     session_log(s, LOG_DEBUG, "accepted");
-    if (listener->tls == CONFIG_LISTENER_IMPLICIT) {
-        if (conn_start_tls(s->client, env->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
+    if (listener->tls == CONFIG_LISTENER_IMPLICIT) { /* after any PROXY header */
+        if (conn_start_tls(s->client, s->snap->server_ctx, CONN_TLS_SERVER, s->authority) != 0) {
             session_close(s, "out of memory");
             return UV_ENOMEM;
         }
@@ -515,4 +547,23 @@ void session_drain_all(struct session_env *env, int final)
             session_bye(s, "[UNAVAILABLE] Server shutting down", "server shutting down");
         }
     }
+}
+
+const char session_no_name[1] = "";
+
+int session_name_set(const char **slot, const char *text)
+{
+    if (*slot != session_no_name && *slot != NULL) {
+        free((char *)*slot);
+    }
+    *slot = session_no_name;
+    if (text[0] == '\0') {
+        return 0;
+    }
+    char *copy = strdup(text);
+    if (copy == NULL) {
+        return UV_ENOMEM;
+    }
+    *slot = copy;
+    return 0;
 }

@@ -21,6 +21,8 @@ struct audit_queue;
 struct warm;
 struct sesscache;
 struct conncap;
+struct sesslimit;
+struct snapshot;
 
 /* Counters of one worker, written to the log periodically and at exit. */
 struct session_stats {
@@ -54,6 +56,10 @@ struct session_env {
                                     main, outlives the workers), or NULL: no caps */
     int audit_paused;            /* the queue is full (policy block): clients not read */
     struct session_stats stats;
+    struct sesslimit *limits;    /* sessions per login across instances, or NULL: none */
+    struct snapshot *snap;       /* the worker's reference to the snapshot in force (cfg,
+                                    server_ctx and backend_ctx are its); sessions take
+                                    their own */
 };
 
 /* session_accept accepts one pending connection of server and starts its

@@ -19,6 +19,8 @@
 
 /* --- audit records ---------------------------------------------------------- */
 
+#define SESSION_AUDIT_SUMMARY_US 1000000 /* a preauth_summary at most this often (us) */
+
 uint64_t session_mono_us(void)
 {
     return uv_hrtime() / 1000u;
@@ -41,8 +43,11 @@ static void session_audit_begin(struct session *s, struct json *j, char *buf, si
              s->listener->address, (unsigned)s->listener->port);
     json_str(j, "listener", addr);
     if ((s->flags & SESSION_F_TLS) && s->client != NULL) {
-        json_str(j, "tls", conn_tls_version(s->client));
-        json_str(j, "cipher", conn_tls_cipher(s->client));
+        json_str(j, "tls", session_tls_version(s));
+        json_str(j, "cipher", session_tls_cipher(s));
+    }
+    if (s->listener->proxy_protocol) {
+        json_str(j, "via", s->peer_ip); /* the balancer that sent the PROXY header */
     }
     if (s->user[0] != '\0') {
         json_str(j, "user", s->user);
@@ -51,7 +56,7 @@ static void session_audit_begin(struct session *s, struct json *j, char *buf, si
         json_str(j, "auth_user", s->auth_user);
     }
     if (s->route != NULL) {
-        json_str(j, "backend", s->route->name);
+        json_str(j, "backend", s->route_name);
         snprintf(addr, sizeof(addr), strchr(s->host, ':') ? "[%s]:%u" : "%s:%u", s->host,
                  (unsigned)s->port);
         json_str(j, "backend_host", addr);
@@ -75,6 +80,8 @@ static void session_audit_push(struct session *s, struct json *j)
     case AUDIT_CLOSE:
         s->flags |= SESSION_F_AUDIT_FULL;
         break;
+    case AUDIT_NO_ROOM:
+        break; /* only audit_push_preauth says it */
     }
 }
 
@@ -89,11 +96,63 @@ int session_audit_full(struct session *s)
     return 1;
 }
 
+/* session_audit_logged_in: the session's records are a logged-in one's
+ * (the gate is set up at login, before the LOGIN's OK goes out, and lives
+ * until the session is freed). */
+static int session_audit_logged_in(const struct session *s)
+{
+    return s->check != NULL;
+}
+
+/* session_audit_summary writes a preauth_summary with the commands before
+ * login that no record holds yet: in the pre-auth share of the queue
+ * (preauth), or as any other record (at login).  What does not fit stays
+ * counted for the next one, or for session_end. */
+static void session_audit_summary(struct session *s, int preauth)
+{
+    char buf[AUDIT_RECORD_MAX];
+    struct json j;
+    s->preauth_summary_us = session_mono_us();
+    session_audit_begin(s, &j, buf, sizeof(buf), "preauth_summary");
+    json_u64(&j, "unrecorded_commands", s->preauth_unrecorded);
+    if (!preauth) {
+        session_audit_push(s, &j);
+        s->preauth_unrecorded = 0;
+    } else if (audit_push_preauth(s->env->audit, j.buf, json_end(&j)) == AUDIT_PUSHED) {
+        s->preauth_unrecorded = 0;
+    }
+}
+
+/* session_audit_preauth_skip counts a command before login that gets no
+ * record of its own; a summary follows at most once a second. */
+static void session_audit_preauth_skip(struct session *s)
+{
+    s->preauth_unrecorded++;
+    if (s->preauth_summary_us == 0 ||
+        session_mono_us() - s->preauth_summary_us >= SESSION_AUDIT_SUMMARY_US) {
+        session_audit_summary(s, 1);
+    }
+}
+
+void session_audit_preauth_end(struct session *s)
+{
+    if (s->env->audit != NULL && s->preauth_unrecorded > 0) {
+        session_audit_summary(s, 0);
+    }
+}
+
 static void session_on_audit_cmd(void *ctx, const struct audit_cmd *c)
 {
     struct session *s = ctx;
     char buf[AUDIT_RECORD_MAX];
     struct json j;
+    int preauth = !session_audit_logged_in(s);
+    /* a stranger's commands cannot fill the queue: the first few one by
+       one, then counted */
+    if (preauth && s->preauth_records >= s->cfg->audit.preauth_records) {
+        session_audit_preauth_skip(s);
+        return;
+    }
     session_audit_begin(s, &j, buf, sizeof(buf), "command");
     json_str(&j, "tag", c->tag);
     json_str(&j, "command", c->name);
@@ -106,6 +165,15 @@ static void session_on_audit_cmd(void *ctx, const struct audit_cmd *c)
     json_u64(&j, "duration_us", c->end_us - c->start_us);
     json_u64(&j, "bytes_in", c->bytes_in);
     json_u64(&j, "bytes_out", c->bytes_out);
+    if (preauth) {
+        s->preauth_records++;
+        if (audit_push_preauth(s->env->audit, j.buf, json_end(&j)) == AUDIT_PUSHED) {
+            s->audit_commands++;
+        } else {
+            session_audit_preauth_skip(s); /* past the pre-auth share: counted */
+        }
+        return;
+    }
     s->audit_commands++;
     session_audit_push(s, &j);
 }
@@ -129,6 +197,9 @@ void session_audit_event(struct session *s, const char *type, const char *result
     if (strcmp(type, "session_end") == 0) {
         json_u64(&j, "duration_us", session_mono_us() - s->start_us);
         json_u64(&j, "commands", s->audit_commands);
+        if (s->preauth_unrecorded > 0) {
+            json_u64(&j, "unrecorded_commands", s->preauth_unrecorded);
+        }
         json_u64(&j, "bytes_in", s->bytes_in);
         json_u64(&j, "bytes_out", s->bytes_out);
     }

@@ -83,8 +83,9 @@ static void session_on_recheck(void *ctx, const struct dir_result *res)
         session_kick(s, "Session ended by the administrator");
         return;
     }
-    if (res->backend != s->route || res->port != s->port || strcmp(res->host, s->host) != 0) {
-        session_log(s, LOG_INFO, "route changed to %s(%s:%u)", res->backend->name, res->host,
+    if (res->backend != s->route || res->port != s->port || strcmp(res->host, s->host) != 0 ||
+        strcmp(res->backend_name, s->route_name) != 0) {
+        session_log(s, LOG_INFO, "route changed to %s(%s:%u)", res->backend_name, res->host,
                     (unsigned)res->port);
         session_kick(s, "Mailbox moved, please reconnect");
     }
@@ -117,7 +118,7 @@ void session_on_event(struct session_env *env, enum schema_event_type type, cons
             match = domain != NULL && strcmp(domain, arg) == 0;
             break;
         case SCHEMA_EV_BACKEND:
-            match = s->route != NULL && strcmp(s->route->name, arg) == 0;
+            match = s->route != NULL && strcmp(s->route_name, arg) == 0;
             break;
         }
         if (!match) {
@@ -127,7 +128,7 @@ void session_on_event(struct session_env *env, enum schema_event_type type, cons
             session_kick(s, "Session ended by the administrator");
         } else if (s->state == SESSION_RELAY) {
             s->pending++;
-            if (dir_lookup(env->dir, s->user, NULL, session_on_recheck, s) != 0) {
+            if (dir_lookup_in(env->dir, s->cfg, s->user, NULL, session_on_recheck, s) != 0) {
                 s->pending--;
             }
         }
@@ -141,7 +142,7 @@ static void session_kick_recheck(struct session *s)
         return;
     }
     s->pending++;
-    if (dir_lookup(s->env->dir, s->user, NULL, session_on_recheck, s) != 0) {
+    if (dir_lookup_in(s->env->dir, s->cfg, s->user, NULL, session_on_recheck, s) != 0) {
         s->pending--;
     }
 }

@@ -1,7 +1,7 @@
 /* session_login: the login pipeline, from a LOGIN or AUTHENTICATE that
  * pre-auth parsed to the relay or back to pre-auth.  It is a step machine:
  *
- *   lookup -> delay -> cache -> verify -> backend -> done
+ *   lookup -> delay -> cache -> verify -> limit -> backend -> done
  *
  * Each step either goes on at once, or starts one piece of async work (a
  * routing lookup, a brute-force delay, a wait for a parked connection, a
@@ -28,10 +28,47 @@
 #include "proxy/verify.h"
 
 static const char *const login_step_names[] = {
-    "lookup", "delay", "cache", "verify", "backend", "done",
+    "lookup", "delay", "cache", "verify", "limit", "backend", "done",
 };
 _Static_assert(sizeof(login_step_names) / sizeof(login_step_names[0]) == LOGIN_STEP_DONE + 1,
                "a name per login step");
+
+/* The reason label of each refusal in imapmux_login_refusals_total. */
+static const char *const login_refusal_labels[] = {
+    [LOGIN_REFUSE_BAD_NAME] = "bad_name",
+    [LOGIN_REFUSE_NUL_PASSWORD] = "nul_password",
+    [LOGIN_REFUSE_NO_ROUTE] = "no_route",
+    [LOGIN_REFUSE_UNKNOWN] = "unknown_user",
+    [LOGIN_REFUSE_WRONG_PASSWORD] = "wrong_password",
+    [LOGIN_REFUSE_BLOCKED] = "blocked",
+    [LOGIN_REFUSE_DISABLED] = "disabled",
+    [LOGIN_REFUSE_AUTHZID] = "authzid",
+    [LOGIN_REFUSE_BACKEND_AUTH] = "backend_refused",
+    [LOGIN_REFUSE_MASTER] = "master_refused",
+    [LOGIN_REFUSE_BACKEND_DOWN] = "backend_unavailable",
+    [LOGIN_REFUSE_DIRECTORY_DOWN] = "directory_unavailable",
+    [LOGIN_REFUSE_BUSY] = "busy",
+    [LOGIN_REFUSE_INTERNAL] = "internal",
+    [LOGIN_REFUSE_LIMIT_USER] = "session_limit_user",
+    [LOGIN_REFUSE_LIMIT_IP] = "session_limit_ip",
+    [LOGIN_REFUSE_LIMIT_REDIS] = "session_limit_unavailable",
+    [LOGIN_REFUSE_TOKEN] = "token_refused",
+    [LOGIN_REFUSE_TOKEN_UNAVAILABLE] = "token_unavailable",
+};
+
+
+void session_login_metrics(struct session *s, enum metrics_login_result r)
+{
+    if (s->login_t0_ns == 0) {
+        return;
+    }
+    uint64_t now = uv_hrtime();
+    if (s->login_step != LOGIN_STEP_DONE) {
+        metrics_login_step(s->login_step, login_step_names[s->login_step], now - s->step_t0_ns);
+    }
+    metrics_login_done(r, (enum metrics_mech)s->login_mech, now - s->login_t0_ns);
+    s->login_t0_ns = 0;
+}
 
 const char *session_login_step_name(enum login_step step)
 {
@@ -47,6 +84,10 @@ struct login_refusal_info {
     int level;          /* of the log line */
     uint8_t counts;     /* a failed attempt: brute-force counters, max_auth_failures */
     uint8_t unavailable;/* counted as logins_unavailable (else logins_failed) */
+    uint8_t untested;   /* counts for the session only: the password was not tested, so
+                           the shared counters take it back as an attempt that proved
+                           nothing (a blocked attempt must not block the address further:
+                           a burst of right logins from a webmail host would) */
 };
 
 /* Unknown users, wrong passwords and blocks get the same answer: the client
@@ -61,7 +102,7 @@ static const struct login_refusal_info login_refusals[] = {
     [LOGIN_REFUSE_UNKNOWN] = {LOGIN_AUTH_FAILED, "unknown user", LOG_INFO, 1, 0},
     [LOGIN_REFUSE_WRONG_PASSWORD] = {LOGIN_AUTH_FAILED, "wrong password", LOG_INFO, 1, 0},
     [LOGIN_REFUSE_BLOCKED] = {LOGIN_AUTH_FAILED, "blocked by the brute-force counters", LOG_INFO,
-                              1, 0},
+                              1, 0, 1},
     [LOGIN_REFUSE_DISABLED] = {"CONTACTADMIN", "Account disabled", "account disabled", LOG_INFO,
                                0, 0},
     [LOGIN_REFUSE_AUTHZID] = {"AUTHORIZATIONFAILED", "Not allowed to act as that user",
@@ -74,9 +115,25 @@ static const struct login_refusal_info login_refusals[] = {
                                      LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_BUSY] = {LOGIN_TEMP_FAILURE, "password check queue full", LOG_WARNING, 0, 1},
     [LOGIN_REFUSE_INTERNAL] = {LOGIN_TEMP_FAILURE, "unavailable", LOG_ERR, 0, 1},
+    [LOGIN_REFUSE_LIMIT_USER] = {"LIMIT", "Too many sessions open for this account; "
+                                 "log out elsewhere and try again",
+                                 "session limit of the login reached", LOG_INFO, 0, 0},
+    [LOGIN_REFUSE_LIMIT_IP] = {"LIMIT", "Too many sessions open for this account from your "
+                               "address; log out elsewhere and try again",
+                               "session limit of the login from this address reached", LOG_INFO,
+                               0, 0},
+    [LOGIN_REFUSE_LIMIT_REDIS] = {LOGIN_TEMP_FAILURE, "sessions cannot be counted (redis)",
+                                  LOG_WARNING, 0, 1},
+    [LOGIN_REFUSE_TOKEN] = {LOGIN_AUTH_FAILED, "token refused", LOG_INFO, 1, 0},
+    [LOGIN_REFUSE_TOKEN_UNAVAILABLE] = {LOGIN_TEMP_FAILURE, "token check unavailable",
+                                        LOG_WARNING, 0, 1},
 };
-_Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_INTERNAL + 1,
+_Static_assert(sizeof(login_refusals) / sizeof(login_refusals[0]) == LOGIN_REFUSE_LAST + 1,
                "an answer per refusal");
+/* a new refusal needs a metrics label too */
+_Static_assert(sizeof(login_refusal_labels) / sizeof(login_refusal_labels[0]) ==
+                   sizeof(login_refusals) / sizeof(login_refusals[0]),
+               "a metrics label per refusal");
 
 void session_login_refuse(struct session *s, enum login_refusal why, const char *code,
                           const char *detail)
@@ -88,19 +145,30 @@ void session_login_refuse(struct session *s, enum login_refusal why, const char 
         s->auth_failures++;
     }
     if (s->login_flags & SESSION_L_COUNTED) {
-        dir_bf_settle(s->env->dir, s->user, s->client_ip, r->counts ? DIR_BF_FAILURE : DIR_BF_VOID);
+        dir_bf_settle(s->env->dir, s->user, s->client_ip,
+                      r->counts && !r->untested ? DIR_BF_FAILURE : DIR_BF_VOID);
     }
     if (r->unavailable) {
         s->env->stats.logins_unavailable++;
     } else {
         s->env->stats.logins_failed++;
     }
+    if (s->login_t0_ns == 0) {
+        s->login_t0_ns = s->step_t0_ns = uv_hrtime(); /* refused before its start */
+        s->login_step = LOGIN_STEP_LOOKUP;
+    }
+    session_login_metrics(s, r->unavailable ? METRICS_LOGIN_UNAVAILABLE : METRICS_LOGIN_FAILED);
+    metrics_login_refused(why, login_refusal_labels[why]);
     session_audit_event(s, "login", "failed", r->reason);
-    session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
+    if (!session_oauth_refused(s, code != NULL ? code : r->code, r->text)) {
+        session_sendf(s, "%s NO [%s] %s\r\n", s->tag, code != NULL ? code : r->code, r->text);
+    }
     session_login_clear(s);
-    s->user[0] = '\0';
-    s->auth_user[0] = '\0';
+    sesslimit_release(s->env->limits, &s->lease); /* a later step failed */
+    (void)session_name_set(&s->user, "");
+    (void)session_name_set(&s->auth_user, "");
     s->route = NULL;
+    s->route_name[0] = '\0';
     if (s->state == SESSION_LOGGING_IN) {
         session_preauth_resume(s);
     }
@@ -126,6 +194,11 @@ static void session_login_goto(struct session *s, enum login_step step)
     if (log_enabled(LOG_DEBUG)) {
         session_log(s, LOG_DEBUG, "login step %s -> %s", login_step_names[s->login_step],
                     login_step_names[step]);
+    }
+    if (s->login_t0_ns != 0 && step != s->login_step) {
+        uint64_t now = uv_hrtime();
+        metrics_login_step(s->login_step, login_step_names[s->login_step], now - s->step_t0_ns);
+        s->step_t0_ns = now;
     }
     s->login_step = step;
 }
@@ -170,9 +243,17 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
         return;
     }
     s->route = res->backend;
+    if (session_oauth_routed(s) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
+    }
+    snprintf(s->route_name, sizeof(s->route_name), "%s", res->backend_name);
     s->kick_gen = res->kick_gen;
-    snprintf(s->host, sizeof(s->host), "%s", res->host);
     s->port = res->port;
+    if (session_name_set(&s->host, res->host) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
+    }
 
     if (res->have_user) {
         if (res->user.login_as != NULL &&
@@ -198,11 +279,16 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
             s->login_flags |= SESSION_L_UNKNOWN;
         }
     }
-    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL)) {
+    if (s->oauth_state == SESSION_OAUTH_VALID) {
+        /* the token proved the identity: known to the issuer is known */
+        s->login_flags &= ~SESSION_L_UNKNOWN;
+    }
+    if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER && !(s->login_flags & SESSION_L_LOCAL) &&
+        s->oauth_state != SESSION_OAUTH_VALID) {
         /* a master login would let in anyone: only verified users get one */
         if (!(s->login_flags & SESSION_L_UNKNOWN) && res->have_user) {
             session_log(s, LOG_WARNING, "backend %s logs in as master but the user has no "
-                        "password hash; refusing", s->route->name);
+                        "password hash; refusing", s->route_name);
         }
         s->login_flags |= SESSION_L_UNKNOWN;
     }
@@ -221,7 +307,7 @@ static void session_on_lookup(void *ctx, const struct dir_result *res)
 static enum login_next session_login_lookup(struct session *s)
 {
     s->pending++;
-    if (dir_lookup(s->env->dir, s->user, s->client_ip, session_on_lookup, s) != 0) {
+    if (dir_lookup_in(s->env->dir, s->cfg, s->user, s->client_ip, session_on_lookup, s) != 0) {
         s->pending--;
         session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
         return LOGIN_END;
@@ -250,11 +336,14 @@ static enum login_next session_login_delay(struct session *s)
 /* cache: a connection parked at this user's last LOGOUT, with the same
  * credentials, skips the password check and the backend login. */
 
+static void session_login_limit_track(struct session *s);
+
 static void session_on_cache_relay(struct session *s)
 {
     char *capa = s->cached_capa;
     s->cached_capa = NULL;
     session_login_goto(s, LOGIN_STEP_DONE);
+    session_login_limit_track(s);
     session_relay_enter(s, s->backend, capa, NULL, 0, 1);
 }
 
@@ -274,6 +363,11 @@ void session_login_cache_ready(struct session *s, int hit)
 
 static enum login_next session_login_cache(struct session *s)
 {
+    if (s->oauth_mech != 0 && s->oauth_state != SESSION_OAUTH_VALID) {
+        /* a refused token must not find a connection parked by its valid past */
+        session_login_goto(s, LOGIN_STEP_VERIFY);
+        return LOGIN_GO;
+    }
     switch (session_park_take(s)) {
     case SESSCACHE_MISS:
         session_login_goto(s, LOGIN_STEP_VERIFY);
@@ -317,12 +411,15 @@ static void session_on_verified(void *ctx, int result)
         session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
         return;
     }
-    session_login_goto(s, LOGIN_STEP_BACKEND);
+    session_login_goto(s, LOGIN_STEP_LIMIT);
     session_login_run(s);
 }
 
 static enum login_next session_login_verify(struct session *s)
 {
+    if (s->oauth_mech != 0) {
+        return session_oauth_verify(s); /* the token was checked: no password here */
+    }
     if (s->login_flags & (SESSION_L_LOCAL | SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) {
         const char *hash = (s->login_flags & (SESSION_L_UNKNOWN | SESSION_L_BLOCKED)) ? NULL
                                                                                       : s->hash;
@@ -342,8 +439,97 @@ static enum login_next session_login_verify(struct session *s)
         session_login_refuse(s, LOGIN_REFUSE_DISABLED, NULL, NULL);
         return LOGIN_END;
     }
-    session_login_goto(s, LOGIN_STEP_BACKEND);
+    session_login_goto(s, LOGIN_STEP_LIMIT);
     return LOGIN_GO;
+}
+
+/* limit: the login's logged-in sessions on every instance are counted in
+ * Redis (proxy/sesslimit.h); this one takes a lease, or is refused when the
+ * login (or the login from this address) has its limit's worth.  It comes
+ * after the password check so that a stranger's guesses take no lease. */
+
+static void session_on_limit(void *ctx, enum sesslimit_verdict v, unsigned limit,
+                             struct sesslimit_lease *lease)
+{
+    struct session *s = ctx;
+    struct sesslimit *l = s->env->limits; /* the worker's: outlives s */
+    char detail[64];
+
+    if (!session_login_back(s)) {
+        sesslimit_release(l, &lease);
+        return;
+    }
+    snprintf(detail, sizeof(detail), "at most %u", limit);
+    switch (v) {
+    case SESSLIMIT_OK:
+        break;
+    case SESSLIMIT_OVER_USER:
+        session_login_refuse(s, LOGIN_REFUSE_LIMIT_USER, NULL, detail);
+        return;
+    case SESSLIMIT_OVER_IP:
+        session_login_refuse(s, LOGIN_REFUSE_LIMIT_IP, NULL, detail);
+        return;
+    case SESSLIMIT_REDIS_DOWN:
+        if (s->cfg->session_limits_refuse) {
+            sesslimit_release(l, &lease);
+            session_login_refuse(s, LOGIN_REFUSE_LIMIT_REDIS, NULL, NULL);
+            return;
+        }
+        session_log(s, LOG_WARNING, "login: sessions cannot be counted (redis); allowed "
+                    "(limits.on_redis_error: allow)");
+        break;
+    }
+    s->lease = lease;
+    session_login_goto(s, LOGIN_STEP_BACKEND);
+    session_login_run(s);
+}
+
+static enum login_next session_login_limit(struct session *s)
+{
+    if (s->env->limits == NULL) {
+        session_login_goto(s, LOGIN_STEP_BACKEND);
+        return LOGIN_GO;
+    }
+    s->pending++;
+    if (sesslimit_acquire(s->env->limits, s->user, s->client_ip, s->id,
+                          s->cfg->max_sessions_per_user, s->cfg->max_sessions_per_user_ip,
+                          session_on_limit, s) != 0) {
+        s->pending--;
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return LOGIN_END;
+    }
+    return LOGIN_WAIT; /* the answer may have come already: it ran the steps */
+}
+
+/* A session cache hit skips the steps after the cache: its session is
+ * counted, never refused (it takes the connection that the same login's
+ * session parked a moment ago, whose lease was just given back). */
+static void session_on_limit_tracked(void *ctx, enum sesslimit_verdict v, unsigned limit,
+                                     struct sesslimit_lease *lease)
+{
+    struct session *s = ctx;
+    (void)v;
+    (void)limit;
+    s->pending--;
+    if (s->state == SESSION_CLOSING || s->lease != NULL) {
+        sesslimit_release(s->env->limits, &lease);
+    } else {
+        s->lease = lease;
+    }
+    session_maybe_free(s);
+}
+
+static void session_login_limit_track(struct session *s)
+{
+    if (s->env->limits == NULL) {
+        return;
+    }
+    s->pending++;
+    if (sesslimit_acquire(s->env->limits, s->user, s->client_ip, s->id, 0, 0,
+                          session_on_limit_tracked, s) != 0) {
+        s->pending--;
+        session_log(s, LOG_WARNING, "login: out of memory; this session is not counted");
+    }
 }
 
 /* backend: log in to the chosen host, as the master user with the client as
@@ -356,13 +542,12 @@ static void session_on_backend_login(void *ctx, enum backend_status st, const ch
 static int session_login_backend_start(struct session *s, int warm_ok)
 {
     const struct config_backend *b = s->route;
-    size_t idx = (size_t)(b - s->cfg->backends);
     const char *target = s->backend_user != NULL ? s->backend_user : s->user;
     struct backend_login_params p = {
         .cfg = b,
         .host = s->host,
         .port = s->port,
-        .tls_ctx = s->env->backend_ctx[idx],
+        .tls_ctx = snapshot_backend_ctx(s->snap, b),
         .client_ip = s->client_ip,
         .client_port = s->client_port,
         .local_ip = s->local_ip,
@@ -375,6 +560,10 @@ static int session_login_backend_start(struct session *s, int warm_ok)
         p.authzid = target;
         p.user = b->master_user;
         p.password = b->master_password;
+    } else if (s->oauth_mech != 0) {
+        p.user = target; /* the token passes through: the backend checks it again */
+        p.password = s->password;
+        p.oauth = 1;
     } else if (s->auth_user[0] != '\0') {
         p.authzid = target; /* checked in the lookup: the backend decides */
         p.user = s->auth_user;
@@ -382,6 +571,16 @@ static int session_login_backend_start(struct session *s, int warm_ok)
     } else {
         p.user = target;
         p.password = s->password;
+    }
+    uint8_t proxy_header[SESSION_PROXY_OUT_MAX_LEN];
+    if (b->proxy_protocol != 0) {
+        int n = session_proxy_header_out(s, proxy_header, sizeof(proxy_header));
+        if (n < 0) {
+            return UV_EINVAL;
+        }
+        p.proxy_header = proxy_header;
+        p.proxy_header_len = (size_t)n;
+        warm_ok = 0; /* the pool has none for it anyway (config) */
     }
     struct backend *warm = warm_ok ? warm_take(s->env->warm, b, s->host, s->port) : NULL;
     s->flags &= ~SESSION_F_WARM_LOGIN;
@@ -429,7 +628,7 @@ static void session_on_backend_login(void *ctx, enum backend_status st, const ch
     case BACKEND_AUTH_FAILED:
         if (s->route->auth == CONFIG_BACKEND_AUTH_MASTER) {
             /* our master credentials or the user's mailbox: not the client's fault */
-            session_log(s, LOG_ERR, "backend %s refused the master login", s->route->name);
+            session_log(s, LOG_ERR, "backend %s refused the master login", s->route_name);
             session_login_refuse(s, LOGIN_REFUSE_MASTER, NULL, reason);
         } else {
             session_login_refuse(s, LOGIN_REFUSE_BACKEND_AUTH, code, reason);
@@ -480,6 +679,7 @@ static enum login_next session_login_done(struct session *s)
 static enum login_next (*const login_steps[])(struct session *s) = {
     [LOGIN_STEP_LOOKUP] = session_login_lookup,   [LOGIN_STEP_DELAY] = session_login_delay,
     [LOGIN_STEP_CACHE] = session_login_cache,     [LOGIN_STEP_VERIFY] = session_login_verify,
+    [LOGIN_STEP_LIMIT] = session_login_limit,
     [LOGIN_STEP_BACKEND] = session_login_backend, [LOGIN_STEP_DONE] = session_login_done,
 };
 _Static_assert(sizeof(login_steps) / sizeof(login_steps[0]) == LOGIN_STEP_DONE + 1,
@@ -502,24 +702,39 @@ void session_login_start(struct session *s, const char *tag, const char *authzid
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
     }
     session_login_clear(s);
-    if (schema_normalize(s->user, user, user_len) != 0) {
-        s->user[0] = '\0';
+    s->step_t0_ns = uv_hrtime();
+    if (s->login_t0_ns == 0) {
+        s->login_t0_ns = s->step_t0_ns; /* else an OAuth token check began the login */
+    }
+    s->login_step = LOGIN_STEP_LOOKUP; /* refusals before the steps count there */
+    char name[SCHEMA_MAX_LOGIN_LEN + 1];
+    if (schema_normalize(name, user, user_len) != 0) {
+        (void)session_name_set(&s->user, "");
         session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
         return;
     }
+    const char *acting = name;
+    char as[SCHEMA_MAX_LOGIN_LEN + 1];
     if (authzid != NULL && authzid[0] != '\0') {
-        char as[SCHEMA_MAX_LOGIN_LEN + 1];
         if (schema_normalize(as, authzid, strlen(authzid)) != 0) {
-            s->user[0] = '\0';
+            (void)session_name_set(&s->user, "");
             session_login_refuse(s, LOGIN_REFUSE_BAD_NAME, NULL, NULL);
             return;
         }
-        if (strcmp(as, s->user) != 0) {
+        if (strcmp(as, name) != 0) {
             /* acting as another user: the session is that user's (routed,
                counted and audited as that user), its credentials are ours */
-            memcpy(s->auth_user, s->user, sizeof(s->auth_user));
-            memcpy(s->user, as, sizeof(s->user));
+            if (session_name_set(&s->auth_user, name) != 0) {
+                (void)session_name_set(&s->user, "");
+                session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+                return;
+            }
+            acting = as;
         }
+    }
+    if (session_name_set(&s->user, acting) != 0) {
+        session_login_refuse(s, LOGIN_REFUSE_INTERNAL, NULL, "out of memory");
+        return;
     }
     s->password = strdup(password);
     if (s->password == NULL) {

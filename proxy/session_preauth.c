@@ -27,6 +27,12 @@ static void session_preauth_process(struct session *s);
 
 static const char *session_preauth_capa(const struct session *s)
 {
+    if ((s->flags & SESSION_F_TLS) && session_oauth_capa(s)[0] != '\0') {
+        /* one buffer per thread: the list is copied out before the next call */
+        static _Thread_local char capa[sizeof(SESSION_CAPA_TLS) + 64];
+        snprintf(capa, sizeof(capa), "%s%s", SESSION_CAPA_TLS, session_oauth_capa(s));
+        return capa;
+    }
     return (s->flags & SESSION_F_TLS) ? SESSION_CAPA_TLS : SESSION_CAPA_CLEAR;
 }
 
@@ -107,10 +113,12 @@ static void session_cmd_login(struct session *s, const char *tag, const struct i
         return;
     }
     if (memchr(args[1].data, '\0', args[1].len) != NULL) {
+        s->login_mech = METRICS_MECH_LOGIN;
         snprintf(s->tag, sizeof(s->tag), "%s", tag);
         session_login_refuse(s, LOGIN_REFUSE_NUL_PASSWORD, NULL, NULL);
         return;
     }
+    s->login_mech = METRICS_MECH_LOGIN;
     session_login_start(s, tag, NULL, args[0].data, args[0].len, args[1].data);
 }
 
@@ -130,6 +138,7 @@ static void session_auth_plain(struct session *s, const char *b64, size_t len)
         session_sendf(s, "%s BAD Invalid SASL PLAIN message: %s\r\n", s->tag, sasl_plain_strerror(r));
         return;
     }
+    s->login_mech = METRICS_MECH_PLAIN;
     session_login_start(s, s->tag, sp.authzid, sp.authcid, strlen(sp.authcid), sp.passwd);
     sasl_plain_cleanup(&sp);
 }
@@ -148,11 +157,17 @@ static void session_cmd_authenticate(struct session *s, const char *tag,
                       tag);
         return;
     }
-    if (strcasecmp(args[0].data, "PLAIN") != 0) {
+    int oauth = session_oauth_mech(s, args[0].data);
+    if (strcasecmp(args[0].data, "PLAIN") != 0 && oauth == 0) {
         session_sendf(s, "%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag);
         return;
     }
     snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    s->oauth_mech = oauth;
+    if (oauth != 0 && num_args == 2) {
+        session_oauth_start(s, args[1].data, args[1].len);
+        return;
+    }
     if (num_args == 2) {
         session_auth_plain(s, args[1].data, args[1].len);
         return;
@@ -172,6 +187,7 @@ static void session_cmd_id(struct session *s, const char *tag, const struct imap
         session_sendf(s, "%s BAD ID expects NIL or a parenthesized list\r\n", tag);
         return;
     }
+    session_park_note_id(s, args, num_args);
     session_sendf(s, "* ID (\"name\" \"imapmux\" \"version\" \"%s\")\r\n%s OK ID completed\r\n",
                   IMAPMUX_VERSION, tag);
 }
@@ -197,7 +213,7 @@ static void session_cmd_starttls(struct session *s, const char *tag, size_t num_
         s->inbuf_len = 0;
     }
     session_set_state(s, SESSION_STARTTLS);
-    if (conn_start_tls(s->client, s->env->server_ctx, CONN_TLS_SERVER, NULL) != 0) {
+    if (conn_start_tls(s->client, s->snap->server_ctx, CONN_TLS_SERVER, s->authority) != 0) {
         session_close(s, "out of memory");
     }
 }
@@ -234,6 +250,23 @@ static void session_command(struct session *s)
     }
 }
 
+/* session_preauth_parser makes the pre-auth parser at the first input
+ * (an idle connection before its first command holds none).  Returns 0 or
+ * UV_ENOMEM. */
+static int session_preauth_parser(struct session *s)
+{
+    struct imap_parser_limits lim;
+    memset(&lim, 0, sizeof(lim));
+    lim.max_line_len = s->cfg->max_line_len;
+    lim.max_literal_len = s->cfg->max_preauth_literal_len;
+    lim.max_command_len = s->cfg->max_line_len + 2 * s->cfg->max_preauth_literal_len;
+    lim.max_args = SESSION_MAX_ARGS;
+    lim.max_depth = SESSION_MAX_DEPTH;
+    lim.max_tag_len = SESSION_MAX_TAG_LEN;
+    s->parser = imap_parser_new(&lim);
+    return s->parser != NULL ? 0 : UV_ENOMEM;
+}
+
 /* session_preauth_process runs pre-auth commands from inbuf while the
  * session is in a state that takes commands; stops when input runs out or a
  * step waits. */
@@ -241,6 +274,10 @@ static void session_preauth_process(struct session *s)
 {
     size_t off = 0;
 
+    if (s->parser == NULL && s->inbuf_len > 0 && session_preauth_parser(s) != 0) {
+        session_close(s, "out of memory");
+        return;
+    }
     s->flags |= SESSION_F_PROCESSING;
     while (s->state == SESSION_PREAUTH && off < s->inbuf_len && !(s->flags & SESSION_F_OUT_FULL)) {
         size_t used = 0;
@@ -274,8 +311,15 @@ static void session_preauth_process(struct session *s)
             size_t n = 0;
             const struct imap_arg *a = imap_parser_get_args(s->parser, &n);
             s->flags &= ~SESSION_F_AUTH_CONT;
-            if (n == 1 && a[0].len == 1 && a[0].data[0] == '*') {
+            if (s->flags & SESSION_F_OAUTH_FAIL) {
+                /* RFC 7628 section 3.2.3: whatever the client says, the NO */
+                session_oauth_reply(s);
+            } else if (n == 1 && a[0].len == 1 && a[0].data[0] == '*') {
+                s->oauth_mech = 0;
                 session_sendf(s, "%s BAD Authentication cancelled\r\n", s->tag);
+            } else if (n == 1 && s->oauth_mech != 0) {
+                session_oauth_start(s, a[0].data, a[0].len);
+                OPENSSL_cleanse((void *)a[0].data, a[0].len);
             } else if (n == 1) {
                 session_auth_plain(s, a[0].data, a[0].len);
                 OPENSSL_cleanse((void *)a[0].data, a[0].len);

@@ -20,15 +20,20 @@
 #include <uv.h>
 
 #include "common/audit_tap.h"
+#include "common/capa.h"
 #include "common/config.h"
 #include "common/imap_parser.h"
 #include "common/imap_scan.h"
+#include "common/proxy_proto.h"
 #include "common/schema.h"
 #include "proxy/backend.h"
 #include "proxy/conn.h"
 #include "proxy/conncap.h"
+#include "proxy/metrics.h"
 #include "proxy/sesscache.h"
+#include "proxy/sesslimit.h"
 #include "proxy/session.h"
+#include "proxy/snapshot.h"
 
 #define SESSION_MAX_BAD_COMMANDS 10     /* BAD answers before BYE */
 #define SESSION_MAX_INBUF_LEN 131072    /* bytes of pre-auth input held (two reads) */
@@ -59,6 +64,7 @@ enum login_step {
     LOGIN_STEP_DELAY,   /* the brute-force delay, if the counters ask for one */
     LOGIN_STEP_CACHE,   /* a parked connection for these credentials, or a wait for one */
     LOGIN_STEP_VERIFY,  /* the password checked here (threadpool), when imapmux holds it */
+    LOGIN_STEP_LIMIT,   /* a lease among the login's sessions on every instance (Redis) */
     LOGIN_STEP_BACKEND, /* the backend login, on a warm connection or a new one */
     LOGIN_STEP_DONE,    /* the relay is entered */
 };
@@ -86,6 +92,12 @@ enum login_refusal {
     LOGIN_REFUSE_DIRECTORY_DOWN, /* the routing table is unavailable */
     LOGIN_REFUSE_BUSY,           /* the password check queue (or this client's share) is full */
     LOGIN_REFUSE_INTERNAL,       /* out of memory */
+    LOGIN_REFUSE_LIMIT_USER,     /* the login has max_sessions sessions already */
+    LOGIN_REFUSE_LIMIT_IP,       /* ... from this address (max_sessions_per_user_ip) */
+    LOGIN_REFUSE_LIMIT_REDIS,    /* sessions cannot be counted, on_redis_error: refuse */
+    LOGIN_REFUSE_TOKEN,          /* OAuth: the token was refused (bad, expired, revoked...) */
+    LOGIN_REFUSE_TOKEN_UNAVAILABLE, /* OAuth: the token could not be checked (endpoint down) */
+    LOGIN_REFUSE_LAST = LOGIN_REFUSE_TOKEN_UNAVAILABLE,
 };
 
 #define SESSION_F_TLS          (1u << 0)  /* client side is TLS now */
@@ -106,6 +118,13 @@ enum login_refusal {
 #define SESSION_F_OUT_FULL     (1u << 18) /* pre-auth answers wait for the client to read */
 #define SESSION_F_GATE_WAIT    (1u << 19) /* the gate waits for the backend: client not read */
 #define SESSION_F_GATE_RESUME  (1u << 20) /* the backend's answer lets the gate go on */
+#define SESSION_F_OAUTH_FAIL   (1u << 29) /* OAuth refusal: the error challenge went out, the
+                                             tagged NO waits for the client's dummy reply */
+#define SESSION_F_PARK_OK      (1u << 21) /* the park policy lets this login's LOGOUT park */
+#define SESSION_F_PARK_CLIENT  (1u << 22) /* the client's ID name is in park_clients */
+#define SESSION_F_PROXY_WAIT   (1u << 27) /* the PROXY header is awaited (state TLS_ACCEPT) */
+#define SESSION_F_TLS_PROXIED  (1u << 28) /* SESSION_F_TLS from the balancer's SSL TLV: the
+                                             client's TLS ended there (proxy_tls_terminated) */
 
 #define SESSION_L_LOCAL    (1u << 0) /* imapmux verifies the password */
 #define SESSION_L_UNKNOWN  (1u << 1) /* no such user: verify the dummy, then refuse */
@@ -135,12 +154,14 @@ struct session {
     size_t inbuf_len;            /* bytes in inbuf */
 
     char tag[SESSION_MAX_TAG_LEN + 1];  /* tag of the LOGIN/AUTHENTICATE in flight */
-    char user[SCHEMA_MAX_LOGIN_LEN + 1]; /* normalised login of the session ("" before);
-                                            with a SASL authzid, the user acted as */
-    char auth_user[SCHEMA_MAX_LOGIN_LEN + 1]; /* with an authzid other than the login: the
-                                                 login whose credentials were given; "" else */
+    const char *user;            /* normalised login of the session (session_no_name before);
+                                    with a SASL authzid, the user acted as.  Set with
+                                    session_name_set (heap, exact size) */
+    const char *auth_user;       /* with an authzid other than the login: the login whose
+                                    credentials were given; else session_no_name ("").
+                                    Set with session_name_set (heap, exact size) */
     const struct config_backend *route; /* chosen backend, in cfg */
-    char host[256];              /* chosen host of route */
+    const char *host;            /* chosen host of route (session_name_set), or "" */
     uint16_t port;
 
     /* a login in flight (state SESSION_LOGGING_IN) */
@@ -183,7 +204,42 @@ struct session {
     uint8_t cache_key[SESSCACHE_KEY_LEN]; /* with SESSION_F_CACHE_KEYED */
     char *shown_capa;               /* capabilities the client got at login (cache on) */
     char *cached_capa;              /* a session cache hit's list to show, until the relay */
+    /* OAuth logins (session_oauth.c) */
+    int oauth_mech;                 /* enum sasl_oauth_mech of the AUTHENTICATE in flight, or 0 */
+    int oauth_state;                /* SESSION_OAUTH_*: what the token check said */
+    const char *oauth_domain;       /* the oauth entry's domain (in cfg) for this login */
+    const char *oauth_no_code;      /* with SESSION_F_OAUTH_FAIL: the tagged NO to send */
+    const char *oauth_no_text;      /*   (static texts) */
+
+    uint64_t login_t0_ns;           /* uv_hrtime at the login's start; 0: none in flight */
+    uint64_t step_t0_ns;            /* uv_hrtime at the current login step's start */
+    uint8_t login_mech;             /* enum metrics_mech of the login in flight */
+    struct sesslimit_lease *lease;  /* this session's place among its login's sessions
+                                       (owned; given back at close), or NULL */
+
+    struct proxy_proto *proxy;      /* the PROXY header's parser while awaited, else NULL */
+    char peer_ip[64];               /* the connection's own peer: with a PROXY header, the */
+    uint16_t peer_port;             /* balancer (client_ip is then the header's source) */
+    char authority[PROXY_PROTO_MAX_AUTHORITY_LEN + 1]; /* the name the client asked the
+                                                          balancer for (AUTHORITY TLV), or "" */
+    char proxy_tls_version[PROXY_PROTO_MAX_TLS_NAME_LEN + 1]; /* with SESSION_F_TLS_PROXIED */
+    char proxy_tls_cipher[PROXY_PROTO_MAX_TLS_NAME_LEN + 1];
+
+    struct snapshot *snap;          /* our reference: the TLS contexts of cfg, kept however
+                                       often the configuration is reloaded */
+    char route_name[SCHEMA_MAX_NAME_LEN + 1]; /* the backend's name ("" before the route);
+                                                 route->name but for a backend named only
+                                                 in Redis (route is the template) */
+    struct capa_rewrite capa_rw;    /* relay: the backend's capability lists, filtered */
+    uint32_t preauth_records;       /* command records before login, one by one */
+    uint64_t preauth_unrecorded;    /* commands before login in no record yet */
+    uint64_t preauth_summary_us;    /* monotonic time of the last preauth_summary */
 };
+
+/* What the token check of an OAuth login said (s->oauth_state). */
+#define SESSION_OAUTH_NONE 0    /* not an OAuth login, or not checked yet */
+#define SESSION_OAUTH_VALID 1   /* the token is good for s->user */
+#define SESSION_OAUTH_INVALID 2 /* refused: the login runs for the counters, then fails */
 
 /* --- session.c ---------------------------------------------------------------- */
 
@@ -224,6 +280,14 @@ void session_on_backend_close(void *ctx);
 int session_read_client(struct session *s);
 void session_audit_pause(struct session_env *env);
 
+/* session_no_name: the empty name that user, auth_user and host point to when
+ * unset (never written, never freed). */
+extern const char session_no_name[1];
+/* session_name_set points *slot at a heap copy of text (the empty text: at
+ * session_no_name), freeing what it held.  Returns 0 or UV_ENOMEM (then
+ * *slot is session_no_name). */
+int session_name_set(const char **slot, const char *text);
+
 /* session_wipe wipes and frees a string and clears the pointer. */
 void session_wipe(char **p);
 
@@ -260,6 +324,32 @@ void session_login_cache_ready(struct session *s, int hit);
 void session_login_clear(struct session *s);
 const char *session_login_step_name(enum login_step step);
 
+/* --- session_oauth.c ------------------------------------------------------------ */
+/* session_oauth_capa returns the AUTH= words the configuration offers
+ * (" AUTH=OAUTHBEARER AUTH=XOAUTH2", or part of it, or ""). */
+const char *session_oauth_capa(const struct session *s);
+/* session_oauth_mech returns the sasl_oauth_mech for an AUTHENTICATE
+ * mechanism name when it is offered, else 0. */
+int session_oauth_mech(const struct session *s, const char *name);
+/* session_oauth_start handles the client message (base64, len bytes) of an
+ * OAuth AUTHENTICATE in flight (s->oauth_mech, s->tag): a bad message is
+ * answered BAD, else the token goes to the oauth module and the login
+ * follows from its answer. */
+void session_oauth_start(struct session *s, const char *b64, size_t len);
+/* session_oauth_verify is the verify step of an OAuth login. */
+enum login_next session_oauth_verify(struct session *s);
+/* session_oauth_refused: session_login_refuse of an OAuth login: instead of
+ * the tagged NO, the RFC 7628 error challenge goes out and the NO (code and
+ * text, static) waits for the client's reply.  Returns 1 when it did so. */
+int session_oauth_refused(struct session *s, const char *code, const char *text);
+/* session_oauth_reply: the client's line after the error challenge. */
+void session_oauth_reply(struct session *s);
+/* session_oauth_routed: the lookup chose s->route.  Unless the token goes on
+ * to the backend (a pass-through backend and a valid token), the session
+ * keeps only its keyed hash from here on (the session cache key).  Returns
+ * 0, or UV_ENOMEM (the caller refuses the login). */
+int session_oauth_routed(struct session *s);
+
 /* --- session_relay.c ------------------------------------------------------------ */
 
 extern const struct conn_ops session_backend_ops;
@@ -291,6 +381,10 @@ void session_park_note_command(struct session *s, const char *name);
  * LOGOUT of a parkable session, the client is answered here, the backend
  * connection goes to the cache and the session ends: returns 1.  Else 0. */
 int session_park_try(struct session *s, const uint8_t *data, size_t len);
+/* session_park_note_id: the client sent ID with args (a list of field-value
+ * pairs, or NIL) before login; a "name" in session_cache.park_clients lets
+ * its logins park whatever the seen set says. */
+void session_park_note_id(struct session *s, const struct imap_arg *args, size_t num_args);
 
 /* --- session_kick.c ------------------------------------------------------------- */
 
@@ -311,9 +405,47 @@ void session_audit_event(struct session *s, const char *type, const char *result
 /* session_audit_full ends a session whose record found the queue full under
  * policy close; returns 1 when it did. */
 int session_audit_full(struct session *s);
+/* session_audit_preauth_end: the session logs in; the commands before login
+ * that no record holds yet go into a last preauth_summary. */
+void session_audit_preauth_end(struct session *s);
 /* session_tap_in / session_tap_out show the tap what the client sent and
  * what it is sent.  session_tap_in returns 0, or -1 when the session ended. */
 int session_tap_in(struct session *s, const uint8_t *data, size_t len);
 void session_tap_out(struct session *s, const uint8_t *data, size_t len);
+
+/* --- metrics of a login (session_login.c) ------------------------------------- */
+
+/* session_login_metrics ends the login in flight for the metrics: its
+ * current step's time and its whole time under result r (once per login;
+ * nothing when none is in flight). */
+void session_login_metrics(struct session *s, enum metrics_login_result r);
+
+/* --- session.c: the start after accept ----------------------------------- */
+
+/* session_start: the client's address is known (from the socket or a PROXY
+ * header): connection caps, the audit's session_start, the parser, then the
+ * TLS handshake or the greeting.  Returns 0, or a UV_E* code with the
+ * session closed. */
+int session_start(struct session *s);
+
+/* --- session_proxy.c ------------------------------------------------------------ */
+
+/* session_proxy_begin: the listener wants a PROXY header first.  A peer
+ * outside proxy_trusted is closed; else the header is awaited with its own
+ * deadline.  Returns 0 (the session may be closed). */
+int session_proxy_begin(struct session *s);
+/* session_proxy_input: bytes from the client while SESSION_F_PROXY_WAIT. */
+void session_proxy_input(struct session *s, const uint8_t *data, size_t len);
+/* session_proxy_header_out writes the PROXY v2 header for this session's
+ * backend connection: the client's and the local address, SSL (version and
+ * cipher) when the client's side is TLS, AUTHORITY (the name the client
+ * asked for) and UNIQUE_ID (the session id of the audit records).  Returns
+ * its length, or -1 when cap is too small. */
+#define SESSION_PROXY_OUT_MAX_LEN 1024 /* bytes; the header above is at most ~600 */
+int session_proxy_header_out(struct session *s, uint8_t *out, size_t cap);
+/* session_tls_version / session_tls_cipher: the client's TLS as the
+ * session knows it (its own, or the balancer's word); "" without TLS. */
+const char *session_tls_version(const struct session *s);
+const char *session_tls_cipher(const struct session *s);
 
 #endif

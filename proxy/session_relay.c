@@ -52,7 +52,8 @@ static void session_relay_copy(struct session *s, struct conn *dst, struct conn 
  * backend's stream is between two lines. */
 static void session_relay_flush_answers(struct session *s)
 {
-    if (s->answers_len == 0 || !imap_scan_at_line_start(&s->backend_scan) || s->client == NULL) {
+    if (s->answers_len == 0 || !imap_scan_at_line_start(&s->backend_scan) ||
+        !capa_rewrite_at_line_start(&s->capa_rw) || s->client == NULL) {
         return;
     }
     (void)conn_write(s->client, s->answers, s->answers_len);
@@ -149,6 +150,7 @@ static void session_relay_command_done(struct session *s)
         return; /* the end of IDLE, not a command of its own */
     }
     s->commands++;
+    metrics_relay_command(imap_check_name(s->check), imap_check_uid(s->check));
     session_park_note_command(s, imap_check_name(s->check));
 }
 
@@ -327,6 +329,7 @@ static void session_relay_resume(struct session *s)
 void session_relay_client_read(struct session *s, const uint8_t *data, size_t len)
 {
     s->bytes_in += len;
+    metrics_relay_bytes(1, len);
     s->last_activity = uv_now(s->env->loop);
     session_relay_feed(s, data, len);
 }
@@ -366,6 +369,16 @@ static void session_on_backend_line(void *ctx, const uint8_t *head, size_t len)
     }
 }
 
+/* session_relay_to_client writes what the capability rewriter passes on:
+ * the backend's bytes, unchanged except in its capability lists. */
+static void session_relay_to_client(void *ctx, const uint8_t *p, size_t n)
+{
+    struct session *s = ctx;
+    if (s->state == SESSION_RELAY && s->client != NULL) {
+        session_relay_copy(s, s->client, s->backend, p, n, SESSION_F_BACK_PAUSE);
+    }
+}
+
 static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
 {
     struct session *s = ctx;
@@ -373,13 +386,17 @@ static void session_on_backend_read(void *ctx, const uint8_t *data, size_t len)
         return;
     }
     s->bytes_out += len;
+    metrics_relay_bytes(0, len);
     s->last_backend_data = uv_now(s->env->loop);
     imap_scan_feed(&s->backend_scan, data, len, session_on_backend_line, s);
     session_tap_out(s, data, len);
     if (session_audit_full(s)) {
         return;
     }
-    session_relay_copy(s, s->client, s->backend, data, len, SESSION_F_BACK_PAUSE);
+    if (capa_rewrite_feed(&s->capa_rw, data, len, session_relay_to_client, s) != 0) {
+        session_bye(s, "[UNAVAILABLE] Out of memory", "out of memory");
+        return;
+    }
     session_relay_flush_answers(s);
     if ((s->flags & SESSION_F_GATE_RESUME) && s->state == SESSION_RELAY) {
         s->flags &= ~SESSION_F_GATE_RESUME;
@@ -490,17 +507,21 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
         conn_set_wipe(s->client, 0); /* no credentials come after this */
     }
     s->env->stats.logins_ok++;
+    session_login_metrics(s, METRICS_LOGIN_OK);
     imap_scan_init(&s->backend_scan);
+    /* the list of the login OK, wherever the backend sends one again */
+    capa_rewrite_init(&s->capa_rw, s->cfg->relay.compress ? "COMPRESS=DEFLATE" : "");
     s->last_backend_data = uv_now(s->env->loop);
     session_log(s, LOG_INFO, "login ok (%s%s%s%s)",
                 s->client != NULL && conn_is_tls(s->client) ? conn_tls_version(s->client)
                                                             : "cleartext",
                 cached ? ", session cache" : "",
                 s->auth_user[0] != '\0' ? ", with the credentials of " : "", s->auth_user);
+    session_audit_preauth_end(s);
     session_audit_event(s, "login", "ok", cached ? "session cache" : NULL);
     /* the tagged OK and anything the backend already sent go out together */
     session_sendf(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, filtered);
-    if (s->flags & SESSION_F_CACHE_KEYED) {
+    if (s->flags & SESSION_F_PARK_OK) {
         s->shown_capa = filtered; /* the same list for the next login on this conn */
     } else {
         free(filtered);
@@ -522,6 +543,7 @@ void session_relay_enter(struct session *s, struct conn *conn, char *filtered,
         s->inbuf = NULL;
         s->inbuf_len = 0;
         s->bytes_in += in_len;
+        metrics_relay_bytes(1, in_len);
         session_relay_feed(s, in, in_len);
         free(in);
     }
@@ -543,4 +565,5 @@ void session_relay_free(struct session *s)
     s->cin = NULL;
     free(s->answers);
     s->answers = NULL;
+    capa_rewrite_cleanup(&s->capa_rw);
 }

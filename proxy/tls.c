@@ -1,4 +1,5 @@
 #include "proxy/tls.h"
+#include "proxy/tls_certificates.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,8 @@ struct tls {
     SSL *ssl;       /* owns both memory BIOs */
     BIO *rbio;      /* ciphertext from the peer (borrowed from ssl) */
     BIO *wbio;      /* ciphertext to the peer (borrowed from ssl) */
-    char err[160];  /* reason of the last TLS_ERROR */
+    char *err;      /* reason of the last TLS_ERROR (malloc'd), or NULL: an idle
+                       connection holds no room for one */
 };
 
 static void tls_errstr(char *err, size_t err_len, const char *what)
@@ -32,6 +34,22 @@ static void tls_errstr(char *err, size_t err_len, const char *what)
         snprintf(err, err_len, "%s", what);
     }
     ERR_clear_error();
+}
+
+#define TLS_ERR_LEN 160 /* bytes of a kept error reason */
+
+/* tls_set_err keeps the reason of a TLS_ERROR (out of memory: none, and
+ * tls_error says "TLS error"). */
+static void tls_set_err(struct tls *t, const char *what)
+{
+    if (t->err == NULL) {
+        t->err = malloc(TLS_ERR_LEN);
+    }
+    if (t->err != NULL) {
+        tls_errstr(t->err, TLS_ERR_LEN, what);
+    } else {
+        ERR_clear_error();
+    }
 }
 
 static int tls_ctx_common(SSL_CTX *ctx)
@@ -77,6 +95,19 @@ fail:
     return NULL;
 }
 
+void tls_server_ctx_set_tickets(SSL_CTX *ctx, int on)
+{
+    if (on) {
+        SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 1);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    } else {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    }
+}
+
 SSL_CTX *tls_client_ctx_new(char *err, size_t err_len, const char *ca_file, int verify)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
@@ -117,12 +148,19 @@ struct tls *tls_new(SSL_CTX *ctx, int is_server, const char *server_name)
     if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
         goto fail;
     }
+    /* What the handshake was configured with (cipher and group lists, the
+     * certificate and key references, verify parameters) is not needed once
+     * it is done: freed then, a few hundred bytes per idle connection. */
+    SSL_set_shed_handshake_config(t->ssl, 1);
     /* An empty read BIO must mean "want read", not EOF. */
     BIO_set_mem_eof_return(t->rbio, -1);
     SSL_set0_rbio(t->ssl, t->rbio);
     SSL_set0_wbio(t->ssl, t->wbio);
     if (is_server) {
         SSL_set_accept_state(t->ssl);
+        if (tls_certificates_hint(t->ssl, server_name) != 0) {
+            goto fail;
+        }
     } else {
         SSL_set_connect_state(t->ssl);
         if (server_name != NULL && server_name[0] != '\0') {
@@ -160,6 +198,7 @@ void tls_free(struct tls *t)
         return;
     }
     SSL_free(t->ssl); /* frees both BIOs */
+    free(t->err);
     free(t);
 }
 
@@ -187,7 +226,7 @@ static enum tls_result tls_map(struct tls *t, int ret, const char *what)
     case SSL_ERROR_ZERO_RETURN:
         return TLS_CLOSED;
     default:
-        tls_errstr(t->err, sizeof(t->err), what);
+        tls_set_err(t, what);
         return TLS_ERROR;
     }
 }
@@ -217,7 +256,7 @@ int tls_write(struct tls *t, const uint8_t *data, size_t len)
         int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
         int n = SSL_write(t->ssl, data, chunk);
         if (n <= 0) {
-            tls_errstr(t->err, sizeof(t->err), "write failed");
+            tls_set_err(t, "write failed");
             return -1;
         }
         data += n;
@@ -300,5 +339,11 @@ const char *tls_cipher(const struct tls *t)
 
 const char *tls_error(struct tls *t)
 {
-    return t->err[0] != '\0' ? t->err : "TLS error";
+    return t->err != NULL && t->err[0] != '\0' ? t->err : "TLS error";
+}
+
+const char *tls_server_name(const struct tls *t)
+{
+    const char *name = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+    return name != NULL ? name : "";
 }

@@ -25,6 +25,13 @@ enum tls_result {
 SSL_CTX *tls_server_ctx_new(char *err, size_t err_len, const char *cert_file,
                             const char *key_file);
 
+/* tls_server_ctx_set_tickets: with on 0 (imapmux's default: no
+ * resumption is configured), the context issues no TLS 1.3 session ticket
+ * and keeps no TLS 1.2 session cache: no ticket is sealed and sent after
+ * every handshake for clients that never come back with it.  With on 1 one
+ * ticket per handshake, under a key of this process (a restart forgets it). */
+void tls_server_ctx_set_tickets(SSL_CTX *ctx, int on);
+
 /* tls_client_ctx_new returns a client context (TLS 1.2 and 1.3) that verifies
  * the peer against ca_file (NULL: system default paths) when verify is 1, or
  * NULL with a reason in err. */
@@ -32,7 +39,9 @@ SSL_CTX *tls_client_ctx_new(char *err, size_t err_len, const char *ca_file, int 
 
 /* tls_new returns an engine on ctx (which it references), or NULL on OOM.
  * For a client, server_name is sent as SNI and, when the context verifies,
- * checked against the certificate (a numeric address is checked as an IP). */
+ * checked against the certificate (a numeric address is checked as an IP).
+ * For a server, server_name (NULL or "" for none) chooses the certificate
+ * when the ClientHello names none (tls_certificates_hint). */
 struct tls *tls_new(SSL_CTX *ctx, int is_server, const char *server_name);
 void tls_free(struct tls *t);
 
@@ -75,6 +84,9 @@ int tls_has_buffered(const struct tls *t);
 /* tls_version and tls_cipher name the negotiated parameters ("" before). */
 const char *tls_version(const struct tls *t);
 const char *tls_cipher(const struct tls *t);
+/* tls_server_name: on a server engine, the name the client sent as SNI once
+ * its ClientHello was read; "" without one. */
+const char *tls_server_name(const struct tls *t);
 
 /* tls_error returns a short reason for the last TLS_ERROR (static or owned by
  * the engine until the next call). */

@@ -37,6 +37,10 @@ struct warm_host {
     unsigned count;                /* connecting and ready */
     unsigned failures;             /* failed connects in a row */
     uint64_t retry_at;             /* no new connect before this loop time */
+    uint64_t window_start;         /* loop time the current demand window began */
+    unsigned takes_now;            /* logins that asked for one in this window */
+    unsigned takes_before;         /* ... in the window before it */
+    int demand_known;              /* a whole window has passed since the start */
 };
 
 struct warm {
@@ -70,11 +74,35 @@ static void warm_drop(struct warm_conn *pc)
     free(pc);
 }
 
+/* warm_target: how many connections h keeps now.  A warm connection that
+ * retires unused was a backend connection (and TLS handshake, and greeting)
+ * for nothing: past its first pool_max_idle_ms the pool keeps one more than
+ * the logins that asked for one in the last two windows of
+ * pool_max_idle_ms, at most pool_size and at least one.  Under load that is
+ * pool_size; an idle worker keeps one, recycled as before. */
+static unsigned warm_target(struct warm_host *h, uint64_t now)
+{
+    uint64_t window = h->cfg->pool_max_idle_ms;
+    if (now - h->window_start >= window) {
+        h->takes_before = now - h->window_start >= 2 * window ? 0 : h->takes_now;
+        h->takes_now = 0;
+        h->window_start = now;
+        h->demand_known = 1;
+    }
+    if (!h->demand_known) {
+        return h->cfg->pool_size;
+    }
+    unsigned demand = h->takes_now > h->takes_before ? h->takes_now : h->takes_before;
+    unsigned target = demand + 1;
+    return target < h->cfg->pool_size ? target : h->cfg->pool_size;
+}
+
 static void warm_fill(struct warm_host *h)
 {
     struct warm *p = h->p;
     uint64_t now = uv_now(p->loop);
-    while (h->count < h->cfg->pool_size && now >= h->retry_at) {
+    unsigned target = warm_target(h, now);
+    while (h->count < target && now >= h->retry_at) {
         struct warm_conn *pc = calloc(1, sizeof(*pc));
         if (pc == NULL) {
             return;
@@ -167,7 +195,73 @@ static void warm_on_tick(uv_timer_t *t)
     }
 }
 
+static struct warm *warm_build(uv_loop_t *loop, struct config *cfg,
+                               SSL_CTX *const *backend_ctx, struct warm *old);
+
 struct warm *warm_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backend_ctx)
+{
+    return warm_build(loop, cfg, backend_ctx, NULL);
+}
+
+static int warm_str_same(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* warm_backend_same: a warm connection made for a serves b as it is. */
+static int warm_backend_same(const struct config_backend *a, const struct config_backend *b)
+{
+    return strcmp(a->name, b->name) == 0 && a->tls == b->tls && a->tls_verify == b->tls_verify &&
+           warm_str_same(a->ca_file, b->ca_file) && warm_str_same(a->server_name, b->server_name) &&
+           a->pool_max_idle_ms == b->pool_max_idle_ms &&
+           a->pool_check_interval_ms == b->pool_check_interval_ms;
+}
+
+/* warm_carry moves old's ready connections to h's host into h. */
+static void warm_carry(struct warm_host *h, struct warm *old)
+{
+    for (size_t i = 0; i < old->num_hosts; i++) {
+        struct warm_host *oh = &old->hosts[i];
+        if (oh->port != h->port || strcmp(oh->host, h->host) != 0 ||
+            !warm_backend_same(oh->cfg, h->cfg)) {
+            continue;
+        }
+        struct list_link *l, *n;
+        unsigned kept = 0;
+        LIST_FOREACH_SAFE(l, n, &oh->conns) {
+            struct warm_conn *pc = LIST_ITEM(l, struct warm_conn, link);
+            if (h->count >= h->cfg->pool_size) {
+                break;
+            }
+            if (!pc->ready || !backend_is_ready(pc->b)) {
+                continue;
+            }
+            warm_unlink(pc);
+            pc->h = h;
+            backend_set_config(pc->b, h->cfg);
+            list_push_back(&h->conns, &pc->link);
+            h->count++;
+            h->p->stats.size++;
+            kept++;
+        }
+        if (kept > 0) {
+            log_msg(LOG_DEBUG, "warm pool: kept %u warm connections to backend %s host %s:%u",
+                    kept, h->cfg->name, h->host, (unsigned)h->port);
+        }
+        return;
+    }
+}
+
+struct warm *warm_renew(struct warm *old, uv_loop_t *loop, struct config *cfg,
+                        SSL_CTX *const *backend_ctx)
+{
+    struct warm *p = warm_build(loop, cfg, backend_ctx, old);
+    warm_free(old);
+    return p;
+}
+
+static struct warm *warm_build(uv_loop_t *loop, struct config *cfg,
+                               SSL_CTX *const *backend_ctx, struct warm *old)
 {
     struct warm *p = calloc(1, sizeof(*p));
     size_t n = 0;
@@ -198,11 +292,19 @@ struct warm *warm_new(uv_loop_t *loop, struct config *cfg, SSL_CTX *const *backe
             h->idx = i;
             snprintf(h->host, sizeof(h->host), "%s", b->hosts[j].host);
             h->port = b->hosts[j].port;
+            h->window_start = uv_now(loop);
             list_init(&h->conns);
         }
     }
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
+    if (old != NULL) {
+        p->stats = old->stats;
+        p->stats.size = 0; /* counted again as connections move over */
+        for (size_t i = 0; i < p->num_hosts; i++) {
+            warm_carry(&p->hosts[i], old);
+        }
+    }
     if (p->num_hosts > 0) {
         for (size_t i = 0; i < p->num_hosts; i++) {
             warm_fill(&p->hosts[i]);
@@ -223,6 +325,8 @@ struct backend *warm_take(struct warm *p, const struct config_backend *cfg, cons
         if (h->cfg != cfg || h->port != port || strcmp(h->host, host) != 0) {
             continue;
         }
+        (void)warm_target(h, uv_now(p->loop)); /* the window may have turned */
+        h->takes_now++;
         struct list_link *l, *n;
         LIST_FOREACH_SAFE(l, n, &h->conns) {
             struct warm_conn *pc = LIST_ITEM(l, struct warm_conn, link);

@@ -42,6 +42,14 @@ struct backend *warm_take(struct warm *p, const struct config_backend *cfg, cons
 
 void warm_stats(const struct warm *p, struct warm_stats *out);
 
+/* warm_renew makes the pools of cfg (a reload's) as warm_new does, but
+ * first takes over old's ready connections to every host whose backend kept
+ * its name and connection settings (up to the new pool_size) and old's
+ * counters; then frees old (closing the rest: removed or changed backends).
+ * Returns the new pool, or NULL on OOM (old is freed either way). */
+struct warm *warm_renew(struct warm *old, uv_loop_t *loop, struct config *cfg,
+                        SSL_CTX *const *backend_ctx);
+
 /* warm_free closes every warm connection; the pool's handles close on the
  * loop's next turns.  NULL accepted. */
 void warm_free(struct warm *p);

@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# On a fresh machine this installs what the build and the tests need (the
+# Debian packages of deploy/install-deps.sh); where all are there it does nothing.
+bash deploy/install-deps.sh --if-missing
+
 echo "== build (RelWithDebInfo)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
@@ -39,4 +43,4 @@ IMAPMUX_BIN="$PWD/build/imapmux" IMAPBENCH_BIN="$PWD/build/imapbench" \
     IMAPBENCH_OPENSSL_BIN="$PWD/build/imapbench-openssl" python3 tests/bench/bench.py --short
 
 echo "== demo self-check"
-python3 tests/integration/harness.py demo --for 3 --selfcheck --bin build/imapmux
+python3 tests/integration/demo.py --for 3 --selfcheck --bin build/imapmux

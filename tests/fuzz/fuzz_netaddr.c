@@ -4,7 +4,8 @@
  * that parses has a full-length key that parses back to the same address
  * (one spelling per address); every prefix of it keys to a text whose
  * address part parses and whose host bits are zero; text that does not
- * parse gets the one shared key. */
+ * parse gets the one shared key.  A network that netaddr_cidr_parse takes
+ * has a length within its family's width and contains its own address. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +24,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memcpy(text, data, size);
     text[size] = '\0';
+    unsigned net_len;
+    if (netaddr_cidr_parse(&a, &net_len, text) == 0) {
+        if (net_len > (a.family == NETADDR_V4 ? 32u : 128u) || !netaddr_in_prefix(&a, &a, net_len)) {
+            abort();
+        }
+        if (netaddr_prefix_key(key, sizeof(key), &a, net_len) != 0 ||
+            netaddr_parse(&b, strtok(key, "/")) != 0 || !netaddr_in_prefix(&b, &a, net_len)) {
+            abort();
+        }
+    }
     int r = netaddr_key(key, sizeof(key), text, 32, 64);
     if (r < 0 || strlen(key) >= sizeof(key)) {
         abort();

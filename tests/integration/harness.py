@@ -1,10 +1,9 @@
 """Integration harness: real dovecot and imapmux processes on free loopback
 ports in a temporary directory, stopped by PID at the end.
 
-Used by the tests (import harness) and by the demo:
-    python3 tests/integration/harness.py demo [--for SECONDS] [--selfcheck] [--bin PATH]
+Used by the tests, the benchmark and the demo (tests/integration/demo.py):
+import harness.
 """
-import argparse
 import atexit
 import imaplib
 import os
@@ -135,7 +134,7 @@ class Dovecot:
     """A real dovecot IMAP server on a free loopback port."""
 
     def __init__(self, tmpdir, users=None, ssl_mode="none", cert=None, name="dovecot", ssl=None,
-                 master_users=None, extra_conf=""):
+                 master_users=None, extra_conf="", haproxy=False):
         """master_users: {name: password} allowed to log in as any user with
         SASL PLAIN authzid=<user>, authcid=<name>."""
         self.dir = os.path.join(tmpdir, name)
@@ -147,6 +146,10 @@ class Dovecot:
             raise ValueError("ssl_mode: none, starttls or implicit")
         self.ssl_mode = ssl_mode
         self.extra_conf = extra_conf  # appended to dovecot.conf (e.g. the benchmark's limits)
+        # haproxy: the imap listener wants a PROXY protocol header (from
+        # 127.0.0.0/8); a session is secured only by the header's SSL TLV when
+        # it does not come from 127.0.0.1 (Dovecot trusts same-address peers)
+        self.haproxy = haproxy
         if ssl_mode != "none" and cert is None:
             os.makedirs(self.dir, exist_ok=True)
             cert = make_cert(self.dir)
@@ -178,8 +181,9 @@ class Dovecot:
             ssl_conf = "ssl = %s\nssl_cert = <%s\nssl_key = <%s\n" % (
                 "required" if self.ssl_mode == "implicit" else "yes", self.cert[0], self.cert[1])
         imap_port, imaps_port = (0, self.port) if self.ssl_mode == "implicit" else (self.port, 0)
+        haproxy_conf = "    haproxy = yes\n" if self.haproxy else ""
         conf = """protocols = imap
-listen = {lo}
+{trusted}listen = {lo}
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
@@ -206,7 +210,7 @@ service imap-login {{
   inet_listener imap {{
     address = {lo}
     port = {imap_port}
-  }}
+{haproxy}  }}
   inet_listener imaps {{
     address = {lo}
     port = {imaps_port}
@@ -216,7 +220,15 @@ service anvil {{
   chroot =
 }}
 """.format(lo=LOOPBACK, d=self.dir, ssl=ssl_conf, uid=u.pw_uid, gid=u.pw_gid,
-           imap_port=imap_port, imaps_port=imaps_port, master=master_passdb) + self.extra_conf
+           imap_port=imap_port, imaps_port=imaps_port, master=master_passdb,
+           haproxy=haproxy_conf,
+           trusted="haproxy_trusted_networks = 127.0.0.0/8\n" if self.haproxy else "") + self.extra_conf
+        if self.haproxy:
+            # only the header's SSL TLV may make a session secured: plaintext
+            # logins refused, and the connecting address not trusted as such
+            conf = conf.replace("disable_plaintext_auth = no", "disable_plaintext_auth = yes")
+            conf = conf.replace("login_trusted_networks = 127.0.0.0/8",
+                                "login_trusted_networks = 127.0.0.1/32")
         self.conf = os.path.join(self.dir, "dovecot.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
@@ -448,8 +460,10 @@ class Sentinel(Redis):
     """A Redis Sentinel watching master (a Redis) with quorum 1."""
 
     def __init__(self, tmpdir, master, name="sentinel", master_name="mymaster",
-                 down_after_ms=1000, failover_timeout_ms=3000):
-        super().__init__(tmpdir, name=name)
+                 down_after_ms=1000, failover_timeout_ms=3000, password=None):
+        """password: the sentinel's own requirepass (the master's comes from
+        master.password)."""
+        super().__init__(tmpdir, name=name, password=password)
         self.master = master
         self.master_name = master_name
         self.down_after_ms = down_after_ms
@@ -467,6 +481,10 @@ class Sentinel(Redis):
                  "sentinel down-after-milliseconds %s %d" % (n, self.down_after_ms),
                  "sentinel failover-timeout %s %d" % (n, self.failover_timeout_ms),
                  "sentinel parallel-syncs %s 1" % n]
+        if self.password:
+            lines.append("requirepass %s" % self.password)
+        if self.master.password:
+            lines.append("sentinel auth-pass %s %s" % (n, self.master.password))
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -527,7 +545,7 @@ class Imapmux:
     def __init__(self, tmpdir, backends, cert=None, routes=None, limits=None, workers=2,
                  name="imapmux", extra_listeners=(), listeners=None, redis=None,
                  bruteforce=None, audit=None, session_cache=None, log_level="debug"):
-        """listeners: (address, port, tls) tuples replacing the default pair
+        """listeners: (address, port, tls[, {more keys}]) tuples replacing the default pair
         of an implicit TLS and a STARTTLS listener on free loopback ports;
         extra_listeners are added to either.  cert: (cert, key), made in the
         directory when None."""
@@ -538,12 +556,13 @@ class Imapmux:
         if listeners is None:
             listeners = [(LOOPBACK, free_port(), "implicit"), (LOOPBACK, free_port(), "starttls")]
         self.listeners = list(listeners) + list(extra_listeners)
-        self.tls_port = next((p for a, p, t in self.listeners if t == "implicit"), None)
-        self.plain_port = next((p for a, p, t in self.listeners if t != "implicit"), None)
+        self.tls_port = next((l[1] for l in self.listeners if l[2] == "implicit"), None)
+        self.plain_port = next((l[1] for l in self.listeners if l[2] != "implicit"), None)
         lines = ["instance: %s" % name, "workers: %d" % workers,
                  "log: {level: %s, target: stderr}" % log_level, "listeners:"]
         for l in self.listeners:
-            lines.append("  - {address: %s, port: %d, tls: %s}" % (_yaml_value(l[0]), l[1], l[2]))
+            more = "".join(", %s: %s" % (k, _yaml_value(v)) for k, v in (l[3] if len(l) > 3 else {}).items())
+            lines.append("  - {address: %s, port: %d, tls: %s%s}" % (_yaml_value(l[0]), l[1], l[2], more))
         lines.append("tls: {cert: %s, key: %s}" % (_yaml_value(cert[0]), _yaml_value(cert[1])))
         lines.append("backends:")
         for b in backends:
@@ -574,8 +593,8 @@ class Imapmux:
         self.proc = subprocess.Popen([imapmux_bin(), "-c", self.conf], stdout=self._logf,
                                      stderr=subprocess.STDOUT)
         _children.append(self.proc)
-        for address, port, _ in self.listeners:
-            wait_port(port, proc=self.proc, host=address)
+        for l in self.listeners:
+            wait_port(l[1], proc=self.proc, host=l[0])
         return self
 
     def stop(self, timeout=40):
@@ -744,106 +763,6 @@ class ProxyTestCase(unittest.TestCase):
         s.close()
 
 
-def _demo_port(preferred):
-    return preferred if port_is_free(preferred) else free_port()
-
-
-def demo(argv):
-    ap = argparse.ArgumentParser(prog="harness.py demo",
-                                 description="dovecot with a demo mailbox and imapmux in front of it"
-                                             " on 127.0.0.1")
-    ap.add_argument("--for", dest="seconds", type=float, default=0,
-                    help="stop after SECONDS (default: run until Ctrl-C)")
-    ap.add_argument("--selfcheck", action="store_true",
-                    help="list the demo mailbox with curl through the proxy; exit 1 if that fails")
-    ap.add_argument("--bin", help="imapmux binary (default: $IMAPMUX_BIN or build/imapmux)")
-    args = ap.parse_args(argv)
-    if args.bin:
-        os.environ["IMAPMUX_BIN"] = os.path.abspath(args.bin)
-    imapmux_bin()  # fails early with a clear message
-    tmp = TempDir(prefix="imapmux-demo-")
-    dov = mux = None
-    try:
-        cert = make_cert(tmp.path)
-        dov = Dovecot(tmp.path, users={"demo": "demo"}).start()
-        dov.add_message("demo", sample_message("Welcome to imapmux"))
-        dov.add_message("demo", attachment_message())
-        tls_port = _demo_port(9993)
-        plain_port = _demo_port(9143)
-        mux = Imapmux(tmp.path, [{"name": "local", "host": LOOPBACK, "port": dov.port,
-                                  "tls": "none", "forward_id": True}], cert, workers=2,
-                      listeners=[(LOOPBACK, tls_port, "implicit"),
-                                 (LOOPBACK, plain_port, "starttls")])
-        mux.start()
-        url = "imaps://%s:%d" % (LOOPBACK, tls_port)
-        curl_list = "curl --cacert %s %s/INBOX -u demo:demo" % (cert[0], url)
-        curl_fetch = "curl --cacert %s '%s/INBOX;UID=1' -u demo:demo" % (cert[0], url)
-        print("imapmux demo is running.\n")
-        print("  backend: dovecot on %s:%d (user demo, password demo)" % (LOOPBACK, dov.port))
-        print("  imapmux: implicit TLS on %s:%d, STARTTLS on %s:%d" % (
-            LOOPBACK, tls_port, LOOPBACK, plain_port))
-        print("  config:  %s" % mux.conf)
-        print("  log:     %s\n" % mux.log)
-        print("List the demo mailbox through the proxy:\n  %s\n" % curl_list)
-        print("Fetch the first message:\n  %s\n" % curl_fetch)
-        print("List the messages (IMAP SEARCH ALL):\n  curl --cacert %s '%s/INBOX?ALL' -u demo:demo\n"
-              % (cert[0], url))
-        print("A mail client (Thunderbird, mutt, ...):\n"
-              "  server 127.0.0.1, port %d, connection security SSL/TLS\n"
-              "  (or port %d with STARTTLS), user demo, password demo, normal password;\n"
-              "  trust the self-signed certificate %s\n" % (tls_port, plain_port, cert[0]))
-        sys.stdout.flush()
-        if args.selfcheck:
-            cmd = ["curl", "-sS", "--max-time", "20", "--cacert", cert[0], url + "/INBOX",
-                   "-u", "demo:demo"]
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-            ok = r.returncode == 0 and "INBOX" in r.stdout
-            print("selfcheck: %s: curl exit %d\n%s" % ("ok" if ok else "FAILED", r.returncode,
-                                                       (r.stdout + r.stderr).strip()))
-            if ok:
-                r = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", cert[0],
-                                    url + "/INBOX;UID=1", "-u", "demo:demo"],
-                                   capture_output=True, text=True, timeout=60)
-                ok = r.returncode == 0 and "Subject: Welcome to imapmux" in r.stdout
-                print("selfcheck: fetch UID 1 %s: curl exit %d" % ("ok" if ok else "FAILED",
-                                                                  r.returncode))
-            sys.stdout.flush()
-            if not ok:
-                print("imapmux log:\n" + mux.log_text()[-4000:], file=sys.stderr)
-                return 1
-        if args.seconds > 0:
-            deadline = time.monotonic() + args.seconds
-            while mux.alive() and time.monotonic() < deadline:
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        else:
-            print("Ctrl-C stops it.")
-            sys.stdout.flush()
-            try:
-                while mux.alive():
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-        if not mux.alive():
-            print("imapmux exited unexpectedly (%s); log:\n%s" % (mux.proc.returncode,
-                                                                 mux.log_text()[-4000:]),
-                  file=sys.stderr)
-            return 1
-        rc = mux.stop()
-        print("imapmux stopped (exit %s)" % rc)
-        return 0 if rc == 0 else 1
-    finally:
-        if mux is not None and mux.alive():
-            try:
-                mux.stop()
-            except RuntimeError:
-                pass
-        if dov is not None:
-            dov.stop()
-        tmp.close()
-
-
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "demo":
-        sys.exit(demo(sys.argv[2:]))
     print(__doc__)
     sys.exit(2)

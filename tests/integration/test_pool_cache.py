@@ -300,6 +300,31 @@ class PoolRecycleTest(unittest.TestCase):
                 dovecot.stop()
 
 
+    def test_an_idle_pool_shrinks_to_one(self):
+        # no login for a while: connections retiring unused are not replaced
+        # beyond one (each would be a backend connection for nothing)
+        with TempDir() as tmp:
+            dovecot = Dovecot(tmp.path, users={"alice": "pw"}).start()
+            try:
+                backend = {"name": "main", "host": LOOPBACK, "port": dovecot.port, "tls": "none",
+                           "pool_size": 4, "pool_max_idle_ms": 2000}
+                mux = Imapmux(tmp.path, [backend], make_cert(tmp.path), workers=1).start()
+                wait_for(lambda: warm_ready(mux) >= 4, what="the pool filled")
+                wait_for(lambda: established_to(dovecot.port) == 1, timeout=15,
+                         what="the idle pool down to one")
+                # demand brings it back: logins take and the pool refills
+                for _ in range(3):
+                    s = ProxySession(mux)
+                    self.assertTrue(s.login("alice", "pw").startswith(b"OK"))
+                    s.logout()
+                # three takes in this window: 3 + 1 kept
+                wait_for(lambda: established_to(dovecot.port) >= 3, timeout=4,
+                         what="the pool grown again")
+                self.assertEqual(mux.stop(), 0)
+            finally:
+                dovecot.stop()
+
+
 USERS = {"alice": "pw", "bob": "pw2", "carol": "pw", "dave": "pw4", "erin": "pw5",
          "frank": "pw6", "grace": "pw7", "heidi": "pw8", "ivan": "pw9"}
 
@@ -323,7 +348,8 @@ class SessionCacheTest(unittest.TestCase):
         backend = {"name": "main", "host": LOOPBACK, "port": cls.dovecot.port, "tls": "none"}
         cls.mux = Imapmux(cls.tmp.path, [backend], make_cert(cls.tmp.path), workers=1,
                           session_cache={"enabled": True, "ttl_ms": cls.TTL_MS,
-                                         "max_per_user": 1, "max_total": 5}).start()
+                                         "max_per_user": 1, "max_total": 5,
+                                         "park": "always"}).start()
 
     @classmethod
     def tearDownClass(cls):

@@ -1,7 +1,8 @@
 /* backend against a scripted IMAP server on loopback, in one loop: the
  * answer to STARTTLS followed by cleartext fails the login before any TLS
- * byte goes out, the answer alone starts the handshake, and the copies of the
- * credentials are released wiped on success and on refusal. */
+ * byte goes out, the answer alone starts the handshake, the copies of the
+ * credentials are released wiped on success and on refusal, and an OAuth
+ * token passes through by the mechanism the backend announces. */
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -39,6 +40,8 @@ struct run {
     enum backend_status status;
     char reason[128];
 };
+
+static int run_oauth; /* the next run_script logs in with p.oauth */
 
 static void srv_on_read(void *ctx, const uint8_t *data, size_t len);
 static void srv_on_eof(void *ctx, int status);
@@ -172,6 +175,7 @@ static void run_script(struct run *r, const struct script *script, enum config_b
         .connect_timeout_ms = TEST_TIMEOUT_MS,
         .greeting_timeout_ms = TEST_TIMEOUT_MS,
         .session_id = "test",
+        .oauth = run_oauth,
     };
     r->b = backend_login(&r->loop, &p, on_backend_done, r);
     cr_assert_not_null(r->b);
@@ -245,4 +249,45 @@ Test(backend, credentials_released_wiped_after_a_refusal)
     cr_assert_str_eq(r.login_cmd, "L LOGIN \"alice\" \"s3cret-pw\"");
     cr_assert_geq(w.blocks, 3, "blocks released through secret_free: %zu", w.blocks);
     cr_assert_eq(w.dirty, 0);
+}
+
+/* OAuth pass-through: the password is the client's token, sent by the
+ * mechanism the backend announces, and wiped like a password. */
+static void oauth_login(const char *greeting, const char *want_cmd, enum backend_status want)
+{
+    const struct script s = {
+        .greeting = greeting,
+        .login_answer = "L OK [CAPABILITY IMAP4rev1] done\r\n",
+    };
+    struct run r;
+    struct secret_watch w;
+    run_oauth = 1;
+    secret_watch_start(&w);
+    run_script(&r, &s, CONFIG_BACKEND_TLS_NONE);
+    secret_watch_stop();
+    run_oauth = 0;
+    cr_assert_eq(r.status, want, "%s", r.reason);
+    cr_assert_str_eq(r.login_cmd, want_cmd);
+    cr_assert_eq(w.dirty, 0);
+}
+
+Test(backend, oauth_token_passes_through_oauthbearer)
+{
+    /* "n,a=alice,\x01auth=Bearer s3cret-pw\x01\x01" */
+    oauth_login("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER] hi\r\n",
+                "L AUTHENTICATE OAUTHBEARER bixhPWFsaWNlLAFhdXRoPUJlYXJlciBzM2NyZXQtcHcBAQ==",
+                BACKEND_OK);
+}
+
+Test(backend, oauth_token_passes_through_xoauth2)
+{
+    /* "user=alice\x01auth=Bearer s3cret-pw\x01\x01" */
+    oauth_login("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] hi\r\n",
+                "L AUTHENTICATE XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciBzM2NyZXQtcHcBAQ==",
+                BACKEND_OK);
+}
+
+Test(backend, oauth_needs_a_mechanism_of_the_backend)
+{
+    oauth_login("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi\r\n", "", BACKEND_UNAVAILABLE);
 }

@@ -219,6 +219,8 @@ Test(config, errors_with_lines)
                  "bad.yaml:1: redis: host (or sentinels and master_name) is required");
     expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {sentinels: [\"h:1\"]}\n",
                  "bad.yaml:1: redis: sentinels need master_name");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: r, sentinel_password: x}\n",
+                 "bad.yaml:1: redis: sentinel_password without sentinels");
     expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: r, unknown_users: maybe}\n",
                  "bad.yaml:2: redis.unknown_users: expected one of reject | passthrough");
     expect_error("backends: [{name: a, host: h, port: 1}]\nbruteforce: {enabled: true}\n",
@@ -256,6 +258,7 @@ Test(config, redis_master_and_hosts)
              "redis:\n"
              "  sentinels: [\"127.0.0.1:26379\", \"127.0.0.2:26379\"]\n"
              "  master_name: routing\n"
+             "  sentinel_password: spw\n"
              "  password: rpw\n"
              "  db: 2\n"
              "  prefix: \"mx:\"\n"
@@ -292,6 +295,7 @@ Test(config, redis_master_and_hosts)
     cr_assert_eq(c->redis.num_sentinels, 2);
     cr_assert_str_eq(c->redis.sentinels[1].host, "127.0.0.2");
     cr_assert_str_eq(c->redis.master_name, "routing");
+    cr_assert_str_eq(c->redis.sentinel_password, "spw");
     cr_assert_str_eq(c->redis.password, "rpw");
     cr_assert_eq(c->redis.db, 2);
     cr_assert_str_eq(c->redis.prefix, "mx:");
@@ -500,4 +504,225 @@ Test(config, client_limits)
                  "bad.yaml:2: limits.ipv6_prefix_len: expected an integer 1-128");
     expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {max_connections: -1}\n",
                  "bad.yaml:2: limits.max_connections: expected an integer 0-4294967295");
+}
+
+Test(config, session_limits)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "min.yaml", "backends: [{name: x, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->max_sessions_per_user, 0);
+    cr_assert_eq(c->max_sessions_per_user_ip, 0);
+    cr_assert_eq(c->session_lease_ms, 60000);
+    cr_assert_eq(c->session_limits_refuse, 0, "a Redis outage does not block logins");
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "lim.yaml",
+             "backends: [{name: x, host: h, port: 1}]\n"
+             "redis: {host: 127.0.0.1}\n"
+             "limits:\n"
+             "  max_sessions_per_user: 20\n"
+             "  max_sessions_per_user_ip: 5\n"
+             "  session_lease_ms: 30000\n"
+             "  on_redis_error: refuse\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->max_sessions_per_user, 20);
+    cr_assert_eq(c->max_sessions_per_user_ip, 5);
+    cr_assert_eq(c->session_lease_ms, 30000);
+    cr_assert_eq(c->session_limits_refuse, 1);
+    config_unref(&c);
+
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {max_sessions_per_user: 3}\n",
+                 "bad.yaml:1: limits.max_sessions_per_user: sessions are counted in redis: "
+                 "needs a redis section and session_lease_ms above 0");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nredis: {host: h}\n"
+                 "limits: {max_sessions_per_user_ip: 3, session_lease_ms: 0}\n",
+                 "bad.yaml:1: limits.max_sessions_per_user_ip: sessions are counted in redis: "
+                 "needs a redis section and session_lease_ms above 0");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {session_lease_ms: 299}\n",
+                 "bad.yaml:1: limits.session_lease_ms: expected 0 (off) or at least 300");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nlimits: {on_redis_error: maybe}\n",
+                 "bad.yaml:2: limits.on_redis_error: expected one of allow | refuse");
+}
+
+Test(config, proxy_protocol)
+{
+    char err[512] = "";
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "listeners:\n"
+             "  - {address: 127.0.0.1, port: 993, tls: implicit, proxy_protocol: true,\n"
+             "     proxy_trusted: [10.0.0.0/8, '2001:db8::/32', 192.0.2.1]}\n"
+             "  - {address: 127.0.0.1, port: 143, tls: starttls, proxy_protocol: true,\n"
+             "     proxy_trusted: [127.0.0.0/8], proxy_tls_terminated: true,\n"
+             "     proxy_header_timeout_ms: 900}\n"
+             "  - {address: 127.0.0.1, port: 144, tls: starttls}\n"
+             "tls: {cert: %s, key: %s}\n"
+             "limits: {proxy_header_timeout_ms: 2500}\n"
+             "backends:\n"
+             "  - {name: a, host: 10.0.0.1, port: 143, proxy_protocol: v2, pool_size: 4}\n"
+             "  - {name: b, host: 10.0.0.2, port: 143, proxy_protocol: none, pool_size: 4}\n"
+             "routes: {default: a}\n",
+             DATA("cert.pem"), DATA("key.pem"));
+    struct config *c = load(err, sizeof(err), "proxy.yaml", text);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->listeners[0].proxy_protocol, 1);
+    cr_assert_eq(c->listeners[0].num_proxy_trusted, 3);
+    cr_assert(proxy_proto_trusted(c->listeners[0].proxy_trusted, 3, "10.9.9.9"));
+    cr_assert(proxy_proto_trusted(c->listeners[0].proxy_trusted, 3, "2001:db8:5::1"));
+    cr_assert_not(proxy_proto_trusted(c->listeners[0].proxy_trusted, 3, "127.0.0.1"));
+    cr_assert_eq(c->listeners[0].proxy_header_timeout_ms, 2500, "the global timeout");
+    cr_assert_eq(c->listeners[0].proxy_tls_terminated, 0);
+    cr_assert_eq(c->listeners[1].proxy_header_timeout_ms, 900, "its own timeout");
+    cr_assert_eq(c->listeners[1].proxy_tls_terminated, 1);
+    cr_assert_eq(c->listeners[2].proxy_protocol, 0);
+    cr_assert_eq(c->backends[0].proxy_protocol, 2);
+    cr_assert_eq(c->backends[0].pool_size, 0, "no warm pool with PROXY out");
+    cr_assert_eq(c->backends[1].proxy_protocol, 0);
+    cr_assert_eq(c->backends[1].pool_size, 4);
+    config_unref(&c);
+}
+
+Test(config, proxy_protocol_errors)
+{
+    char head[512];
+    char text[2048];
+    snprintf(head, sizeof(head), "tls: {cert: %s, key: %s}\nbackends: [{name: a, host: h, port: 1}]\n",
+             DATA("cert.pem"), DATA("key.pem"));
+    static const struct {
+        const char *listener;
+        const char *want;
+    } cases[] = {
+        {"{address: 127.0.0.1, port: 1, tls: starttls, proxy_protocol: true}",
+         "listeners[0]: proxy_protocol needs proxy_trusted (the balancers' networks)"},
+        {"{address: 127.0.0.1, port: 1, tls: starttls, proxy_trusted: [127.0.0.1]}",
+         "listeners[0]: proxy_trusted, proxy_tls_terminated and proxy_header_timeout_ms need "
+         "proxy_protocol: true"},
+        {"{address: 127.0.0.1, port: 1, tls: implicit, proxy_protocol: true, "
+         "proxy_trusted: [127.0.0.1], proxy_tls_terminated: true}",
+         "listeners[0]: proxy_tls_terminated is for a cleartext (starttls) listener"},
+        {"{address: 127.0.0.1, port: 1, tls: starttls, proxy_protocol: true, "
+         "proxy_trusted: [127.0.0.0/33]}",
+         "listeners[0].proxy_trusted: 127.0.0.0/33 is not a network (address/prefix length)"},
+        {"{address: 127.0.0.1, port: 1, tls: starttls, proxy_protocol: true, proxy_trusted: []}",
+         "listeners[0].proxy_trusted: expected 1-256 networks"},
+        {"{address: 127.0.0.1, port: 1, tls: starttls, proxy_protocol: true, "
+         "proxy_trusted: [127.0.0.1], proxy_header_timeout_ms: 10}",
+         "listeners[0].proxy_header_timeout_ms: expected an integer 100-600000"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[512] = "";
+        snprintf(text, sizeof(text), "%slisteners:\n  - %s\n", head, cases[i].listener);
+        struct config *c = load(err, sizeof(err), "bad.yaml", text);
+        cr_assert_null(c, "loaded: %s", text);
+        cr_assert_not_null(strstr(err, cases[i].want), "%s\nwanted: %s", err, cases[i].want);
+    }
+    snprintf(text, sizeof(text),
+             "backends: [{name: a, host: h, port: 1, proxy_protocol: v1}]\n");
+    char err[512] = "";
+    cr_assert_null(load(err, sizeof(err), "bad.yaml", text));
+    cr_assert_not_null(strstr(err, "proxy_protocol: expected one of none | v2"), "%s", err);
+}
+
+Test(config, sni_certificates_and_backend_template)
+{
+    char err[512] = "";
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "backends: [{name: a, host: h, port: 1}]\n"
+             "listeners: [{address: 127.0.0.1, port: 993, tls: implicit}]\n"
+             "tls:\n"
+             "  expiry_warning_days: 30\n"
+             "  certificates:\n"
+             "    - {names: [Mail.Example.com, \"*.example.org\"], cert: %s, key: %s}\n"
+             "    - {names: [mail.example.com], cert: %s, key: %s}\n"
+             "backend_template: {tls: implicit, verify: false, auth: passthrough}\n",
+             DATA("cert.pem"), DATA("key.pem"), DATA("rsa-cert.pem"), DATA("rsa-key.pem"));
+    struct config *c = load(err, sizeof(err), "sni.yaml", text);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_null(c->tls_cert_file, "the first certificate is the default");
+    cr_assert_eq(c->num_certificates, 2);
+    cr_assert_eq(c->certificates[0].num_names, 2);
+    cr_assert_str_eq(c->certificates[0].names[0], "mail.example.com", "lowercased");
+    cr_assert_str_eq(c->certificates[0].names[1], "*.example.org");
+    cr_assert_eq(c->tls_expiry_warning_days, 30);
+    cr_assert_not_null(c->backend_template);
+    cr_assert_eq(c->backend_template->tls, CONFIG_BACKEND_TLS_IMPLICIT);
+    cr_assert_eq(c->backend_template->tls_verify, 0);
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "plain.yaml", "backends: [{name: a, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->tls_expiry_warning_days, 14);
+    cr_assert_null(c->backend_template);
+    config_unref(&c);
+
+    snprintf(text, sizeof(text),
+             "backends: [{name: a, host: h, port: 1}]\n"
+             "tls:\n  certificates:\n    - {names: [\"a.*.example.com\"], cert: %s, key: %s}\n",
+             DATA("cert.pem"), DATA("key.pem"));
+    expect_error(text, "bad.yaml:4: tls.certificates[0].names: a.*.example.com is not a DNS name "
+                       "or a one-label wildcard (*.example.com)");
+    snprintf(text, sizeof(text),
+             "backends: [{name: a, host: h, port: 1}]\n"
+             "tls:\n  certificates:\n    - {cert: %s, key: %s}\n",
+             DATA("cert.pem"), DATA("key.pem"));
+    expect_error(text, "bad.yaml:4: tls.certificates[0]: names, cert and key are required");
+    expect_error("backends: [{name: a, host: h, port: 1}]\n"
+                 "backend_template: {tls: implicit, hosts: [\"h:1\"]}\n",
+                 "bad.yaml:2: backend_template.hosts: not in a template (the name and hosts "
+                 "come from Redis)");
+    expect_error("backends: [{name: a, host: h, port: 1}]\n"
+                 "backend_template: {auth: master}\n",
+                 "bad.yaml:2: backend_template: auth master needs master_user and "
+                 "master_password (or master_password_file)");
+}
+
+Test(config, audit_preauth_records)
+{
+    char err[512] = "";
+    static const char dflt[] = "backends: [{name: a, host: h, port: 1}]\n";
+    struct config *c = config_parse(err, sizeof(err), "buf.yaml", dflt, sizeof(dflt) - 1);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->audit.preauth_records, 16);
+    config_unref(&c);
+    static const char set[] = "backends: [{name: a, host: h, port: 1}]\n"
+                              "audit: {stdout: true, preauth_records: 0}\n";
+    c = config_parse(err, sizeof(err), "buf.yaml", set, sizeof(set) - 1);
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->audit.preauth_records, 0);
+    config_unref(&c);
+    static const char big[] = "backends: [{name: a, host: h, port: 1}]\n"
+                              "audit: {stdout: true, preauth_records: 100001}\n";
+    cr_assert_null(config_parse(err, sizeof(err), "buf.yaml", big, sizeof(big) - 1));
+}
+
+Test(config, session_cache_park_policy)
+{
+    char err[512] = "";
+    struct config *c = load(err, sizeof(err), "park.yaml",
+                            "backends: [{name: a, host: h, port: 1}]\n"
+                            "session_cache: {enabled: true, park: always, seen_slots: 1024,\n"
+                            "  park_clients: [\"Example Webmail\", roundcube]}\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->session_cache.park, CONFIG_PARK_ALWAYS);
+    cr_assert_eq(c->session_cache.seen_slots, 1024);
+    cr_assert_eq(c->session_cache.num_park_clients, 2);
+    cr_assert_str_eq(c->session_cache.park_clients[0], "Example Webmail");
+    cr_assert_str_eq(c->session_cache.park_clients[1], "roundcube");
+    config_unref(&c);
+
+    c = load(err, sizeof(err), "park2.yaml", "backends: [{name: x, host: h, port: 1}]\n");
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->session_cache.park, CONFIG_PARK_RETURNING, "parking waits for a return");
+    cr_assert_eq(c->session_cache.seen_slots, 16384);
+    cr_assert_eq(c->session_cache.num_park_clients, 0);
+    config_unref(&c);
+
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {park: often}\n",
+                 "bad.yaml:2: session_cache.park: expected one of returning | always");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {park_clients: [\"\"]}\n",
+                 "bad.yaml:2: session_cache.park_clients: must not be empty");
+    expect_error("backends: [{name: a, host: h, port: 1}]\nsession_cache: {seen_slots: 1}\n",
+                 "bad.yaml:2: session_cache.seen_slots: expected an integer 16-16777216");
 }

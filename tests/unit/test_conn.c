@@ -1,7 +1,10 @@
 /* conn over real loopback TCP in one loop: accept, connect, TLS both ways,
  * data, backpressure's drain callback, close.  Each test runs its loop to the
  * end and checks that no handle leaked. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <criterion/criterion.h>
 
@@ -159,6 +162,13 @@ static void on_connection(uv_stream_t *server, int status)
     cr_assert_eq(status, 0);
     p->srv.c = conn_new(&p->loop, &test_ops, &p->srv);
     cr_assert_eq(conn_accept(p->srv.c, server), 0);
+    /* inherited from the listener (conn_tune_listener), not set per accept */
+    int on = 0;
+    socklen_t on_len = sizeof(on);
+    cr_assert_eq(getsockopt(conn_fileno(p->srv.c), IPPROTO_TCP, TCP_NODELAY, &on, &on_len), 0);
+    cr_assert_eq(on, 1, "accepted socket without TCP_NODELAY");
+    cr_assert_eq(getsockopt(conn_fileno(p->srv.c), SOL_SOCKET, SO_KEEPALIVE, &on, &on_len), 0);
+    cr_assert_eq(on, 1, "accepted socket without SO_KEEPALIVE");
     conn_set_wipe(p->srv.c, p->wipe_srv);
     if (p->tls) {
         cr_assert_eq(conn_start_tls(p->srv.c, p->sctx, CONN_TLS_SERVER, NULL), 0);
@@ -186,6 +196,7 @@ static void run_loop(struct pair *p)
     p->server.data = p;
     uv_ip4_addr("127.0.0.1", 0, &addr);
     cr_assert_eq(uv_tcp_bind(&p->server, (const struct sockaddr *)&addr, 0), 0);
+    cr_assert_eq(conn_tune_listener(&p->server), 0);
     cr_assert_eq(uv_listen((uv_stream_t *)&p->server, 8, on_connection), 0);
     uv_tcp_getsockname(&p->server, (struct sockaddr *)&addr, &len);
 

@@ -97,3 +97,42 @@ Test(netaddr, unparsed_and_short_buffers)
                  0);
     cr_assert_str_eq(key, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127");
 }
+
+Test(netaddr, cidr_parse_and_match)
+{
+    struct netaddr net, a;
+    unsigned len;
+    cr_assert_eq(netaddr_cidr_parse(&net, &len, "10.1.0.0/16"), 0);
+    cr_assert_eq(net.family, NETADDR_V4);
+    cr_assert_eq(len, 16);
+    cr_assert_eq(netaddr_parse(&a, "10.1.200.3"), 0);
+    cr_assert_eq(netaddr_in_prefix(&a, &net, len), 1);
+    cr_assert_eq(netaddr_parse(&a, "10.2.0.1"), 0);
+    cr_assert_eq(netaddr_in_prefix(&a, &net, len), 0);
+    cr_assert_eq(netaddr_parse(&a, "::ffff:10.1.2.3"), 0); /* mapped: IPv4 */
+    cr_assert_eq(netaddr_in_prefix(&a, &net, len), 1);
+
+    cr_assert_eq(netaddr_cidr_parse(&net, &len, "127.0.0.1"), 0);
+    cr_assert_eq(len, 32);
+    cr_assert_eq(netaddr_cidr_parse(&net, &len, "2001:db8::/33"), 0);
+    cr_assert_eq(len, 33);
+    cr_assert_eq(netaddr_parse(&a, "2001:db8:7fff::1"), 0);
+    cr_assert_eq(netaddr_in_prefix(&a, &net, len), 1);
+    cr_assert_eq(netaddr_parse(&a, "2001:db8:8000::1"), 0);
+    cr_assert_eq(netaddr_in_prefix(&a, &net, len), 0);
+    cr_assert_eq(netaddr_parse(&a, "10.0.0.1"), 0); /* another family */
+    cr_assert_eq(netaddr_in_prefix(&a, &net, len), 0);
+    cr_assert_eq(netaddr_cidr_parse(&net, &len, "::ffff:192.0.2.0/120"), 0);
+    cr_assert_eq(net.family, NETADDR_V4);
+    cr_assert_eq(len, 24);
+    cr_assert_eq(netaddr_cidr_parse(&net, &len, "0.0.0.0/0"), 0);
+    cr_assert_eq(netaddr_parse(&a, "203.0.113.9"), 0);
+    cr_assert_eq(netaddr_in_prefix(&a, &net, len), 1);
+
+    const char *bad[] = {"", "/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/x", "10.0.0.0/-1",
+                         "::/129", "::ffff:1.2.3.4/95", "fe80::1%eth0/64", "host/8",
+                         "10.0.0.0/0008", "10.0.0.0/8/8"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(netaddr_cidr_parse(&net, &len, bad[i]), -1, "%s", bad[i]);
+    }
+}
