@@ -57,6 +57,8 @@ struct audit_tap {
     size_t nlits;
     struct tap_lit *cur_lit;          /* the literal being read, if described */
     int in_cmd;                       /* bytes of a command were seen */
+    int cmd_has_literal;              /* the command so far has a literal (also one
+                                         not marked in a full text) */
     uint64_t cmd_start_us;
     uint64_t cmd_bytes;
     int overflow;
@@ -147,6 +149,27 @@ static int tap_atom_char(unsigned char c)
 }
 
 /* tap_tokenize splits text into tokens; returns how many (at most max). */
+/* tap_opens_section: the "[" at s[at] opens a section in which spaces and
+ * parentheses belong to the atom (BODY[HEADER.FIELDS (FROM TO)]): only in
+ * an argument (k: the index of the token), never in the tag or the command
+ * name, and only when a "]" closes it.  A tag may hold "[" ("K4[0"), and so
+ * may a mailbox name. */
+static int tap_opens_section(const char *s, size_t at, size_t n, size_t k)
+{
+    if (k < 2) {
+        return 0;
+    }
+    for (size_t j = at + 1; j < n; j++) {
+        if (s[j] == ']') {
+            return 1;
+        }
+        if (s[j] == '"' || (unsigned char)s[j] == TAP_LIT_MARK) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
 static size_t tap_tokenize(const struct audit_tap *t, struct tok *toks, size_t max)
 {
     const char *s = (const char *)t->text;
@@ -177,7 +200,7 @@ static size_t tap_tokenize(const struct audit_tap *t, struct tok *toks, size_t m
             int depth = 0; /* BODY[HEADER.FIELDS (FROM TO)] is one atom */
             while (j < n) {
                 unsigned char d = (unsigned char)s[j];
-                if (d == '[') {
+                if (d == '[' && tap_opens_section(s, j, n, k)) {
                     depth++;
                 } else if (d == ']' && depth > 0) {
                     depth--;
@@ -579,6 +602,7 @@ static void tap_c_literal(void *ctx, uint64_t size)
     if (t->mode == TAP_AUTH) {
         return;
     }
+    t->cmd_has_literal = 1;
     /* the header ("{5}\r") was kept as text: put the literal's mark there */
     size_t hdr = t->text_full ? 0 : imap_scan_literal_end(t->text, t->text_len, &size2);
     if (hdr == 0 || t->nlits >= TAP_MAX_LITERALS) {
@@ -621,6 +645,7 @@ static void tap_c_reset(struct audit_tap *t)
     t->nlits = 0;
     t->cur_lit = NULL;
     t->in_cmd = 0;
+    t->cmd_has_literal = 0;
     t->cmd_bytes = 0;
 }
 
@@ -826,6 +851,17 @@ struct audit_tap *audit_tap_new(const struct audit_tap_opts *opts, audit_tap_cb 
 void audit_tap_finish(struct audit_tap *t, uint64_t now_us)
 {
     t->now_us = now_us;
+    /* A command whose bytes so far include a literal reached the backend in
+     * part (the relay forwards a line part only up to a literal's CRLF, and
+     * the client only ever has parts that were shown to the tap): the
+     * backend may have begun it (an APPEND stores as its literal arrives),
+     * so it is an unanswered command, not nothing.  One still on its first
+     * line part is not reported: no byte of it went anywhere. */
+    if (t->in_cmd && t->cmd_has_literal && t->mode != TAP_AUTH) {
+        tap_command(t);
+        tap_c_reset(t);
+        imap_scan_init(&t->cscan);
+    }
     while (t->q_len > 0) {
         tap_complete(t, 0, "", "");
     }

@@ -66,7 +66,9 @@ void audit_tap_client_cut(struct audit_tap *t);
 void audit_tap_server(struct audit_tap *t, const uint8_t *data, size_t len, uint64_t now_us);
 
 /* audit_tap_finish reports every unanswered command with status "" (the
- * session ended).  The tap may be fed again afterwards. */
+ * session ended), the client's command in progress included once its bytes
+ * so far hold a literal (part of it was relayed).  The tap may be fed again
+ * afterwards. */
 void audit_tap_finish(struct audit_tap *t, uint64_t now_us);
 
 /* audit_tap_pending: commands waiting for their answer. */

@@ -111,6 +111,9 @@ struct check_tok {
     int sp;           /* one SP came before it */
     const char *word; /* TOK_WORD: upper-cased first bytes (NUL-terminated) */
     size_t word_len;  /* TOK_WORD: its full length */
+    const char *qtext; /* TOK_QUOTED: upper-cased first bytes of the content,
+                          escapes resolved (NUL-terminated) */
+    size_t qtext_len; /* TOK_QUOTED: the content's full length */
     unsigned cls;     /* TOK_WORD: CL_* bits */
     int lit8;         /* TOK_LITERAL: ~{n} */
 };
@@ -121,6 +124,8 @@ struct imap_check {
     enum check_wait wait;
     const char *reason;       /* last REJECT/FATAL reason, fixed text */
     uint64_t part_len;        /* bytes of the current line part so far */
+    uint64_t cmd_len;         /* bytes of the command so far: line parts and string
+                                 literals' data, not message data (max_line_len) */
     uint8_t need_reset;       /* a command ended; reset at the next line start */
     uint8_t fwd;              /* some part of the current command was forwarded */
     uint8_t idling;           /* IDLE running at the backend: lines are DONE */
@@ -537,21 +542,80 @@ static enum g_result want_number(struct imap_check *c, const struct check_tok *t
     return g_bad(c, t);
 }
 
-/* flag: "\" atom, "\*", or atom (keyword) */
+/* flag: one of the five system flags, or an atom (keyword).  RFC 9051 also
+ * has flag-extension ("\" atom), but Dovecot 2.3 reads an APPEND's flags
+ * before its message and answers BAD for an unknown system flag (\Recent,
+ * \Foo, \*), skipping to the next LF: the end of the message's "{n+}"
+ * announcement, whose data it would then run as commands. */
 static enum g_result want_flag(struct imap_check *c, const struct check_tok *t)
 {
+    static const char *const system_flags[] = {"\\ANSWERED", "\\FLAGGED", "\\DELETED",
+                                               "\\SEEN", "\\DRAFT"};
+
     if (t->type == TOK_WORD) {
         if (t->cls & CL_ATOM) {
             return G_TAKE;
         }
-        if (t->word[0] == '\\' && t->word_len > 1 && (t->cls & CL_ATOM1)) {
-            return G_TAKE;
-        }
-        if (tok_word_is(t, "\\*")) {
-            return G_TAKE;
+        for (size_t i = 0; i < sizeof(system_flags) / sizeof(system_flags[0]); i++) {
+            if (tok_word_is(t, system_flags[i])) {
+                return G_TAKE;
+            }
         }
     }
     return g_bad(c, t);
+}
+
+/* check_digits: n decimal digits at p, as a number no greater than max;
+ * returns it, or -1. */
+static int check_digits(const char *p, size_t n, int max)
+{
+    int v = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (p[i] - '0');
+    }
+    return v <= max ? v : -1;
+}
+
+/* want_date_time: APPEND's quoted date-time, "dd-Mon-yyyy hh:mm:ss +zzzz"
+ * (the day also " d" or "d"), checked byte by byte and by range: Dovecot
+ * 2.3 answers BAD for one it cannot parse before it reads the message, with
+ * the consequence told at want_flag. */
+static enum g_result want_date_time(struct imap_check *c, const struct check_tok *t)
+{
+    static const char months[] = "JANFEBMARAPRMAYJUNJULAUGSEPOCTNOVDEC";
+    const char *q = t->qtext;
+    size_t n = t->qtext_len, day_len;
+    int ok = 1;
+
+    if (t->type != TOK_QUOTED || n < 25 || n > 26) {
+        return g_err(c, IMAP_CHECK_E_ARGS);
+    }
+    day_len = n - 24; /* "d" or "dd" / " d" */
+    if (q[0] == ' ' && day_len == 2) {
+        ok = check_digits(q + 1, 1, 9) >= 1;
+    } else {
+        int day = check_digits(q, day_len, 31);
+        ok = day >= 1;
+    }
+    q += day_len;
+    ok = ok && q[0] == '-' && q[4] == '-' && q[9] == ' ' && q[12] == ':' && q[15] == ':' &&
+         q[18] == ' ' && (q[19] == '+' || q[19] == '-');
+    if (ok) {
+        int month = 0;
+        for (; month < 12; month++) {
+            if (memcmp(q + 1, months + 3 * month, 3) == 0) {
+                break;
+            }
+        }
+        ok = month < 12 && check_digits(q + 5, 4, 9999) >= 0 && check_digits(q + 10, 2, 23) >= 0 &&
+             check_digits(q + 13, 2, 59) >= 0 && check_digits(q + 16, 2, 60) >= 0 &&
+             check_digits(q + 20, 2, 99) >= 0 && check_digits(q + 22, 2, 59) >= 0;
+    }
+    return ok ? G_TAKE : g_err(c, IMAP_CHECK_E_ARGS);
 }
 
 /* date: date-text or a quoted date */
@@ -733,7 +797,7 @@ static enum g_result rule_append(struct imap_check *c, struct check_frame *f,
         }
         if (t->type == TOK_QUOTED && f->step != 3) {
             f->step = 3;
-            return G_TAKE;
+            return want_date_time(c, t);
         }
         return g_bad(c, t);
     case 5:
@@ -1518,6 +1582,7 @@ static void check_reset_command(struct imap_check *c)
     c->uid = 0;
     c->cmd = IMAP_CHECK_CMD_NONE;
     c->part_len = 0;
+    c->cmd_len = 0;
     c->depth = 1;
     memset(&c->stack[0], 0, sizeof(c->stack[0]));
     c->stack[0].rule = R_CMD;
@@ -1571,6 +1636,9 @@ static enum check_event check_emit(struct imap_check *c, enum tok_type type)
         t.word = c->word;
         t.word_len = c->word_len;
         t.cls = c->word_cls;
+    } else if (type == TOK_QUOTED) {
+        t.qtext = c->word; /* the word buffer holds the quoted content */
+        t.qtext_len = c->word_len;
     }
     t.lit8 = c->lit8;
     c->sp = 0;
@@ -1634,6 +1702,17 @@ static enum check_event check_lit_end(struct imap_check *c)
         }
         return check_fail(c, IMAP_CHECK_E_LITERAL_SIZE, 0);
     }
+    if (!c->lit_data) {
+        /* a server keeps a string literal in its command line buffer, so it
+           counts towards the command's length (see check_byte) */
+        if (c->cmd_len + c->lit_size > c->opts.max_line_len) {
+            if (c->lit_plus) {
+                return check_fatal(c, IMAP_CHECK_E_LINE_LONG);
+            }
+            return check_fail(c, IMAP_CHECK_E_LINE_LONG, 0);
+        }
+        c->cmd_len += c->lit_size;
+    }
     c->st = ST_LIT_CR;
     return EV_NONE;
 }
@@ -1668,6 +1747,9 @@ static enum check_event check_sep(struct imap_check *c, uint8_t b)
         return check_emit(c, TOK_RP);
     case '"':
         c->st = ST_QUOTED;
+        c->word_len = 0;
+        c->word[0] = '\0';
+        c->word_cls = CL_ALL;
         return EV_NONE;
     case '{':
         c->st = ST_LIT;
@@ -1744,8 +1826,16 @@ static enum check_event check_byte(struct imap_check *c, uint8_t b)
         check_reset_command(c);
         c->idle_pos = 0;
     }
+    /* The limit is on the whole command, not on each line part: Dovecot
+     * 2.3 counts every part and string literal of a command against
+     * imap_max_line_length, and a command that passes it in the middle of
+     * a line part is answered "BAD ... command line too large" and its line
+     * skipped to the next LF, which is the end of a "{n+}" announcement:
+     * the literal's data would then run as commands there.  The held part
+     * is bounded too, since it is part of the command. */
     c->part_len++;
-    if (c->part_len > c->opts.max_line_len) {
+    c->cmd_len++;
+    if (c->cmd_len > c->opts.max_line_len) {
         return check_fail(c, IMAP_CHECK_E_LINE_LONG, b == '\n');
     }
     switch (c->st) {
@@ -1759,7 +1849,12 @@ static enum check_event check_byte(struct imap_check *c, uint8_t b)
         if (b == '\r') {
             return check_fail(c, c->tag_len == 0 ? IMAP_CHECK_E_EMPTY : IMAP_CHECK_E_NO_NAME, 0);
         }
-        if (!(ch_class(b) & CL_ASTR) || b == '+') {
+        /* RFC 9051 allows "]" in a tag, Dovecot 2.3 does not: it answers
+           "* BAD Invalid tag" untagged, so nothing would end the command
+           here (its tag stays in use, an IDLE or a literal waits for ever)
+           and the audit would record a command the backend never ran.  A
+           tag is the ATOM-CHARs except "+", which every server reads. */
+        if (!(ch_class(b) & CL_ATOM) || b == '+') {
             return check_fail(c, IMAP_CHECK_E_TAG, 0);
         }
         if (c->tag_len >= c->opts.max_tag_len) {
@@ -1801,9 +1896,11 @@ static enum check_event check_byte(struct imap_check *c, uint8_t b)
         if (ch_ctl(b)) {
             return check_fail(c, IMAP_CHECK_E_QUOTED, b == '\n');
         }
+        check_word_add(c, b);
         return EV_NONE; /* 8-bit allowed in quoted strings */
     case ST_QUOTED_ESC:
         if (b == '"' || b == '\\') {
+            check_word_add(c, b);
             c->st = ST_QUOTED;
             return EV_NONE;
         }

@@ -144,8 +144,11 @@ enum imap_check_nonsync {
 };
 
 struct imap_check_opts {
-    size_t max_line_len;         /* bytes of one line part, CRLF and literal
-                                    announcement included (e.g. 65536) */
+    size_t max_line_len;         /* bytes of one command: its line parts (CRLF
+                                    and literal announcements included) and its
+                                    string literals' data, not message data; at
+                                    most the backend's own limit (Dovecot's
+                                    imap_max_line_length, 65536) */
     uint64_t max_literal_len;    /* bytes of message data: APPEND, REPLACE,
                                     CATENATE TEXT, literal8 (e.g. 64 MiB) */
     uint64_t max_arg_literal_len; /* bytes of any other string literal (mailbox,

@@ -17,7 +17,9 @@ Scenarios (each a row of the table, in this order):
   - churn, one user (BoringSSL): every login the same user, every login a
     session cache hit: the best case, for comparison with earlier runs;
   - handshake, bulk FETCH, NOOP latency, idle connections (before login and
-    logged in, in IDLE).
+    logged in, in IDLE);
+  - the command gate's CPU per 1000 pipelined commands and CPU per MB
+    fetched with and without COMPRESS=DEFLATE (gate_cost.py, run last).
 Figures (medians over runs, with min..max):
   - CPU time of the proxy process (user + system, all threads) per
     handshake, per churn session and per GB fetched;
@@ -579,6 +581,14 @@ def main():
         elapsed = time.monotonic() - started
         print_summary(fig, runs, n, elapsed, results)
         print_markdown(fig, runs, n, churn, mailbox_bytes)
+        # the command gate's and COMPRESS's cost: a Python client (zlib), its
+        # own imapmux and Dovecot, after the rest so as not to load them
+        gate = [sys.executable, os.path.join(HERE, "gate_cost.py")]
+        gate += ["--short"] if args.short else ["--runs", str(runs)]
+        print("\ncommand gate and COMPRESS=DEFLATE (gate_cost.py):")
+        sys.stdout.flush()
+        if subprocess.call(gate, timeout=600) != 0:
+            raise RuntimeError("gate_cost.py failed")
         for failure in retried:
             print("measured again after: %s" % failure)
         if args.json:

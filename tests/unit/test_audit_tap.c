@@ -334,3 +334,68 @@ Test(audit_tap, a_refused_literal_ends_its_command)
     audit_tap_free(t);
     audit_tap_free(u);
 }
+
+Test(audit_tap, a_command_cut_after_its_literal_is_recorded_without_an_answer)
+{
+    /* the session ends inside an APPEND's message (the gate refused what
+       followed, or the client went away): the backend had its first line
+       part and part of the message, so it is a command without an answer;
+       a command still on its first line part reached no one */
+    const struct chunk tr[] = {
+        {'C', "a1 NOOP\r\na2 APPEND INBOX (\\Seen) {11}\r\n", 0},
+        {'S', "a1 OK done\r\n+ OK\r\n", 0},
+        {'C', "Hello", 0},
+    };
+    check(&default_opts, tr, N(tr),
+          "a1|NOOP|0||OK||9|12\n"
+          "a2|APPEND|0|\"mailbox\":\"INBOX\",\"append_size\":11|||35|0\n");
+    const struct chunk tr2[] = {
+        {'C', "b1 SEARCH SUBJECT {4}\r\n", 0},
+        {'S', "+ OK\r\n", 0},
+        {'C', "diff FROM {2}\r\nab", 0},
+        {'C', " TO x", 0},
+    };
+    check(&default_opts, tr2, N(tr2), "b1|SEARCH|0|\"search\":\"SUBJECT ? FROM ? TO ?\"|||45|0\n");
+    const struct chunk tr3[] = {
+        {'C', "c1 SELECT INB", 0},
+    };
+    check(&default_opts, tr3, N(tr3), "");
+}
+
+Test(audit_tap, a_long_command_cut_after_its_literal_is_recorded_too)
+{
+    /* the text kept of a command is bounded; its literals beyond that still
+       make a cut command one the backend had part of */
+    struct out o;
+    memset(&o, 0, sizeof(o));
+    struct audit_tap *t = audit_tap_new(&default_opts, on_cmd, &o);
+    cr_assert_not_null(t);
+    size_t n = AUDIT_TAP_TEXT_LEN + 100;
+    char *big = malloc(n + 64);
+    cr_assert_not_null(big);
+    memcpy(big, "L1 SEARCH TEXT \"", 16);
+    memset(big + 16, 'x', n);
+    static const char tail[] = "\" TEXT {5+}\r\nhello TEXT \"qq";
+    memcpy(big + 16 + n, tail, sizeof(tail) - 1);
+    cr_assert_eq(audit_tap_client(t, (const uint8_t *)big, 16 + n + sizeof(tail) - 1, 1), 0);
+    audit_tap_finish(t, 3);
+    cr_assert(strncmp(o.text, "L1|SEARCH|0|", 12) == 0, "%s", o.text);
+    audit_tap_free(t);
+    free(big);
+}
+
+Test(audit_tap, brackets_in_a_tag_and_a_mailbox_name)
+{
+    /* "[" is an ATOM-CHAR: a tag or a mailbox may hold one without a "]";
+       found by the differential test against Dovecot, where the tag took
+       the rest of the line and the answer found no command */
+    const struct chunk tr[] = {
+        {'C', "K4[0 SELECT INBOX (CONDSTORE)\r\nK5 SELECT a[b (CONDSTORE)\r\n"
+              "K6 FETCH 1 (BODY.PEEK[HEADER.FIELDS (FROM)])\r\n", 0},
+        {'S', "K4[0 OK [READ-WRITE] done\r\nK5 NO [NONEXISTENT] no\r\nK6 OK done\r\n", 0},
+    };
+    check(&default_opts, tr, N(tr),
+          "K4[0|SELECT|0|\"mailbox\":\"INBOX\"|OK|READ-WRITE|31|27\n"
+          "K5|SELECT|0|\"mailbox\":\"a[b\"|NO|NONEXISTENT|27|24\n"
+          "K6|FETCH|0|\"seqset\":\"1\",\"items\":[\"BODY.PEEK[HEADER.FIELDS (FROM)]\"]|OK||46|12\n");
+}

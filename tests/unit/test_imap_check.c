@@ -411,7 +411,11 @@ Test(imap_check, spaces_are_exact)
 
 Test(imap_check, tags)
 {
-    expect("a.1]x NOOP\r\n", "E(NOOP)[a.1]x NOOP\\r\\n]");
+    expect("a.1-x NOOP\r\n", "E(NOOP)[a.1-x NOOP\\r\\n]");
+    /* "]" is an ASTRING-CHAR, but Dovecot 2.3 answers such a tag with an
+       untagged BAD that ends nothing: refused before the backend sees it */
+    expect("a.1]x NOOP\r\n", "R(Invalid tag)[a.1]] D[x NOOP\\r\\n]");
+    expect("x] IDLE\r\n", "R(Invalid tag)[x]] D[ IDLE\\r\\n]");
     expect("a+ NOOP\r\n", "R(Invalid tag)[a+] D[ NOOP\\r\\n]");
     expect("a* NOOP\r\n", "R(Invalid tag)[a*] D[ NOOP\\r\\n]");
     expect("a% NOOP\r\n", "R(Invalid tag)[a%] D[ NOOP\\r\\n]");
@@ -502,6 +506,7 @@ Test(imap_check, literal_sizes)
 
     minus.nonsync = IMAP_CHECK_NONSYNC_MINUS;
     minus.max_arg_literal_len = 10000;
+    minus.max_line_len = 20000; /* a string literal counts towards the command */
     none.nonsync = IMAP_CHECK_NONSYNC_NONE;
     /* sync over the limit: refused before the "+", no data comes */
     expect("a SELECT {101}\r\nb NOOP\r\n", "R(Literal too large)[a SELECT {101}] D[\\r\\n] E(NOOP)[b NOOP\\r\\n]");
@@ -585,13 +590,58 @@ Test(imap_check, line_length)
     strcat(in, "\r\n");
     snprintf(want, sizeof(want), "R(Line too long)[%.*s] D[xxx\\r\\n]", TEST_LINE_LEN + 1, in);
     expect(in, want);
-    /* in a later part of a command: BYE */
+    /* in a later part of a command: BYE; the limit is on the command, its
+       first part (15 bytes) and its literal (1) count */
     memset(in, 0, sizeof(in));
     strcpy(in, "a RENAME {1+}\r\nx ");
     memset(in + 17, 'y', TEST_LINE_LEN);
     strcat(in, "\r\n");
     snprintf(want, sizeof(want), "F[a RENAME {1+}\\r\\n] L[x] X(Line too long)[ %.*s]",
-             TEST_LINE_LEN, in + 17);
+             TEST_LINE_LEN - 16, in + 17);
+    expect(in, want);
+}
+
+Test(imap_check, line_length_is_per_command)
+{
+    char in[512];
+    char want[1024];
+
+    /* Dovecot counts every part of a command against one line limit and
+       answers a command that passes it inside a part with BAD, skipping to
+       the next LF: the end of the "{n+}" announcement, whose data it then
+       runs as commands.  Two parts of 70 bytes each, a literal between */
+    memset(in, 0, sizeof(in));
+    strcpy(in, "a SEARCH TEXT \"");
+    memset(in + 15, 'x', 46);
+    strcat(in, "\" TEXT {5+}\r\nhello TEXT \"");
+    memset(in + strlen(in), 'q', 50);
+    strcat(in, "\" TEXT {20+}\r\n\r\nB2 DELETE Finance\r\n\r\n");
+    expect(in, "F[a SEARCH TEXT \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\" TEXT {5+}\\r\\n] "
+               "L[hello] X(Line too long)[ TEXT \"qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq]");
+    /* a string literal's data counts: announced past the limit, refused
+       before its data is asked for */
+    memset(in, 0, sizeof(in));
+    strcpy(in, "b SEARCH TEXT \"");
+    memset(in + 15, 'x', 80);
+    strcat(in, "\" TEXT {40}\r\n");
+    snprintf(want, sizeof(want), "R(Line too long)[%.*s] D[\\r\\n]", (int)strlen(in) - 2, in);
+    expect(in, want);
+    /* ... and its data and the rest of the line reach the limit together */
+    expect("c SEARCH TEXT {100+}\r\n"
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+           "xxxx TEXT y\r\n",
+           "F[c SEARCH TEXT {100+}\\r\\n] L[xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx] X(Line too long)[ TEXT y]");
+    /* message data does not count: Dovecot streams it */
+    memset(in, 0, sizeof(in));
+    strcpy(in, "d APPEND INBOX {200+}\r\n");
+    memset(in + strlen(in), 'm', 200);
+    strcat(in, " {150+}\r\n");
+    memset(in + strlen(in), 'n', 150);
+    strcat(in, "\r\n");
+    cr_assert_lt(strlen(in), sizeof(in));
+    snprintf(want, sizeof(want), "F[d APPEND INBOX {200+}\\r\\n] L[%.200s] F[ {150+}\\r\\n] L[%.150s] "
+             "E(APPEND)[\\r\\n]", in + 23, in + 232);
     expect(in, want);
 }
 
@@ -754,6 +804,39 @@ Test(imap_check, append_multiappend_catenate_replace)
     expect_invalid("a APPEND ~{5}", IMAP_CHECK_E_LITERAL8_HERE);
 }
 
+Test(imap_check, append_flags_and_date_as_the_backend_reads_them)
+{
+    /* Dovecot 2.3 parses an APPEND's flags and date before the message and
+       answers BAD for one it cannot parse, skipping to the next LF: the end
+       of "{n+}", so the message would run as commands there.  Only what it
+       parses passes; found by the differential test against Dovecot */
+    expect_plus("a APPEND INBOX \" 1-Jan-2024 10:00:00 +0000\" {3}\r\n",
+                "F[a APPEND INBOX \" 1-Jan-2024 10:00:00 +0000\" {3}\\r\\n] W <+>");
+    expect_plus("a APPEND INBOX \"9-dec-2024 23:59:60 -1200\" {3}\r\n",
+                "F[a APPEND INBOX \"9-dec-2024 23:59:60 -1200\" {3}\\r\\n] W <+>");
+    static const char *const dates[] = {
+        "01-Jan~-2026 10:00:00 +0000", "01-Jan-99999 10:00:00 +0000", "01-Jan-2026  10:00:00 +0000",
+        "", "x", "01-Foo-2026 10:00:00 +0000", "00-Jan-2026 10:00:00 +0000",
+        "32-Jan-2026 10:00:00 +0000", "01-Jan-2026 24:00:00 +0000", "01-Jan-2026 10:00:00 0000",
+        "01-Jan-2026 10:00:00 +00a0", "01-Jan-2026 10:0:00 +0000", "01-Jan-2026 10:00:00 +0060",
+        "01-Jan-2026 10:00:00 +0000 ",
+    };
+    char line[128];
+    for (size_t i = 0; i < sizeof(dates) / sizeof(dates[0]); i++) {
+        snprintf(line, sizeof(line), "a APPEND INBOX \"%s\" {3}", dates[i]);
+        expect_invalid(line, IMAP_CHECK_E_ARGS);
+    }
+    expect("a APPEND INBOX \"01-Jan~-2026 10:00:00 +0000\" {11+}\r\n\r\nH1 NOOP\r\n\r\n",
+           "R(Invalid arguments)[a APPEND INBOX \"01-Jan~-2026 10:00:00 +0000\"] D[ {11+}\\r] "
+           "X(Non-synchronizing literal in a rejected command)[\\n]");
+    expect_invalid("a APPEND INBOX (\\Recent) {3}", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX (\\Seen \\Foo) {3}", IMAP_CHECK_E_ARGS);
+    expect_invalid("a APPEND INBOX (\\*) {3}", IMAP_CHECK_E_ARGS);
+    expect_plus("a APPEND INBOX (\\seen \\Answered \\FLAGGED \\Deleted \\Draft $Junk kw) {3}\r\n",
+                "F[a APPEND INBOX (\\seen \\Answered \\FLAGGED \\Deleted \\Draft $Junk kw) {3}\\r\\n] "
+                "W <+>");
+}
+
 Test(imap_check, search_sort_thread_esearch)
 {
     static const char *const ok[] = {
@@ -842,7 +925,7 @@ Test(imap_check, store)
     static const char *const ok[] = {
         "a STORE 1 +FLAGS (\\Seen)", "a STORE 1:* -FLAGS.SILENT (\\Seen \\Deleted $Junk)",
         "a STORE 1 FLAGS ()", "a UID STORE 5 +FLAGS \\Seen \\Flagged",
-        "a STORE 1 (UNCHANGEDSINCE 12345) +FLAGS (\\Seen)", "a STORE 1 FLAGS \\*",
+        "a STORE 1 (UNCHANGEDSINCE 12345) +FLAGS (\\Seen)", "a STORE 1 FLAGS \\draft \\ANSWERED",
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         expect_valid(ok[i]);
@@ -853,6 +936,9 @@ Test(imap_check, store)
     expect_invalid("a STORE 1 +FLAGS (\\Seen) x", IMAP_CHECK_E_ARGS);
     expect_invalid("a STORE 1 +FLAGS {3}", IMAP_CHECK_E_LITERAL_HERE);
     expect_invalid("a STORE 1 +FLAGS \\Seen {3}", IMAP_CHECK_E_LITERAL_HERE);
+    /* \\* is no flag of a command; other system flags are Dovecot's BAD */
+    expect_invalid("a STORE 1 FLAGS \\*", IMAP_CHECK_E_ARGS);
+    expect_invalid("a STORE 1 FLAGS (\\Recent)", IMAP_CHECK_E_ARGS);
 }
 
 Test(imap_check, metadata)
