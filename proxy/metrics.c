@@ -933,6 +933,15 @@ static void metrics_render_pools(struct metrics_buf *b)
                        "Logins whose warm connection failed and that went on on a new one.",
                        METRICS_PUB(warm_retries));
 
+    metrics_render_pub(b, "imapmux_session_leases", "gauge",
+                       "Leases of logged-in sessions this instance holds in Redis (the per-user "
+                       "session limits).", METRICS_PUB(leases));
+    metrics_render_pub(b, "imapmux_session_lease_renewals_total", "counter",
+                       "Session leases renewed in Redis.", METRICS_PUB(lease_renewals));
+    metrics_render_pub(b, "imapmux_session_lease_renew_failures_total", "counter",
+                       "Batches of lease renewals Redis did not run (down or an error).",
+                       METRICS_PUB(lease_renew_failures));
+
     metrics_render_pub(b, "imapmux_session_cache_connections", "gauge",
                        "Logged-in backend connections parked now.", METRICS_PUB(cache_size));
     metrics_render_pub(b, "imapmux_session_cache_parked_total", "counter",

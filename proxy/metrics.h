@@ -110,6 +110,7 @@ struct metrics_worker_stats {
     uint64_t audit_records, audit_dropped, audit_blocks; /* audit_stats */
     uint64_t audit_queue_bytes;   /* bytes queued or being written */
     uint64_t audit_blocked;       /* 1: the worker waits for the writer (policy block) */
+    uint64_t leases, lease_renewals, lease_renew_failures; /* sesslimit_stats */
 };
 
 /* --- lifetime (main thread) ----------------------------------------------------- */

@@ -93,6 +93,13 @@ static void worker_publish_metrics(uv_async_t *a)
         ms.cache_evicted_lost = cs.evicted_lost;
         ms.cache_evicted_event = cs.evicted_event;
     }
+    if (w->env.limits != NULL) {
+        struct sesslimit_stats ls;
+        sesslimit_stats(w->env.limits, &ls);
+        ms.leases = ls.leases;
+        ms.lease_renewals = ls.renewals;
+        ms.lease_renew_failures = ls.renew_failures;
+    }
     if (w->env.audit != NULL) {
         struct audit_stats as;
         audit_queue_stats(w->env.audit, &as);

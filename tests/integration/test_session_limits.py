@@ -7,6 +7,7 @@ error lets the login in (on_redis_error: allow) or refuses it (refuse)."""
 import socket
 import time
 import unittest
+import urllib.request
 import warnings
 
 import harness
@@ -46,7 +47,12 @@ class SessionLimitsTest(unittest.TestCase):
         # with the session cache: a login served from it is counted too
         cls.mux3 = harness.Imapmux(cls.tmp.path, backends, cls.cert, redis=redis_cfg,
                                    bruteforce=bf, limits=common, name="mux3", workers=1,
-                                   session_cache={"enabled": True, "park": "always"}).start()
+                                   session_cache={"enabled": True, "park": "always"})
+        cls.admin_port = harness.free_port()
+        with open(cls.mux3.conf, "a") as f:
+            f.write("admin:\n  listen: \"%s:%d\"\n" % (LOOPBACK, cls.admin_port))
+        cls.mux3.start()
+        harness.wait_port(cls.admin_port, proc=cls.mux3.proc)
         for u in USERS:
             cls.redis.cmd("HSET", "imapmux:user:" + u, "password", sha512("pw"))
         cls.open = []
@@ -182,6 +188,30 @@ class SessionLimitsTest(unittest.TestCase):
         self.assertRegex(self.mux3.log_text(), r"user=parker .*login ok \(TLS[^)]*, session cache")
         s.close()
         self.assertEqual(self.wait_count("parker", 0), 0)
+
+    def leases_metric(self):
+        body = urllib.request.urlopen("http://%s:%d/metrics" % (LOOPBACK, self.admin_port),
+                                      timeout=10).read().decode()
+        for line in body.splitlines():
+            if line.startswith("imapmux_session_leases "):
+                return float(line.split()[1])
+        return None
+
+    def test_leases_on_the_metrics_endpoint(self):
+        base = self.leases_metric()
+        self.assertIsNotNone(base)
+        held = []
+        for u in ("kim", "erin"):
+            s, r = self.login(self.mux3, u, "127.0.0.7")
+            self.assertTrue(r.startswith(b"a OK"), r)
+            held.append(s)
+        self.assertEqual(self.leases_metric(), base + 2)
+        for s in held:
+            self.logout(s)
+        deadline = time.monotonic() + 10
+        while self.leases_metric() != base and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.leases_metric(), base)
 
     def test_zz_killed_instance_leases_expire(self):
         held = []
