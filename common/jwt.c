@@ -17,6 +17,8 @@
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
 
+#include "common/b64.h"
+
 #define JWT_MIN_RSA_BITS 2048   /* smaller moduli are refused in a key set */
 #define JWT_ES256_SIG_LEN 64    /* r || s, 32 bytes each (RFC 7518 section 3.4) */
 #define JWT_P256_COORD_LEN 32
@@ -36,26 +38,6 @@ struct jwt_keyset {
 
 /* --- base64url ------------------------------------------------------------ */
 
-static int jwt_b64_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '-') {
-        return 62;
-    }
-    if (c == '_') {
-        return 63;
-    }
-    return -1;
-}
-
 uint8_t *jwt_b64url_decode(size_t *out_len, const char *in, size_t len)
 {
     *out_len = 0;
@@ -70,7 +52,7 @@ uint8_t *jwt_b64url_decode(size_t *out_len, const char *in, size_t len)
     uint32_t acc = 0;
     unsigned bits = 0;
     for (size_t i = 0; i < len; i++) {
-        int v = jwt_b64_val((unsigned char)in[i]);
+        int v = b64_digit((unsigned char)in[i], '-', '_');
         if (v < 0) {
             free(out);
             return NULL;

@@ -2,6 +2,8 @@
 
 #include <stdint.h>
 
+#include "common/b64.h"
+
 int mutf7_is_plain(const char *in, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
@@ -11,26 +13,6 @@ int mutf7_is_plain(const char *in, size_t len)
         }
     }
     return 1;
-}
-
-static int mutf7_b64(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '+') {
-        return 62;
-    }
-    if (c == ',') {
-        return 63;
-    }
-    return -1;
 }
 
 /* mutf7_put writes code point cp as UTF-8; 0 or -1 when out is full. */
@@ -109,7 +91,7 @@ int mutf7_decode(char *out, size_t out_len, const char *in, size_t in_len)
         unsigned nbits = 0;
         size_t units = 0;
         while (i < in_len && in[i] != '-') {
-            int v = mutf7_b64((unsigned char)in[i]);
+            int v = b64_digit((unsigned char)in[i], '+', ',');
             if (v < 0) {
                 goto fail;
             }

@@ -6,25 +6,8 @@
 
 #include <openssl/base64.h>
 
+#include "common/b64.h"
 #include "common/secret.h"
-
-/* sasl_plain_b64_value returns the value of a base64 digit, or -1. */
-static int sasl_plain_b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '+') {
-        return 62;
-    }
-    return c == '/' ? 63 : -1;
-}
 
 /* sasl_plain_b64_canonical: the bits a padded last quantum leaves over are
  * zero (RFC 4648 section 3.5), so that a message has one spelling; the
@@ -34,11 +17,11 @@ static int sasl_plain_b64_canonical(const char *b64, size_t b64_len)
     const char *q = b64 + b64_len - 4;
     int v;
     if (q[2] == '=') {
-        v = sasl_plain_b64_value(q[1]);
+        v = b64_digit((unsigned char)q[1], '+', '/');
         return v >= 0 && (v & 0x0f) == 0;
     }
     if (q[3] == '=') {
-        v = sasl_plain_b64_value(q[2]);
+        v = b64_digit((unsigned char)q[2], '+', '/');
         return v >= 0 && (v & 0x03) == 0;
     }
     return 1;
