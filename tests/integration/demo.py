@@ -197,7 +197,8 @@ class Demo:
         self.check("no user name in /metrics", "alice" not in r.stdout and "carol" not in r.stdout)
         r = subprocess.run(["curl", "-sS", "--max-time", "20", base + "/readyz"],
                            capture_output=True, text=True, timeout=60)
-        self.check("/readyz says ready", r.stdout.strip() == "ready", r.stdout + r.stderr)
+        # a ready answer may add warnings (the demo's certificate lives 2 days)
+        self.check("/readyz says ready", r.stdout.startswith("ready\n"), r.stdout + r.stderr)
 
     def stop(self):
         rc = None
