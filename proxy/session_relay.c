@@ -227,12 +227,55 @@ static void session_relay_compress(struct session *s, const uint8_t *data, size_
     session_relay_resume(s);
 }
 
+/* Forwarded bytes of one read, not written yet: consecutive verdicts that
+ * forward (a pipelined burst of commands, a literal) lie next to each other
+ * in the read, so they go to the tap and the backend in one write instead
+ * of one per command.  Flushed before any other verdict is acted on, so the
+ * backend and the tap see everything in the order the client sent it. */
+struct relay_pending {
+    const uint8_t *data; /* in the read being fed */
+    size_t len;
+};
+
+static int session_relay_pend(struct session *s, struct relay_pending *p, const uint8_t *data,
+                              size_t n)
+{
+    if (p->len > 0 && p->data + p->len != data) {
+        /* not next to the pending bytes (cannot happen within one read):
+           send those first */
+        int r = session_relay_send_backend(s, p->data, p->len);
+        p->len = 0;
+        if (r != 0) {
+            return r;
+        }
+    }
+    if (p->len == 0) {
+        p->data = data;
+    }
+    p->len += n;
+    return 0;
+}
+
+static int session_relay_flush_pending(struct session *s, struct relay_pending *p)
+{
+    if (p->len == 0) {
+        return s->state == SESSION_RELAY ? 0 : -1;
+    }
+    int r = session_relay_send_backend(s, p->data, p->len);
+    p->len = 0;
+    return r;
+}
+
 /* session_relay_feed runs client bytes through the gate and acts on each
  * verdict.  Bytes it cannot take now are kept for session_relay_resume. */
 static void session_relay_feed(struct session *s, const uint8_t *data, size_t len)
 {
+    struct relay_pending pend = {NULL, 0};
     while (s->state == SESSION_RELAY) {
         if (imap_check_blocked(s->check)) {
+            if (session_relay_flush_pending(s, &pend) != 0) {
+                return;
+            }
             if (len > 0 && session_relay_keep(s, data, len) != 0) {
                 return;
             }
@@ -241,10 +284,16 @@ static void session_relay_feed(struct session *s, const uint8_t *data, size_t le
             return;
         }
         if (len == 0) {
+            (void)session_relay_flush_pending(s, &pend);
             return;
         }
         size_t n = 0;
         enum imap_check_action a = imap_check_feed(s->check, &n, data, len);
+        int forwards = a == IMAP_CHECK_FORWARD_END || a == IMAP_CHECK_FORWARD ||
+                       a == IMAP_CHECK_LITERAL;
+        if ((!forwards || s->held_len > 0) && session_relay_flush_pending(s, &pend) != 0) {
+            return;
+        }
         switch (a) {
         case IMAP_CHECK_HOLD:
             if (session_relay_hold(s, data, n) != 0) {
@@ -253,21 +302,29 @@ static void session_relay_feed(struct session *s, const uint8_t *data, size_t le
             break;
         case IMAP_CHECK_FORWARD_END:
             if (s->held_len == 0 && n == len && imap_check_cmd(s->check) == IMAP_CHECK_CMD_RELAYED &&
-                strcmp(imap_check_name(s->check), "LOGOUT") == 0 && session_park_try(s, data, n)) {
-                return;
+                strcmp(imap_check_name(s->check), "LOGOUT") == 0) {
+                /* parking takes the backend connection: what is pending goes first */
+                if (session_relay_flush_pending(s, &pend) != 0) {
+                    return;
+                }
+                if (session_park_try(s, data, n)) {
+                    return;
+                }
             }
-            if (session_relay_forward(s, data, n) != 0) {
+            if (s->held_len > 0 ? session_relay_forward(s, data, n) != 0
+                                : session_relay_pend(s, &pend, data, n) != 0) {
                 return;
             }
             session_relay_command_done(s);
             break;
         case IMAP_CHECK_FORWARD:
-            if (session_relay_forward(s, data, n) != 0) {
+            if (s->held_len > 0 ? session_relay_forward(s, data, n) != 0
+                                : session_relay_pend(s, &pend, data, n) != 0) {
                 return;
             }
             break;
         case IMAP_CHECK_LITERAL:
-            if (session_relay_send_backend(s, data, n) != 0) {
+            if (session_relay_pend(s, &pend, data, n) != 0) {
                 return;
             }
             break;
@@ -306,6 +363,7 @@ static void session_relay_feed(struct session *s, const uint8_t *data, size_t le
         data += n;
         len -= n;
     }
+    (void)session_relay_flush_pending(s, &pend);
 }
 
 /* session_relay_resume feeds what the client sent while the gate waited,
